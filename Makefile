@@ -1,0 +1,35 @@
+# Two commands on a fresh machine: `make demo` and `make test` (each sets up .venv first).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export DAGSTER_HOME ?= $(CURDIR)/.curation/dagster
+# The offline demo and the UI use a seeded random-init CLIP unless told otherwise.
+export CURATION_EMBEDDER_PRETRAINED ?= none
+
+.PHONY: install demo test ui lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+$(DAGSTER_HOME)/dagster.yaml: dagster_home/dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster_home/dagster.yaml $@
+
+demo: install $(DAGSTER_HOME)/dagster.yaml
+	$(PY) -m curation_assets.demo
+
+test: install
+	$(PY) -m pytest -q
+
+ui: install $(DAGSTER_HOME)/dagster.yaml
+	$(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+
+lint: install
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf .curation

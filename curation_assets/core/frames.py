@@ -1,0 +1,98 @@
+"""Decoding and sampling video frames with PyAV, and encoding them as JPEG."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image
+
+
+class VideoDecodeError(ValueError):
+    """A landing object that cannot be read as a video; the message names the object."""
+
+
+@dataclass(frozen=True)
+class SampledFrame:
+    index: int  # position in the decoded stream, 0-based
+    timestamp_s: float
+    rgb: np.ndarray  # (H, W, 3) uint8
+
+
+def sample_frames(
+    path: str | Path,
+    *,
+    name: str,
+    sample_fps: float | None = 2.0,
+    every_n: int | None = None,
+    max_frames: int | None = None,
+    max_pixels: int = 4096 * 4096,
+) -> Iterator[SampledFrame]:
+    """Yield frames of the video at ``path``, streaming (memory does not grow with length).
+
+    Keeps one frame per ``1 / sample_fps`` seconds, or every ``every_n``-th frame when given.
+    ``name`` is how errors refer to the input (its landing key). Raises VideoDecodeError for
+    files that are not videos, have no video stream, are too large, or yield no frames.
+    """
+    if every_n is not None and every_n < 1:
+        raise ValueError("every_n must be >= 1")
+    try:
+        container = av.open(str(path))
+    except av.error.FFmpegError as exc:
+        raise VideoDecodeError(f"{name}: not a readable video ({_reason(exc)})") from exc
+    with container:
+        if not container.streams.video:
+            raise VideoDecodeError(f"{name}: no video stream")
+        stream = container.streams.video[0]
+        ctx = stream.codec_context
+        if ctx.width * ctx.height > max_pixels:
+            raise VideoDecodeError(
+                f"{name}: resolution {ctx.width}x{ctx.height} exceeds the limit of {max_pixels} pixels"
+            )
+        stream.thread_type = "AUTO"
+        fps = float(stream.average_rate or stream.guessed_rate or 25)
+        next_time = 0.0
+        yielded = 0
+        index = -1
+        try:
+            for frame in container.decode(stream):
+                index += 1
+                ts = float(frame.time) if frame.time is not None else index / fps
+                if every_n is not None:
+                    keep = index % every_n == 0
+                else:
+                    keep = sample_fps is None or ts + 1e-6 >= next_time
+                if not keep:
+                    continue
+                if sample_fps is not None and every_n is None:
+                    next_time = max(next_time + 1.0 / sample_fps, ts)
+                yield SampledFrame(index, round(ts, 6), frame.to_ndarray(format="rgb24"))
+                yielded += 1
+                if max_frames is not None and yielded >= max_frames:
+                    return
+        except av.error.FFmpegError as exc:
+            raise VideoDecodeError(
+                f"{name}: decoding failed after frame {index} ({_reason(exc)})"
+            ) from exc
+        if yielded == 0:
+            raise VideoDecodeError(f"{name}: no decodable frames")
+
+
+def _reason(exc: Exception) -> str:
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
+def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def decode_image(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image.convert("RGB")

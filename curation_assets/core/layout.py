@@ -1,0 +1,35 @@
+"""Where each thing lives under the storage root (see DESIGN.md, Storage)."""
+
+from __future__ import annotations
+
+
+def frame_key(video_id: str, frame_index: int) -> str:
+    return f"frames/{video_id}/{frame_index:06d}.jpg"
+
+
+def table_key(asset: str, partition: str = "all") -> str:
+    return f"tables/{asset}/{partition}.parquet"
+
+
+def table_prefix(asset: str) -> str:
+    return f"tables/{asset}"
+
+
+def rejected_table_key(asset: str, partition: str = "all") -> str:
+    """Tables that failed a blocking check: kept for inspection, never read downstream."""
+    return f"tables/_rejected/{asset}/{partition}.parquet"
+
+
+def export_key(round_id: str, name: str) -> str:
+    return f"exports/{round_id}/{name}"
+
+
+def dataset_key(version: str, name: str) -> str:
+    return f"datasets/{version}/{name}"
+
+
+def report_key(name: str) -> str:
+    return f"reports/{name}"
+
+
+ANNOTATIONS_PREFIX = "annotations"

@@ -1,0 +1,122 @@
+"""frame_embeddings: one video's frames -> open_clip vectors in Qdrant + a vector table."""
+
+import time
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from curation_assets.core import layout
+from curation_assets.core.frames import decode_image
+from curation_assets.core.ids import point_id_for
+from curation_assets.core.progress import Progress
+from curation_assets.defs import checks
+from curation_assets.defs.ingestion import raw_frames
+from curation_assets.defs.partitions import videos
+from curation_assets.quality import suites
+from resources import EmbedderResource, ExpectationsResource, ObjectStoreResource, VectorStoreResource
+
+ASSET = "frame_embeddings"
+PAYLOAD_COLUMNS = ["frame_id", "video_id", "camera_id", "frame_index", "timestamp_s", "uri"]
+
+
+def vector_table(frames: pd.DataFrame, vectors: np.ndarray, vector_name: str) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "frame_id": frames["frame_id"].to_numpy(),
+            "video_id": frames["video_id"].to_numpy(),
+            "point_id": [point_id_for(f) for f in frames["frame_id"]],
+            "vector_name": vector_name,
+            "vector": list(vectors.astype(np.float32)),
+        }
+    )
+
+
+def vector_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per vector with what the contract bounds: dimension, finiteness, norm."""
+    vectors = [np.asarray(v, dtype=np.float64) for v in table["vector"]]
+    return pd.DataFrame(
+        {
+            "frame_id": table["frame_id"],
+            "dim": [len(v) for v in vectors],
+            "finite": [bool(np.isfinite(v).all()) for v in vectors],
+            "norm": [float(np.linalg.norm(v)) if np.isfinite(v).all() else np.nan for v in vectors],
+        }
+    )
+
+
+@dg.asset(
+    partitions_def=videos,
+    deps=[raw_frames],
+    group_name="embedding",
+    kinds={"pytorch", "qdrant", "parquet"},
+    pool="qdrant",  # the embedded store admits one process at a time
+    check_specs=[
+        checks.blocking(
+            "frame_embeddings_vectors_valid", ASSET, "one vector per frame, configured dimension, finite, unit norm (GX)"
+        ),
+        checks.blocking("frame_embeddings_qdrant_count", ASSET, "Qdrant holds exactly one point per frame of the video"),
+    ],
+)
+def frame_embeddings(
+    context: dg.AssetExecutionContext,
+    object_store: ObjectStoreResource,
+    vector_store: VectorStoreResource,
+    embedder: EmbedderResource,
+    expectations: ExpectationsResource,
+):
+    """Embed every frame of the video with open_clip and upsert it into Qdrant (idempotent)."""
+    video_id = context.partition_key
+    store = object_store.store()
+    frames = store.read_table(layout.table_key("raw_frames", video_id))
+    model = embedder.embedder()
+    progress = Progress(f"{video_id} embeddings", len(frames), context.log.info)
+
+    def loaders():
+        for uri in frames["uri"]:
+            yield lambda uri=uri: decode_image(store.get_bytes(store.key_for_uri(uri)))
+            progress.advance()
+
+    started = time.perf_counter()
+    vectors = model.embed(loaders())
+    embed_s = time.perf_counter() - started
+    table = vector_table(frames, vectors, model.vector_name)
+    payloads = frames[PAYLOAD_COLUMNS].to_dict("records")
+
+    collection = vector_store.collection_for(model.vector_name)
+    with vector_store.open() as vs:
+        vs.ensure_collection(collection, model.vector_name, model.dim)
+        vs.replace_video(collection, model.vector_name, video_id, list(table["point_id"]), vectors, payloads)
+        stored = vs.count(collection, video_id)
+    upsert_s = time.perf_counter() - started - embed_s
+
+    validation = expectations.validate(
+        vector_summary(table), "frame_embeddings", suites.vector_summary(len(frames), model.dim)
+    )
+    results = [
+        checks.from_validation("frame_embeddings_vectors_valid", validation, dim=model.dim),
+        checks.from_assertion(
+            "frame_embeddings_qdrant_count",
+            stored == len(frames),
+            qdrant_points=stored,
+            frames=len(frames),
+            collection=collection,
+        ),
+    ]
+    failed = checks.blocking_failures(results)
+    key = layout.rejected_table_key(ASSET, video_id) if failed else layout.table_key(ASSET, video_id)
+    store.write_table(key, table)
+    return dg.MaterializeResult(
+        metadata={
+            "frames": len(frames),
+            **{f"embedder_{k}": v for k, v in model.describe().items()},
+            "vector_name": model.vector_name,
+            "vector_store": vector_store.describe(),
+            "collection": collection,
+            "embed_seconds": round(embed_s, 2),
+            "images_per_second": round(len(frames) / embed_s, 1) if embed_s else None,
+            "upsert_seconds": round(upsert_s, 3),
+            "published": not failed,
+        },
+        check_results=results,
+    )

@@ -1,0 +1,41 @@
+"""Resource bindings: the one place where configuration comes from the environment."""
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import dagster as dg
+
+from resources import EmbedderResource, ExpectationsResource, ObjectStoreResource, VectorStoreResource
+
+
+def _absolute(location: str) -> str:
+    """Local folders are pinned at load time, so every run process agrees on them."""
+    return location if "://" in location else str(Path(location).expanduser().resolve())
+
+
+def resources_from_env(env: Mapping[str, str] = os.environ) -> dict:
+    root = env.get("CURATION_STORAGE_URI", ".curation")
+    landing = env.get("CURATION_LANDING_URI", "")
+    return {
+        "object_store": ObjectStoreResource(
+            root=_absolute(root),
+            landing=_absolute(landing) if landing else "",
+            endpoint_url=env.get("CURATION_S3_ENDPOINT_URL") or None,
+            region_name=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
+        ),
+        "vector_store": VectorStoreResource(
+            path=_absolute(env.get("CURATION_QDRANT_PATH", ".curation/qdrant")),
+            url=env.get("QDRANT_URL") or None,
+            # an EnvVar is resolved at run time and never shown in the UI
+            api_key=dg.EnvVar("QDRANT_API_KEY") if env.get("QDRANT_API_KEY") else None,
+        ),
+        "embedder": EmbedderResource(
+            model_name=env.get("CURATION_EMBEDDER_MODEL", "ViT-B-32"),
+            pretrained=env.get("CURATION_EMBEDDER_PRETRAINED", "laion2b_s34b_b79k"),
+            seed=int(env.get("CURATION_EMBEDDER_SEED", "0")),
+            device=env.get("CURATION_EMBEDDER_DEVICE", "auto"),
+            batch_size=int(env.get("CURATION_EMBEDDER_BATCH_SIZE", "32")),
+        ),
+        "expectations": ExpectationsResource(),
+    }

@@ -1,0 +1,93 @@
+"""Run the whole graph without the UI: the sensor, every per-video run, curation, a round.
+
+Uses the same Definitions, checks and instance as the UI (runs made here show up there),
+executing each run in process. The demo and CI drive the pipeline through this module.
+"""
+
+from dataclasses import dataclass, field
+
+import dagster as dg
+
+from curation_assets.defs.partitions import labeling_rounds, videos
+from curation_assets.defs.sensors import new_video_sensor
+
+CURSOR_KEY = "curation/headless/new_video_sensor"
+
+
+@dataclass
+class RunOutcome:
+    name: str
+    success: bool
+    error: str | None = None
+    checks: dict[str, str] = field(default_factory=dict)  # check name -> passed / failed / WARN
+    metadata: dict[str, dict] = field(default_factory=dict)  # asset -> materialization metadata
+
+
+def _failure_message(result: dg.ExecuteInProcessResult) -> str | None:
+    for event in result.all_events:
+        if event.is_step_failure:
+            data = event.step_failure_data
+            if data.user_failure_data and data.user_failure_data.description:
+                return data.user_failure_data.description
+            return data.error.message.strip().splitlines()[-1] if data.error else "step failed"
+    return None
+
+
+def outcome(name: str, result: dg.ExecuteInProcessResult) -> RunOutcome:
+    checks = {}
+    for evaluation in result.get_asset_check_evaluations():
+        if evaluation.passed:
+            verdict = "passed"
+        else:
+            verdict = "WARN" if evaluation.severity == dg.AssetCheckSeverity.WARN else "FAILED"
+        checks[evaluation.check_name] = verdict
+    metadata = {}
+    for event in result.get_asset_materialization_events():
+        mat = event.step_materialization_data.materialization
+        metadata[mat.asset_key.to_user_string()] = {k: v.value for k, v in mat.metadata.items()}
+    return RunOutcome(name, result.success, None if result.success else _failure_message(result), checks, metadata)
+
+
+def run_job(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    job_name: str,
+    partition_key: str | None = None,
+    run_config: dict | None = None,
+    tags: dict | None = None,
+    log_level: str = "CRITICAL",
+) -> dg.ExecuteInProcessResult:
+    config = {"loggers": {"console": {"config": {"log_level": log_level}}}, **(run_config or {})}
+    return defs.resolve_job_def(job_name).execute_in_process(
+        instance=instance, partition_key=partition_key, run_config=config, tags=tags, raise_on_error=False
+    )
+
+
+def ingest_landing(defs: dg.Definitions, instance: dg.DagsterInstance, log=print) -> list[RunOutcome]:
+    """Tick the sensor until it has nothing new, and run every run it asks for."""
+    outcomes = []
+    # the headless cursor lives in the instance's key-value store, so a second run skips
+    # what the first ingested, as the daemon-run sensor would
+    cursor = instance.run_storage.get_cursor_values({CURSOR_KEY}).get(CURSOR_KEY)
+    while True:
+        with dg.build_sensor_context(instance=instance, cursor=cursor, resources=defs.resources) as ctx:
+            result = new_video_sensor(ctx)
+        for request in result.dynamic_partitions_requests or []:
+            instance.add_dynamic_partitions(videos.name, list(request.partition_keys))
+        cursor = result.cursor
+        instance.run_storage.set_cursor_values({CURSOR_KEY: cursor})
+        if not result.run_requests:
+            return outcomes
+        for request in result.run_requests:
+            log(f"ingesting {request.tags.get('curation/landing_key', request.partition_key)}")
+            res = run_job(defs, instance, "ingest_video", request.partition_key, tags=request.tags)
+            outcomes.append(outcome(request.partition_key, res))
+
+
+def run_round(
+    defs: dg.Definitions, instance: dg.DagsterInstance, round_id: str, budget: int, strategy: str, seed: int = 0
+) -> RunOutcome:
+    if not instance.has_dynamic_partition(labeling_rounds.name, round_id):
+        instance.add_dynamic_partitions(labeling_rounds.name, [round_id])
+    config = {"ops": {"selected_batch": {"config": {"budget": budget, "strategy": strategy, "seed": seed}}}}
+    return outcome(round_id, run_job(defs, instance, "labeling_round", round_id, run_config=config))

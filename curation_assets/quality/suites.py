@@ -1,0 +1,127 @@
+"""The expectation suites behind every gating check, one function per table contract.
+
+Each returns a callable taking the ``great_expectations.expectations`` module, so GX is
+imported only when a check runs.
+"""
+
+from __future__ import annotations
+
+FRAME_COLUMNS = (
+    "frame_id", "video_id", "camera_id", "frame_index", "timestamp_s", "uri", "width", "height",
+    "sha256", "phash", "brightness", "contrast", "sharpness", "entropy",
+)  # fmt: skip
+
+
+def frame_table(min_frames: int = 1):
+    def suite(gxe):
+        return [
+            *(gxe.ExpectColumnToExist(column=c) for c in FRAME_COLUMNS),
+            gxe.ExpectTableRowCountToBeBetween(min_value=min_frames),
+            gxe.ExpectColumnValuesToBeUnique(column="frame_id"),
+            *(gxe.ExpectColumnValuesToNotBeNull(column=c) for c in FRAME_COLUMNS),
+            gxe.ExpectColumnValuesToMatchRegex(column="sha256", regex=r"^[0-9a-f]{64}$"),
+            gxe.ExpectColumnValuesToBeBetween(column="frame_index", min_value=0),
+            gxe.ExpectColumnValuesToBeBetween(column="timestamp_s", min_value=0),
+            gxe.ExpectColumnValuesToBeBetween(column="width", min_value=1),
+            gxe.ExpectColumnValuesToBeBetween(column="height", min_value=1),
+            gxe.ExpectColumnValuesToBeBetween(column="brightness", min_value=0, max_value=1),
+            gxe.ExpectColumnValuesToBeBetween(column="contrast", min_value=0, max_value=1),
+            gxe.ExpectColumnValuesToBeBetween(column="sharpness", min_value=0),
+            gxe.ExpectColumnValuesToBeBetween(column="entropy", min_value=0, max_value=8),
+        ]
+
+    return suite
+
+
+def vector_summary(expected_rows: int, dim: int):
+    """Over a per-vector summary: frame_id, dim, norm, finite."""
+
+    def suite(gxe):
+        return [
+            gxe.ExpectTableRowCountToEqual(value=expected_rows),
+            gxe.ExpectColumnValuesToBeUnique(column="frame_id"),
+            gxe.ExpectColumnValuesToBeBetween(column="dim", min_value=dim, max_value=dim),
+            gxe.ExpectColumnValuesToBeInSet(column="finite", value_set=[True]),
+            gxe.ExpectColumnValuesToBeBetween(column="norm", min_value=0.999, max_value=1.001),
+        ]
+
+    return suite
+
+
+def duplicate_groups(embedded_frame_ids: list[str]):
+    def suite(gxe):
+        return [
+            gxe.ExpectTableRowCountToEqual(value=len(embedded_frame_ids)),
+            gxe.ExpectColumnValuesToBeUnique(column="frame_id"),
+            gxe.ExpectColumnValuesToBeInSet(column="frame_id", value_set=embedded_frame_ids),
+            gxe.ExpectColumnValuesToNotBeNull(column="group_id"),
+            gxe.ExpectColumnValuesToBeInSet(
+                column="reason", value_set=["unique", "representative", "exact", "temporal", "near"]
+            ),
+        ]
+
+    return suite
+
+
+def one_representative_per_group():
+    """Over a per-group summary: group_id, representatives."""
+
+    def suite(gxe):
+        return [gxe.ExpectColumnValuesToBeBetween(column="representatives", min_value=1, max_value=1)]
+
+    return suite
+
+
+def outlier_scores(frame_ids: list[str]):
+    def suite(gxe):
+        return [
+            gxe.ExpectTableRowCountToEqual(value=len(frame_ids)),
+            gxe.ExpectColumnValuesToBeUnique(column="frame_id"),
+            gxe.ExpectColumnValuesToBeInSet(column="frame_id", value_set=frame_ids),
+            gxe.ExpectColumnValuesToNotBeNull(column="score"),
+            gxe.ExpectColumnValuesToNotBeNull(column="is_outlier"),
+        ]
+
+    return suite
+
+
+def flagged_fraction(ceiling: float):
+    def suite(gxe):
+        return [gxe.ExpectColumnMeanToBeBetween(column="is_outlier", min_value=0, max_value=ceiling)]
+
+    return suite
+
+
+def selected_batch(expected_rows: int, excluded_frame_ids: list[str]):
+    def suite(gxe):
+        return [
+            gxe.ExpectTableRowCountToEqual(value=expected_rows),
+            gxe.ExpectColumnValuesToBeUnique(column="frame_id"),
+            gxe.ExpectColumnValuesToBeUnique(column="group_id"),
+            gxe.ExpectColumnValuesToBeInSet(column="is_outlier", value_set=[False]),
+            gxe.ExpectColumnValuesToNotBeInSet(column="frame_id", value_set=excluded_frame_ids or ["-"]),
+        ]
+
+    return suite
+
+
+def annotations(selected_frame_ids: list[str], categories: list[str]):
+    def suite(gxe):
+        return [
+            gxe.ExpectColumnValuesToBeInSet(column="frame_id", value_set=selected_frame_ids),
+            gxe.ExpectColumnValuesToBeInSet(column="category", value_set=categories),
+            gxe.ExpectColumnValuesToBeInSet(column="inside_image", value_set=[True]),
+            gxe.ExpectColumnValuesToBeBetween(column="w", min_value=0, strict_min=True),
+            gxe.ExpectColumnValuesToBeBetween(column="h", min_value=0, strict_min=True),
+        ]
+
+    return suite
+
+
+def splits_by_group():
+    """Over a per-group summary: group_id, splits (distinct split count)."""
+
+    def suite(gxe):
+        return [gxe.ExpectColumnValuesToBeBetween(column="splits", min_value=1, max_value=1)]
+
+    return suite

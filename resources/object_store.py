@@ -1,0 +1,243 @@
+"""Object storage: one root URI, a local folder or ``s3://bucket/prefix``.
+
+``ObjectStore`` is plain Python (usable outside Dagster); ``ObjectStoreResource`` binds it
+into Dagster. Keys are always relative POSIX paths under the root; a key that tries to
+leave the root is refused. Every write is atomic: a local temp file renamed into place,
+or a single S3 PUT, so a failed step never leaves a file that looks complete.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import posixpath
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str  # relative to the store's root
+    size: int
+    fingerprint: str  # changes whenever the content changes (ETag, or size + mtime)
+
+
+def clean_key(key: str) -> str:
+    """Normalise a relative key and refuse anything that escapes the root."""
+    norm = posixpath.normpath(key.replace("\\", "/")).lstrip("/")
+    if norm in ("", ".") or norm == ".." or norm.startswith("../"):
+        raise ValueError(f"{key!r}: key is outside the storage root")
+    return norm
+
+
+class ObjectStore(ABC):
+    """Read and write bytes and tables under one root."""
+
+    root: str
+
+    @abstractmethod
+    def put_bytes(self, key: str, data: bytes) -> str:
+        """Write ``data`` atomically; returns the object's URI."""
+
+    @abstractmethod
+    def get_bytes(self, key: str) -> bytes: ...
+
+    @abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def list(self, prefix: str = "", page_size: int = 1000) -> Iterator[StoredObject]:
+        """All objects under ``prefix``, sorted by key, fetched a page at a time."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None: ...
+
+    @abstractmethod
+    def uri(self, key: str) -> str: ...
+
+    @abstractmethod
+    @contextmanager
+    def local_path(self, key: str) -> Iterator[Path]:
+        """A local file holding the object (a temp download for remote stores)."""
+
+    def key_for_uri(self, uri: str) -> str:
+        """Inverse of ``uri``: the key of a URI under this root."""
+        base = self.uri("x")[:-1]
+        if not uri.startswith(base):
+            raise ValueError(f"{uri}: not under {self.root}")
+        return clean_key(uri[len(base) :])
+
+    def write_table(self, key: str, df: pd.DataFrame) -> str:
+        buf = io.BytesIO()
+        df.to_parquet(buf, index=False)
+        return self.put_bytes(key, buf.getvalue())
+
+    def read_table(self, key: str) -> pd.DataFrame:
+        return pd.read_parquet(io.BytesIO(self.get_bytes(key)))
+
+    def read_tables(self, prefix: str) -> pd.DataFrame | None:
+        """Concatenate every Parquet table under ``prefix`` (``None`` when there is none)."""
+        frames = [
+            self.read_table(obj.key)
+            for obj in self.list(prefix)
+            if obj.key.endswith(".parquet")
+        ]
+        frames = [f for f in frames if len(f)]
+        return pd.concat(frames, ignore_index=True) if frames else None
+
+
+class LocalObjectStore(ObjectStore):
+    def __init__(self, root: str | Path):
+        self.root = str(Path(root).expanduser().resolve())
+
+    def _path(self, key: str) -> Path:
+        return Path(self.root) / clean_key(key)
+
+    def put_bytes(self, key: str, data: bytes) -> str:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return str(path)
+
+    def get_bytes(self, key: str) -> bytes:
+        return self._path(key).read_bytes()
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list(self, prefix: str = "", page_size: int = 1000) -> Iterator[StoredObject]:
+        base = Path(self.root)
+        start = base / clean_key(prefix) if prefix.strip("/") else base
+        paths = sorted(p for p in start.rglob("*") if p.is_file()) if start.is_dir() else []
+        for path in paths:
+            if path.name.startswith(".tmp-"):
+                continue  # an atomic write in progress
+            st = path.stat()
+            yield StoredObject(
+                key=path.relative_to(base).as_posix(),
+                size=st.st_size,
+                fingerprint=f"{st.st_size}-{st.st_mtime_ns}",
+            )
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def uri(self, key: str) -> str:
+        return str(self._path(key))
+
+    @contextmanager
+    def local_path(self, key: str) -> Iterator[Path]:
+        yield self._path(key)
+
+
+class S3ObjectStore(ObjectStore):
+    """Objects under ``s3://bucket/prefix``; ``client`` is a boto3 S3 client."""
+
+    def __init__(self, root: str, client):
+        if not root.startswith("s3://"):
+            raise ValueError(f"{root}: not an s3:// URI")
+        bucket, _, prefix = root[len("s3://") :].partition("/")
+        self.root = root.rstrip("/")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.client = client
+
+    def _key(self, key: str) -> str:
+        key = clean_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def put_bytes(self, key: str, data: bytes) -> str:
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        return self.uri(key)
+
+    def get_bytes(self, key: str) -> bytes:
+        return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+
+    def list(self, prefix: str = "", page_size: int = 1000) -> Iterator[StoredObject]:
+        # Folder semantics, like the local store: "tables/x" lists "tables/x/...".
+        folder = "/".join(p for p in (self.prefix, clean_key(prefix) if prefix.strip("/") else "") if p)
+        full = f"{folder}/" if folder else ""
+        paginator = self.client.get_paginator("list_objects_v2")
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        for page in paginator.paginate(
+            Bucket=self.bucket, Prefix=full, PaginationConfig={"PageSize": page_size}
+        ):
+            for obj in page.get("Contents", []):
+                yield StoredObject(
+                    key=obj["Key"][strip:],
+                    size=obj["Size"],
+                    fingerprint=obj["ETag"].strip('"'),
+                )
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._key(key)}"
+
+    @contextmanager
+    def local_path(self, key: str) -> Iterator[Path]:
+        suffix = Path(key).suffix
+        with tempfile.TemporaryDirectory(prefix="curation-") as tmp:
+            path = Path(tmp) / f"object{suffix}"
+            self.client.download_file(self.bucket, self._key(key), str(path))
+            yield path
+
+
+def open_store(uri: str, endpoint_url: str | None = None, region_name: str | None = None) -> ObjectStore:
+    """A store for a local folder or an ``s3://`` URI (credentials from the environment)."""
+    if uri.startswith("s3://"):
+        from dagster_aws.s3 import S3Resource
+
+        client = S3Resource(endpoint_url=endpoint_url, region_name=region_name).get_client()
+        return S3ObjectStore(uri, client)
+    if "://" in uri and not uri.startswith("file://"):
+        raise ValueError(f"{uri}: unsupported storage URI (use a folder or s3://bucket/prefix)")
+    return LocalObjectStore(uri.removeprefix("file://"))
+
+
+class ObjectStoreResource(dg.ConfigurableResource):
+    """Where frames, tables, exports and datasets live, and where videos land."""
+
+    root: str = Field(default=".curation", description="Folder or s3://bucket/prefix.")
+    landing: str = Field(
+        default="",
+        description="Landing zone (folder or s3:// URI); empty means '<root>/landing'.",
+    )
+    endpoint_url: str | None = Field(
+        default=None, description="S3-compatible endpoint (MinIO, moto); None for AWS."
+    )
+    region_name: str | None = None
+
+    def store(self) -> ObjectStore:
+        return open_store(self.root, self.endpoint_url, self.region_name)
+
+    def landing_store(self) -> ObjectStore:
+        uri = self.landing or f"{self.root.rstrip('/')}/landing"
+        return open_store(uri, self.endpoint_url, self.region_name)

@@ -1,0 +1,283 @@
+"""Vector store: Qdrant's engine embedded in process (qdrant-edge) or a Qdrant server.
+
+Both implement ``VectorStore``, so assets never know which one they talk to. The embedded
+store is the default (0.5 s for 20k upserts here, against 31 s for qdrant-client's pure
+Python local mode); it allows one process at a time, so the assets that open it share
+the Dagster pool ``qdrant``. A server (``QDRANT_URL``) removes that limit.
+
+One collection per embedding model, holding one named vector (the model's name): Qdrant
+cannot add a named vector to an existing collection, so a model change creates a new
+collection beside the old one instead of rewriting it.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+from pydantic import Field
+
+PAYLOAD_INDEXES = ("video_id", "camera_id")
+
+
+class VectorStoreError(RuntimeError):
+    pass
+
+
+class VectorStore(ABC):
+    @abstractmethod
+    def ensure_collection(self, collection: str, vector_name: str, dim: int) -> None: ...
+
+    @abstractmethod
+    def upsert(
+        self,
+        collection: str,
+        vector_name: str,
+        ids: Sequence[str],
+        vectors: np.ndarray,
+        payloads: Sequence[dict],
+    ) -> None: ...
+
+    @abstractmethod
+    def delete_video(self, collection: str, video_id: str, keep_ids: Sequence[str] = ()) -> None:
+        """Delete the video's points except ``keep_ids``."""
+
+    @abstractmethod
+    def count(self, collection: str, video_id: str | None = None) -> int: ...
+
+    @abstractmethod
+    def nearest(
+        self, collection: str, vector_name: str, vector: np.ndarray, limit: int
+    ) -> list[tuple[str, float, dict]]:
+        """(point id, cosine similarity, payload) of the ``limit`` nearest points."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    def replace_video(
+        self,
+        collection: str,
+        vector_name: str,
+        video_id: str,
+        ids: Sequence[str],
+        vectors: np.ndarray,
+        payloads: Sequence[dict],
+        batch_size: int = 256,
+    ) -> None:
+        """Make the video's points exactly ``ids``: idempotent, stale points removed."""
+        self.delete_video(collection, video_id, keep_ids=ids)
+        for start in range(0, len(ids), batch_size):
+            end = start + batch_size
+            self.upsert(collection, vector_name, ids[start:end], vectors[start:end], payloads[start:end])
+
+
+class EdgeVectorStore(VectorStore):
+    """Qdrant's own engine in process (``qdrant-edge-py``); one shard folder per collection."""
+
+    def __init__(self, path: str | Path, lock_timeout_s: float = 60.0):
+        import qdrant_edge
+
+        self._qe = qdrant_edge
+        self.path = Path(path).expanduser().resolve()
+        self.lock_timeout_s = lock_timeout_s
+        self._shards: dict[str, object] = {}
+
+    def _shard(self, collection: str, vector_name: str | None = None, dim: int | None = None):
+        if collection in self._shards:
+            return self._shards[collection]
+        qe = self._qe
+        folder = self.path / collection
+        deadline = time.monotonic() + self.lock_timeout_s
+        while True:
+            try:
+                if (folder / "edge_config.json").exists():
+                    shard = qe.EdgeShard.load(str(folder))
+                elif dim is None:
+                    raise VectorStoreError(f"collection {collection!r} does not exist in {self.path}")
+                else:
+                    config = qe.EdgeConfig(
+                        vectors={vector_name: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)}
+                    )
+                    shard = qe.EdgeShard.create(str(folder), config)
+                    for field in PAYLOAD_INDEXES:
+                        shard.update(
+                            qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword)
+                        )
+                break
+            except VectorStoreError:
+                raise
+            except Exception as exc:  # the engine reports a held lock as a WAL error
+                if "WouldBlock" not in str(exc):
+                    raise VectorStoreError(f"embedded Qdrant store {folder}: {exc}") from exc
+                if time.monotonic() > deadline:
+                    raise VectorStoreError(
+                        f"embedded Qdrant store {folder} is open in another process "
+                        f"(waited {self.lock_timeout_s:.0f} s). Serialise the steps that use it "
+                        "(Dagster pool 'qdrant') or point QDRANT_URL at a Qdrant server."
+                    ) from exc
+                time.sleep(0.5)
+        self._shards[collection] = shard
+        return shard
+
+    def ensure_collection(self, collection: str, vector_name: str, dim: int) -> None:
+        self._shard(collection, vector_name, dim)
+
+    def upsert(self, collection, vector_name, ids, vectors, payloads) -> None:
+        qe = self._qe
+        points = [
+            qe.Point(pid, {vector_name: vec.tolist()}, payload)
+            for pid, vec, payload in zip(ids, np.asarray(vectors, dtype=np.float32), payloads)
+        ]
+        self._shard(collection).update(qe.UpdateOperation.upsert_points(points))
+
+    def _video_filter(self, video_id: str, keep_ids: Sequence[str] = ()):
+        qe = self._qe
+        must = [qe.FieldCondition(key="video_id", match=qe.MatchValue(video_id))]
+        must_not = [qe.HasIdCondition(set(keep_ids))] if keep_ids else None
+        return qe.Filter(must=must, must_not=must_not)
+
+    def delete_video(self, collection, video_id, keep_ids=()) -> None:
+        qe = self._qe
+        self._shard(collection).update(
+            qe.UpdateOperation.delete_points_by_filter(self._video_filter(video_id, keep_ids))
+        )
+
+    def count(self, collection, video_id=None) -> int:
+        qe = self._qe
+        flt = self._video_filter(video_id) if video_id is not None else None
+        return self._shard(collection).count(qe.CountRequest(exact=True, filter=flt))
+
+    def nearest(self, collection, vector_name, vector, limit):
+        qe = self._qe
+        hits = self._shard(collection).query(
+            qe.QueryRequest(
+                limit=limit,
+                query=qe.Query.Nearest(np.asarray(vector, dtype=np.float32).tolist(), using=vector_name),
+                with_payload=True,
+            )
+        )
+        return [(str(h.id), float(h.score), dict(h.payload or {})) for h in hits]
+
+    def close(self) -> None:
+        for shard in self._shards.values():
+            shard.flush()
+            shard.close()
+        self._shards.clear()
+
+
+class QdrantClientVectorStore(VectorStore):
+    """A Qdrant server through qdrant-client (also runs on qdrant-client's in-memory mode)."""
+
+    def __init__(self, client, describe: str):
+        from qdrant_client import models
+
+        self.client = client
+        self.models = models
+        self.describe = describe
+
+    def _call(self, what: str, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            raise VectorStoreError(f"Qdrant at {self.describe}: {what} failed: {exc}") from exc
+
+    def ensure_collection(self, collection, vector_name, dim) -> None:
+        m = self.models
+        if self._call("collection_exists", self.client.collection_exists, collection):
+            return
+        self._call(
+            "create_collection",
+            self.client.create_collection,
+            collection,
+            vectors_config={vector_name: m.VectorParams(size=dim, distance=m.Distance.COSINE)},
+        )
+        for field in PAYLOAD_INDEXES:
+            self._call(
+                "create_payload_index",
+                self.client.create_payload_index,
+                collection,
+                field_name=field,
+                field_schema=m.PayloadSchemaType.KEYWORD,
+            )
+
+    def upsert(self, collection, vector_name, ids, vectors, payloads) -> None:
+        m = self.models
+        points = [
+            m.PointStruct(id=pid, vector={vector_name: vec.tolist()}, payload=payload)
+            for pid, vec, payload in zip(ids, np.asarray(vectors, dtype=np.float32), payloads)
+        ]
+        self._call("upsert", self.client.upsert, collection, points=points, wait=True)
+
+    def _video_filter(self, video_id: str, keep_ids: Sequence[str] = ()):
+        m = self.models
+        return m.Filter(
+            must=[m.FieldCondition(key="video_id", match=m.MatchValue(value=video_id))],
+            must_not=[m.HasIdCondition(has_id=list(keep_ids))] if keep_ids else None,
+        )
+
+    def delete_video(self, collection, video_id, keep_ids=()) -> None:
+        m = self.models
+        self._call(
+            "delete",
+            self.client.delete,
+            collection,
+            points_selector=m.FilterSelector(filter=self._video_filter(video_id, keep_ids)),
+            wait=True,
+        )
+
+    def count(self, collection, video_id=None) -> int:
+        flt = self._video_filter(video_id) if video_id is not None else None
+        return self._call("count", self.client.count, collection, count_filter=flt, exact=True).count
+
+    def nearest(self, collection, vector_name, vector, limit):
+        res = self._call(
+            "query_points",
+            self.client.query_points,
+            collection,
+            query=np.asarray(vector, dtype=np.float32).tolist(),
+            using=vector_name,
+            limit=limit,
+            with_payload=True,
+        )
+        return [(str(p.id), float(p.score), dict(p.payload or {})) for p in res.points]
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class VectorStoreResource(dg.ConfigurableResource):
+    """Embedded Qdrant by default; a Qdrant server when ``url`` is set."""
+
+    path: str = Field(default=".curation/qdrant", description="Folder of the embedded store.")
+    url: str | None = Field(default=None, description="Qdrant server URL; overrides path.")
+    api_key: str | None = Field(default=None, description="Qdrant server API key.")
+    collection_prefix: str = "frames"
+    lock_timeout_s: float = 120.0
+
+    def collection_for(self, vector_name: str) -> str:
+        return f"{self.collection_prefix}__{vector_name}"
+
+    def describe(self) -> str:
+        """Where vectors live, safe to show (never the API key)."""
+        return self.url or f"embedded:{Path(self.path).expanduser().resolve()}"
+
+    @contextmanager
+    def open(self) -> Iterator[VectorStore]:
+        """Open the store for the duration of a step and always release it (and its lock)."""
+        if self.url:
+            from qdrant_client import QdrantClient
+
+            store: VectorStore = QdrantClientVectorStore(
+                QdrantClient(url=self.url, api_key=self.api_key or None), self.url
+            )
+        else:
+            store = EdgeVectorStore(self.path, self.lock_timeout_s)
+        try:
+            yield store
+        finally:
+            store.close()
