@@ -1,0 +1,92 @@
+"""Shared fixtures: real encoded videos, real storage (folder or moto's S3 server), real Qdrant."""
+
+import os
+import re
+import socket
+from pathlib import Path
+
+import boto3
+import dagster as dg
+import pytest
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+from curation_assets.definitions import build_defs  # noqa: E402
+from curation_assets.demo.scenes import Event, Scene, write_corrupt_video, write_video  # noqa: E402
+from resources import EmbedderResource, ExpectationsResource, ObjectStoreResource, VectorStoreResource  # noqa: E402
+
+# Small scenes: seconds, not minutes, of video; the same generator as the demo.
+SMALL = {"width": 160, "height": 120, "fps": 5}
+SCENE_A = Scene(
+    "cam-a/shelf.mp4", seed=1, duration_s=8.0, events=(Event("walk", 3.0, 5.0), Event("dark", 5.0, 6.5)), **SMALL
+)
+SCENE_B = Scene("cam-b/checkout.mp4", seed=7, duration_s=6.0, events=(Event("cart", 2.0, 4.0),), **SMALL)
+
+
+@pytest.fixture(scope="session")
+def video_dir(tmp_path_factory) -> Path:
+    """Encoded test videos, written once per session with PyAV."""
+    folder = tmp_path_factory.mktemp("videos")
+    for scene in (SCENE_A, SCENE_B):
+        write_video(scene, folder / scene.name)
+    write_corrupt_video(folder / "cam-b/broken.mp4", folder / SCENE_B.name)
+    (folder / "cam-a/notes.txt").write_text("not a video\n")
+    return folder
+
+
+def drop(landing, video_dir: Path, *names: str) -> None:
+    """Copy test videos into a landing store (folder or S3) under the same keys."""
+    for name in names:
+        landing.put_bytes(name, (video_dir / name).read_bytes())
+
+
+def make_resources(root: str, qdrant_path: Path, endpoint_url: str | None = None) -> dict:
+    return {
+        "object_store": ObjectStoreResource(root=root, endpoint_url=endpoint_url, region_name="us-east-1"),
+        "vector_store": VectorStoreResource(path=str(qdrant_path), lock_timeout_s=5),
+        "embedder": EmbedderResource(pretrained="none", seed=0, batch_size=16),
+        "expectations": ExpectationsResource(),
+    }
+
+
+@pytest.fixture
+def local_defs(tmp_path) -> dg.Definitions:
+    return build_defs(make_resources(str(tmp_path / "root"), tmp_path / "qdrant"))
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """moto's S3 server on loopback: real HTTP, real boto3, no monkeypatching."""
+    from moto.server import ThreadedMotoServer
+
+    os.environ.update(
+        {
+            "AWS_ACCESS_KEY_ID": "testing-key-id",
+            "AWS_SECRET_ACCESS_KEY": "testing-secret",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+    )
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint, request) -> str:
+    name = ("curation-" + re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()))[:60].strip("-")
+    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=name)
+    return name

@@ -1,0 +1,88 @@
+import numpy as np
+import pandas as pd
+
+from curation_assets.core.duplicates import DuplicateParams, find_duplicate_groups
+
+
+def _frames(n, video="v1", sha=None, phash=None, sharpness=None, brightness=None):
+    return pd.DataFrame(
+        {
+            "frame_id": [f"{video}/{i:06d}" for i in range(n)],
+            "video_id": video,
+            "frame_index": range(n),
+            "sha256": sha if sha is not None else [f"{video}-{i}" for i in range(n)],
+            # unrelated frames: hashes about 32 bits apart
+            "phash": phash if phash is not None else np.random.default_rng(len(video) + n).integers(0, 2**62, n),
+            "sharpness": sharpness if sharpness is not None else np.full(n, 0.01),
+            "brightness": brightness if brightness is not None else np.full(n, 0.5),
+        }
+    )
+
+
+def _unit(rows):
+    rows = np.asarray(rows, dtype=np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def _random_unit(n, dim=16, seed=0):
+    return _unit(np.random.default_rng(seed).normal(size=(n, dim)))
+
+
+def test_identical_pixels_form_one_exact_group_across_videos():
+    frames = pd.concat([_frames(3, "v1", sha=["a", "b", "c"]), _frames(2, "v2", sha=["x", "a"])], ignore_index=True)
+    groups = find_duplicate_groups(frames, _random_unit(5)).set_index("frame_id")
+    assert groups.loc["v1/000000", "group_id"] == groups.loc["v2/000001", "group_id"]
+    assert groups.loc["v2/000001", "reason"] in ("exact", "representative")
+    assert groups["group_id"].nunique() == 4
+
+
+def test_consecutive_near_copies_group_temporally():
+    vectors = _unit([[1, 0.01 * i, 0] for i in range(5)] + [[0, 0, 1]])
+    phash = np.array([0, 1, 3, 7, 15, -1], dtype=np.int64)  # 0-4 bits apart, last far away
+    groups = find_duplicate_groups(_frames(6, phash=phash), vectors)
+    assert groups["group_id"].iloc[:5].nunique() == 1
+    assert groups["group_id"].iloc[5] != groups["group_id"].iloc[0]
+    assert set(groups["reason"].iloc[:5]) <= {"temporal", "representative"}
+
+
+def test_a_slow_pan_does_not_chain_into_one_group():
+    angles = np.arange(30) * 0.1  # each step cos 0.995, ends 2.9 rad away from the start
+    vectors = _unit(np.stack([np.cos(angles), np.sin(angles), np.zeros(30)], axis=1))
+    params = DuplicateParams(near_cosine=0.95, near_phash_distance=64, identical_phash_distance=-1)
+    groups = find_duplicate_groups(_frames(30), vectors, params)
+    by_id = dict(zip(groups["frame_id"], vectors))
+    sim_to_rep = [float(by_id[f] @ by_id[g]) for f, g in zip(groups["frame_id"], groups["group_id"])]
+    assert min(sim_to_rep) >= 0.95  # every member is near its representative
+    assert groups["group_size"].max() <= 5
+    assert groups["group_id"].nunique() >= 6
+
+
+def test_near_copies_in_different_videos_join_one_group():
+    base = _random_unit(4, seed=1)
+    copy = _unit([base[2] + 0.01 * _random_unit(1, seed=2)[0]])
+    v1 = _frames(4, "v1")
+    frames = pd.concat([v1, _frames(1, "v2", phash=np.array([v1["phash"][2] ^ 0b111]))], ignore_index=True)
+    groups = find_duplicate_groups(frames, np.vstack([base, copy])).set_index("frame_id")
+    assert groups.loc["v2/000000", "group_id"] == groups.loc["v1/000002", "group_id"]
+    assert "near" in set(groups.loc[["v2/000000", "v1/000002"], "reason"])
+    assert groups["group_id"].nunique() == 4
+
+
+def test_representative_is_the_sharpest_well_exposed_member():
+    frames = _frames(
+        3, sha=["s", "s", "s"], sharpness=np.array([0.01, 0.5, 0.9]), brightness=np.array([0.5, 0.5, 0.02])
+    )
+    groups = find_duplicate_groups(frames, _random_unit(3))
+    reps = groups[groups["is_representative"]]
+    assert list(reps["frame_id"]) == ["v1/000001"]  # the sharper one is dark, so not chosen
+    assert (groups["group_id"] == "v1/000001").all()
+    assert np.isclose(reps["similarity"].iloc[0], 1.0)
+
+
+def test_every_frame_lands_in_exactly_one_group_with_one_representative():
+    rng = np.random.default_rng(3)
+    n = 200
+    frames = _frames(n, sha=[f"h{h}" for h in rng.integers(0, 150, n)], phash=rng.integers(0, 2**62, n))
+    groups = find_duplicate_groups(frames, _random_unit(n, seed=4))
+    assert groups["frame_id"].is_unique and len(groups) == n
+    assert (groups.groupby("group_id")["is_representative"].sum() == 1).all()

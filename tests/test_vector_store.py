@@ -1,0 +1,93 @@
+import multiprocessing
+
+import numpy as np
+import pytest
+from qdrant_client import QdrantClient
+
+from curation_assets.core.ids import point_id_for
+from resources.vector_store import EdgeVectorStore, QdrantClientVectorStore, VectorStoreError, VectorStoreResource
+
+
+@pytest.fixture(params=["embedded", "qdrant-client"])
+def store(request, tmp_path):
+    """The embedded engine and the qdrant-client code path (a server in production) must agree."""
+    if request.param == "embedded":
+        s = EdgeVectorStore(tmp_path / "qdrant", lock_timeout_s=2)
+    else:
+        s = QdrantClientVectorStore(QdrantClient(location=":memory:"), ":memory:")
+    yield s
+    s.close()
+
+
+def _points(video, n, dim=8, seed=0):
+    rng = np.random.default_rng(seed)
+    v = rng.normal(size=(n, dim)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    ids = [point_id_for(f"{video}/{i:06d}") for i in range(n)]
+    payloads = [{"frame_id": f"{video}/{i:06d}", "video_id": video, "camera_id": "cam"} for i in range(n)]
+    return ids, v, payloads
+
+
+def test_replacing_a_video_twice_keeps_one_point_per_frame(store):
+    store.ensure_collection("frames", "m", 8)
+    store.replace_video("frames", "m", "v1", *_points("v1", 10))
+    store.replace_video("frames", "m", "v2", *_points("v2", 4))
+    store.replace_video("frames", "m", "v1", *_points("v1", 10))
+    assert store.count("frames", "v1") == 10
+    assert store.count("frames") == 14
+
+
+def test_a_shorter_re_ingest_removes_stale_points(store):
+    store.ensure_collection("frames", "m", 8)
+    store.replace_video("frames", "m", "v1", *_points("v1", 10))
+    store.replace_video("frames", "m", "v1", *_points("v1", 6))
+    assert store.count("frames", "v1") == 6
+
+
+def test_nearest_returns_the_same_point_with_its_payload(store):
+    ids, vectors, payloads = _points("v1", 20)
+    store.ensure_collection("frames", "m", 8)
+    store.replace_video("frames", "m", "v1", ids, vectors, payloads)
+    hits = store.nearest("frames", "m", vectors[7], limit=3)
+    assert hits[0][0] == ids[7]
+    assert hits[0][1] == pytest.approx(1.0, abs=1e-4)
+    assert hits[0][2]["frame_id"] == "v1/000007"
+    assert [h[1] for h in hits] == sorted((h[1] for h in hits), reverse=True)
+
+
+def test_embedded_data_survives_reopening(tmp_path):
+    store = EdgeVectorStore(tmp_path)
+    store.ensure_collection("frames", "m", 8)
+    store.replace_video("frames", "m", "v1", *_points("v1", 5))
+    store.close()
+    reopened = EdgeVectorStore(tmp_path)
+    assert reopened.count("frames", "v1") == 5
+    reopened.close()
+
+
+def _hold_lock(path, ready, release):
+    store = EdgeVectorStore(path)
+    store.ensure_collection("frames", "m", 8)
+    ready.set()
+    release.wait(30)
+    store.close()
+
+
+def test_a_store_held_by_another_process_gives_a_clear_error(tmp_path):
+    ctx = multiprocessing.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_lock, args=(tmp_path, ready, release))
+    holder.start()
+    try:
+        assert ready.wait(60)
+        with pytest.raises(VectorStoreError, match="open in another process.*QDRANT_URL"):
+            EdgeVectorStore(tmp_path, lock_timeout_s=1).count("frames")
+    finally:
+        release.set()
+        holder.join(30)
+    assert EdgeVectorStore(tmp_path, lock_timeout_s=5).count("frames") == 0  # free again
+
+
+def test_the_resource_never_describes_itself_with_the_api_key():
+    resource = VectorStoreResource(url="http://127.0.0.1:6333", api_key="s3cr3t-key")
+    assert "s3cr3t" not in resource.describe()
