@@ -1,0 +1,188 @@
+"""The whole lineage graph, run for real: Dagster in process, encoded videos, Qdrant, GX."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from curation_assets import headless
+from curation_assets.core import layout
+from curation_assets.core.ids import video_id_for
+from curation_assets.definitions import ASSETS, build_defs
+from curation_assets.defs.embedding import frame_embeddings
+from curation_assets.defs.ingestion import raw_frames
+from curation_assets.defs.partitions import videos
+from curation_assets.demo.labeler import annotate_round
+from tests.conftest import SCENE_A, SCENE_B, drop, make_resources
+
+ALL_INPUTS = (SCENE_A.name, SCENE_B.name, "cam-b/broken.mp4", "cam-a/notes.txt")
+
+
+def run_everything(defs, instance, video_dir):
+    object_store = defs.resources["object_store"]
+    drop(object_store.landing_store(), video_dir, *ALL_INPUTS)
+    ingested = {o.name: o for o in headless.ingest_landing(defs, instance, log=lambda _: None)}
+    curate = headless.outcome("curate", headless.run_job(defs, instance, "curate"))
+    round_1 = headless.run_round(defs, instance, "round-0001", budget=2, strategy="diversity")
+    annotate_round(object_store.store(), "round-0001", scenes=(SCENE_A, SCENE_B))
+    labeled = headless.outcome("labels", headless.run_job(defs, instance, "import_labels"))
+    return ingested, curate, round_1, labeled
+
+
+def assert_graph_ran(ingested, curate, round_1, labeled, store):
+    good = [video_id_for(SCENE_A.name), video_id_for(SCENE_B.name)]
+    assert all(ingested[v].success for v in good)
+    for outcome in [*(ingested[v] for v in good), curate, round_1, labeled]:
+        assert outcome.success, outcome.error
+        assert all(verdict in ("passed", "WARN") for verdict in outcome.checks.values()), outcome.checks
+    assert len(curate.checks) == 4 and len(round_1.checks) == 1 and len(labeled.checks) == 3
+
+    frames = sum(ingested[v].metadata["raw_frames"]["frames"] for v in good)
+    assert frames == 2 * (SCENE_A.duration_s + SCENE_B.duration_s)  # 2 fps sampling
+    groups = curate.metadata["duplicate_groups"]
+    assert groups["frames"] == frames and 1 < groups["groups"] < frames  # static stretches collapse
+    assert curate.metadata["outliers"]["flag_dark"] >= 1  # the lights-off stretch
+
+    batch = store.read_table(layout.table_key("selected_batch", "round-0001"))
+    assert len(batch) == 2 and batch["group_id"].is_unique and not batch["is_outlier"].any()
+    manifest = store.get_bytes(layout.export_key("round-0001", "manifest.jsonl")).decode().splitlines()
+    assert sorted(json.loads(line)["source-ref"] for line in manifest) == sorted(batch["uri"])
+    assert all(store.exists(store.key_for_uri(uri)) for uri in batch["uri"])
+
+    dataset = json.loads(store.get_bytes(layout.dataset_key("v0001", "manifest.json")))
+    assert dataset["rounds"] == ["round-0001"]
+    assert sum(c["images"] for c in dataset["counts"].values()) == labeled.metadata["labeled_set"]["labeled_frames"]
+    assert labeled.metadata["labeled_set"]["annotations_rejected"] == 2  # the labelers' deliberate mistakes
+
+
+def assert_bad_inputs_failed_alone(ingested):
+    broken, notes = ingested[video_id_for("cam-b/broken.mp4")], ingested[video_id_for("cam-a/notes.txt")]
+    assert not broken.success and "landing/cam-b/broken.mp4: not a readable video" in broken.error
+    assert not notes.success and "landing/cam-a/notes.txt: not a readable video" in notes.error
+
+
+def test_whole_graph_on_local_storage(local_defs, instance, video_dir):
+    ingested, curate, round_1, labeled = run_everything(local_defs, instance, video_dir)
+    store = local_defs.resources["object_store"].store()
+    assert_graph_ran(ingested, curate, round_1, labeled, store)
+    assert_bad_inputs_failed_alone(ingested)
+    assert not store.exists(layout.table_key("raw_frames", video_id_for("cam-b/broken.mp4")))
+    assert list(store.list(f"frames/{video_id_for('cam-b/broken.mp4')}")) == []
+
+
+def test_whole_graph_on_s3(s3_endpoint, s3_bucket, tmp_path, instance, video_dir):
+    defs = build_defs(make_resources(f"s3://{s3_bucket}/curation", tmp_path / "qdrant", s3_endpoint))
+    ingested, curate, round_1, labeled = run_everything(defs, instance, video_dir)
+    store = defs.resources["object_store"].store()
+    assert_graph_ran(ingested, curate, round_1, labeled, store)
+    assert_bad_inputs_failed_alone(ingested)
+    assert store.uri("x").startswith(f"s3://{s3_bucket}/curation/")
+    assert any(o.key.startswith("frames/") for o in store.list("frames"))
+
+
+def test_a_second_round_never_reselects_and_excludes_labeled_groups(local_defs, instance, video_dir):
+    run_everything(local_defs, instance, video_dir)
+    second = headless.run_round(local_defs, instance, "round-0002", budget=50, strategy="random")
+    assert second.success, second.error
+    store = local_defs.resources["object_store"].store()
+    first = store.read_table(layout.table_key("selected_batch", "round-0001"))
+    batch = store.read_table(layout.table_key("selected_batch", "round-0002"))
+    assert set(batch["frame_id"]).isdisjoint(first["frame_id"])
+    assert set(batch["group_id"]).isdisjoint(first["group_id"])
+    # re-running a round is idempotent: same frames
+    again = headless.run_round(local_defs, instance, "round-0002", budget=50, strategy="random")
+    assert again.success
+    assert store.read_table(layout.table_key("selected_batch", "round-0002")).equals(batch)
+
+
+def _materialize_video(resources, instance, video_id, **raw_config):
+    return dg.materialize(
+        ASSETS,
+        selection=dg.AssetSelection.assets(raw_frames, frame_embeddings),
+        partition_key=video_id,
+        resources=resources,
+        instance=instance,
+        run_config={"ops": {"raw_frames": {"config": raw_config}}} if raw_config else None,
+        raise_on_error=False,
+    )
+
+
+def test_rematerializing_a_video_leaves_qdrant_and_the_frame_table_unchanged(tmp_path, instance, video_dir):
+    resources = make_resources(str(tmp_path / "root"), tmp_path / "qdrant")
+    store = resources["object_store"].store()
+    drop(resources["object_store"].landing_store(), video_dir, SCENE_A.name)
+    video_id = video_id_for(SCENE_A.name)
+    instance.add_dynamic_partitions(videos.name, [video_id])
+
+    assert _materialize_video(resources, instance, video_id).success
+    table = store.read_table(layout.table_key("raw_frames", video_id))
+    vectors = store.read_table(layout.table_key("frame_embeddings", video_id))
+    assert _materialize_video(resources, instance, video_id).success
+
+    assert store.read_table(layout.table_key("raw_frames", video_id)).equals(table)
+    assert list(store.read_table(layout.table_key("frame_embeddings", video_id))["point_id"]) == list(vectors["point_id"])
+    vector_store, embedder = resources["vector_store"], resources["embedder"].embedder()
+    with vector_store.open() as vs:
+        assert vs.count(vector_store.collection_for(embedder.vector_name), video_id) == len(table)
+        assert vs.count(vector_store.collection_for(embedder.vector_name)) == len(table)
+
+
+def test_a_failing_blocking_check_stops_downstream_and_publishes_nothing(tmp_path, instance, video_dir):
+    resources = make_resources(str(tmp_path / "root"), tmp_path / "qdrant")
+    store = resources["object_store"].store()
+    drop(resources["object_store"].landing_store(), video_dir, SCENE_B.name)
+    video_id = video_id_for(SCENE_B.name)
+    instance.add_dynamic_partitions(videos.name, [video_id])
+
+    result = _materialize_video(resources, instance, video_id, min_frames=1000)
+
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert not checks["raw_frames_table_valid"].passed
+    assert "expect_table_row_count_to_be_between" in str(checks["raw_frames_table_valid"].metadata["failures"].value)
+    materialized = {e.asset_key for e in result.get_asset_materialization_events()}
+    assert frame_embeddings.key not in materialized  # the downstream step never ran
+    assert not store.exists(layout.table_key("raw_frames", video_id))
+    assert store.exists(layout.rejected_table_key("raw_frames", video_id))  # kept for inspection
+
+
+def test_definitions_load_from_workspace_yaml():
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-w", str(root / "workspace.yaml")],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_definitions_hold_the_six_assets_with_blocking_checks():
+    from curation_assets.definitions import defs
+
+    keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
+    assert keys == {"raw_frames", "frame_embeddings", "duplicate_groups", "outliers", "selected_batch", "labeled_set"}
+    specs = [spec for asset in ASSETS for spec in asset.check_specs]
+    assert all(any(s.blocking for s in asset.check_specs) for asset in ASSETS)
+    assert len(specs) == 12
+    assert frame_embeddings.op.pool == "qdrant"  # serialised on the embedded store
+
+
+def test_new_embeddings_trigger_duplicates_and_outliers_once(tmp_path, instance, video_dir):
+    resources = make_resources(str(tmp_path / "root"), tmp_path / "qdrant")
+    defs = build_defs(resources)
+    drop(resources["object_store"].landing_store(), video_dir, SCENE_B.name)
+    instance.add_dynamic_partitions(videos.name, [video_id_for(SCENE_B.name)])
+
+    quiet = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    assert quiet.total_requested == 0  # nothing landed yet: no timer-driven runs
+    assert _materialize_video(resources, instance, video_id_for(SCENE_B.name)).success
+
+    first = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=quiet.cursor)
+    requested = {r.key.to_user_string() for r in first.results if r.true_subset.size}
+    assert requested == {"duplicate_groups", "outliers"}
+    again = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
+    assert again.total_requested == 0  # handled; waits for the next video

@@ -1,0 +1,75 @@
+"""new_video_sensor against a real landing folder and a real (moto) S3 prefix."""
+
+import dagster as dg
+import pytest
+
+from curation_assets.core.ids import video_id_for
+from curation_assets.defs import sensors
+from curation_assets.defs.partitions import videos
+from resources import ObjectStoreResource
+from tests.conftest import SCENE_A, SCENE_B, drop
+
+
+@pytest.fixture(params=["local", "s3"])
+def object_store(request, tmp_path):
+    if request.param == "local":
+        return ObjectStoreResource(root=str(tmp_path / "root"))
+    endpoint = request.getfixturevalue("s3_endpoint")
+    bucket = request.getfixturevalue("s3_bucket")
+    return ObjectStoreResource(root=f"s3://{bucket}/curation", endpoint_url=endpoint, region_name="us-east-1")
+
+
+def tick(instance, object_store, cursor=None):
+    with dg.build_sensor_context(instance=instance, cursor=cursor, resources={"object_store": object_store}) as ctx:
+        result = sensors.new_video_sensor(ctx)
+    # build_sensor_context does not apply partition requests; the daemon would
+    for request in result.dynamic_partitions_requests or []:
+        instance.add_dynamic_partitions(videos.name, list(request.partition_keys))
+    return result
+
+
+def test_each_new_object_becomes_one_partition_and_one_run(instance, object_store, video_dir):
+    drop(object_store.landing_store(), video_dir, SCENE_A.name, SCENE_B.name)
+    result = tick(instance, object_store)
+    expected = sorted(video_id_for(k) for k in (SCENE_A.name, SCENE_B.name))
+    assert sorted(r.partition_key for r in result.run_requests) == expected
+    assert sorted(instance.get_dynamic_partitions(videos.name)) == expected
+    assert {r.tags["curation/landing_key"] for r in result.run_requests} == {SCENE_A.name, SCENE_B.name}
+
+
+def test_an_object_seen_before_is_not_ingested_again(instance, object_store, video_dir):
+    drop(object_store.landing_store(), video_dir, SCENE_A.name)
+    first = tick(instance, object_store)
+    second = tick(instance, object_store, first.cursor)
+    assert len(first.run_requests) == 1
+    assert second.run_requests == []
+    assert second.dynamic_partitions_requests == []
+
+
+def test_a_changed_object_is_ingested_again_into_the_same_partition(instance, object_store, video_dir):
+    landing = object_store.landing_store()
+    drop(landing, video_dir, SCENE_A.name)
+    first = tick(instance, object_store)
+    landing.put_bytes(SCENE_A.name, (video_dir / SCENE_B.name).read_bytes())  # new content, same key
+    second = tick(instance, object_store, first.cursor)
+    assert [r.partition_key for r in second.run_requests] == [video_id_for(SCENE_A.name)]
+    assert second.run_requests[0].run_key != first.run_requests[0].run_key
+    assert instance.get_dynamic_partitions(videos.name) == [video_id_for(SCENE_A.name)]
+
+
+def test_many_objects_are_registered_across_ticks_without_loss(instance, object_store, monkeypatch):
+    monkeypatch.setattr(sensors, "MAX_RUNS_PER_TICK", 4)
+    monkeypatch.setattr(sensors, "LIST_PAGE_SIZE", 3)  # several listing pages per tick
+    landing = object_store.landing_store()
+    for i in range(10):
+        landing.put_bytes(f"cam-x/{i:03d}.mp4", b"video %d" % i)
+    landing.put_bytes("cam-x/.hidden.mp4", b"x")
+    landing.put_bytes("cam-x/uploading.mp4.part", b"x")
+    cursor, seen = None, []
+    for _ in range(5):
+        result = tick(instance, object_store, cursor)
+        assert len(result.run_requests) <= 4
+        seen += [r.partition_key for r in result.run_requests]
+        cursor = result.cursor
+    assert sorted(seen) == sorted(video_id_for(f"cam-x/{i:03d}.mp4") for i in range(10))
+    assert len(instance.get_dynamic_partitions(videos.name)) == 10
