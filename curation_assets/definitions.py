@@ -13,7 +13,9 @@ from curation_assets.defs.sensors import ingest_video_job, new_video_sensor
 ASSETS = [raw_frames, frame_embeddings, duplicate_groups, outliers, selected_batch, labeled_set]
 
 curate_job = dg.define_asset_job(
-    "curate", selection=dg.AssetSelection.assets(duplicate_groups, outliers), description="Duplicates and outliers over all videos."
+    "curate",
+    selection=dg.AssetSelection.assets(duplicate_groups, outliers),
+    description="Duplicates and outliers over all videos.",
 )
 labeling_round_job = dg.define_asset_job(
     "labeling_round",
@@ -31,7 +33,6 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=30,
 )
-
 
 
 def build_defs(resources: dict) -> dg.Definitions:

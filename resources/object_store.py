@@ -85,11 +85,7 @@ class ObjectStore(ABC):
 
     def read_tables(self, prefix: str) -> pd.DataFrame | None:
         """Concatenate every Parquet table under ``prefix`` (``None`` when there is none)."""
-        frames = [
-            self.read_table(obj.key)
-            for obj in self.list(prefix)
-            if obj.key.endswith(".parquet")
-        ]
+        frames = [self.read_table(obj.key) for obj in self.list(prefix) if obj.key.endswith(".parquet")]
         frames = [f for f in frames if len(f)]
         return pd.concat(frames, ignore_index=True) if frames else None
 
@@ -185,9 +181,7 @@ class S3ObjectStore(ObjectStore):
         full = f"{folder}/" if folder else ""
         paginator = self.client.get_paginator("list_objects_v2")
         strip = len(self.prefix) + 1 if self.prefix else 0
-        for page in paginator.paginate(
-            Bucket=self.bucket, Prefix=full, PaginationConfig={"PageSize": page_size}
-        ):
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=full, PaginationConfig={"PageSize": page_size}):
             for obj in page.get("Contents", []):
                 yield StoredObject(
                     key=obj["Key"][strip:],
@@ -230,9 +224,7 @@ class ObjectStoreResource(dg.ConfigurableResource):
         default="",
         description="Landing zone (folder or s3:// URI); empty means '<root>/landing'.",
     )
-    endpoint_url: str | None = Field(
-        default=None, description="S3-compatible endpoint (MinIO, moto); None for AWS."
-    )
+    endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint (MinIO, moto); None for AWS.")
     region_name: str | None = None
 
     def store(self) -> ObjectStore:

@@ -105,9 +105,7 @@ class EdgeVectorStore(VectorStore):
                     )
                     shard = qe.EdgeShard.create(str(folder), config)
                     for field in PAYLOAD_INDEXES:
-                        shard.update(
-                            qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword)
-                        )
+                        shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword))
                 break
             except VectorStoreError:
                 raise

@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import dagster as dg
-import pytest
 
 from curation_assets import headless
 from curation_assets.core import layout
@@ -123,7 +122,9 @@ def test_rematerializing_a_video_leaves_qdrant_and_the_frame_table_unchanged(tmp
     assert _materialize_video(resources, instance, video_id).success
 
     assert store.read_table(layout.table_key("raw_frames", video_id)).equals(table)
-    assert list(store.read_table(layout.table_key("frame_embeddings", video_id))["point_id"]) == list(vectors["point_id"])
+    assert list(store.read_table(layout.table_key("frame_embeddings", video_id))["point_id"]) == list(
+        vectors["point_id"]
+    )
     vector_store, embedder = resources["vector_store"], resources["embedder"].embedder()
     with vector_store.open() as vs:
         assert vs.count(vector_store.collection_for(embedder.vector_name), video_id) == len(table)

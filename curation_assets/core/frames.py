@@ -75,9 +75,7 @@ def sample_frames(
                 if max_frames is not None and yielded >= max_frames:
                     return
         except av.error.FFmpegError as exc:
-            raise VideoDecodeError(
-                f"{name}: decoding failed after frame {index} ({_reason(exc)})"
-            ) from exc
+            raise VideoDecodeError(f"{name}: decoding failed after frame {index} ({_reason(exc)})") from exc
         if yielded == 0:
             raise VideoDecodeError(f"{name}: no decodable frames")
 

@@ -71,9 +71,7 @@ def laplacian_variance(gray: np.ndarray) -> float:
     """Variance of the 4-neighbour Laplacian: low for blurry images."""
     if gray.shape[0] < 3 or gray.shape[1] < 3:
         return 0.0
-    lap = (
-        gray[:-2, 1:-1] + gray[2:, 1:-1] + gray[1:-1, :-2] + gray[1:-1, 2:] - 4.0 * gray[1:-1, 1:-1]
-    )
+    lap = gray[:-2, 1:-1] + gray[2:, 1:-1] + gray[1:-1, :-2] + gray[1:-1, 2:] - 4.0 * gray[1:-1, 1:-1]
     return float(lap.var())
 
 

@@ -6,6 +6,7 @@ its reason and position in the file.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -51,9 +52,7 @@ class ImportResult:
 ACCEPTED_COLUMNS = ["frame_id", "category", "x", "y", "w", "h", "source", "row"]
 
 
-def import_coco(
-    text: str, source: str, frames: pd.DataFrame, categories: list[str]
-) -> ImportResult:
+def import_coco(text: str, source: str, frames: pd.DataFrame, categories: list[str]) -> ImportResult:
     """Validate a COCO annotation file against the selected ``frames``.
 
     ``frames`` holds frame_id, uri, width, height of the frames sent for labeling. An image
@@ -80,8 +79,7 @@ def import_coco(
 
     accepted, seen = [], set()
     for row, ann in enumerate(doc.get("annotations", [])):
-        def reject(reason: str) -> None:
-            rejected.append({"source": source, "row": row, "reason": reason})
+        reject = functools.partial(_reject, rejected, source, row)
 
         image_id = ann.get("image_id")
         frame_id = image_frame.get(image_id)
@@ -119,9 +117,17 @@ def import_coco(
     )
 
 
+def _reject(rejected: list[dict], source: str, row: int, reason: str) -> None:
+    rejected.append({"source": source, "row": row, "reason": reason})
+
+
 def box_iou(a: pd.DataFrame, b: pd.DataFrame) -> pd.Series:
-    ix = (pd.concat([a.x + a.w, b.x + b.w], axis=1).min(axis=1) - pd.concat([a.x, b.x], axis=1).max(axis=1)).clip(lower=0)
-    iy = (pd.concat([a.y + a.h, b.y + b.h], axis=1).min(axis=1) - pd.concat([a.y, b.y], axis=1).max(axis=1)).clip(lower=0)
+    ix = (pd.concat([a.x + a.w, b.x + b.w], axis=1).min(axis=1) - pd.concat([a.x, b.x], axis=1).max(axis=1)).clip(
+        lower=0
+    )
+    iy = (pd.concat([a.y + a.h, b.y + b.h], axis=1).min(axis=1) - pd.concat([a.y, b.y], axis=1).max(axis=1)).clip(
+        lower=0
+    )
     inter = ix * iy
     return inter / (a.w * a.h + b.w * b.h - inter)
 
@@ -168,7 +174,13 @@ def coco_dataset(frames: pd.DataFrame, annotations: pd.DataFrame, categories: li
     ann = annotations[annotations["frame_id"].isin(image_ids)]
     return {
         "images": [
-            {"id": image_ids[r.frame_id], "file_name": r.uri, "width": int(r.width), "height": int(r.height), "frame_id": r.frame_id}
+            {
+                "id": image_ids[r.frame_id],
+                "file_name": r.uri,
+                "width": int(r.width),
+                "height": int(r.height),
+                "frame_id": r.frame_id,
+            }
             for r in frames.itertuples()
         ],
         "annotations": [

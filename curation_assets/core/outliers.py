@@ -86,9 +86,7 @@ def score_outliers(
     reps = np.flatnonzero(g["is_representative"].to_numpy())
     rep_isolation = isolation_scores(np.asarray(vectors, dtype=np.float32)[reps], params.isolation_k)
     rep_z = robust_z(rep_isolation) if len(reps) > 2 else np.zeros(len(reps))
-    by_group = pd.DataFrame(
-        {"isolation": rep_isolation, "score": rep_z}, index=frames["frame_id"].to_numpy()[reps]
-    )
+    by_group = pd.DataFrame({"isolation": rep_isolation, "score": rep_z}, index=frames["frame_id"].to_numpy()[reps])
     per_frame = by_group.reindex(g["group_id"].to_numpy())
     out["isolation"] = per_frame["isolation"].to_numpy(dtype=np.float32)
     out["score"] = per_frame["score"].to_numpy(dtype=np.float64)

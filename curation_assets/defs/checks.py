@@ -42,8 +42,4 @@ def from_assertion(
 
 
 def blocking_failures(results: list[dg.AssetCheckResult]) -> list[str]:
-    return [
-        r.check_name
-        for r in results
-        if not r.passed and r.severity == dg.AssetCheckSeverity.ERROR
-    ]
+    return [r.check_name for r in results if not r.passed and r.severity == dg.AssetCheckSeverity.ERROR]

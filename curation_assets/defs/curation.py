@@ -49,8 +49,12 @@ def load_corpus(store: ObjectStore, vector_name: str) -> Corpus:
 
 class DuplicateConfig(dg.Config):
     near_cosine: float = Field(default=DuplicateParams.near_cosine, description="Embedding cosine for near copies.")
-    near_phash_distance: int = Field(default=DuplicateParams.near_phash_distance, description="... and pHash bits apart at most.")
-    identical_phash_distance: int = Field(default=DuplicateParams.identical_phash_distance, description="pHash bits apart that mean a copy outright.")
+    near_phash_distance: int = Field(
+        default=DuplicateParams.near_phash_distance, description="... and pHash bits apart at most."
+    )
+    identical_phash_distance: int = Field(
+        default=DuplicateParams.identical_phash_distance, description="pHash bits apart that mean a copy outright."
+    )
 
 
 @dg.asset(
@@ -59,8 +63,12 @@ class DuplicateConfig(dg.Config):
     kinds={"numpy", "parquet"},
     automation_condition=ON_NEW_EMBEDDINGS,
     check_specs=[
-        checks.blocking("duplicate_groups_cover_frames", "duplicate_groups", "every embedded frame in exactly one group (GX)"),
-        checks.blocking("duplicate_groups_one_representative", "duplicate_groups", "exactly one representative per group (GX)"),
+        checks.blocking(
+            "duplicate_groups_cover_frames", "duplicate_groups", "every embedded frame in exactly one group (GX)"
+        ),
+        checks.blocking(
+            "duplicate_groups_one_representative", "duplicate_groups", "exactly one representative per group (GX)"
+        ),
     ],
 )
 def duplicate_groups(

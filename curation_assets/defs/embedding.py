@@ -53,9 +53,13 @@ def vector_summary(table: pd.DataFrame) -> pd.DataFrame:
     pool="qdrant",  # the embedded store admits one process at a time
     check_specs=[
         checks.blocking(
-            "frame_embeddings_vectors_valid", ASSET, "one vector per frame, configured dimension, finite, unit norm (GX)"
+            "frame_embeddings_vectors_valid",
+            ASSET,
+            "one vector per frame, configured dimension, finite, unit norm (GX)",
         ),
-        checks.blocking("frame_embeddings_qdrant_count", ASSET, "Qdrant holds exactly one point per frame of the video"),
+        checks.blocking(
+            "frame_embeddings_qdrant_count", ASSET, "Qdrant holds exactly one point per frame of the video"
+        ),
     ],
 )
 def frame_embeddings(

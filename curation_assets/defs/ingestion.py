@@ -1,8 +1,8 @@
 """raw_frames: one landing video -> sampled JPEG frames in object storage + a frame table."""
 
 import time
-from dataclasses import asdict
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 
 import dagster as dg
 import pandas as pd

@@ -2,7 +2,7 @@
 
 import hashlib
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 import numpy as np
@@ -53,7 +53,8 @@ def earlier_selections(store: ObjectStore, round_id: str) -> pd.DataFrame:
         checks.blocking(
             "selected_batch_valid",
             "selected_batch",
-            "size = budget (or all candidates); no outliers; ≤1 frame per group; nothing selected or labeled before (GX)",
+            "size = budget (or all candidates); no outliers; ≤1 frame per group; "
+            "nothing selected or labeled before (GX)",
         )
     ],
 )
@@ -150,9 +151,17 @@ def _next_version(store: ObjectStore, content_hash: str) -> tuple[str, bool]:
     group_name="labeling",
     kinds={"coco", "parquet"},
     check_specs=[
-        checks.blocking("labeled_set_annotations_valid", "labeled_set", "annotations reference selected frames; boxes inside images; categories known (GX)"),
-        checks.blocking("labeled_set_groups_in_one_split", "labeled_set", "no duplicate group crosses train/val/test (GX)"),
-        checks.warning("labeled_set_no_label_conflicts", "labeled_set", "no object boxed twice with different categories"),
+        checks.blocking(
+            "labeled_set_annotations_valid",
+            "labeled_set",
+            "annotations reference selected frames; boxes inside images; categories known (GX)",
+        ),
+        checks.blocking(
+            "labeled_set_groups_in_one_split", "labeled_set", "no duplicate group crosses train/val/test (GX)"
+        ),
+        checks.warning(
+            "labeled_set_no_label_conflicts", "labeled_set", "no object boxed twice with different categories"
+        ),
     ],
 )
 def labeled_set(
@@ -209,7 +218,9 @@ def labeled_set(
             conflicts.empty,
             severity=dg.AssetCheckSeverity.WARN,
             conflicts=len(conflicts),
-            conflict_examples=dg.MetadataValue.json(conflicts.head(10).to_dict("records")) if len(conflicts) else "none",
+            conflict_examples=dg.MetadataValue.json(conflicts.head(10).to_dict("records"))
+            if len(conflicts)
+            else "none",
         ),
     ]
     failed = checks.blocking_failures(results)
@@ -257,13 +268,15 @@ def _publish_dataset(store, frames, annotations, categories, rounds) -> tuple[st
         store.put_bytes(layout.dataset_key(version, name), data)
     manifest = {
         "version": version,
-        "created_at": datetime.now(timezone.utc).isoformat(),
+        "created_at": datetime.now(UTC).isoformat(),
         "rounds": rounds,
         "content_sha256": content_hash,
         "counts": {
             split: {
                 "images": int((frames["split"] == split).sum()),
-                "annotations": int(annotations["frame_id"].isin(frames.loc[frames["split"] == split, "frame_id"]).sum()),
+                "annotations": int(
+                    annotations["frame_id"].isin(frames.loc[frames["split"] == split, "frame_id"]).sum()
+                ),
             }
             for split, _ in labels.SPLITS
         },

@@ -102,7 +102,8 @@ def print_summary(videos: list[headless.RunOutcome], stages: list[headless.RunOu
             metadata.setdefault("frame_embeddings", o.metadata["frame_embeddings"])
     print("\n=== pipeline ===")
     emb = metadata.get("frame_embeddings", {})
-    print(f"  embedder: {emb.get('embedder_model')} / {emb.get('embedder_weights')} (random init: {emb.get('embedder_random_init')})")
+    model, weights = emb.get("embedder_model"), emb.get("embedder_weights")
+    print(f"  embedder: {model} / {weights} (random init: {emb.get('embedder_random_init')})")
     for label, (asset, key) in figures.items():
         print(f"  {label:22s} {metadata.get(asset, {}).get(key, '-')}")
     for o in stages:

@@ -27,7 +27,13 @@ def annotate_round(
 
     def add(image_id: int, category_id: int, bbox) -> None:
         annotations.append(
-            {"id": len(annotations) + 1, "image_id": image_id, "category_id": category_id, "bbox": list(bbox), "iscrowd": 0}
+            {
+                "id": len(annotations) + 1,
+                "image_id": image_id,
+                "category_id": category_id,
+                "bbox": list(bbox),
+                "iscrowd": 0,
+            }
         )
 
     conflicts = 0

@@ -95,9 +95,7 @@ def validate(
         res = r.result or {}
         indexes = (res.get("unexpected_index_list") or [])[:max_rows]
         rows = (
-            [frame.at[i, id_column] for i in indexes if isinstance(i, int)]
-            if id_column and id_column in frame
-            else []
+            [frame.at[i, id_column] for i in indexes if isinstance(i, int)] if id_column and id_column in frame else []
         )
         failures.append(
             Failure(
