@@ -73,3 +73,15 @@ def test_many_objects_are_registered_across_ticks_without_loss(instance, object_
         cursor = result.cursor
     assert sorted(seen) == sorted(video_id_for(f"cam-x/{i:03d}.mp4") for i in range(10))
     assert len(instance.get_dynamic_partitions(videos.name)) == 10
+
+
+def test_objects_ingested_by_another_path_are_not_requested_again(local_defs, instance, video_dir):
+    """A run for the same content (say, from the headless command) counts as seen."""
+    from curation_assets import headless
+
+    object_store = local_defs.resources["object_store"]
+    drop(object_store.landing_store(), video_dir, "cam-a/notes.txt")
+    assert len(headless.ingest_landing(local_defs, instance, log=lambda _: None)) == 1  # fails: not a video
+    fresh_cursor_tick = tick(instance, object_store, cursor=None)
+    assert fresh_cursor_tick.run_requests == []
+    assert "cam-a/notes.txt" in fresh_cursor_tick.cursor

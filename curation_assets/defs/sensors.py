@@ -17,6 +17,7 @@ ingest_video_job = dg.define_asset_job(
     description="Frames and embeddings for one landing video.",
 )
 
+SOURCE_TAG = "curation/source"  # "<video_id>@<fingerprint>": which content a run ingested
 MAX_RUNS_PER_TICK = 50
 LIST_PAGE_SIZE = 1000
 
@@ -45,16 +46,20 @@ def new_video_sensor(context: dg.SensorEvaluationContext, object_store: ObjectSt
     for obj in landing.list("", page_size=LIST_PAGE_SIZE):
         if is_ignored(obj.key) or seen.get(obj.key) == obj.fingerprint:
             continue
+        video_id = video_id_for(obj.key)
+        source = f"{video_id}@{obj.fingerprint}"
+        if _already_run(context.instance, source):  # e.g. by the headless command
+            seen[obj.key] = obj.fingerprint
+            continue
         if len(requests) >= MAX_RUNS_PER_TICK:
             break  # the rest on the next tick
-        video_id = video_id_for(obj.key)
         if video_id not in known and video_id not in new_keys:
             new_keys.append(video_id)
         requests.append(
             dg.RunRequest(
-                run_key=f"{video_id}:{obj.fingerprint}",
+                run_key=source,
                 partition_key=video_id,
-                tags={"curation/landing_key": obj.key[:255]},
+                tags={"curation/landing_key": obj.key[:255], SOURCE_TAG: source},
             )
         )
         seen[obj.key] = obj.fingerprint
@@ -65,3 +70,7 @@ def new_video_sensor(context: dg.SensorEvaluationContext, object_store: ObjectSt
         dynamic_partitions_requests=[videos.build_add_request(new_keys)] if new_keys else [],
         cursor=json.dumps(seen, sort_keys=True),
     )
+
+
+def _already_run(instance: dg.DagsterInstance, source: str) -> bool:
+    return bool(instance.get_run_records(filters=dg.RunsFilter(tags={SOURCE_TAG: source}), limit=1))
