@@ -45,6 +45,13 @@ def assert_graph_ran(ingested, curate, round_1, labeled, store):
     assert groups["frames"] == frames and 1 < groups["groups"] < frames  # static stretches collapse
     assert curate.metadata["outliers"]["flag_dark"] >= 1  # the lights-off stretch
 
+    for asset, picture in [("duplicate_groups", "largest_groups"), ("outliers", "outliers_by_reason")]:
+        preview = curate.metadata[asset][f"{picture}_preview"]
+        assert preview.startswith(f"![{picture}](data:image/png;base64,") and len(preview) < 1_000_000
+        png = store.get_bytes(layout.report_key(f"{picture}.png"))
+        assert png.startswith(b"\x89PNG")
+    assert store.get_bytes(layout.report_key("selected_batch/round-0001.png")).startswith(b"\x89PNG")
+
     batch = store.read_table(layout.table_key("selected_batch", "round-0001"))
     assert len(batch) == 2 and batch["group_id"].is_unique and not batch["is_outlier"].any()
     manifest = store.get_bytes(layout.export_key("round-0001", "manifest.jsonl")).decode().splitlines()

@@ -13,6 +13,7 @@ from curation_assets.core.duplicates import DuplicateParams, find_duplicate_grou
 from curation_assets.core.outliers import REASONS, OutlierParams, score_outliers
 from curation_assets.defs import checks
 from curation_assets.defs.embedding import frame_embeddings
+from curation_assets.defs.reports import largest_groups, outliers_by_reason, picture_metadata
 from curation_assets.quality import suites
 from resources import EmbedderResource, ExpectationsResource, ObjectStoreResource
 from resources.object_store import ObjectStore
@@ -115,6 +116,7 @@ def duplicate_groups(
             "near_phash_distance": params.near_phash_distance,
             "seconds": round(elapsed, 3),
             "table": dg.MetadataValue.path(store.uri(key)),
+            **picture_metadata(store, "largest_groups", largest_groups(corpus.frames, groups)),
         },
         check_results=results,
     )
@@ -187,6 +189,7 @@ def outliers(
             "thresholds": dg.MetadataValue.json(params.__dict__),
             "seconds": round(elapsed, 3),
             "table": dg.MetadataValue.path(store.uri(key)),
+            **picture_metadata(store, "outliers_by_reason", outliers_by_reason(frames, scored, REASONS)),
         },
         check_results=results,
     )

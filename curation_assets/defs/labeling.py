@@ -14,6 +14,7 @@ from curation_assets.core.selection import STRATEGIES, candidate_mask, coverage_
 from curation_assets.defs import checks
 from curation_assets.defs.curation import load_corpus, outliers
 from curation_assets.defs.partitions import labeling_rounds
+from curation_assets.defs.reports import picture_metadata
 from curation_assets.quality import suites
 from resources import EmbedderResource, ExpectationsResource, ObjectStoreResource
 from resources.object_store import ObjectStore
@@ -117,9 +118,20 @@ def selected_batch(
             "cameras_in_candidates": dg.MetadataValue.json(pool_camera),
             "cameras_in_batch": dg.MetadataValue.json(per_camera),
             "exports": dg.MetadataValue.path(store.uri(layout.export_key(round_id, ""))),
+            **picture_metadata(
+                store,
+                "batch",
+                [(f"rank {i + 1}-{i + len(chunk)}", list(chunk)) for i, chunk in _chunks(list(batch["uri"]), 8)],
+                file_name=f"selected_batch/{round_id}.png",
+            ),
         },
         check_results=results,
     )
+
+
+def _chunks(items: list, size: int):
+    for start in range(0, len(items), size):
+        yield start, items[start : start + size]
 
 
 class LabeledSetConfig(dg.Config):
