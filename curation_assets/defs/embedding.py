@@ -11,6 +11,7 @@ from curation_assets.core.frames import decode_image
 from curation_assets.core.ids import point_id_for
 from curation_assets.core.progress import Progress
 from curation_assets.defs import checks
+from curation_assets.defs.executors import GPU_TAGS
 from curation_assets.defs.ingestion import raw_frames
 from curation_assets.defs.partitions import videos
 from curation_assets.quality import suites
@@ -51,6 +52,7 @@ def vector_summary(table: pd.DataFrame) -> pd.DataFrame:
     group_name="embedding",
     kinds={"pytorch", "qdrant", "parquet"},
     pool="qdrant",  # the embedded store admits one process at a time
+    op_tags=GPU_TAGS,
     check_specs=[
         checks.blocking(
             "frame_embeddings_vectors_valid",
