@@ -1,4 +1,6 @@
 import multiprocessing
+import os
+import uuid
 
 import numpy as np
 import pytest
@@ -8,15 +10,25 @@ from curation_assets.core.ids import point_id_for
 from resources.vector_store import EdgeVectorStore, QdrantClientVectorStore, VectorStoreError, VectorStoreResource
 
 
-@pytest.fixture(params=["embedded", "qdrant-client"])
+@pytest.fixture(params=["embedded", "qdrant-client", "server"])
 def store(request, tmp_path):
-    """The embedded engine and the qdrant-client code path (a server in production) must agree."""
+    """Congruence: the embedded engine, qdrant-client's in-memory mode and, when QDRANT_URL is
+    set, a real Qdrant server run the same tests and must agree."""
     if request.param == "embedded":
         s = EdgeVectorStore(tmp_path / "qdrant", lock_timeout_s=2)
-    else:
+    elif request.param == "qdrant-client":
         s = QdrantClientVectorStore(QdrantClient(location=":memory:"), ":memory:")
+    else:
+        url = os.environ.get("QDRANT_URL")
+        if not url:
+            pytest.skip("set QDRANT_URL (and QDRANT_API_KEY) to run against a Qdrant server")
+        s = QdrantClientVectorStore(QdrantClient(url=url, api_key=os.environ.get("QDRANT_API_KEY")), url)
+        request.addfinalizer(lambda: s.client.delete_collection(COLLECTION))
     yield s
     s.close()
+
+
+COLLECTION = f"test-{uuid.uuid4().hex[:8]}"  # never collides with a real collection on a server
 
 
 def _points(video, n, dim=8, seed=0):
@@ -29,26 +41,26 @@ def _points(video, n, dim=8, seed=0):
 
 
 def test_replacing_a_video_twice_keeps_one_point_per_frame(store):
-    store.ensure_collection("frames", "m", 8)
-    store.replace_video("frames", "m", "v1", *_points("v1", 10))
-    store.replace_video("frames", "m", "v2", *_points("v2", 4))
-    store.replace_video("frames", "m", "v1", *_points("v1", 10))
-    assert store.count("frames", "v1") == 10
-    assert store.count("frames") == 14
+    store.ensure_collection(COLLECTION, "m", 8)
+    store.replace_video(COLLECTION, "m", "v1", *_points("v1", 10))
+    store.replace_video(COLLECTION, "m", "v2", *_points("v2", 4))
+    store.replace_video(COLLECTION, "m", "v1", *_points("v1", 10))
+    assert store.count(COLLECTION, "v1") == 10
+    assert store.count(COLLECTION) == 14
 
 
 def test_a_shorter_re_ingest_removes_stale_points(store):
-    store.ensure_collection("frames", "m", 8)
-    store.replace_video("frames", "m", "v1", *_points("v1", 10))
-    store.replace_video("frames", "m", "v1", *_points("v1", 6))
-    assert store.count("frames", "v1") == 6
+    store.ensure_collection(COLLECTION, "m", 8)
+    store.replace_video(COLLECTION, "m", "v1", *_points("v1", 10))
+    store.replace_video(COLLECTION, "m", "v1", *_points("v1", 6))
+    assert store.count(COLLECTION, "v1") == 6
 
 
 def test_nearest_returns_the_same_point_with_its_payload(store):
     ids, vectors, payloads = _points("v1", 20)
-    store.ensure_collection("frames", "m", 8)
-    store.replace_video("frames", "m", "v1", ids, vectors, payloads)
-    hits = store.nearest("frames", "m", vectors[7], limit=3)
+    store.ensure_collection(COLLECTION, "m", 8)
+    store.replace_video(COLLECTION, "m", "v1", ids, vectors, payloads)
+    hits = store.nearest(COLLECTION, "m", vectors[7], limit=3)
     assert hits[0][0] == ids[7]
     assert hits[0][1] == pytest.approx(1.0, abs=1e-4)
     assert hits[0][2]["frame_id"] == "v1/000007"
@@ -57,17 +69,17 @@ def test_nearest_returns_the_same_point_with_its_payload(store):
 
 def test_embedded_data_survives_reopening(tmp_path):
     store = EdgeVectorStore(tmp_path)
-    store.ensure_collection("frames", "m", 8)
-    store.replace_video("frames", "m", "v1", *_points("v1", 5))
+    store.ensure_collection(COLLECTION, "m", 8)
+    store.replace_video(COLLECTION, "m", "v1", *_points("v1", 5))
     store.close()
     reopened = EdgeVectorStore(tmp_path)
-    assert reopened.count("frames", "v1") == 5
+    assert reopened.count(COLLECTION, "v1") == 5
     reopened.close()
 
 
 def _hold_lock(path, ready, release):
     store = EdgeVectorStore(path)
-    store.ensure_collection("frames", "m", 8)
+    store.ensure_collection("locked", "m", 8)
     ready.set()
     release.wait(30)
     store.close()
@@ -81,11 +93,11 @@ def test_a_store_held_by_another_process_gives_a_clear_error(tmp_path):
     try:
         assert ready.wait(60)
         with pytest.raises(VectorStoreError, match="open in another process.*QDRANT_URL"):
-            EdgeVectorStore(tmp_path, lock_timeout_s=1).count("frames")
+            EdgeVectorStore(tmp_path, lock_timeout_s=1).count("locked")
     finally:
         release.set()
         holder.join(30)
-    assert EdgeVectorStore(tmp_path, lock_timeout_s=5).count("frames") == 0  # free again
+    assert EdgeVectorStore(tmp_path, lock_timeout_s=5).count("locked") == 0  # free again
 
 
 def test_the_resource_never_describes_itself_with_the_api_key():
