@@ -91,3 +91,74 @@ def run_round(
         instance.add_dynamic_partitions(labeling_rounds.name, [round_id])
     config = {"ops": {"selected_batch": {"config": {"budget": budget, "strategy": strategy, "seed": seed}}}}
     return outcome(round_id, run_job(defs, instance, "labeling_round", round_id, run_config=config))
+
+
+# (label, asset, metadata key) of the figures every summary reports
+FIGURES = (
+    ("frames", "duplicate_groups", "frames"),
+    ("duplicate groups", "duplicate_groups", "groups"),
+    ("duplicate frames", "duplicate_groups", "duplicate_frames"),
+    ("outliers", "outliers", "outliers"),
+    ("selected", "selected_batch", "selected"),
+    ("labeled frames", "labeled_set", "labeled_frames"),
+    ("annotations accepted", "labeled_set", "annotations_accepted"),
+    ("annotations rejected", "labeled_set", "annotations_rejected"),
+    ("label conflicts", "labeled_set", "label_conflicts"),
+    ("dataset version", "labeled_set", "dataset_version"),
+)
+
+
+def summarize(videos: list[RunOutcome], stages: list[RunOutcome], elapsed_s: float) -> dict:
+    """Everything a person (or a scheduler) needs to judge a headless run, as plain JSON."""
+    metadata: dict[str, dict] = {}
+    for o in [*videos, *stages]:
+        for asset, values in o.metadata.items():
+            metadata.setdefault(asset, values)
+    embedder = metadata.get("frame_embeddings", {})
+    verdicts: dict[str, dict[str, int]] = {}
+    for o in [*videos, *stages]:
+        for check, verdict in o.checks.items():
+            verdicts.setdefault(check, {}).setdefault(verdict, 0)
+            verdicts[check][verdict] += 1
+    return {
+        "elapsed_s": round(elapsed_s, 1),
+        "videos": [
+            {
+                "partition": v.name,
+                "success": v.success,
+                "error": v.error,
+                "frames": v.metadata.get("raw_frames", {}).get("frames"),
+            }
+            for v in videos
+        ],
+        "stages": [{"name": o.name, "success": o.success, "error": o.error} for o in stages],
+        "embedder": {k: embedder.get(f"embedder_{k}") for k in ("model", "weights", "random_init", "device")},
+        "figures": {label: _plain(metadata.get(asset, {}).get(key)) for label, asset, key in FIGURES},
+        "checks": verdicts,
+        "blocking_checks_failed": sorted(c for c, counts in verdicts.items() if counts.get("FAILED")),
+    }
+
+
+def _plain(value):
+    return value if value is None or isinstance(value, int | float | str | bool) else str(value)
+
+
+def format_summary(summary: dict) -> str:
+    lines = ["", "=== videos ==="]
+    for v in summary["videos"]:
+        ok_line, failed_line = (
+            f"  ok      {v['partition']}: {v['frames']} frames",
+            f"  FAILED  {v['partition']}: {v['error']}",
+        )
+        lines.append(ok_line if v["success"] else failed_line)
+    ok = sum(v["success"] for v in summary["videos"])
+    lines.append(f"  {ok} ok, {len(summary['videos']) - ok} failed")
+    emb = summary["embedder"]
+    lines += ["", "=== pipeline ===", f"  embedder: {emb['model']} / {emb['weights']}"]
+    lines[-1] += f" (random init: {emb['random_init']})"
+    lines += [f"  {label:22s} {'-' if value is None else value}" for label, value in summary["figures"].items()]
+    lines += [f"  FAILED {s['name']}: {s['error']}" for s in summary["stages"] if not s["success"]]
+    lines += ["", "=== checks ==="]
+    for check, counts in summary["checks"].items():
+        lines.append(f"  {check:40s} " + ", ".join(f"{n} {v}" for v, n in sorted(counts.items())))
+    return "\n".join(lines)

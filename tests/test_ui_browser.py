@@ -42,10 +42,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def graphql(url: str, query: str) -> dict:
-    request = urllib.request.Request(
-        f"{url}/graphql", data=json.dumps({"query": query}).encode(), headers={"content-type": "application/json"}
-    )
+def graphql(url: str, query: str, variables: dict | None = None) -> dict:
+    body = json.dumps({"query": query, "variables": variables or {}}).encode()
+    request = urllib.request.Request(f"{url}/graphql", data=body, headers={"content-type": "application/json"})
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read())["data"]
 
@@ -166,8 +165,9 @@ def test_a_video_dropped_while_running_is_ingested_by_the_sensor(dagster_ui, pag
         time.sleep(3)
         runs = graphql(
             url,
-            '{ runsOrError(filter: {tags: [{key: "dagster/partition", value: "%s"}]}) '
-            "{ ... on Runs { results { runId status tags { key value } } } } }" % partition,
+            "query ($tags: [ExecutionTag!]) { runsOrError(filter: {tags: $tags}) "
+            "{ ... on Runs { results { runId status tags { key value } } } } }",
+            {"tags": [{"key": "dagster/partition", "value": partition}]},
         )["runsOrError"]["results"]
         status = runs[0]["status"] if runs else None
     assert status == "SUCCESS", f"sensor run for {partition}: {status}"

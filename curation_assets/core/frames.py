@@ -12,8 +12,12 @@ import numpy as np
 from PIL import Image
 
 
-class VideoDecodeError(ValueError):
-    """A landing object that cannot be read as a video; the message names the object."""
+class UnreadableSourceError(ValueError):
+    """A landing source that cannot be read at all; the message names it and the cause."""
+
+
+class VideoDecodeError(UnreadableSourceError):
+    """A landing object that cannot be read as a video."""
 
 
 @dataclass(frozen=True)

@@ -31,10 +31,16 @@ def video_id_for(landing_key: str) -> str:
     return safe
 
 
+def source_id_for(source_key: str) -> str:
+    """Partition key of a source: a landing object, or an image folder (key ending in "/")."""
+    return video_id_for(source_key) if source_key.strip("/") else "landing-root"
+
+
 def camera_id_for(landing_key: str, default: str = "default") -> str:
-    """Camera id from the landing path: the first folder (``cam-a/x.mp4`` -> ``cam-a``)."""
+    """Camera id from the landing path: the first folder (``cam-a/x.mp4``, ``cam-a/`` -> ``cam-a``)."""
     parts = [p for p in landing_key.split("/") if p]
-    return _UNSAFE.sub("-", parts[0]) if len(parts) > 1 else default
+    has_folder = len(parts) > 1 or (parts and landing_key.endswith("/"))
+    return _UNSAFE.sub("-", parts[0]) if has_folder else default
 
 
 def frame_id_for(video_id: str, frame_index: int) -> str:

@@ -17,7 +17,7 @@ import pandas as pd
 
 from curation_assets.core.neighbors import knn
 
-REASONS = ("dark", "bright", "blurry", "low_information", "noise", "odd_size", "isolated")
+REASONS = ("corrupt", "dark", "bright", "blurry", "low_information", "noise", "odd_size", "isolated")
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,7 @@ def score_outliers(
     # dark or flat frames have no edges to judge blur by; they are flagged for that instead
     out["blurry"] = (sharp_ratio < params.blurry_ratio) & exposed & ~out["low_information"]
     out["odd_size"] = (size != usual_size).to_numpy()
+    out["corrupt"] = False  # unreadable frames never get here; see corrupt_outliers
 
     reps = np.flatnonzero(g["is_representative"].to_numpy())
     rep_isolation = isolation_scores(np.asarray(vectors, dtype=np.float32)[reps], params.isolation_k)
@@ -96,3 +97,15 @@ def score_outliers(
     out["is_outlier"] = flags.any(axis=1)
     out["reasons"] = [",".join(r for r, f in zip(REASONS, row) if f) for row in flags]
     return out[["frame_id", "score", "is_outlier", "reasons", "isolation", *REASONS]]
+
+
+def corrupt_outliers(frames: pd.DataFrame) -> pd.DataFrame:
+    """Rows in ``score_outliers``' shape for frames that could not be read at all."""
+    out = pd.DataFrame({"frame_id": frames["frame_id"].to_numpy()})
+    out["score"] = np.inf
+    out["is_outlier"] = True
+    out["reasons"] = "corrupt"
+    out["isolation"] = np.float32(np.nan)
+    for reason in REASONS:
+        out[reason] = reason == "corrupt"
+    return out

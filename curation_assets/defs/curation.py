@@ -10,7 +10,7 @@ from pydantic import Field
 
 from curation_assets.core import layout
 from curation_assets.core.duplicates import DuplicateParams, find_duplicate_groups
-from curation_assets.core.outliers import REASONS, OutlierParams, score_outliers
+from curation_assets.core.outliers import REASONS, OutlierParams, corrupt_outliers, score_outliers
 from curation_assets.defs import checks
 from curation_assets.defs.embedding import frame_embeddings
 from curation_assets.defs.reports import largest_groups, outliers_by_reason, picture_metadata
@@ -161,13 +161,19 @@ def outliers(
     )
     started = time.perf_counter()
     scored = score_outliers(frames, groups, vectors, params)
+    unreadable = store.read_tables(layout.table_prefix("raw_frames"))
+    unreadable = unreadable[unreadable["corrupt"]]
+    if len(unreadable):
+        scored = pd.concat([scored, corrupt_outliers(unreadable)], ignore_index=True)
     elapsed = time.perf_counter() - started
 
     fraction = float(scored["is_outlier"].mean())
     results = [
         checks.from_validation(
             "outliers_every_frame_scored",
-            expectations.validate(scored, "outliers", suites.outlier_scores(list(frames["frame_id"]))),
+            expectations.validate(
+                scored, "outliers", suites.outlier_scores([*frames["frame_id"], *unreadable["frame_id"]])
+            ),
         ),
         checks.from_validation(
             "outliers_flagged_fraction",

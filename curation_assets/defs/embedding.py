@@ -75,6 +75,7 @@ def frame_embeddings(
     video_id = context.partition_key
     store = object_store.store()
     frames = store.read_table(layout.table_key("raw_frames", video_id))
+    frames = frames[~frames["corrupt"]].reset_index(drop=True)  # unreadable images have no pixels
     model = embedder.embedder()
     progress = Progress(f"{video_id} embeddings", len(frames), context.log.info)
 

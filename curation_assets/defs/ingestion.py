@@ -1,23 +1,27 @@
-"""raw_frames: one landing video -> sampled JPEG frames in object storage + a frame table."""
+"""raw_frames: one landing source (video, image folder, archive) -> JPEG frames + a frame table."""
 
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 from pydantic import Field
 
 from curation_assets.core import layout
-from curation_assets.core.frames import VideoDecodeError, encode_jpeg, sample_frames
-from curation_assets.core.ids import camera_id_for, frame_id_for, video_id_for
+from curation_assets.core.frames import UnreadableSourceError, encode_jpeg, sample_frames
+from curation_assets.core.ids import camera_id_for, frame_id_for, source_id_for
 from curation_assets.core.image_stats import image_stats
 from curation_assets.core.progress import Progress
+from curation_assets.core.sources import Source, archive_images, group_sources, load_image
 from curation_assets.defs import checks
 from curation_assets.defs.partitions import videos
 from curation_assets.quality import suites
 from resources import ExpectationsResource, ObjectStoreResource
-from resources.object_store import ObjectStore, StoredObject
+from resources.object_store import ObjectStore
 
 ASSET = "raw_frames"
 
@@ -27,15 +31,55 @@ class RawFramesConfig(dg.Config):
     every_n: int = Field(default=0, description="Keep every n-th frame instead (0: use sample_fps).")
     max_frames: int = Field(default=0, description="Stop after this many frames (0: no limit).")
     jpeg_quality: int = 90
-    max_pixels: int = Field(default=4096 * 4096, description="Reject videos larger than this.")
-    min_frames: int = Field(default=1, description="Fewer sampled frames fail the table check.")
+    max_pixels: int = Field(default=4096 * 4096, description="Reject videos and images larger than this.")
+    min_frames: int = Field(default=1, description="Fewer readable frames fail the table check.")
 
 
-def find_landing_object(landing: ObjectStore, video_id: str) -> StoredObject:
-    for obj in landing.list(""):
-        if video_id_for(obj.key) == video_id:
-            return obj
-    raise dg.Failure(f"no landing object for partition {video_id!r} under {landing.root}")
+def is_ignored(key: str) -> bool:
+    """Uploads in progress and hidden files (``.x``, ``x.part``, ``x.tmp``) are not sources yet."""
+    name = key.rsplit("/", 1)[-1]
+    return name.startswith(".") or name.endswith((".part", ".tmp", ".crdownload"))
+
+
+def landing_sources(landing: ObjectStore, page_size: int = 1000) -> list[Source]:
+    return group_sources(obj for obj in landing.list("", page_size=page_size) if not is_ignored(obj.key))
+
+
+def find_source(landing: ObjectStore, source_id: str) -> Source:
+    for source in landing_sources(landing):
+        if source_id_for(source.key) == source_id:
+            return source
+    raise dg.Failure(f"no landing source for partition {source_id!r} under {landing.root}")
+
+
+@contextmanager
+def read_source(landing: ObjectStore, source: Source, config: RawFramesConfig) -> Iterator[Iterator[tuple]]:
+    """(index, timestamp_s, rgb or None, member name, error or None) for each frame or image."""
+    name = f"landing/{source.key}"
+    if source.kind == "images":
+        yield (
+            (i, 0.0, img.rgb, key, img.error)
+            for i, key in enumerate(source.members)
+            for img in [load_image(landing.get_bytes(key), key, config.max_pixels)]
+        )
+        return
+    with landing.local_path(source.key) as path:
+        if source.kind == "archive":
+            yield (
+                (i, 0.0, img.rgb, member, img.error)
+                for i, (member, data) in enumerate(archive_images(path, name))
+                for img in [load_image(data, member, config.max_pixels)]
+            )
+            return
+        frames = sample_frames(
+            path,
+            name=name,
+            sample_fps=None if config.every_n else config.sample_fps,
+            every_n=config.every_n or None,
+            max_frames=config.max_frames or None,
+            max_pixels=config.max_pixels,
+        )
+        yield ((f.index, f.timestamp_s, f.rgb, "", None) for f in frames)
 
 
 @dg.asset(
@@ -44,7 +88,7 @@ def find_landing_object(landing: ObjectStore, video_id: str) -> StoredObject:
     kinds={"pyav", "parquet"},
     check_specs=[
         checks.blocking("raw_frames_table_valid", ASSET, "≥1 frame, unique ids, metrics present and in range (GX)"),
-        checks.blocking("raw_frames_images_exist", ASSET, "every frame's image URI exists in object storage"),
+        checks.blocking("raw_frames_images_exist", ASSET, "every readable frame's image URI exists in object storage"),
     ],
 )
 def raw_frames(
@@ -53,53 +97,52 @@ def raw_frames(
     object_store: ObjectStoreResource,
     expectations: ExpectationsResource,
 ):
-    """Decode one landing video, sample frames, store them as JPEG and measure each one."""
-    video_id = context.partition_key
+    """Read one landing source, sample frames, store them as JPEG and measure each one.
+
+    Unreadable images become rows flagged ``corrupt`` with the reason: never a crash of the
+    partition, never silently dropped. An unreadable video fails its partition.
+    """
+    source_id = context.partition_key
     store, landing = object_store.store(), object_store.landing_store()
-    source = find_landing_object(landing, video_id)
+    source = find_source(landing, source_id)
     camera_id = camera_id_for(source.key)
     started = time.perf_counter()
     rows, pending = [], []
-    progress = Progress(f"{source.key} frames", None, context.log.info)
-    with landing.local_path(source.key) as path, ThreadPoolExecutor(max_workers=4) as pool:
-        try:
-            for frame in sample_frames(
-                path,
-                name=f"landing/{source.key}",
-                sample_fps=None if config.every_n else config.sample_fps,
-                every_n=config.every_n or None,
-                max_frames=config.max_frames or None,
-                max_pixels=config.max_pixels,
-            ):
-                key = layout.frame_key(video_id, frame.index)
-                height, width = frame.rgb.shape[:2]
-                pending.append(pool.submit(_store_jpeg, store, key, frame.rgb, config.jpeg_quality))
-                stats = image_stats(frame.rgb)
-                rows.append(
-                    {
-                        "frame_id": frame_id_for(video_id, frame.index),
-                        "video_id": video_id,
-                        "camera_id": camera_id,
-                        "frame_index": frame.index,
-                        "timestamp_s": frame.timestamp_s,
-                        "uri": store.uri(key),
-                        "width": width,
-                        "height": height,
-                        **asdict(stats),
-                    }
-                )
+    progress = Progress(f"{source.key} frames", len(source.members) or None, context.log.info)
+    try:
+        with read_source(landing, source, config) as frames, ThreadPoolExecutor(max_workers=4) as pool:
+            for index, timestamp_s, rgb, member, error in frames:
+                row = {
+                    "frame_id": frame_id_for(source_id, index),
+                    "video_id": source_id,
+                    "camera_id": camera_id,
+                    "frame_index": index,
+                    "timestamp_s": timestamp_s,
+                    "source_name": member,
+                    "corrupt": rgb is None,
+                    "error": error or "",
+                }
+                if rgb is None:
+                    row.update(uri="", width=0, height=0, sha256="", phash=0)
+                    row.update(brightness=np.nan, contrast=np.nan, sharpness=np.nan, entropy=np.nan)
+                else:
+                    key = layout.frame_key(source_id, index)
+                    pending.append(pool.submit(_store_jpeg, store, key, rgb, config.jpeg_quality))
+                    row.update(uri=store.uri(key), width=rgb.shape[1], height=rgb.shape[0], **asdict(image_stats(rgb)))
+                rows.append(row)
                 progress.advance()
-        except VideoDecodeError as exc:
-            raise dg.Failure(description=str(exc), metadata={"landing_key": source.key}) from exc
-        for job in pending:
-            job.result()
+            for job in pending:
+                job.result()
+    except UnreadableSourceError as exc:
+        raise dg.Failure(description=str(exc), metadata={"landing_key": source.key}) from exc
     table = pd.DataFrame(rows)
     elapsed = time.perf_counter() - started
 
-    validation = expectations.validate(table, "raw_frames", suites.frame_table(config.min_frames))
-    missing = [uri for uri in table["uri"] if not store.exists(store.key_for_uri(uri))]
+    readable = table[~table["corrupt"]] if len(table) else table
+    validation = expectations.validate(readable, "raw_frames", suites.frame_table(config.min_frames))
+    missing = [uri for uri in readable["uri"] if not store.exists(store.key_for_uri(uri))] if len(readable) else []
     results = [
-        checks.from_validation("raw_frames_table_valid", validation, rows=len(table)),
+        checks.from_validation("raw_frames_table_valid", validation, rows=len(table), readable=len(readable)),
         checks.from_assertion(
             "raw_frames_images_exist",
             not missing,
@@ -108,15 +151,21 @@ def raw_frames(
         ),
     ]
     failed = checks.blocking_failures(results)
-    key = layout.rejected_table_key(ASSET, video_id) if failed else layout.table_key(ASSET, video_id)
+    key = layout.rejected_table_key(ASSET, source_id) if failed else layout.table_key(ASSET, source_id)
     store.write_table(key, table)
     if failed:
         context.log.error(f"{source.key}: blocking checks failed ({', '.join(failed)}); table kept at {key}")
+    corrupt = table[table["corrupt"]] if len(table) else table
     return dg.MaterializeResult(
         metadata={
-            "landing_key": source.key,
+            "landing_key": source.key or "(landing root)",
+            "source_kind": source.kind,
             "camera_id": camera_id,
-            "frames": len(table),
+            "frames": len(readable),
+            "corrupt": len(corrupt),
+            "corrupt_examples": dg.MetadataValue.json(
+                [f"{r.source_name}: {r.error}" for r in corrupt.head(10).itertuples()]
+            ),
             "seconds": round(elapsed, 2),
             "frames_per_second": round(len(table) / elapsed, 1) if elapsed else None,
             "table": dg.MetadataValue.path(store.uri(key)),

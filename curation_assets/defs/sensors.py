@@ -4,9 +4,9 @@ import json
 
 import dagster as dg
 
-from curation_assets.core.ids import video_id_for
+from curation_assets.core.ids import source_id_for
 from curation_assets.defs.embedding import frame_embeddings
-from curation_assets.defs.ingestion import raw_frames
+from curation_assets.defs.ingestion import landing_sources, raw_frames
 from curation_assets.defs.partitions import videos
 from resources import ObjectStoreResource
 
@@ -22,47 +22,42 @@ MAX_RUNS_PER_TICK = 50
 LIST_PAGE_SIZE = 1000
 
 
-def is_ignored(key: str) -> bool:
-    """Uploads in progress and hidden files (``.x``, ``x.part``, ``x.tmp``) are not videos yet."""
-    name = key.rsplit("/", 1)[-1]
-    return name.startswith(".") or name.endswith((".part", ".tmp", ".crdownload"))
-
-
 @dg.sensor(
     job=ingest_video_job,
     minimum_interval_seconds=10,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Registers a partition and requests a run for every new or changed landing object.",
+    description="Registers a partition and requests a run for every new or changed landing source.",
 )
 def new_video_sensor(context: dg.SensorEvaluationContext, object_store: ObjectStoreResource):
-    # The cursor maps landing key -> fingerprint (ETag, or size + mtime) of what was ingested,
-    # so an unchanged object is never ingested twice and a changed one is re-ingested.
+    # The cursor maps source key -> fingerprint (ETag, or size + mtime; for an image folder a
+    # hash over its files) of what was ingested, so unchanged content is never ingested twice
+    # and changed content is re-ingested.
     # Every tick re-lists the landing zone page by page; S3's 1-second LastModified makes a
     # "newer than" cursor miss same-second uploads, a fingerprint map cannot.
     seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     landing = object_store.landing_store()
     known = set(context.instance.get_dynamic_partitions(videos.name))
     requests, new_keys = [], []
-    for obj in landing.list("", page_size=LIST_PAGE_SIZE):
-        if is_ignored(obj.key) or seen.get(obj.key) == obj.fingerprint:
+    for source in landing_sources(landing, page_size=LIST_PAGE_SIZE):
+        if seen.get(source.key) == source.fingerprint:
             continue
-        video_id = video_id_for(obj.key)
-        source = f"{video_id}@{obj.fingerprint}"
-        if _already_run(context.instance, source):  # e.g. by the headless command
-            seen[obj.key] = obj.fingerprint
+        source_id = source_id_for(source.key)
+        content = f"{source_id}@{source.fingerprint}"
+        if _already_run(context.instance, content):  # e.g. by the headless command
+            seen[source.key] = source.fingerprint
             continue
         if len(requests) >= MAX_RUNS_PER_TICK:
             break  # the rest on the next tick
-        if video_id not in known and video_id not in new_keys:
-            new_keys.append(video_id)
+        if source_id not in known and source_id not in new_keys:
+            new_keys.append(source_id)
         requests.append(
             dg.RunRequest(
-                run_key=source,
-                partition_key=video_id,
-                tags={"curation/landing_key": obj.key[:255], SOURCE_TAG: source},
+                run_key=content,
+                partition_key=source_id,
+                tags={"curation/landing_key": source.key[:255], SOURCE_TAG: content},
             )
         )
-        seen[obj.key] = obj.fingerprint
+        seen[source.key] = source.fingerprint
     if requests:
         context.log.info(f"{len(requests)} landing objects to ingest ({len(new_keys)} new partitions)")
     return dg.SensorResult(

@@ -16,6 +16,7 @@ os.environ.setdefault("CURATION_EMBEDDER_PRETRAINED", "none")
 import dagster as dg  # noqa: E402
 
 from curation_assets import headless  # noqa: E402
+from curation_assets.core.ids import video_id_for  # noqa: E402
 from curation_assets.demo.labeler import annotate_round  # noqa: E402
 from curation_assets.demo.scenes import CORRUPT_VIDEO, DEMO_SCENES, NOT_A_VIDEO, write_corrupt_video, write_video  # noqa: E402
 
@@ -64,59 +65,14 @@ def main() -> int:
     labeled = headless.outcome("import_labels", headless.run_job(defs, instance, "import_labels"))
     elapsed = time.perf_counter() - started
 
-    print_summary(videos, [curate, round_, labeled], elapsed)
-    expected_failures = {CORRUPT_VIDEO, NOT_A_VIDEO}
-    from curation_assets.core.ids import video_id_for
-
-    bad = [v for v in videos if not v.success and v.name not in {video_id_for(k) for k in expected_failures}]
-    failed_checks = [c for o in [*videos, curate, round_, labeled] for c, v in o.checks.items() if v == "FAILED"]
-    ok = not bad and not failed_checks and curate.success and round_.success and labeled.success
+    summary = headless.summarize(videos, [curate, round_, labeled], elapsed)
+    print(headless.format_summary(summary))
+    expected_failures = {video_id_for(CORRUPT_VIDEO), video_id_for(NOT_A_VIDEO)}
+    bad = [v for v in videos if not v.success and v.name not in expected_failures]
+    stages_ok = all(s["success"] for s in summary["stages"])
+    ok = not bad and not summary["blocking_checks_failed"] and stages_ok
     print("\ndemo", "succeeded" if ok else "FAILED", f"in {elapsed:.1f} s")
     return 0 if ok else 1
-
-
-def print_summary(videos: list[headless.RunOutcome], stages: list[headless.RunOutcome], elapsed: float) -> None:
-    print("\n=== videos ===")
-    for v in videos:
-        if v.success:
-            frames = v.metadata.get("raw_frames", {}).get("frames")
-            print(f"  ok      {v.name}: {frames} frames")
-        else:
-            print(f"  FAILED  {v.name}: {v.error}")
-    print(f"  {sum(v.success for v in videos)} ok, {sum(not v.success for v in videos)} failed")
-    figures = {
-        "frames": ("duplicate_groups", "frames"),
-        "duplicate groups": ("duplicate_groups", "groups"),
-        "duplicate frames": ("duplicate_groups", "duplicate_frames"),
-        "outliers": ("outliers", "outliers"),
-        "selected": ("selected_batch", "selected"),
-        "labeled frames": ("labeled_set", "labeled_frames"),
-        "annotations accepted": ("labeled_set", "annotations_accepted"),
-        "annotations rejected": ("labeled_set", "annotations_rejected"),
-        "label conflicts": ("labeled_set", "label_conflicts"),
-        "dataset version": ("labeled_set", "dataset_version"),
-    }
-    metadata = {k: v for o in stages for k, v in o.metadata.items()}
-    for o in videos:
-        if "frame_embeddings" in o.metadata:
-            metadata.setdefault("frame_embeddings", o.metadata["frame_embeddings"])
-    print("\n=== pipeline ===")
-    emb = metadata.get("frame_embeddings", {})
-    model, weights = emb.get("embedder_model"), emb.get("embedder_weights")
-    print(f"  embedder: {model} / {weights} (random init: {emb.get('embedder_random_init')})")
-    for label, (asset, key) in figures.items():
-        print(f"  {label:22s} {metadata.get(asset, {}).get(key, '-')}")
-    for o in stages:
-        if not o.success:
-            print(f"  FAILED {o.name}: {o.error}")
-    print("\n=== checks ===")
-    verdicts: dict[str, dict[str, int]] = {}
-    for o in [*videos, *stages]:
-        for check, verdict in o.checks.items():
-            verdicts.setdefault(check, {}).setdefault(verdict, 0)
-            verdicts[check][verdict] += 1
-    for check, counts in verdicts.items():
-        print(f"  {check:40s} " + ", ".join(f"{n} {v}" for v, n in sorted(counts.items())))
 
 
 if __name__ == "__main__":

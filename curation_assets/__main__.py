@@ -1,0 +1,86 @@
+"""Headless command: run the graph for any landing location and storage root.
+
+    python -m curation_assets run --landing PATH_OR_S3_URI --root PATH_OR_S3_URI \\
+        [--select ingest,curate,select,label] [--round round-0001 --budget 50 --strategy diversity] \\
+        [--summary-json summary.json]
+
+Same definitions, checks and lineage as the UI: with DAGSTER_HOME set, the runs appear
+there. Exit status: 0 when every run succeeded and no blocking check failed, 1 otherwise,
+2 for bad arguments. Cron, CI or an Airflow BashOperator can drive it.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+STAGES = ("ingest", "curate", "select", "label")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m curation_assets", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the pipeline headless and print a summary")
+    run.add_argument("--landing", help="landing folder or s3:// prefix (default <root>/landing)")
+    run.add_argument("--root", help="storage root folder or s3:// prefix (default $CURATION_STORAGE_URI or .curation)")
+    run.add_argument("--select", default="ingest,curate", help=f"comma list of {', '.join(STAGES)}")
+    run.add_argument("--round", default="round-0001", help="labeling round for --select select")
+    run.add_argument("--budget", type=int, default=20)
+    run.add_argument("--strategy", default="diversity")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--summary-json", type=Path, help="also write the summary here as JSON")
+    args = parser.parse_args(argv)
+    unknown = set(args.select.split(",")) - set(STAGES)
+    if unknown:
+        parser.error(f"--select: unknown stage(s) {', '.join(sorted(unknown))}; choose from {', '.join(STAGES)}")
+    return args
+
+
+def run(args: argparse.Namespace) -> int:
+    import dagster as dg
+
+    from curation_assets import headless
+    from curation_assets.definitions import build_defs
+    from curation_assets.defs.executors import executor_from_env
+    from curation_assets.defs.resources import resources_from_env
+
+    env = dict(os.environ)
+    if args.root:
+        env["CURATION_STORAGE_URI"] = args.root
+    if args.landing:
+        env["CURATION_LANDING_URI"] = args.landing
+    defs = build_defs(resources_from_env(env), executor_from_env(env))
+    if os.environ.get("DAGSTER_HOME"):
+        instance = dg.DagsterInstance.get()
+    else:
+        print("note: DAGSTER_HOME is not set; runs are kept in a temporary instance, not shown in the UI")
+        instance = dg.DagsterInstance.ephemeral()
+
+    started = time.perf_counter()
+    stages = args.select.split(",")
+    videos, outcomes = [], []
+    if "ingest" in stages:
+        videos = headless.ingest_landing(defs, instance)
+    if "curate" in stages:
+        outcomes.append(headless.outcome("curate", headless.run_job(defs, instance, "curate")))
+    if "select" in stages:
+        outcomes.append(headless.run_round(defs, instance, args.round, args.budget, args.strategy, args.seed))
+    if "label" in stages:
+        outcomes.append(headless.outcome("import_labels", headless.run_job(defs, instance, "import_labels")))
+    summary = headless.summarize(videos, outcomes, time.perf_counter() - started)
+    print(headless.format_summary(summary))
+    if args.summary_json:
+        args.summary_json.write_text(json.dumps(summary, indent=1))
+    failed = summary["blocking_checks_failed"] or not all(o.success for o in [*videos, *outcomes])
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""Landing objects -> sources: a video, a folder of images, or an archive of images.
+
+Images are grouped by their folder (one source, one partition per folder); a video or an
+archive is a source of its own; anything else is a source too, so that it fails visibly
+in its own partition instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+import zipfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from curation_assets.core.frames import UnreadableSourceError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+ARCHIVE_EXTENSIONS = (".zip", ".tar", ".tar.gz", ".tgz")
+
+
+@dataclass(frozen=True)
+class Source:
+    key: str  # a landing key, or a folder key ending in "/" ("" for the landing root)
+    kind: str  # "video" (or anything PyAV may read), "images" (a folder), "archive"
+    fingerprint: str  # changes whenever any of its content changes
+    members: tuple[str, ...] = field(default=())  # image keys of a folder source
+
+
+def is_image(name: str) -> bool:
+    return name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def is_archive(name: str) -> bool:
+    return name.lower().endswith(ARCHIVE_EXTENSIONS)
+
+
+def group_sources(objects: Iterable) -> list[Source]:
+    """``objects`` have ``key`` and ``fingerprint`` (a store listing); returns sources by key."""
+    folders: dict[str, list] = {}
+    sources = []
+    for obj in objects:
+        if is_image(obj.key):
+            folder = obj.key.rsplit("/", 1)[0] + "/" if "/" in obj.key else ""
+            folders.setdefault(folder, []).append(obj)
+        else:
+            sources.append(Source(obj.key, "archive" if is_archive(obj.key) else "video", obj.fingerprint))
+    for folder, images in folders.items():
+        images.sort(key=lambda o: o.key)
+        digest = hashlib.sha256("\n".join(f"{o.key}\t{o.fingerprint}" for o in images).encode()).hexdigest()
+        sources.append(Source(folder, "images", digest[:32], tuple(o.key for o in images)))
+    return sorted(sources, key=lambda s: s.key)
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    name: str
+    rgb: np.ndarray | None  # None when the image could not be read
+    error: str | None = None
+
+
+def load_image(data: bytes, name: str, max_pixels: int = 8192 * 8192) -> LoadedImage:
+    """Decode fully (truncated files fail here, not later), apply EXIF orientation, RGB."""
+    if not data:
+        return LoadedImage(name, None, "empty file")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.width * image.height > max_pixels:
+                return LoadedImage(name, None, f"{image.width}x{image.height} exceeds {max_pixels} pixels")
+            image.load()
+            upright = ImageOps.exif_transpose(image)
+            return LoadedImage(name, np.asarray(upright.convert("RGB")))
+    except Exception as exc:  # PIL raises many types for broken files; each becomes a reason
+        return LoadedImage(name, None, f"unreadable image ({type(exc).__name__}: {exc})")
+
+
+def archive_images(path: Path, name: str) -> Iterator[tuple[str, bytes]]:
+    """(member name, bytes) of every image in a zip or tar archive, sorted by name."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                for member in sorted(n for n in archive.namelist() if is_image(n)):
+                    yield member, archive.read(member)
+            return
+        with tarfile.open(path) as archive:
+            members = sorted((m for m in archive.getmembers() if m.isfile() and is_image(m.name)), key=lambda m: m.name)
+            for member in members:
+                yield member.name, archive.extractfile(member).read()
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
+        raise UnreadableSourceError(f"{name}: unreadable archive ({exc})") from exc
