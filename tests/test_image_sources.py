@@ -1,0 +1,192 @@
+"""Image folders and archives as sources, with real files of every kind that goes wrong."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from curation_assets import headless
+from curation_assets.core import layout
+from curation_assets.core.ids import source_id_for
+from curation_assets.core.sources import group_sources, load_image
+from resources.object_store import StoredObject
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _photo(seed: int, size=(96, 64)) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    img = np.zeros((size[1], size[0], 3), np.uint8) + rng.integers(0, 255, 3, dtype=np.uint8)
+    for _ in range(8):
+        y, x = rng.integers(0, size[1] - 16), rng.integers(0, size[0] - 16)
+        img[y : y + 16, x : x + 16] = rng.integers(0, 255, 3)
+    return Image.fromarray(img)
+
+
+def _encoded(image: Image.Image, fmt: str, **kwargs) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+def _rotated_jpeg() -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    return _encoded(_photo(9, (96, 64)), "JPEG", exif=exif)
+
+
+def mixed_folder() -> dict[str, bytes]:
+    """A camera's export: four formats, a copy, an EXIF-rotated photo, and three broken files."""
+    good = _encoded(_photo(1), "JPEG", quality=95)
+    return {
+        "a.jpg": good,
+        "b.png": _encoded(_photo(2), "PNG"),
+        "c.webp": _encoded(_photo(3), "WEBP", quality=90),
+        "d.bmp": _encoded(_photo(4), "BMP"),
+        "e-copy-of-a.jpg": good,
+        "f-rotated.jpg": _rotated_jpeg(),
+        "g-truncated.jpg": good[: len(good) // 2],
+        "h-empty.png": b"",
+        "i-not-an-image.jpg": b"just some text\n",
+    }
+
+
+def test_images_are_grouped_by_folder_and_the_rest_stand_alone():
+    objects = [
+        StoredObject("shop/day1/a.jpg", 1, "x"),
+        StoredObject("shop/day1/b.png", 1, "y"),
+        StoredObject("shop/day2/a.jpg", 1, "z"),
+        StoredObject("shop/clip.mp4", 1, "v"),
+        StoredObject("shop/photos.zip", 1, "w"),
+        StoredObject("loose.jpg", 1, "q"),
+    ]
+    sources = {s.key: s for s in group_sources(objects)}
+    assert sources["shop/day1/"].kind == "images" and sources["shop/day1/"].members == (
+        "shop/day1/a.jpg",
+        "shop/day1/b.png",
+    )
+    assert sources["shop/day2/"].members == ("shop/day2/a.jpg",)
+    assert sources["shop/clip.mp4"].kind == "video" and sources["shop/photos.zip"].kind == "archive"
+    assert sources[""].members == ("loose.jpg",) and source_id_for("") == "landing-root"
+    changed = group_sources([*objects[:1], StoredObject("shop/day1/b.png", 1, "changed"), *objects[2:]])
+    assert {s.key: s for s in changed}["shop/day1/"].fingerprint != sources["shop/day1/"].fingerprint
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("g-truncated.jpg", "unreadable image"),
+        ("h-empty.png", "empty file"),
+        ("i-not-an-image.jpg", "unreadable image"),
+    ],
+    ids=["truncated jpeg", "zero bytes", "text named .jpg"],
+)
+def test_broken_images_come_back_with_a_reason_instead_of_raising(name, reason):
+    loaded = load_image(mixed_folder()[name], name)
+    assert loaded.rgb is None and reason in loaded.error
+
+
+def test_exif_orientation_is_applied():
+    assert load_image(_rotated_jpeg(), "r.jpg").rgb.shape[:2] == (96, 64)  # stored 96 wide, shown upright
+
+
+def _run(defs, instance):
+    ingested = {o.name: o for o in headless.ingest_landing(defs, instance, log=lambda _: None)}
+    curate = headless.outcome("curate", headless.run_job(defs, instance, "curate"))
+    return ingested, curate
+
+
+def _frames(store, source_id):
+    return store.read_table(layout.table_key("raw_frames", source_id)).set_index("source_name")
+
+
+def test_a_folder_of_mixed_images_is_curated_with_broken_files_flagged(local_defs, instance):
+    landing = local_defs.resources["object_store"].landing_store()
+    for name, data in mixed_folder().items():
+        landing.put_bytes(f"cam-z/export/{name}", data)
+    ingested, curate = _run(local_defs, instance)
+
+    source_id = source_id_for("cam-z/export/")
+    assert ingested[source_id].success, ingested[source_id].error
+    assert all(v == "passed" for v in ingested[source_id].checks.values())
+    frames = _frames(local_defs.resources["object_store"].store(), source_id)
+    assert len(frames) == 9  # nothing silently dropped
+    broken = {"cam-z/export/g-truncated.jpg", "cam-z/export/h-empty.png", "cam-z/export/i-not-an-image.jpg"}
+    assert set(frames.index[frames["corrupt"]]) == broken
+    assert (frames.loc[sorted(broken), "error"] != "").all()
+    assert tuple(frames.loc["cam-z/export/f-rotated.jpg", ["width", "height"]]) == (64, 96)
+    assert (frames["camera_id"] == "cam-z").all()
+
+    assert curate.success, curate.error
+    store = local_defs.resources["object_store"].store()
+    groups = store.read_table(layout.table_key("duplicate_groups")).set_index("frame_id")
+    a, copy = frames.loc["cam-z/export/a.jpg", "frame_id"], frames.loc["cam-z/export/e-copy-of-a.jpg", "frame_id"]
+    assert groups.loc[a, "group_id"] == groups.loc[copy, "group_id"]
+    outliers = store.read_table(layout.table_key("outliers")).set_index("frame_id")
+    corrupt_ids = frames.loc[sorted(broken), "frame_id"]
+    assert (outliers.loc[corrupt_ids, "reasons"] == "corrupt").all()
+    assert len(outliers) == 9  # every frame scored, broken ones included
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar.gz"])
+def test_an_archive_of_images_is_one_source(local_defs, instance, tmp_path, kind):
+    files = {k: v for k, v in mixed_folder().items() if k[0] in "abcg"}
+    path = tmp_path / f"photos.{kind}"
+    if kind == "zip":
+        with zipfile.ZipFile(path, "w") as archive:
+            for name, data in files.items():
+                archive.writestr(f"inner/{name}", data)
+    else:
+        with tarfile.open(path, "w:gz") as archive:
+            for name, data in files.items():
+                info = tarfile.TarInfo(f"inner/{name}")
+                info.size = len(data)
+                archive.addfile(info, io.BytesIO(data))
+    local_defs.resources["object_store"].landing_store().put_bytes(f"cam-y/photos.{kind}", path.read_bytes())
+    ingested, _ = _run(local_defs, instance)
+    source_id = source_id_for(f"cam-y/photos.{kind}")
+    assert ingested[source_id].success, ingested[source_id].error
+    frames = _frames(local_defs.resources["object_store"].store(), source_id)
+    assert sorted(frames.index) == sorted(f"inner/{n}" for n in files)
+    assert list(frames.index[frames["corrupt"]]) == ["inner/g-truncated.jpg"]
+
+
+def test_a_broken_archive_fails_its_partition_with_the_cause(local_defs, instance):
+    local_defs.resources["object_store"].landing_store().put_bytes("cam-y/bad.zip", b"PK\x03\x04 not really")
+    ingested, _ = _run(local_defs, instance)
+    outcome = ingested[source_id_for("cam-y/bad.zip")]
+    assert not outcome.success and "landing/cam-y/bad.zip: unreadable archive" in outcome.error
+
+
+def test_the_headless_command_runs_any_landing_and_root_and_reports_by_exit_status(tmp_path, video_dir):
+    landing, root = tmp_path / "landing", tmp_path / "root"
+    for name, data in mixed_folder().items():
+        (landing / "cam-z/export").mkdir(parents=True, exist_ok=True)
+        (landing / "cam-z/export" / name).write_bytes(data)
+    env = {**os.environ, "CURATION_EMBEDDER_PRETRAINED": "none", "CURATION_QDRANT_PATH": str(tmp_path / "qdrant")}
+    env.pop("DAGSTER_HOME", None)
+    command = [sys.executable, "-m", "curation_assets", "run", "--landing", str(landing), "--root", str(root)]
+    ok = subprocess.run(
+        [*command, "--summary-json", str(tmp_path / "s.json")], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert ok.returncode == 0, ok.stdout[-2000:] + ok.stderr[-2000:]
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["figures"]["frames"] == 6 and summary["blocking_checks_failed"] == []
+    assert "duplicate_groups_cover_frames" in ok.stdout
+
+    (landing / "cam-w").mkdir()
+    (landing / "cam-w/clip.mp4").write_bytes((video_dir / "cam-b/broken.mp4").read_bytes())
+    failing = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert failing.returncode == 1
+    assert "landing/cam-w/clip.mp4: not a readable video" in failing.stdout
+
+    usage = subprocess.run([*command, "--select", "everything"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert usage.returncode == 2 and "unknown stage" in usage.stderr
