@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from curation_assets.defs.audit import dataset_audit
 from curation_assets.defs.curation import duplicate_groups, outliers
 from curation_assets.defs.embedding import frame_embeddings
 from curation_assets.defs.executors import executor_from_env
@@ -11,12 +12,12 @@ from curation_assets.defs.partitions import labeling_rounds
 from curation_assets.defs.resources import resources_from_env
 from curation_assets.defs.sensors import ingest_video_job, new_video_sensor
 
-ASSETS = [raw_frames, frame_embeddings, duplicate_groups, outliers, selected_batch, labeled_set]
+ASSETS = [raw_frames, frame_embeddings, duplicate_groups, outliers, dataset_audit, selected_batch, labeled_set]
 
 curate_job = dg.define_asset_job(
     "curate",
-    selection=dg.AssetSelection.assets(duplicate_groups, outliers),
-    description="Duplicates and outliers over all videos.",
+    selection=dg.AssetSelection.assets(duplicate_groups, outliers, dataset_audit),
+    description="Duplicates, outliers and labeled-dataset audits over all sources.",
 )
 labeling_round_job = dg.define_asset_job(
     "labeling_round",
@@ -30,7 +31,7 @@ import_labels_job = dg.define_asset_job(
 
 automation_sensor = dg.AutomationConditionSensorDefinition(
     "curation_automation",
-    target=dg.AssetSelection.assets(duplicate_groups, outliers),
+    target=dg.AssetSelection.assets(duplicate_groups, outliers, dataset_audit),
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=30,
 )

@@ -34,6 +34,27 @@ def video_dir(tmp_path_factory) -> Path:
     return folder
 
 
+def photo(seed: int, size=(96, 64)):
+    """A synthetic photograph: coloured blocks on a background, distinct for every seed."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    img = np.zeros((size[1], size[0], 3), np.uint8) + rng.integers(0, 255, 3, dtype=np.uint8)
+    for _ in range(8):
+        y, x = rng.integers(0, size[1] - 16), rng.integers(0, size[0] - 16)
+        img[y : y + 16, x : x + 16] = rng.integers(0, 255, 3)
+    return Image.fromarray(img)
+
+
+def encoded(image, fmt: str = "JPEG", **kwargs) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
 def drop(landing, video_dir: Path, *names: str) -> None:
     """Copy test videos into a landing store (folder or S3) under the same keys."""
     for name in names:

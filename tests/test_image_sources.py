@@ -9,7 +9,6 @@ import tarfile
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -18,39 +17,25 @@ from curation_assets.core import layout
 from curation_assets.core.ids import source_id_for
 from curation_assets.core.sources import group_sources, load_image
 from resources.object_store import StoredObject
+from tests.conftest import encoded, photo
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _photo(seed: int, size=(96, 64)) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    img = np.zeros((size[1], size[0], 3), np.uint8) + rng.integers(0, 255, 3, dtype=np.uint8)
-    for _ in range(8):
-        y, x = rng.integers(0, size[1] - 16), rng.integers(0, size[0] - 16)
-        img[y : y + 16, x : x + 16] = rng.integers(0, 255, 3)
-    return Image.fromarray(img)
-
-
-def _encoded(image: Image.Image, fmt: str, **kwargs) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format=fmt, **kwargs)
-    return buf.getvalue()
 
 
 def _rotated_jpeg() -> bytes:
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90° clockwise to display"
-    return _encoded(_photo(9, (96, 64)), "JPEG", exif=exif)
+    return encoded(photo(9, (96, 64)), "JPEG", exif=exif)
 
 
 def mixed_folder() -> dict[str, bytes]:
     """A camera's export: four formats, a copy, an EXIF-rotated photo, and three broken files."""
-    good = _encoded(_photo(1), "JPEG", quality=95)
+    good = encoded(photo(1), "JPEG", quality=95)
     return {
         "a.jpg": good,
-        "b.png": _encoded(_photo(2), "PNG"),
-        "c.webp": _encoded(_photo(3), "WEBP", quality=90),
-        "d.bmp": _encoded(_photo(4), "BMP"),
+        "b.png": encoded(photo(2), "PNG"),
+        "c.webp": encoded(photo(3), "WEBP", quality=90),
+        "d.bmp": encoded(photo(4), "BMP"),
         "e-copy-of-a.jpg": good,
         "f-rotated.jpg": _rotated_jpeg(),
         "g-truncated.jpg": good[: len(good) // 2],

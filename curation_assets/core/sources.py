@@ -27,9 +27,9 @@ ARCHIVE_EXTENSIONS = (".zip", ".tar", ".tar.gz", ".tgz")
 @dataclass(frozen=True)
 class Source:
     key: str  # a landing key, or a folder key ending in "/" ("" for the landing root)
-    kind: str  # "video" (or anything PyAV may read), "images" (a folder), "archive"
+    kind: str  # "video" (or anything PyAV may read), "images" (a folder), "archive", "coco"
     fingerprint: str  # changes whenever any of its content changes
-    members: tuple[str, ...] = field(default=())  # image keys of a folder source
+    members: tuple[str, ...] = field(default=())  # image (and annotation) keys of a folder source
 
 
 def is_image(name: str) -> bool:
@@ -40,20 +40,41 @@ def is_archive(name: str) -> bool:
     return name.lower().endswith(ARCHIVE_EXTENSIONS)
 
 
+def coco_root(key: str) -> str | None:
+    """``ds/annotations/instances_val.json`` -> ``ds/``: the folder of a COCO dataset."""
+    parts = key.split("/")
+    if key.endswith(".json") and len(parts) >= 2 and parts[-2] == "annotations":
+        return "/".join(parts[:-2]) + "/" if len(parts) > 2 else ""
+    return None
+
+
+def _folder_source(key: str, kind: str, objects: list) -> Source:
+    objects = sorted(objects, key=lambda o: o.key)
+    digest = hashlib.sha256("\n".join(f"{o.key}\t{o.fingerprint}" for o in objects).encode()).hexdigest()
+    return Source(key, kind, digest[:32], tuple(o.key for o in objects))
+
+
 def group_sources(objects: Iterable) -> list[Source]:
-    """``objects`` have ``key`` and ``fingerprint`` (a store listing); returns sources by key."""
+    """``objects`` have ``key`` and ``fingerprint`` (a store listing); returns sources by key.
+
+    A COCO dataset folder (one holding ``annotations/*.json``) is one source with all its
+    images; other images form one source per folder; anything else stands alone.
+    """
+    objects = list(objects)
+    roots = sorted({r for o in objects if (r := coco_root(o.key)) is not None}, key=len, reverse=True)
+    datasets: dict[str, list] = {r: [] for r in roots}
     folders: dict[str, list] = {}
     sources = []
     for obj in objects:
-        if is_image(obj.key):
-            folder = obj.key.rsplit("/", 1)[0] + "/" if "/" in obj.key else ""
-            folders.setdefault(folder, []).append(obj)
+        root = next((r for r in roots if obj.key.startswith(r)), None)
+        if root is not None and (is_image(obj.key) or coco_root(obj.key) == root):
+            datasets[root].append(obj)
+        elif is_image(obj.key):
+            folders.setdefault(obj.key.rsplit("/", 1)[0] + "/" if "/" in obj.key else "", []).append(obj)
         else:
             sources.append(Source(obj.key, "archive" if is_archive(obj.key) else "video", obj.fingerprint))
-    for folder, images in folders.items():
-        images.sort(key=lambda o: o.key)
-        digest = hashlib.sha256("\n".join(f"{o.key}\t{o.fingerprint}" for o in images).encode()).hexdigest()
-        sources.append(Source(folder, "images", digest[:32], tuple(o.key for o in images)))
+    sources += [_folder_source(key, "coco", objs) for key, objs in datasets.items()]
+    sources += [_folder_source(key, "images", objs) for key, objs in folders.items()]
     return sorted(sources, key=lambda s: s.key)
 
 

@@ -12,11 +12,12 @@ import pandas as pd
 from pydantic import Field
 
 from curation_assets.core import layout
+from curation_assets.core.datasets import CocoEntry, read_coco
 from curation_assets.core.frames import UnreadableSourceError, encode_jpeg, sample_frames
 from curation_assets.core.ids import camera_id_for, frame_id_for, source_id_for
 from curation_assets.core.image_stats import image_stats
 from curation_assets.core.progress import Progress
-from curation_assets.core.sources import Source, archive_images, group_sources, load_image
+from curation_assets.core.sources import LoadedImage, Source, archive_images, group_sources, load_image
 from curation_assets.defs import checks
 from curation_assets.defs.partitions import videos
 from curation_assets.quality import suites
@@ -53,20 +54,34 @@ def find_source(landing: ObjectStore, source_id: str) -> Source:
 
 
 @contextmanager
-def read_source(landing: ObjectStore, source: Source, config: RawFramesConfig) -> Iterator[Iterator[tuple]]:
-    """(index, timestamp_s, rgb or None, member name, error or None) for each frame or image."""
+def read_source(
+    landing: ObjectStore, source: Source, config: RawFramesConfig, entries: list[CocoEntry]
+) -> Iterator[Iterator[tuple]]:
+    """(index, timestamp_s, rgb or None, member name, error or None, split) per frame or image."""
     name = f"landing/{source.key}"
     if source.kind == "images":
         yield (
-            (i, 0.0, img.rgb, key, img.error)
+            (i, 0.0, img.rgb, key, img.error, "")
             for i, key in enumerate(source.members)
             for img in [load_image(landing.get_bytes(key), key, config.max_pixels)]
+        )
+        return
+    if source.kind == "coco":
+        missing = "missing: no such file in the dataset folder"
+        yield (
+            (i, 0.0, img.rgb, e.member or e.file_name, img.error, e.split)
+            for i, e in enumerate(entries)
+            for img in [
+                load_image(landing.get_bytes(e.member), e.member, config.max_pixels)
+                if e.member
+                else LoadedImage(e.file_name, None, missing)
+            ]
         )
         return
     with landing.local_path(source.key) as path:
         if source.kind == "archive":
             yield (
-                (i, 0.0, img.rgb, member, img.error)
+                (i, 0.0, img.rgb, member, img.error, "")
                 for i, (member, data) in enumerate(archive_images(path, name))
                 for img in [load_image(data, member, config.max_pixels)]
             )
@@ -79,7 +94,7 @@ def read_source(landing: ObjectStore, source: Source, config: RawFramesConfig) -
             max_frames=config.max_frames or None,
             max_pixels=config.max_pixels,
         )
-        yield ((f.index, f.timestamp_s, f.rgb, "", None) for f in frames)
+        yield ((f.index, f.timestamp_s, f.rgb, "", None, "") for f in frames)
 
 
 @dg.asset(
@@ -110,8 +125,9 @@ def raw_frames(
     rows, pending = [], []
     progress = Progress(f"{source.key} frames", len(source.members) or None, context.log.info)
     try:
-        with read_source(landing, source, config) as frames, ThreadPoolExecutor(max_workers=4) as pool:
-            for index, timestamp_s, rgb, member, error in frames:
+        entries = read_coco(source.key, source.members, landing.get_bytes) if source.kind == "coco" else []
+        with read_source(landing, source, config, entries) as frames, ThreadPoolExecutor(max_workers=4) as pool:
+            for index, timestamp_s, rgb, member, error, split in frames:
                 row = {
                     "frame_id": frame_id_for(source_id, index),
                     "video_id": source_id,
@@ -119,6 +135,7 @@ def raw_frames(
                     "frame_index": index,
                     "timestamp_s": timestamp_s,
                     "source_name": member,
+                    "split": split,
                     "corrupt": rgb is None,
                     "error": error or "",
                 }
@@ -152,6 +169,8 @@ def raw_frames(
     ]
     failed = checks.blocking_failures(results)
     key = layout.rejected_table_key(ASSET, source_id) if failed else layout.table_key(ASSET, source_id)
+    if entries and not failed:  # a labeled dataset brings its labels along
+        store.write_table(layout.table_key("source_labels", source_id), source_labels(source_id, entries))
     store.write_table(key, table)
     if failed:
         context.log.error(f"{source.key}: blocking checks failed ({', '.join(failed)}); table kept at {key}")
@@ -173,6 +192,15 @@ def raw_frames(
         },
         check_results=results,
     )
+
+
+def source_labels(source_id: str, entries: list[CocoEntry]) -> pd.DataFrame:
+    rows = [
+        {"frame_id": frame_id_for(source_id, i), "split": e.split, "category": c, "x": x, "y": y, "w": w, "h": h}
+        for i, e in enumerate(entries)
+        for c, x, y, w, h in e.annotations
+    ]
+    return pd.DataFrame(rows, columns=["frame_id", "split", "category", "x", "y", "w", "h"])
 
 
 def _store_jpeg(store: ObjectStore, key: str, rgb, quality: int) -> None:

@@ -77,7 +77,8 @@ def selected_batch(
     table = corpus.frames.merge(groups, on="frame_id").merge(flags[["frame_id", "is_outlier"]], on="frame_id")
     vectors = corpus.vectors[corpus.frames["frame_id"].isin(table["frame_id"]).to_numpy()]
 
-    taken = set(earlier_selections(store, round_id)["frame_id"]) | labeled_frame_ids(store)
+    already_labeled = set(corpus.frames.loc[corpus.frames["split"] != "", "frame_id"])  # from labeled datasets
+    taken = set(earlier_selections(store, round_id)["frame_id"]) | labeled_frame_ids(store) | already_labeled
     mask = candidate_mask(table, table, taken)
     candidates = np.flatnonzero(mask)
     already = vectors[table["frame_id"].isin(taken).to_numpy()]

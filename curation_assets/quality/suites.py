@@ -125,3 +125,16 @@ def splits_by_group():
         return [gxe.ExpectColumnValuesToBeBetween(column="splits", min_value=1, max_value=1)]
 
     return suite
+
+
+def cleaned_dataset():
+    """Over the cleaned copies: one row per (source, group) with frames, splits and corrupt."""
+
+    def suite(gxe):
+        return [
+            gxe.ExpectColumnValuesToBeBetween(column="frames", min_value=1, max_value=1),
+            gxe.ExpectColumnValuesToBeBetween(column="splits", min_value=1, max_value=1),
+            gxe.ExpectColumnValuesToBeInSet(column="corrupt", value_set=[False]),
+        ]
+
+    return suite

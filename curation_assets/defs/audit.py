@@ -1,0 +1,130 @@
+"""dataset_audit: what is wrong with each labeled dataset that landed, and a cleaned copy."""
+
+import hashlib
+import json
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from curation_assets.core import layout
+from curation_assets.core.datasets import audit
+from curation_assets.core.labels import coco_dataset
+from curation_assets.defs import checks
+from curation_assets.defs.curation import ON_NEW_EMBEDDINGS, outliers
+from curation_assets.quality import suites
+from resources import ExpectationsResource, ObjectStoreResource
+
+ASSET = "dataset_audit"
+
+
+class AuditConfig(dg.Config):
+    remove_outliers: bool = Field(default=False, description="Also drop outliers from the cleaned copy.")
+
+
+def findings(report: pd.DataFrame) -> dict[str, int]:
+    reason = report["reason"]
+    return {
+        "frames": len(report),
+        "corrupt": int(reason.str.startswith("corrupt").sum()),
+        "outliers": int((report["outlier_reasons"] != "").sum()),
+        "duplicates_within_split": int(reason.str.startswith("duplicate inside").sum()),
+        "cross_split_leaks": int(reason.str.startswith("leak").sum()),
+        "label_conflicts": int(reason.str.startswith("labels disagree").sum()),
+        "kept": int(report["keep"].sum()),
+    }
+
+
+@dg.asset(
+    deps=[outliers],
+    group_name="curation",
+    kinds={"coco", "parquet"},
+    automation_condition=ON_NEW_EMBEDDINGS,
+    check_specs=[
+        checks.blocking(
+            "dataset_audit_cleaned_is_leak_free",
+            ASSET,
+            "in each cleaned dataset: no duplicate group twice, none across splits, no corrupt image (GX)",
+        )
+    ],
+)
+def dataset_audit(
+    context: dg.AssetExecutionContext,
+    config: AuditConfig,
+    object_store: ObjectStoreResource,
+    expectations: ExpectationsResource,
+):
+    """Audit every labeled dataset source (COCO) and write a cleaned, leak-free copy of it.
+
+    The copy lives under ``datasets/<source>-cleaned-<hash>/`` (one COCO file per split,
+    ``removals.json`` with every removed image and why); source images are never touched.
+    """
+    store, landing = object_store.store(), object_store.landing_store()
+    labels = store.read_tables(layout.table_prefix("source_labels"))
+    frames = store.read_tables(layout.table_prefix("raw_frames"))
+    if labels is None or frames is None:
+        return dg.MaterializeResult(
+            metadata={"labeled_sources": 0},
+            check_results=[
+                checks.from_assertion("dataset_audit_cleaned_is_leak_free", True, note="no labeled dataset")
+            ],
+        )
+    groups = store.read_table(layout.table_key("duplicate_groups"))
+    scored = store.read_table(layout.table_key("outliers"))
+    labeled = frames[frames["video_id"].isin(set(labels["frame_id"].str.rsplit("/", n=1).str[0]))]
+    sources = sorted(labeled["video_id"].unique())
+
+    reports, summary, written = [], {}, {}
+    for source_id in sources:
+        source_frames = labeled[labeled["video_id"] == source_id]
+        source_labels = labels[labels["frame_id"].isin(source_frames["frame_id"])]
+        report = audit(source_frames, groups, scored, source_labels, config.remove_outliers)
+        reports.append(report.assign(source=source_id))
+        summary[source_id] = findings(report)
+        # the cleaned copy points at the original images in the landing zone, untouched
+        originals = source_frames.assign(uri=[landing.uri(name) for name in source_frames["source_name"]])
+        written[source_id] = _write_cleaned(store, source_id, originals, source_labels, report)
+
+    everything = pd.concat(reports, ignore_index=True)
+    kept = everything[everything["keep"]].merge(labeled[["frame_id", "corrupt"]], on="frame_id")
+    per_group = kept.groupby(["source", "group_id"], as_index=False).agg(
+        frames=("frame_id", "size"), splits=("split", "nunique"), corrupt=("corrupt", "any")
+    )
+    validation = expectations.validate(per_group, ASSET, suites.cleaned_dataset(), "group_id")
+    store.write_table(layout.table_key(ASSET), everything.assign(labels=everything["labels"].map(list)))
+    return dg.MaterializeResult(
+        metadata={
+            "labeled_sources": len(sources),
+            "findings": dg.MetadataValue.json(summary),
+            "cleaned_datasets": dg.MetadataValue.json(written),
+            "removal_examples": dg.MetadataValue.json(
+                everything.loc[~everything["keep"], ["source_name", "split", "reason"]].head(20).to_dict("records")
+            ),
+            "table": dg.MetadataValue.path(store.uri(layout.table_key(ASSET))),
+        },
+        check_results=[checks.from_validation("dataset_audit_cleaned_is_leak_free", validation)],
+    )
+
+
+def _write_cleaned(store, source_id: str, frames: pd.DataFrame, labels: pd.DataFrame, report: pd.DataFrame) -> str:
+    keep = set(report.loc[report["keep"], "frame_id"])
+    kept_frames = frames[frames["frame_id"].isin(keep)]
+    categories = sorted(labels["category"].unique())
+    files = {}
+    for split in sorted(kept_frames["split"].unique()):
+        split_frames = kept_frames[kept_frames["split"] == split]
+        files[f"{split}.json"] = json.dumps(
+            coco_dataset(split_frames, labels[labels["frame_id"].isin(split_frames["frame_id"])], categories),
+            indent=1,
+            sort_keys=True,
+        ).encode()
+    removals = report.loc[~report["keep"], ["frame_id", "source_name", "split", "reason", "related"]]
+    files["removals.json"] = json.dumps(removals.to_dict("records"), indent=1).encode()
+    version = hashlib.sha256(b"".join(files[k] for k in sorted(files))).hexdigest()[:10]
+    folder = f"{source_id}-cleaned-{version}"
+    if not store.exists(layout.dataset_key(folder, "manifest.json")):  # a version is never rewritten
+        for name, data in files.items():
+            store.put_bytes(layout.dataset_key(folder, name), data)
+        manifest = {"source": source_id, "findings": findings(report), "files": sorted(files)}
+        store.put_bytes(layout.dataset_key(folder, "manifest.json"), json.dumps(manifest, indent=1).encode())
+    return store.uri(layout.dataset_key(folder, ""))

@@ -1,0 +1,107 @@
+"""A COCO dataset as a source: planted leaks, duplicates, conflicts and a broken file are found,
+and the cleaned copy holds none of them."""
+
+import json
+
+import numpy as np
+from PIL import Image
+
+from curation_assets import headless
+from curation_assets.core import layout
+from curation_assets.core.datasets import split_name
+from curation_assets.core.ids import source_id_for
+from tests.conftest import encoded, photo
+
+CATEGORIES = [{"id": 1, "name": "bottle"}, {"id": 2, "name": "can"}]
+
+
+def _coco(images: dict[str, str]) -> bytes:
+    """images: file name -> category; one box per image."""
+    cat = {c["name"]: c["id"] for c in CATEGORIES}
+    return json.dumps(
+        {
+            "images": [{"id": i, "file_name": f, "width": 96, "height": 64} for i, f in enumerate(images, 1)],
+            "annotations": [
+                {"id": i, "image_id": i, "category_id": cat[c], "bbox": [10, 10, 30, 30]}
+                for i, c in enumerate(images.values(), 1)
+            ],
+            "categories": CATEGORIES,
+        }
+    ).encode()
+
+
+def planted_dataset() -> dict[str, bytes]:
+    files = {f"train/img_{i:02d}.jpg": encoded(photo(100 + i), quality=95) for i in range(8)}
+    files |= {f"val/img_{i:02d}.jpg": encoded(photo(200 + i), quality=95) for i in range(4)}
+    brighter = np.clip(np.asarray(photo(101)).astype(int) + 8, 0, 255).astype(np.uint8)
+    files |= {
+        "val/leak_exact.jpg": files["train/img_00.jpg"],  # the same file in train and val
+        "val/leak_near.jpg": encoded(Image.fromarray(brighter), quality=80),  # re-exposed, re-encoded copy
+        "train/img_dup.jpg": files["train/img_02.jpg"],  # twice in train, same label
+        "train/conflict.jpg": files["train/img_03.jpg"],  # twice in train, other label
+        "train/broken.jpg": files["train/img_04.jpg"][:300],  # truncated
+    }
+    train = {f"img_{i:02d}.jpg": "bottle" for i in range(8)} | {
+        "img_dup.jpg": "bottle",
+        "conflict.jpg": "can",
+        "broken.jpg": "bottle",
+    }
+    val = {f"img_{i:02d}.jpg": "can" for i in range(4)} | {"leak_exact.jpg": "bottle", "leak_near.jpg": "bottle"}
+    files["annotations/instances_train.json"] = _coco(train)
+    files["annotations/instances_val.json"] = _coco(val)
+    return files
+
+
+def test_split_names_follow_coco_conventions():
+    assert [split_name(f"a/annotations/instances_{s}2017.json") for s in ("train", "val", "test")] == [
+        "train",
+        "val",
+        "test",
+    ]
+    assert split_name("annotations/extra.json") == "extra"
+
+
+def test_a_coco_dataset_is_audited_and_cleaned(local_defs, instance):
+    landing = local_defs.resources["object_store"].landing_store()
+    for name, data in planted_dataset().items():
+        landing.put_bytes(f"shelf-dataset/{name}", data)
+    ingested = {o.name: o for o in headless.ingest_landing(local_defs, instance, log=lambda _: None)}
+    source_id = source_id_for("shelf-dataset/")
+    assert list(ingested) == [source_id]  # one source: images and annotations together
+    assert ingested[source_id].success, ingested[source_id].error
+    curate = headless.outcome("curate", headless.run_job(local_defs, instance, "curate"))
+    assert curate.success, curate.error
+    assert curate.checks["dataset_audit_cleaned_is_leak_free"] == "passed"
+
+    store = local_defs.resources["object_store"].store()
+    report = store.read_table(layout.table_key("dataset_audit")).set_index("source_name")
+    reason = report["reason"]
+    prefix = "shelf-dataset/"
+    assert reason[prefix + "train/broken.jpg"].startswith("corrupt")
+    assert reason[prefix + "val/leak_exact.jpg"].startswith("leak")
+    assert reason[prefix + "val/leak_near.jpg"].startswith("leak")
+    assert report.loc[prefix + "val/leak_near.jpg", "related"] == report.loc[prefix + "train/img_01.jpg", "frame_id"]
+    assert report.loc[prefix + "val/leak_exact.jpg", "related"] == report.loc[prefix + "train/img_00.jpg", "frame_id"]
+    assert sum(reason[[prefix + "train/img_02.jpg", prefix + "train/img_dup.jpg"]].str.startswith("duplicate")) == 1
+    assert reason[[prefix + "train/img_03.jpg", prefix + "train/conflict.jpg"]].str.startswith("labels disagree").all()
+    findings = curate.metadata["dataset_audit"]["findings"]
+    assert json.loads(json.dumps(findings))[source_id] == {
+        "frames": 17,
+        "corrupt": 1,
+        "outliers": findings[source_id]["outliers"],
+        "duplicates_within_split": 1,
+        "cross_split_leaks": 2,
+        "label_conflicts": 2,
+        "kept": 11,
+    }
+
+    folder = store.key_for_uri(curate.metadata["dataset_audit"]["cleaned_datasets"][source_id]).rstrip("/") + "/"
+    cleaned = {s: json.loads(store.get_bytes(f"{folder}{s}.json")) for s in ("train", "val")}
+    kept_files = {"/".join(img["file_name"].split("/")[-2:]) for split in cleaned.values() for img in split["images"]}
+    planted = {"train/broken.jpg", "val/leak_exact.jpg", "val/leak_near.jpg", "train/img_03.jpg", "train/conflict.jpg"}
+    assert kept_files.isdisjoint(planted)
+    assert len({"train/img_02.jpg", "train/img_dup.jpg"} & kept_files) == 1
+    assert len(cleaned["train"]["images"]) == 7 and len(cleaned["val"]["images"]) == 4
+    removals = json.loads(store.get_bytes(f"{folder}removals.json"))
+    assert {r["source_name"].removeprefix(prefix) for r in removals} >= planted
+    assert landing.get_bytes("shelf-dataset/train/broken.jpg") == planted_dataset()["train/broken.jpg"]  # untouched
