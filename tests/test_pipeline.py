@@ -37,7 +37,7 @@ def assert_graph_ran(ingested, curate, round_1, labeled, store):
     for outcome in [*(ingested[v] for v in good), curate, round_1, labeled]:
         assert outcome.success, outcome.error
         assert all(verdict in ("passed", "WARN") for verdict in outcome.checks.values()), outcome.checks
-    assert len(curate.checks) == 4 and len(round_1.checks) == 1 and len(labeled.checks) == 3
+    assert len(curate.checks) == 5 and len(round_1.checks) == 1 and len(labeled.checks) == 3
 
     frames = sum(ingested[v].metadata["raw_frames"]["frames"] for v in good)
     assert frames == 2 * (SCENE_A.duration_s + SCENE_B.duration_s)  # 2 fps sampling
@@ -168,14 +168,22 @@ def test_definitions_load_from_workspace_yaml():
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
-def test_definitions_hold_the_six_assets_with_blocking_checks():
+def test_definitions_hold_the_lineage_assets_with_blocking_checks():
     from curation_assets.definitions import defs
 
     keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
-    assert keys == {"raw_frames", "frame_embeddings", "duplicate_groups", "outliers", "selected_batch", "labeled_set"}
+    assert keys == {
+        "raw_frames",
+        "frame_embeddings",
+        "duplicate_groups",
+        "outliers",
+        "dataset_audit",
+        "selected_batch",
+        "labeled_set",
+    }
     specs = [spec for asset in ASSETS for spec in asset.check_specs]
     assert all(any(s.blocking for s in asset.check_specs) for asset in ASSETS)
-    assert len(specs) == 12
+    assert len(specs) == 13
     assert frame_embeddings.op.pool == "qdrant"  # serialised on the embedded store
 
 
@@ -191,6 +199,6 @@ def test_new_embeddings_trigger_duplicates_and_outliers_once(tmp_path, instance,
 
     first = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=quiet.cursor)
     requested = {r.key.to_user_string() for r in first.results if r.true_subset.size}
-    assert requested == {"duplicate_groups", "outliers"}
+    assert requested == {"duplicate_groups", "outliers", "dataset_audit"}
     again = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
     assert again.total_requested == 0  # handled; waits for the next video
