@@ -7,9 +7,10 @@ from curation_assets.defs.curation import duplicate_groups, outliers
 from curation_assets.defs.embedding import frame_embeddings
 from curation_assets.defs.executors import executor_from_env
 from curation_assets.defs.ingestion import raw_frames
-from curation_assets.defs.labeling import labeled_set, selected_batch
+from curation_assets.defs.labeling import labeled_set
 from curation_assets.defs.partitions import labeling_rounds
 from curation_assets.defs.resources import resources_from_env
+from curation_assets.defs.selection import selected_batch
 from curation_assets.defs.sensors import ingest_video_job, new_video_sensor
 
 ASSETS = [raw_frames, frame_embeddings, duplicate_groups, outliers, dataset_audit, selected_batch, labeled_set]

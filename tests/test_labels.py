@@ -4,11 +4,17 @@ import pandas as pd
 import pytest
 
 from curation_assets.core.labels import (
+    assign_splits,
     coco_images,
+    group_label_report,
     import_coco,
+    import_sagemaker,
     label_conflicts,
+    label_studio_tasks,
     sagemaker_manifest,
-    split_by_group,
+    validate_coco_images,
+    validate_label_studio_tasks,
+    validate_sagemaker_manifest,
 )
 
 CATEGORIES = ["person", "cart"]
@@ -86,10 +92,115 @@ def test_the_same_object_boxed_with_two_classes_is_a_conflict():
     assert conflicts.iloc[0]["frame_id"] == "v/000001"
 
 
-def test_split_keeps_each_group_whole_and_stable():
-    groups = pd.Series([f"g{i // 3}" for i in range(3000)])
-    splits = split_by_group(groups)
-    assert (pd.DataFrame({"g": groups, "s": splits}).groupby("g")["s"].nunique() == 1).all()
+def _split_frames(n_groups=300, per_group=3, videos=30):
+    ids = [f"v{g % videos}/{g:04d}{k}" for g in range(n_groups) for k in range(per_group)]
+    frames = pd.DataFrame(
+        {
+            "frame_id": ids,
+            "group_id": [f"g{i // per_group}" for i in range(len(ids))],
+            "video_id": [f"v{(i // per_group) % videos}" for i in range(len(ids))],
+        }
+    )
+    rare = {f"g{g}" for g in range(0, n_groups, 25)}  # a rare class: 12 of 300 groups
+    annotations = pd.DataFrame(
+        {"frame_id": ids, "category": ["cart" if g in rare else "person" for g in frames["group_id"]]}
+    )
+    return frames, annotations
+
+
+def test_split_keeps_each_group_whole_near_the_target_fractions():
+    frames, annotations = _split_frames()
+    splits = assign_splits(frames, annotations)
+    assert (frames.assign(s=splits.to_numpy()).groupby("group_id")["s"].nunique() == 1).all()
     fractions = splits.value_counts(normalize=True)
-    assert 0.75 < fractions["train"] < 0.85 and 0.07 < fractions["val"] < 0.13
-    assert split_by_group(groups.iloc[::-1]).sort_index().equals(splits)  # order does not matter
+    assert abs(fractions["train"] - 0.8) < 0.02 and abs(fractions["val"] - 0.1) < 0.02
+
+
+def test_split_stratifies_a_rare_class_across_splits():
+    frames, annotations = _split_frames()
+    splits = pd.Series(assign_splits(frames, annotations).to_numpy(), index=frames["frame_id"])
+    carts = annotations.loc[annotations["category"] == "cart", "frame_id"]
+    per_split = splits[carts].value_counts()
+    assert set(per_split.index) == {"train", "val", "test"}  # 12 rare groups spread, not all in train
+    assert per_split["train"] >= per_split["val"]
+
+
+def test_split_by_video_keeps_every_video_in_one_split():
+    frames, annotations = _split_frames()
+    splits = assign_splits(frames, annotations, by_video=True)
+    assert (frames.assign(s=splits.to_numpy()).groupby("video_id")["s"].nunique() == 1).all()
+
+
+def test_a_group_keeps_its_split_in_later_versions():
+    frames, annotations = _split_frames()
+    first = dict(zip(frames["frame_id"], assign_splits(frames, annotations)))
+    more, more_ann = _split_frames(n_groups=400)
+    second = dict(zip(more["frame_id"], assign_splits(more, more_ann, previous=first)))
+    assert all(second[f] == s for f, s in first.items())
+
+
+def _gt_line(ref, boxes, attribute="bbox-job"):
+    return json.dumps(
+        {
+            "source-ref": ref,
+            attribute: {
+                "annotations": [
+                    {"class_id": c, "left": x, "top": y, "width": w, "height": h} for c, (x, y, w, h) in boxes
+                ],
+                "image_size": [{"width": 320, "height": 240, "depth": 3}],
+            },
+            f"{attribute}-metadata": {
+                "class-map": {"0": "person", "1": "cart", "7": "dog"},
+                "type": "groundtruth/object-detection",
+            },
+        }
+    )
+
+
+def test_sagemaker_output_manifest_imports_boxes_and_rejects_bad_lines_alone():
+    text = "\n".join(
+        [
+            _gt_line(SELECTED.uri[0], [(0, (10, 10, 50, 80)), (1, (100, 100, 40, 40))]),
+            "{ broken json",
+            _gt_line(SELECTED.uri[1], [(7, (5, 5, 20, 20)), (0, (300, 200, 50, 50))]),
+            _gt_line("s3://b/frames/unknown.jpg", [(0, (1, 1, 5, 5))]),
+        ]
+    )
+    result = import_sagemaker(text, "out.manifest", SELECTED, CATEGORIES)
+    assert sorted(zip(result.accepted["frame_id"], result.accepted["category"])) == [
+        ("v/000001", "cart"),
+        ("v/000001", "person"),
+    ]
+    reasons = " | ".join(result.rejected["reason"])
+    assert "line 2" in reasons and "unknown category" in reasons and "outside the 320x240 image" in reasons
+    assert "not a frame selected" in reasons
+    assert len(result.rejected) == 4
+
+
+def test_exports_pass_their_format_validators_and_broken_ones_do_not():
+    assert validate_sagemaker_manifest(sagemaker_manifest(SELECTED)) == []
+    assert validate_coco_images(coco_images(SELECTED, CATEGORIES)) == []
+    tasks = label_studio_tasks(SELECTED)
+    assert validate_label_studio_tasks(tasks) == [] and tasks[0]["data"]["image"] == SELECTED.uri[0]
+    assert validate_sagemaker_manifest('{"source-ref": "s3://x"}\n{"other": 1}\nnope') == [
+        "line 2: no source-ref",
+        "line 3: not JSON (Expecting value: line 1 column 1 (char 0))",
+    ]
+    broken = coco_images(SELECTED, CATEGORIES)
+    broken["images"][1]["id"] = broken["images"][0]["id"]
+    assert "image ids are not unique" in validate_coco_images(broken)
+    assert validate_label_studio_tasks([{"data": {}}]) == ["task 0: needs data.image"]
+
+
+def test_groups_whose_frames_disagree_are_reported_with_class_counts_and_rare_labels():
+    annotations = pd.DataFrame(
+        {
+            "frame_id": ["a1", "a2", "a3", "b1", "b2", "c1"],
+            "category": ["person", "person", "cart", "person", "person", "cart"],
+        }
+    )
+    groups = pd.Series({"a1": "A", "a2": "A", "a3": "A", "b1": "B", "b2": "B", "c1": "C"})
+    disagreeing, rare = group_label_report(annotations, groups)
+    assert list(disagreeing["group_id"]) == ["A"]
+    assert disagreeing.iloc[0]["class_counts"] == {"person": 2, "cart": 1}
+    assert list(zip(rare["frame_id"], rare["category"])) == [("a3", "cart")]

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 
 from curation_assets import headless
 from curation_assets.core import layout
@@ -37,7 +38,7 @@ def assert_graph_ran(ingested, curate, round_1, labeled, store):
     for outcome in [*(ingested[v] for v in good), curate, round_1, labeled]:
         assert outcome.success, outcome.error
         assert all(verdict in ("passed", "WARN") for verdict in outcome.checks.values()), outcome.checks
-    assert len(curate.checks) == 5 and len(round_1.checks) == 1 and len(labeled.checks) == 3
+    assert len(curate.checks) == 5 and len(round_1.checks) == 2 and len(labeled.checks) == 4
 
     frames = sum(ingested[v].metadata["raw_frames"]["frames"] for v in good)
     assert frames == 2 * (SCENE_A.duration_s + SCENE_B.duration_s)  # 2 fps sampling
@@ -183,7 +184,7 @@ def test_definitions_hold_the_lineage_assets_with_blocking_checks():
     }
     specs = [spec for asset in ASSETS for spec in asset.check_specs]
     assert all(any(s.blocking for s in asset.check_specs) for asset in ASSETS)
-    assert len(specs) == 13
+    assert len(specs) == 15
     assert frame_embeddings.op.pool == "qdrant"  # serialised on the embedded store
 
 
@@ -202,3 +203,57 @@ def test_new_embeddings_trigger_duplicates_and_outliers_once(tmp_path, instance,
     assert requested == {"duplicate_groups", "outliers", "dataset_audit"}
     again = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
     assert again.total_requested == 0  # handled; waits for the next video
+
+
+def test_a_balanced_hybrid_round_uses_predictions_and_reports_shares(local_defs, instance, video_dir):
+    drop(local_defs.resources["object_store"].landing_store(), video_dir, SCENE_A.name, SCENE_B.name)
+    headless.ingest_landing(local_defs, instance, log=lambda _: None)
+    assert headless.run_job(local_defs, instance, "curate").success
+    store = local_defs.resources["object_store"].store()
+    frames = store.read_tables(layout.table_prefix("raw_frames"))
+    predictions = frames[["frame_id"]].assign(confidence=np.linspace(0.05, 0.95, len(frames)))
+    store.write_table("predictions/detector-v1.parquet", predictions)
+    config = {
+        "budget": 2,
+        "strategy": "hybrid",
+        "balance_on": "camera_id",
+        "predictions": "predictions/detector-v1.parquet",
+    }
+    instance.add_dynamic_partitions("labeling_rounds", ["round-0002"])
+    result = headless.run_job(
+        local_defs, instance, "labeling_round", "round-0002", run_config={"ops": {"selected_batch": {"config": config}}}
+    )
+    outcome = headless.outcome("round-0002", result)
+    assert outcome.success, outcome.error
+    meta = outcome.metadata["selected_batch"]
+    batch = store.read_table(layout.table_key("selected_batch", "round-0002"))
+    assert batch["camera_id"].value_counts().to_dict() == {"cam-a": 1, "cam-b": 1}  # 80/20 input, equal shares
+    assert meta["balance_shortfall"] == 0
+    assert set(meta["camera_share_labeled_after"]) == {"cam-a", "cam-b"}
+    assert meta["coverage_radius_before"] is None  # nothing labeled yet: nothing covered
+    assert 0 < meta["coverage_radius_after"] < 2
+    tasks = json.loads(store.get_bytes(layout.export_key("round-0002", "label_studio_tasks.json")))
+    assert sorted(t["data"]["image"] for t in tasks) == sorted(batch["uri"])
+    assert meta["embedding_map_preview"].startswith("![embedding_map](data:image/png;base64,")
+
+
+def test_a_failed_import_leaves_the_previous_labeled_set_intact(local_defs, instance, video_dir):
+    _, _, _, labeled = run_everything(local_defs, instance, video_dir)
+    store = local_defs.resources["object_store"].store()
+    before = store.read_table(layout.table_key("labeled_set", "annotations"))
+    second = headless.run_round(local_defs, instance, "round-0002", budget=2, strategy="random")
+    assert second.success
+    tasks = json.loads(store.get_bytes(layout.export_key("round-0002", "coco_images.json")))
+    garbage = [
+        {"id": i, "image_id": img["id"], "category_id": 1, "bbox": [10_000, 10, 5, 5]}
+        for i, img in enumerate(tasks["images"] * 5)
+    ]
+    store.put_bytes("annotations/round-0002.json", json.dumps({**tasks, "annotations": garbage}).encode())
+
+    failed = headless.outcome("labels", headless.run_job(local_defs, instance, "import_labels"))
+
+    assert not failed.success and failed.checks["labeled_set_rejections_under_limit"] == "FAILED"
+    assert store.read_table(layout.table_key("labeled_set", "annotations")).equals(before)
+    from curation_assets.defs.labeling import dataset_versions
+
+    assert dataset_versions(store) == ["v0001"]

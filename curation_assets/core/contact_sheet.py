@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 
+import numpy as np
 from PIL import Image, ImageDraw
 
 Row = tuple[str, Sequence[Image.Image]]  # (label, images)
@@ -39,4 +40,47 @@ def thumbnail_png(png: bytes, max_side: int = 480) -> bytes:
     image.thumbnail((max_side, max_side))
     buf = io.BytesIO()
     image.convert("P", palette=Image.Palette.ADAPTIVE).save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
+
+
+def pca_2d(vectors: np.ndarray) -> np.ndarray:
+    """First two principal components (UMAP would need another dependency)."""
+    x = np.asarray(vectors, dtype=np.float64)
+    x = x - x.mean(axis=0)
+    if len(x) < 2:
+        return np.zeros((len(x), 2))
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    return x @ vt[:2].T if vt.shape[0] >= 2 else np.hstack([x @ vt[:1].T, np.zeros((len(x), 1))])
+
+
+def embedding_map(
+    points: np.ndarray, colour_by: Sequence[str], selected: np.ndarray, labeled: np.ndarray, size: int = 640
+) -> bytes:
+    """Scatter of 2-D points coloured by ``colour_by``; selected ringed black, labeled as crosses."""
+    pad, legend = 24, 18
+    image = Image.new("RGB", (size, size + legend), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    span = np.where(hi - lo > 1e-12, hi - lo, 1.0)
+    xy = pad + (points - lo) / span * (size - 2 * pad)
+    names = sorted(set(colour_by))
+    colour = {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(names)}
+    for (x, y), name in zip(xy, colour_by):
+        draw.ellipse((x - 3, y - 3, x + 3, y + 3), fill=colour[name])
+    for x, y in xy[labeled]:
+        draw.line((x - 5, y - 5, x + 5, y + 5), fill=(90, 90, 90), width=2)
+        draw.line((x - 5, y + 5, x + 5, y - 5), fill=(90, 90, 90), width=2)
+    for x, y in xy[selected]:
+        draw.ellipse((x - 6, y - 6, x + 6, y + 6), outline=(0, 0, 0), width=2)
+    x = pad
+    for name in names:
+        draw.rectangle((x, size + 4, x + 10, size + 14), fill=colour[name])
+        draw.text((x + 14, size + 3), name, fill=(0, 0, 0))
+        x += 20 + 7 * len(name)
+    draw.text((x + 10, size + 3), "o selected  x labeled before", fill=(0, 0, 0))
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", optimize=True)
     return buf.getvalue()

@@ -42,6 +42,56 @@ def coco_images(batch: pd.DataFrame, categories: list[str]) -> dict:
     }
 
 
+def label_studio_tasks(batch: pd.DataFrame) -> list[dict]:
+    """Label Studio task import format: one task per image, ``data.image`` holding its URI."""
+    return [
+        {"data": {"image": row.uri, "frame_id": row.frame_id, "camera_id": row.camera_id}} for row in batch.itertuples()
+    ]
+
+
+def validate_sagemaker_manifest(text: str) -> list[str]:
+    """Problems with a Ground Truth input manifest (JSON Lines, each with a ``source-ref``)."""
+    problems = []
+    for n, line in enumerate(text.splitlines(), 1):
+        try:
+            entry = json.loads(line)
+        except ValueError as exc:
+            problems.append(f"line {n}: not JSON ({exc})")
+            continue
+        ref = entry.get("source-ref") if isinstance(entry, dict) else None
+        if not isinstance(ref, str) or not ref:
+            problems.append(f"line {n}: no source-ref")
+    return problems
+
+
+def validate_coco_images(doc: dict) -> list[str]:
+    problems = []
+    for key in ("images", "categories", "annotations"):
+        if not isinstance(doc.get(key), list):
+            problems.append(f"'{key}' is missing or not a list")
+    ids = [img.get("id") for img in doc.get("images", [])]
+    if len(ids) != len(set(ids)):
+        problems.append("image ids are not unique")
+    for img in doc.get("images", []):
+        if not (
+            isinstance(img.get("id"), int)
+            and img.get("file_name")
+            and img.get("width", 0) > 0
+            and img.get("height", 0) > 0
+        ):
+            problems.append(f"image {img.get('id')}: needs int id, file_name, positive width and height")
+    names = [c.get("name") for c in doc.get("categories", [])]
+    if len(names) != len(set(names)) or not all(isinstance(c.get("id"), int) for c in doc.get("categories", [])):
+        problems.append("categories need unique names and int ids")
+    return problems
+
+
+def validate_label_studio_tasks(tasks) -> list[str]:
+    if not isinstance(tasks, list):
+        return ["tasks must be a JSON list"]
+    return [f"task {i}: needs data.image" for i, t in enumerate(tasks) if not (t.get("data") or {}).get("image")]
+
+
 @dataclass
 class ImportResult:
     accepted: pd.DataFrame  # frame_id, category, x, y, w, h, source, row
@@ -117,6 +167,44 @@ def import_coco(text: str, source: str, frames: pd.DataFrame, categories: list[s
     )
 
 
+def import_sagemaker(text: str, source: str, frames: pd.DataFrame, categories: list[str]) -> ImportResult:
+    """Validate a SageMaker Ground Truth bounding-box *output* manifest (JSON Lines).
+
+    Each line: ``source-ref``, a label attribute holding ``annotations`` (class_id, left,
+    top, width, height) and ``image_size``, and ``<attribute>-metadata`` with a
+    ``class-map``. A malformed line is rejected alone; the other lines are kept.
+    """
+    coco = {"images": [], "annotations": [], "categories": [{"id": i, "name": c} for i, c in enumerate(categories)]}
+    rejected = []
+    by_uri = frames.set_index("uri")["frame_id"].to_dict()
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            attribute = next(k for k, v in entry.items() if isinstance(v, dict) and "annotations" in v)
+            class_map = entry.get(f"{attribute}-metadata", {}).get("class-map", {})
+        except (ValueError, StopIteration, AttributeError) as exc:
+            rejected.append({"source": source, "row": n, "reason": f"line {n}: not a bounding-box result ({exc!r})"})
+            continue
+        image_id = len(coco["images"]) + 1
+        ref = entry.get("source-ref")
+        coco["images"].append({"id": image_id, "file_name": ref, "frame_id": by_uri.get(ref)})
+        for box in entry[attribute]["annotations"]:
+            name = class_map.get(str(box.get("class_id")))
+            coco["annotations"].append(
+                {
+                    "id": f"line {n}",
+                    "image_id": image_id,
+                    "category_id": categories.index(name) if name in categories else f"{box.get('class_id')}",
+                    "bbox": [box.get("left"), box.get("top"), box.get("width"), box.get("height")],
+                }
+            )
+    result = import_coco(json.dumps(coco), source, frames, categories)
+    result.rejected = pd.concat([pd.DataFrame(rejected, columns=result.rejected.columns), result.rejected])
+    return result
+
+
 def _reject(rejected: list[dict], source: str, row: int, reason: str) -> None:
     rejected.append({"source": source, "row": row, "reason": reason})
 
@@ -148,23 +236,111 @@ def label_conflicts(annotations: pd.DataFrame, iou: float = 0.8) -> pd.DataFrame
 SPLITS = (("train", 0.8), ("val", 0.1), ("test", 0.1))
 
 
-def split_by_group(group_ids: pd.Series, salt: str = "curation-split-v1") -> pd.Series:
-    """train / val / test per duplicate group, from a hash of the group id.
+def _stable_hash(text: str) -> int:
+    return int(hashlib.sha256(text.encode()).hexdigest()[:15], 16)
 
-    Every member of a group lands in the same split, and a group keeps its split as the
-    dataset grows, so a later version cannot leak a near-copy into another split.
+
+def split_units(frames: pd.DataFrame, by_video: bool = False) -> pd.Series:
+    """The unit that must stay in one split: the duplicate group, merged per video if asked."""
+    if not by_video:
+        return frames["group_id"].astype(str)
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for g, v in zip(frames["group_id"], frames["video_id"]):
+        a, b = find(f"g:{g}"), find(f"v:{v}")
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+    return frames["group_id"].map(lambda g: find(f"g:{g}"))
+
+
+def assign_splits(
+    frames: pd.DataFrame,
+    annotations: pd.DataFrame,
+    fractions: tuple[tuple[str, float], ...] = SPLITS,
+    by_video: bool = False,
+    previous: dict[str, str] | None = None,
+) -> pd.Series:
+    """train / val / test per frame, keeping every unit (duplicate group) in one split.
+
+    Units that held a frame in an earlier dataset version keep that split, so a group never
+    moves between versions. New units are placed greedily, largest first, into the split
+    whose frame count and per-class counts are furthest below target (stratification as
+    far as the units allow). Deterministic.
     """
+    units = split_units(frames, by_video)
+    classes = annotations.groupby("frame_id")["category"].agg(lambda c: set(c))
+    unit_of = dict(zip(frames["frame_id"], units))
+    split_of_unit: dict[str, str] = {}
+    for frame_id, split in (previous or {}).items():
+        if frame_id in unit_of:
+            split_of_unit.setdefault(unit_of[frame_id], split)
+    names = [name for name, _ in fractions]
+    target = dict(fractions)
+    total = len(frames)
+    class_total = pd.Series([c for cs in classes for c in cs]).value_counts().to_dict()
+    count = {n: 0 for n in names}
+    class_count = {n: {} for n in names}
 
-    def assign(group_id: str) -> str:
-        u = int(hashlib.sha256(f"{salt}:{group_id}".encode()).hexdigest()[:15], 16) / 16**15
-        edge = 0.0
-        for name, fraction in SPLITS:
-            edge += fraction
-            if u < edge:
-                return name
-        return SPLITS[-1][0]
+    def add(unit_frames: pd.Series, split: str) -> None:
+        count[split] += len(unit_frames)
+        for f in unit_frames:
+            for c in classes.get(f, ()):
+                class_count[split][c] = class_count[split].get(c, 0) + 1
 
-    return group_ids.map(assign)
+    members = frames.groupby(units.to_numpy())["frame_id"]
+    for unit, unit_frames in members:
+        if unit in split_of_unit:
+            add(unit_frames, split_of_unit[unit])
+    new_units = [(u, f) for u, f in members if u not in split_of_unit]
+    new_units.sort(key=lambda uf: (-len(uf[1]), _stable_hash(str(uf[0]))))
+    for unit, unit_frames in new_units:
+        unit_classes = {c for f in unit_frames for c in classes.get(f, ())}
+
+        best = max(
+            names, key=lambda n: (_deficit(n, unit_classes, target, total, count, class_total, class_count), target[n])
+        )
+        split_of_unit[unit] = best
+        add(unit_frames, best)
+    return units.map(split_of_unit)
+
+
+def _deficit(split, unit_classes, target, total, count, class_total, class_count) -> float:
+    """How far ``split`` is below its target, overall and for the unit's classes."""
+    d = (target[split] * total - count[split]) / max(total, 1)
+    for c in unit_classes:
+        d += (target[split] * class_total[c] - class_count[split].get(c, 0)) / class_total[c]
+    return d
+
+
+def group_label_report(annotations: pd.DataFrame, groups: pd.Series, rare_share: float = 1 / 3) -> tuple:
+    """Duplicate groups whose labeled frames disagree, and frames with a label rare in their group.
+
+    ``groups`` maps frame_id -> group_id. Returns (groups: group_id, frames, class_counts;
+    rare: frame_id, group_id, category, share) as fastdup's component analysis reports them.
+    """
+    per_frame = annotations.groupby("frame_id")["category"].agg(lambda c: tuple(sorted(set(c))))
+    table = pd.DataFrame({"labels": per_frame, "group_id": per_frame.index.map(groups)}).dropna(subset=["group_id"])
+    rows, rare = [], []
+    for group_id, members in table.groupby("group_id"):
+        if len(members) < 2 or members["labels"].nunique() == 1:
+            continue
+        counts = pd.Series([c for labels in members["labels"] for c in labels]).value_counts()
+        rows.append({"group_id": group_id, "frames": len(members), "class_counts": counts.to_dict()})
+        for frame_id, labels in members["labels"].items():
+            for c in labels:
+                share = counts[c] / len(members)
+                if share <= rare_share:
+                    rare.append({"frame_id": frame_id, "group_id": group_id, "category": c, "share": round(share, 3)})
+    return (
+        pd.DataFrame(rows, columns=["group_id", "frames", "class_counts"]),
+        pd.DataFrame(rare, columns=["frame_id", "group_id", "category", "share"]),
+    )
 
 
 def coco_dataset(frames: pd.DataFrame, annotations: pd.DataFrame, categories: list[str]) -> dict:

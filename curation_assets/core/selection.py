@@ -3,17 +3,30 @@
 Candidates are decided before any strategy runs: representatives of duplicate groups that
 are not outliers and whose group holds nothing already selected or labeled, so a team
 never pays twice for the same picture.
+
+Strategies: ``random`` (the baseline), ``diversity`` (k-center greedy coreset seeded with
+what is already labeled), ``typicality`` (TypiClust: 1 / mean distance to the k nearest
+neighbours), ``uncertainty`` (from a predictions table) and ``hybrid`` (diversity weighted
+by uncertainty: each pick maximises distance x uncertainty, Lightly's product of
+objectives). Balance targets on a metadata column split the budget into quotas, filled as
+far as the candidates allow, with the shortfall reported. Everything is deterministic
+given the seed.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
-STRATEGIES = ("random", "diversity")
+from curation_assets.core.neighbors import knn
+
+STRATEGIES = ("random", "diversity", "typicality", "uncertainty", "hybrid")
+UNCERTAINTY_MEASURES = ("least_confidence", "margin", "entropy")
 
 
-def candidate_mask(groups: pd.DataFrame, outliers: pd.DataFrame, taken_frame_ids: set[str]) -> pd.Series:
+def candidate_mask(groups: pd.DataFrame, outliers: pd.DataFrame, taken_frame_ids: set[str]) -> np.ndarray:
     """True for frames that may be selected; ``groups``/``outliers`` share row order."""
     taken_groups = set(groups.loc[groups["frame_id"].isin(taken_frame_ids), "group_id"])
     return (
@@ -23,55 +36,195 @@ def candidate_mask(groups: pd.DataFrame, outliers: pd.DataFrame, taken_frame_ids
     )
 
 
+def resolve_budget(budget: int, fraction: float, n_candidates: int) -> int:
+    """A count, or (when ``fraction`` > 0) that fraction of the candidates."""
+    wanted = int(round(fraction * n_candidates)) if fraction > 0 else budget
+    return max(0, min(wanted, n_candidates))
+
+
 def select_random(n_candidates: int, budget: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices into the candidates and their scores (here: none, NaN)."""
     order = np.random.default_rng(seed).permutation(n_candidates)[: min(budget, n_candidates)]
     return order, np.full(len(order), np.nan)
 
 
+def _min_distance_to(x: np.ndarray, others: np.ndarray | None) -> np.ndarray:
+    min_dist = np.full(len(x), np.inf, dtype=np.float32)
+    if others is not None and len(others):
+        for start in range(0, len(others), 4096):
+            d = 1.0 - x @ np.asarray(others[start : start + 4096], dtype=np.float32).T
+            min_dist = np.minimum(min_dist, d.min(axis=1))
+    return min_dist
+
+
 def k_center_greedy(
-    candidates: np.ndarray, budget: int, seed: int, already: np.ndarray | None = None
+    candidates: np.ndarray,
+    budget: int,
+    seed: int,
+    already: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
+    strength: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Coreset selection: repeatedly take the candidate farthest from everything chosen.
 
-    ``already`` (vectors of frames labeled or selected before) seeds the covered set, so a
-    new round fills the gaps earlier rounds left. Returns candidate indices in pick order
-    and each pick's cosine distance to the nearest chosen point when it was picked (the
-    coverage radius it closed).
+    ``already`` (vectors labeled or selected before) seeds the covered set, so a round fills
+    the gaps earlier rounds left. With ``weights`` (e.g. uncertainty in [0, 1]) each pick
+    maximises distance x weight**strength. Returns candidate indices in pick order and each
+    pick's score (its cosine distance to the nearest chosen point, times its weight).
     """
     x = np.asarray(candidates, dtype=np.float32)
     n = len(x)
     budget = min(budget, n)
     if budget <= 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0)
-    min_dist = np.full(n, np.inf, dtype=np.float32)
-    if already is not None and len(already):
-        for start in range(0, len(already), 4096):
-            d = 1.0 - x @ np.asarray(already[start : start + 4096], dtype=np.float32).T
-            min_dist = np.minimum(min_dist, d.min(axis=1))
+    w = np.ones(n) if weights is None else np.clip(np.asarray(weights, dtype=np.float64), 1e-6, None) ** strength
+    min_dist = _min_distance_to(x, already)
     picks, scores = [], []
-    if not np.isfinite(min_dist).any():
-        first = int(np.random.default_rng(seed).integers(n))
+    if not np.isfinite(min_dist).any():  # nothing labeled yet: start from a seeded random pick
+        first = int(np.random.default_rng(seed).integers(n)) if weights is None else int(np.argmax(w))
         picks.append(first)
         scores.append(np.inf)
         min_dist = np.minimum(min_dist, 1.0 - x @ x[first])
         min_dist[first] = -np.inf
     while len(picks) < budget:
-        best = int(np.argmax(min_dist))
+        gain = np.where(np.isfinite(min_dist) & (min_dist > -np.inf), min_dist * w, -np.inf)
+        best = int(np.argmax(gain))
         picks.append(best)
-        scores.append(float(min_dist[best]))
+        scores.append(float(gain[best]))
         min_dist = np.minimum(min_dist, 1.0 - x @ x[best])
         min_dist[best] = -np.inf
     return np.array(picks, dtype=np.int64), np.array(scores)
+
+
+def typicality(vectors: np.ndarray, k: int = 20) -> np.ndarray:
+    """TypiClust's typicality: 1 / mean cosine distance to the k nearest neighbours."""
+    n = len(vectors)
+    if n < 2:
+        return np.ones(n)
+    _, sims = knn(vectors, min(k, n - 1))
+    return 1.0 / np.maximum((1.0 - sims).mean(axis=1), 1e-6)
+
+
+def select_typical(vectors: np.ndarray, budget: int) -> tuple[np.ndarray, np.ndarray]:
+    scores = typicality(vectors)
+    order = np.argsort(-scores, kind="stable")[: min(budget, len(vectors))]
+    return order, scores[order]
+
+
+def uncertainty(predictions: pd.DataFrame, measure: str = "entropy", aggregate: str = "max") -> pd.Series:
+    """Per-frame uncertainty in [0, 1] from a predictions table.
+
+    Classification: one row per frame with ``probs`` (class probabilities) ->
+    least_confidence (1 - p_max), margin (1 - (p1 - p2)) or normalised entropy.
+    Detection: one row per box with ``confidence`` -> per-box 1 - |2c - 1| (a box at 0.5 is
+    the least certain), aggregated per image by ``max``, ``mean`` or ``sum`` (capped at 1).
+    """
+    if "probs" in predictions:
+        p = np.stack(predictions["probs"].map(lambda v: np.asarray(v, dtype=np.float64)).to_numpy())
+        p = p / np.clip(p.sum(axis=1, keepdims=True), 1e-12, None)
+        top = -np.sort(-p, axis=1)
+        if measure == "least_confidence":
+            u = 1.0 - top[:, 0]
+        elif measure == "margin":
+            u = 1.0 - (top[:, 0] - (top[:, 1] if p.shape[1] > 1 else 0.0))
+        elif measure == "entropy":
+            u = -(p * np.log(np.clip(p, 1e-12, None))).sum(axis=1) / np.log(max(p.shape[1], 2))
+        else:
+            raise ValueError(f"unknown uncertainty measure {measure!r}; use one of {UNCERTAINTY_MEASURES}")
+        return pd.Series(u, index=predictions["frame_id"].to_numpy()).groupby(level=0).max()
+    if "confidence" in predictions:
+        per_box = 1.0 - (2.0 * predictions["confidence"].astype(float) - 1.0).abs()
+        grouped = per_box.groupby(predictions["frame_id"].to_numpy())
+        if aggregate not in ("max", "mean", "sum"):
+            raise ValueError(f"unknown aggregate {aggregate!r}; use max, mean or sum")
+        return getattr(grouped, aggregate)().clip(0, 1)
+    raise ValueError("predictions need a 'probs' column (classification) or 'confidence' (detection)")
+
+
+@dataclass(frozen=True)
+class Quota:
+    value: str
+    target: int
+    available: int
+    chosen: int
+
+
+def quotas(values: pd.Series, budget: int, targets: dict[str, float] | None = None) -> list[Quota]:
+    """Split ``budget`` over the values of a metadata column (equal shares by default).
+
+    A value with fewer candidates than its share gives the rest to the others, as far as
+    the input allows.
+    """
+    available = values.value_counts().to_dict()
+    keys = sorted(available)
+    weights = {k: float((targets or {}).get(k, 0.0 if targets else 1.0)) for k in keys}
+    total = sum(weights.values()) or 1.0
+    share = {k: budget * weights[k] / total for k in keys}
+    alloc = {k: min(int(np.floor(share[k])), available[k]) for k in keys}
+    remaining = min(budget, sum(available.values())) - sum(alloc.values())
+    while remaining > 0:  # largest unmet share first, then anything with room left
+        room = [k for k in keys if alloc[k] < available[k]]
+        if not room:
+            break
+        k = max(room, key=lambda key: (share[key] - alloc[key], -keys.index(key)))
+        alloc[k] += 1
+        remaining -= 1
+    return [Quota(k, int(round(share[k])), available[k], alloc[k]) for k in keys]
+
+
+def select(
+    strategy: str,
+    vectors: np.ndarray,
+    budget: int,
+    seed: int,
+    already: np.ndarray | None = None,
+    uncertainty_scores: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run one strategy over candidate ``vectors``; returns (indices, scores) in pick order."""
+    if strategy == "random":
+        return select_random(len(vectors), budget, seed)
+    if strategy == "diversity":
+        return k_center_greedy(vectors, budget, seed, already)
+    if strategy == "typicality":
+        return select_typical(vectors, budget)
+    if strategy in ("uncertainty", "hybrid") and uncertainty_scores is None:
+        raise ValueError(f"strategy {strategy!r} needs a predictions table")
+    if strategy == "uncertainty":
+        order = np.lexsort((np.arange(len(vectors)), -uncertainty_scores))[: min(budget, len(vectors))]
+        return order, uncertainty_scores[order]
+    if strategy == "hybrid":
+        return k_center_greedy(vectors, budget, seed, already, weights=uncertainty_scores)
+    raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+
+
+def select_balanced(
+    strategy: str,
+    vectors: np.ndarray,
+    values: pd.Series,
+    budget: int,
+    seed: int,
+    targets: dict[str, float] | None = None,
+    already: np.ndarray | None = None,
+    uncertainty_scores: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, list[Quota]]:
+    """``select`` within each value's quota; picks of one value count as covered for the next."""
+    values = pd.Series(np.asarray(values), dtype=object)
+    picks, scores = [], []
+    covered = already
+    plan = quotas(values, budget, targets)
+    for q in plan:
+        idx = np.flatnonzero((values == q.value).to_numpy())
+        u = None if uncertainty_scores is None else uncertainty_scores[idx]
+        local, local_scores = select(strategy, vectors[idx], q.chosen, seed, covered, u)
+        picks.extend(idx[local])
+        scores.extend(local_scores)
+        chosen = vectors[idx[local]]
+        covered = chosen if covered is None or not len(covered) else np.concatenate([covered, chosen])
+    return np.array(picks, dtype=np.int64), np.array(scores), plan
 
 
 def coverage_radius(vectors: np.ndarray, chosen: np.ndarray) -> float:
     """Largest cosine distance from any vector to its nearest chosen one (lower = better covered)."""
     if len(chosen) == 0 or len(vectors) == 0:
         return float("nan")
-    x = np.asarray(vectors, dtype=np.float32)
-    c = np.asarray(chosen, dtype=np.float32)
-    worst = 0.0
-    for start in range(0, len(x), 4096):
-        worst = max(worst, float((1.0 - x[start : start + 4096] @ c.T).min(axis=1).max()))
-    return worst
+    return float(_min_distance_to(np.asarray(vectors, dtype=np.float32), chosen).max())

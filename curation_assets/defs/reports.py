@@ -4,10 +4,11 @@ import base64
 from collections.abc import Sequence
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 
 from curation_assets.core import layout
-from curation_assets.core.contact_sheet import contact_sheet, thumbnail_png
+from curation_assets.core.contact_sheet import contact_sheet, embedding_map, pca_2d, thumbnail_png
 from curation_assets.core.frames import decode_image
 from resources.object_store import ObjectStore
 
@@ -20,7 +21,16 @@ def frame_rows(store: ObjectStore, rows: Sequence[tuple[str, Sequence[str]]]):
 def picture_metadata(
     store: ObjectStore, name: str, rows: Sequence[tuple[str, Sequence[str]]], file_name: str | None = None
 ) -> dict:
-    png = contact_sheet(frame_rows(store, rows))
+    return png_metadata(store, name, contact_sheet(frame_rows(store, rows)), file_name)
+
+
+def embedding_map_metadata(store: ObjectStore, vectors, cameras, selected, labeled, file_name: str) -> dict:
+    """A 2-D PCA map of the embeddings coloured by camera, with the batch and labeled frames marked."""
+    png = embedding_map(pca_2d(vectors), list(cameras), np.asarray(selected), np.asarray(labeled))
+    return png_metadata(store, "embedding_map", png, file_name)
+
+
+def png_metadata(store: ObjectStore, name: str, png: bytes, file_name: str | None = None) -> dict:
     key = layout.report_key(file_name or f"{name}.png")
     store.put_bytes(key, png)
     preview = base64.b64encode(thumbnail_png(png)).decode()

@@ -1,0 +1,204 @@
+"""selected_batch: one labeling round (a partition) chosen within a budget, and its exports."""
+
+import json
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+from pydantic import Field
+
+from curation_assets.core import labels, layout
+from curation_assets.core.selection import (
+    STRATEGIES,
+    candidate_mask,
+    coverage_radius,
+    resolve_budget,
+    select_balanced,
+    uncertainty,
+)
+from curation_assets.defs import checks
+from curation_assets.defs.curation import load_corpus, outliers
+from curation_assets.defs.partitions import labeling_rounds
+from curation_assets.defs.reports import embedding_map_metadata, picture_metadata
+from curation_assets.quality import suites
+from resources import EmbedderResource, ExpectationsResource, ObjectStoreResource
+from resources.object_store import ObjectStore
+
+DEFAULT_CATEGORIES = ["person", "product", "cart"]
+BATCH_COLUMNS = ["frame_id", "group_id", "video_id", "camera_id", "uri", "width", "height"]
+ASSET = "selected_batch"
+
+
+class SelectionConfig(dg.Config):
+    budget: int = Field(default=20, description="Frames to send to labeling this round.")
+    budget_fraction: float = Field(default=0.0, description="If > 0: this fraction of the candidates instead.")
+    strategy: str = Field(default="diversity", description=f"One of {', '.join(STRATEGIES)}.")
+    seed: int = 0
+    balance_on: str = Field(default="", description="Metadata column to balance, e.g. camera_id ('' = none).")
+    balance_targets: dict[str, float] = Field(
+        default={}, description="Target proportions per value of balance_on; empty = equal shares."
+    )
+    predictions: str = Field(
+        default="",
+        description="Key under the root of a predictions table (Parquet/CSV) for uncertainty and hybrid: "
+        "frame_id + probs (classification) or frame_id + confidence per box (detection).",
+    )
+    uncertainty_measure: str = Field(default="entropy", description="least_confidence, margin or entropy.")
+    categories: list[str] = Field(default=DEFAULT_CATEGORIES, description="Classes the labelers may use.")
+
+
+def labeled_frame_ids(store: ObjectStore) -> set[str]:
+    if not store.exists(layout.table_key("labeled_set", "frames")):
+        return set()
+    return set(store.read_table(layout.table_key("labeled_set", "frames"))["frame_id"])
+
+
+def earlier_selections(store: ObjectStore, round_id: str) -> pd.DataFrame:
+    tables = [
+        store.read_table(obj.key)
+        for obj in store.list(layout.table_prefix(ASSET))
+        if obj.key.endswith(".parquet") and obj.key != layout.table_key(ASSET, round_id)
+    ]
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["frame_id"])
+
+
+def read_predictions(store: ObjectStore, key: str) -> pd.DataFrame:
+    data = store.get_bytes(key)
+    if key.endswith(".csv"):
+        import io
+
+        return pd.read_csv(io.BytesIO(data))
+    return store.read_table(key)
+
+
+def shares(values: pd.Series) -> dict[str, float]:
+    return {k: round(v, 3) for k, v in values.value_counts(normalize=True).sort_index().items()}
+
+
+@dg.asset(
+    partitions_def=labeling_rounds,
+    deps=[outliers],
+    group_name="labeling",
+    kinds={"numpy", "json"},
+    check_specs=[
+        checks.blocking(
+            "selected_batch_valid",
+            ASSET,
+            "size = budget (or all candidates); no outliers; ≤1 frame per group; "
+            "nothing selected or labeled before (GX)",
+        ),
+        checks.blocking(
+            "selected_batch_exports_valid",
+            ASSET,
+            "SageMaker manifest, COCO images and Label Studio tasks each valid in their format",
+        ),
+    ],
+)
+def selected_batch(
+    context: dg.AssetExecutionContext,
+    config: SelectionConfig,
+    object_store: ObjectStoreResource,
+    embedder: EmbedderResource,
+    expectations: ExpectationsResource,
+):
+    """Choose this round's frames and export them for SageMaker Ground Truth, COCO tools and Label Studio."""
+    if config.strategy not in STRATEGIES:
+        raise dg.Failure(f"unknown strategy {config.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    round_id = context.partition_key
+    store = object_store.store()
+    corpus = load_corpus(store, embedder.embedder().vector_name)
+    groups = store.read_table(layout.table_key("duplicate_groups"))
+    flags = store.read_table(layout.table_key("outliers"))
+    table = corpus.frames.merge(groups, on="frame_id").merge(flags[["frame_id", "is_outlier"]], on="frame_id")
+    vectors = corpus.vectors[corpus.frames["frame_id"].isin(table["frame_id"]).to_numpy()]
+
+    already_labeled = set(table.loc[table["split"] != "", "frame_id"])  # frames of labeled datasets
+    taken = set(earlier_selections(store, round_id)["frame_id"]) | labeled_frame_ids(store) | already_labeled
+    candidates = np.flatnonzero(candidate_mask(table, table, taken))
+    budget = resolve_budget(config.budget, config.budget_fraction, len(candidates))
+    taken_rows = table["frame_id"].isin(taken).to_numpy()
+    u = None
+    if config.strategy in ("uncertainty", "hybrid"):
+        if not config.predictions:
+            raise dg.Failure(f"strategy {config.strategy!r} needs config 'predictions' (a table under the root)")
+        per_frame = uncertainty(read_predictions(store, config.predictions), config.uncertainty_measure)
+        u = table["frame_id"].map(per_frame).to_numpy(dtype=float)
+        u = np.where(np.isnan(u), np.nanmedian(u) if np.isfinite(u).any() else 0.5, u)[candidates]
+    balance = table[config.balance_on].astype(str) if config.balance_on else pd.Series("all", index=table.index)
+    try:
+        picks, scores, plan = select_balanced(
+            config.strategy,
+            vectors[candidates],
+            balance.iloc[candidates],
+            budget,
+            config.seed,
+            config.balance_targets or None,
+            vectors[taken_rows],
+            u,
+        )
+    except ValueError as exc:
+        raise dg.Failure(str(exc)) from exc
+    chosen = candidates[picks]
+    batch = table.iloc[chosen][[*BATCH_COLUMNS, "is_outlier"]].reset_index(drop=True)
+    batch = batch.assign(strategy=config.strategy, score=scores, rank=np.arange(1, len(batch) + 1), round=round_id)
+
+    exports = {
+        "manifest.jsonl": labels.sagemaker_manifest(batch),
+        "coco_images.json": json.dumps(labels.coco_images(batch, config.categories), indent=1),
+        "label_studio_tasks.json": json.dumps(labels.label_studio_tasks(batch), indent=1),
+    }
+    export_problems = (
+        labels.validate_sagemaker_manifest(exports["manifest.jsonl"])
+        + labels.validate_coco_images(json.loads(exports["coco_images.json"]))
+        + labels.validate_label_studio_tasks(json.loads(exports["label_studio_tasks.json"]))
+    )
+    validation = expectations.validate(batch, ASSET, suites.selected_batch(budget, sorted(taken)))
+    results = [
+        checks.from_validation("selected_batch_valid", validation, candidates=len(candidates), budget=budget),
+        checks.from_assertion(
+            "selected_batch_exports_valid", not export_problems, problems=export_problems[:10] or "none"
+        ),
+    ]
+    if checks.blocking_failures(results):
+        store.write_table(layout.rejected_table_key(ASSET, round_id), batch)
+    else:
+        for name, text in exports.items():
+            store.put_bytes(layout.export_key(round_id, name), text.encode())
+        store.write_table(layout.table_key(ASSET, round_id), batch)
+
+    pool = table.loc[taken_rows, "camera_id"]
+    representatives = vectors[table["is_representative"].to_numpy()]
+    radius_before = coverage_radius(representatives, vectors[taken_rows])
+    radius_after = coverage_radius(representatives, np.concatenate([vectors[taken_rows], vectors[chosen]]))
+    finite = scores[np.isfinite(scores)] if len(scores) else scores
+    return dg.MaterializeResult(
+        metadata={
+            "selected": len(batch),
+            "budget": budget,
+            "strategy": config.strategy,
+            "candidates": len(candidates),
+            "excluded_already_taken": len(taken),
+            "camera_share_labeled_before": dg.MetadataValue.json(shares(pool)),
+            "camera_share_labeled_after": dg.MetadataValue.json(shares(pd.concat([pool, batch["camera_id"]]))),
+            "camera_share_candidates": dg.MetadataValue.json(shares(table["camera_id"].iloc[candidates])),
+            "balance": dg.MetadataValue.json(
+                [{"value": q.value, "target": q.target, "available": q.available, "chosen": q.chosen} for q in plan]
+            ),
+            "balance_shortfall": int(sum(max(q.target - q.chosen, 0) for q in plan)),
+            "coverage_radius_before": None if np.isnan(radius_before) else round(radius_before, 4),
+            "coverage_radius_after": None if np.isnan(radius_after) else round(radius_after, 4),
+            "score_min": round(float(finite.min()), 4) if len(finite) else None,
+            "score_max": round(float(finite.max()), 4) if len(finite) else None,
+            "exports": dg.MetadataValue.path(store.uri(layout.export_key(round_id, ""))),
+            **picture_metadata(
+                store,
+                "batch",
+                [(f"rank {i + 1}-{i + 8}", list(batch["uri"][i : i + 8])) for i in range(0, len(batch), 8)],
+                file_name=f"{ASSET}/{round_id}.png",
+            ),
+            **embedding_map_metadata(
+                store, vectors, table["camera_id"], chosen, taken_rows, f"{ASSET}/{round_id}-map.png"
+            ),
+        },
+        check_results=results,
+    )
