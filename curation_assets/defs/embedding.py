@@ -7,7 +7,6 @@ import numpy as np
 import pandas as pd
 
 from curation_assets.core import layout
-from curation_assets.core.frames import decode_image
 from curation_assets.core.ids import point_id_for
 from curation_assets.core.progress import Progress
 from curation_assets.defs import checks
@@ -81,7 +80,7 @@ def frame_embeddings(
 
     def loaders():
         for uri in frames["uri"]:
-            yield lambda uri=uri: decode_image(store.get_bytes(store.key_for_uri(uri)))
+            yield lambda uri=uri: model.decode(store.get_bytes(store.key_for_uri(uri)))
             progress.advance()
 
     started = time.perf_counter()

@@ -1,6 +1,8 @@
 """raw_frames: one landing source (video, image folder, archive) -> JPEG frames + a frame table."""
 
+import os
 import time
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -25,6 +27,7 @@ from resources import ExpectationsResource, ObjectStoreResource
 from resources.object_store import ObjectStore
 
 ASSET = "raw_frames"
+WORKERS = max(2, os.cpu_count() or 2)  # numpy, PIL and hashlib release the GIL for the heavy parts
 
 
 class RawFramesConfig(dg.Config):
@@ -122,11 +125,12 @@ def raw_frames(
     source = find_source(landing, source_id)
     camera_id = camera_id_for(source.key)
     started = time.perf_counter()
-    rows, pending = [], []
+    rows: list = []
+    in_flight: deque = deque()  # frames being measured and stored; bounded, so memory is too
     progress = Progress(f"{source.key} frames", len(source.members) or None, context.log.info)
     try:
         entries = read_coco(source.key, source.members, landing.get_bytes) if source.kind == "coco" else []
-        with read_source(landing, source, config, entries) as frames, ThreadPoolExecutor(max_workers=4) as pool:
+        with read_source(landing, source, config, entries) as frames, ThreadPoolExecutor(WORKERS) as pool:
             for index, timestamp_s, rgb, member, error, split in frames:
                 row = {
                     "frame_id": frame_id_for(source_id, index),
@@ -142,17 +146,19 @@ def raw_frames(
                 if rgb is None:
                     row.update(uri="", width=0, height=0, sha256="", phash=0)
                     row.update(brightness=np.nan, contrast=np.nan, sharpness=np.nan, entropy=np.nan)
-                else:
+                    rows.append(row)
+                else:  # decoding goes on while workers measure, encode and store earlier frames
                     key = layout.frame_key(source_id, index)
-                    pending.append(pool.submit(_store_jpeg, store, key, rgb, config.jpeg_quality))
-                    row.update(uri=store.uri(key), width=rgb.shape[1], height=rgb.shape[0], **asdict(image_stats(rgb)))
-                rows.append(row)
+                    in_flight.append(pool.submit(_measure_and_store, store, key, rgb, config.jpeg_quality, row))
+                    if len(in_flight) >= 4 * WORKERS:
+                        rows.append(in_flight.popleft().result())
                 progress.advance()
-            for job in pending:
-                job.result()
+            rows.extend(job.result() for job in in_flight)
     except UnreadableSourceError as exc:
         raise dg.Failure(description=str(exc), metadata={"landing_key": source.key}) from exc
     table = pd.DataFrame(rows)
+    if len(table):
+        table = table.sort_values("frame_index", ignore_index=True)
     elapsed = time.perf_counter() - started
 
     readable = table[~table["corrupt"]] if len(table) else table
@@ -203,5 +209,6 @@ def source_labels(source_id: str, entries: list[CocoEntry]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["frame_id", "split", "category", "x", "y", "w", "h"])
 
 
-def _store_jpeg(store: ObjectStore, key: str, rgb, quality: int) -> None:
-    store.put_bytes(key, encode_jpeg(rgb, quality))
+def _measure_and_store(store: ObjectStore, key: str, rgb, quality: int, row: dict) -> dict:
+    uri = store.put_bytes(key, encode_jpeg(rgb, quality))
+    return {**row, "uri": uri, "width": rgb.shape[1], "height": rgb.shape[0], **asdict(image_stats(rgb))}

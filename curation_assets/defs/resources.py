@@ -36,6 +36,8 @@ def resources_from_env(env: Mapping[str, str] = os.environ) -> dict:
             seed=int(env.get("CURATION_EMBEDDER_SEED", "0")),
             device=env.get("CURATION_EMBEDDER_DEVICE", "auto"),
             batch_size=int(env.get("CURATION_EMBEDDER_BATCH_SIZE", "32")),
+            precision=env.get("CURATION_EMBEDDER_PRECISION", "fp32"),
+            channels_last=env.get("CURATION_EMBEDDER_CHANNELS_LAST", "") in ("1", "true"),
         ),
         "expectations": ExpectationsResource(),
     }

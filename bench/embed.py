@@ -1,0 +1,96 @@
+"""Throughput of the frame_embeddings step against a bare model forward, measured in one run.
+
+    python bench/embed.py [--frames 128] [--batch 32] [--models ViT-B-32,MobileCLIP2-S0]
+                          [--precisions fp32,bf16] [--device auto]
+
+"step" is what frame_embeddings does per video: read each stored JPEG, decode, preprocess
+(in a background thread, overlapped with inference), forward, normalise, and replace the
+video's points in the embedded Qdrant store. "bare" is the model's forward alone on
+tensors already in memory, same model, batch and precision. Random-init weights (the
+arithmetic is the same as with pretrained ones). Prints images/s, the ratio, and for
+reduced precision the worst cosine similarity to fp32 over the first batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.machine import describe  # noqa: E402
+from curation_assets.core.frames import decode_image, encode_jpeg  # noqa: E402
+from curation_assets.core.ids import point_id_for  # noqa: E402
+from curation_assets.demo.scenes import Scene, default_events, render  # noqa: E402
+from resources.embedder import Embedder  # noqa: E402
+from resources.object_store import LocalObjectStore  # noqa: E402
+from resources.vector_store import EdgeVectorStore  # noqa: E402
+
+
+def stored_frames(store: LocalObjectStore, n: int) -> list[str]:
+    """n vtest-sized (768x576) JPEG frames of a moving store scene, like raw_frames writes."""
+    scene = Scene("bench/cam.mp4", seed=3, duration_s=n / 10, events=default_events(n / 10), width=768, height=576)
+    return [store.put_bytes(f"frames/bench/{i:06d}.jpg", encode_jpeg(render(scene, i / 10))) for i in range(n)]
+
+
+def bare_forward(model: Embedder, tensors, batch: int, device: str) -> float:
+    import torch
+
+    model.forward(tensors[:batch].to(device))  # warm-up
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for i in range(0, len(tensors), batch):
+            model.forward(tensors[i : i + batch].to(device))
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return len(tensors) / (time.perf_counter() - start)
+
+
+def whole_step(model: Embedder, store: LocalObjectStore, uris: list[str], vectors_dir: Path) -> float:
+    start = time.perf_counter()
+    vectors = model.embed(lambda uri=uri: model.decode(store.get_bytes(store.key_for_uri(uri))) for uri in uris)
+    vs = EdgeVectorStore(vectors_dir)
+    vs.ensure_collection("bench", model.vector_name, vectors.shape[1])
+    ids = [point_id_for(f"bench/{i:06d}") for i in range(len(uris))]
+    vs.replace_video("bench", model.vector_name, "bench", ids, vectors, [{"video_id": "bench"}] * len(ids))
+    vs.close()
+    return len(uris) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--frames", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--models", default="ViT-B-32,MobileCLIP2-S0")
+    parser.add_argument("--precisions", default="fp32,bf16")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    import torch
+
+    print(f"machine: {describe()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        store = LocalObjectStore(Path(tmp) / "root")
+        uris = stored_frames(store, args.frames)
+        print(f"{args.frames} stored 768x576 JPEG frames, batch {args.batch}\n")
+        print(
+            f"{'model':>16} {'precision':>9} {'bare img/s':>11} {'step img/s':>11} {'ratio':>6} {'min cos vs fp32':>16}"
+        )
+        for name in args.models.split(","):
+            for precision in args.precisions.split(","):
+                model = Embedder(name, "none", batch_size=args.batch, device=args.device, precision=precision)
+                model.load()
+                device = model.resolved_device()
+                tensors = torch.stack(
+                    [model._preprocess(decode_image(store.get_bytes(store.key_for_uri(u)))) for u in uris]
+                )
+                bare = bare_forward(model, tensors, args.batch, device)
+                step = whole_step(model, store, uris, Path(tmp) / f"qdrant-{name}-{precision}")
+                cos = "-" if precision == "fp32" else f"{model.precision_min_cosine:.5f}"
+                print(f"{name:>16} {precision:>9} {bare:>11.1f} {step:>11.1f} {step / bare:>6.2f} {cos:>16}")
+
+
+if __name__ == "__main__":
+    main()
