@@ -30,6 +30,10 @@ class StoredObject:
     fingerprint: str  # changes whenever the content changes (ETag, or size + mtime)
 
 
+class StorageError(RuntimeError):
+    """A storage operation failed; the message names the object (never a credential)."""
+
+
 def clean_key(key: str) -> str:
     """Normalise a relative key and refuse anything that escapes the root."""
     norm = posixpath.normpath(key.replace("\\", "/")).lstrip("/")
@@ -154,26 +158,47 @@ class S3ObjectStore(ObjectStore):
         self.client = client
 
     def _key(self, key: str) -> str:
+        """Full key for a write: normalised, never outside the prefix."""
         key = clean_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
+    def _listed_key(self, key: str) -> str:
+        """Full key for a read of a listed object, kept verbatim: S3 keys are opaque, and one
+        named ``a/../b.mp4`` is that object, not ``b.mp4``."""
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    @contextmanager
+    def _errors(self, operation: str, full_key: str) -> Iterator[None]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            yield
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageError(f"s3://{self.bucket}/{full_key}: {operation} failed: {exc}") from exc
+
     def put_bytes(self, key: str, data: bytes) -> str:
-        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        full = self._key(key)
+        with self._errors("put", full):
+            self.client.put_object(Bucket=self.bucket, Key=full, Body=data)
         return self.uri(key)
 
     def get_bytes(self, key: str) -> bytes:
-        return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        full = self._listed_key(key)
+        with self._errors("get", full):
+            return self.client.get_object(Bucket=self.bucket, Key=full)["Body"].read()
 
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError
 
-        try:
-            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
-            return True
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise
+        full = self._listed_key(key)
+        with self._errors("head", full):
+            try:
+                self.client.head_object(Bucket=self.bucket, Key=full)
+                return True
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                    return False
+                raise
 
     def list(self, prefix: str = "", page_size: int = 1000) -> Iterator[StoredObject]:
         # Folder semantics, like the local store: "tables/x" lists "tables/x/...".
@@ -181,16 +206,16 @@ class S3ObjectStore(ObjectStore):
         full = f"{folder}/" if folder else ""
         paginator = self.client.get_paginator("list_objects_v2")
         strip = len(self.prefix) + 1 if self.prefix else 0
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=full, PaginationConfig={"PageSize": page_size}):
-            for obj in page.get("Contents", []):
-                yield StoredObject(
-                    key=obj["Key"][strip:],
-                    size=obj["Size"],
-                    fingerprint=obj["ETag"].strip('"'),
-                )
+        pages = paginator.paginate(Bucket=self.bucket, Prefix=full, PaginationConfig={"PageSize": page_size})
+        with self._errors("list", full):
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    yield StoredObject(key=obj["Key"][strip:], size=obj["Size"], fingerprint=obj["ETag"].strip('"'))
 
     def delete(self, key: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        full = self._key(key)
+        with self._errors("delete", full):
+            self.client.delete_object(Bucket=self.bucket, Key=full)
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
@@ -200,7 +225,9 @@ class S3ObjectStore(ObjectStore):
         suffix = Path(key).suffix
         with tempfile.TemporaryDirectory(prefix="curation-") as tmp:
             path = Path(tmp) / f"object{suffix}"
-            self.client.download_file(self.bucket, self._key(key), str(path))
+            full = self._listed_key(key)
+            with self._errors("download", full):
+                self.client.download_file(self.bucket, full, str(path))
             yield path
 
 

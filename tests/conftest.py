@@ -1,5 +1,6 @@
 """Shared fixtures: real encoded videos, real storage (folder or moto's S3 server), real Qdrant."""
 
+import hashlib
 import os
 import re
 import socket
@@ -108,6 +109,7 @@ def s3_endpoint():
 
 @pytest.fixture
 def s3_bucket(s3_endpoint, request) -> str:
-    name = ("curation-" + re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()))[:60].strip("-")
+    digest = hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:8]  # one bucket per test and parameter
+    name = ("c-" + digest + "-" + re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()))[:60].strip("-")
     boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=name)
     return name

@@ -184,7 +184,7 @@ def test_definitions_hold_the_lineage_assets_with_blocking_checks():
     }
     specs = [spec for asset in ASSETS for spec in asset.check_specs]
     assert all(any(s.blocking for s in asset.check_specs) for asset in ASSETS)
-    assert len(specs) == 15
+    assert len(specs) == 16
     assert frame_embeddings.op.pool == "qdrant"  # serialised on the embedded store
 
 

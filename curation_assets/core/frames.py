@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,12 +35,16 @@ def sample_frames(
     every_n: int | None = None,
     max_frames: int | None = None,
     max_pixels: int = 4096 * 4096,
+    on_damage: Callable[[str], None] | None = None,
 ) -> Iterator[SampledFrame]:
     """Yield frames of the video at ``path``, streaming (memory does not grow with length).
 
     Keeps one frame per ``1 / sample_fps`` seconds, or every ``every_n``-th frame when given.
     ``name`` is how errors refer to the input (its landing key). Raises VideoDecodeError for
     files that are not videos, have no video stream, are too large, or yield no frames.
+    A video damaged part-way (a decode error, or decoding ending well before the duration
+    its header declares) keeps the frames before the damage when ``on_damage`` is given,
+    which then receives the description; without it the damage is an error.
     """
     if every_n is not None and every_n < 1:
         raise ValueError("every_n must be >= 1")
@@ -62,10 +66,12 @@ def sample_frames(
         next_time = 0.0
         yielded = 0
         index = -1
+        last_time = None
         try:
             for frame in container.decode(stream):
                 index += 1
                 ts = float(frame.time) if frame.time is not None else index / fps
+                last_time = ts
                 if every_n is not None:
                     keep = index % every_n == 0
                 else:
@@ -79,9 +85,20 @@ def sample_frames(
                 if max_frames is not None and yielded >= max_frames:
                     return
         except av.error.FFmpegError as exc:
-            raise VideoDecodeError(f"{name}: decoding failed after frame {index} ({_reason(exc)})") from exc
+            damage = f"{name}: decoding failed after frame {index} ({_reason(exc)})"
+            if on_damage is None or yielded == 0:
+                raise VideoDecodeError(damage) from exc
+            on_damage(damage)
+            return
         if yielded == 0:
             raise VideoDecodeError(f"{name}: no decodable frames")
+        declared_s = container.duration / 1e6 if container.duration else None
+        last_s = (index + 1) / fps if last_time is None else last_time
+        if declared_s and last_s < declared_s - max(1.0, 0.05 * declared_s):
+            damage = f"{name}: decoding stopped at {last_s:.1f} s of the {declared_s:.1f} s its header declares"
+            if on_damage is None:
+                raise VideoDecodeError(f"{damage} (truncated file?)")
+            on_damage(damage)
 
 
 def _reason(exc: Exception) -> str:

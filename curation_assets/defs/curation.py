@@ -14,6 +14,7 @@ from curation_assets.core.outliers import REASONS, OutlierParams, corrupt_outlie
 from curation_assets.defs import checks
 from curation_assets.defs.embedding import frame_embeddings
 from curation_assets.defs.reports import largest_groups, outliers_by_reason, picture_metadata
+from curation_assets.defs.retries import TRANSIENT
 from curation_assets.quality import suites
 from resources import EmbedderResource, ExpectationsResource, ObjectStoreResource
 from resources.object_store import ObjectStore
@@ -39,11 +40,14 @@ def load_corpus(store: ObjectStore, vector_name: str) -> Corpus:
     frames = store.read_tables(layout.table_prefix("raw_frames"))
     vecs = store.read_tables(layout.table_prefix("frame_embeddings"))
     if frames is None or vecs is None:
-        raise dg.Failure("no published frames with embeddings yet: materialize raw_frames and frame_embeddings first")
+        raise dg.Failure(
+            "no published frames with embeddings yet: materialize raw_frames and frame_embeddings first",
+            allow_retries=False,
+        )
     vecs = vecs[vecs["vector_name"] == vector_name][["frame_id", "vector"]]
     joined = frames.merge(vecs, on="frame_id", how="inner").sort_values("frame_id").reset_index(drop=True)
     if joined.empty:
-        raise dg.Failure(f"no frames embedded with {vector_name} yet")
+        raise dg.Failure(f"no frames embedded with {vector_name} yet", allow_retries=False)
     vectors = np.stack(joined.pop("vector").to_numpy()).astype(np.float32)
     return Corpus(joined, vectors)
 
@@ -59,6 +63,7 @@ class DuplicateConfig(dg.Config):
 
 
 @dg.asset(
+    retry_policy=TRANSIENT,
     deps=[frame_embeddings],
     group_name="curation",
     kinds={"numpy", "parquet"},
@@ -131,6 +136,7 @@ class OutlierConfig(dg.Config):
 
 
 @dg.asset(
+    retry_policy=TRANSIENT,
     deps=[duplicate_groups],
     group_name="curation",
     kinds={"numpy", "parquet"},

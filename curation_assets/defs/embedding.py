@@ -13,6 +13,7 @@ from curation_assets.defs import checks
 from curation_assets.defs.executors import GPU_TAGS
 from curation_assets.defs.ingestion import raw_frames
 from curation_assets.defs.partitions import videos
+from curation_assets.defs.retries import TRANSIENT
 from curation_assets.quality import suites
 from resources import EmbedderResource, ExpectationsResource, ObjectStoreResource, VectorStoreResource
 
@@ -46,6 +47,7 @@ def vector_summary(table: pd.DataFrame) -> pd.DataFrame:
 
 
 @dg.asset(
+    retry_policy=TRANSIENT,
     partitions_def=videos,
     deps=[raw_frames],
     group_name="embedding",

@@ -22,6 +22,7 @@ from curation_assets.core.progress import Progress
 from curation_assets.core.sources import LoadedImage, Source, archive_images, group_sources, load_image
 from curation_assets.defs import checks
 from curation_assets.defs.partitions import videos
+from curation_assets.defs.retries import TRANSIENT
 from curation_assets.quality import suites
 from resources import ExpectationsResource, ObjectStoreResource
 from resources.object_store import ObjectStore
@@ -53,12 +54,12 @@ def find_source(landing: ObjectStore, source_id: str) -> Source:
     for source in landing_sources(landing):
         if source_id_for(source.key) == source_id:
             return source
-    raise dg.Failure(f"no landing source for partition {source_id!r} under {landing.root}")
+    raise dg.Failure(f"no landing source for partition {source_id!r} under {landing.root}", allow_retries=False)
 
 
 @contextmanager
 def read_source(
-    landing: ObjectStore, source: Source, config: RawFramesConfig, entries: list[CocoEntry]
+    landing: ObjectStore, source: Source, config: RawFramesConfig, entries: list[CocoEntry], on_damage
 ) -> Iterator[Iterator[tuple]]:
     """(index, timestamp_s, rgb or None, member name, error or None, split) per frame or image."""
     name = f"landing/{source.key}"
@@ -96,17 +97,22 @@ def read_source(
             every_n=config.every_n or None,
             max_frames=config.max_frames or None,
             max_pixels=config.max_pixels,
+            on_damage=on_damage,
         )
         yield ((f.index, f.timestamp_s, f.rgb, "", None, "") for f in frames)
 
 
 @dg.asset(
+    retry_policy=TRANSIENT,
     partitions_def=videos,
     group_name="ingestion",
     kinds={"pyav", "parquet"},
     check_specs=[
         checks.blocking("raw_frames_table_valid", ASSET, "≥1 frame, unique ids, metrics present and in range (GX)"),
         checks.blocking("raw_frames_images_exist", ASSET, "every readable frame's image URI exists in object storage"),
+        checks.warning(
+            "raw_frames_source_complete", ASSET, "the source was read whole: no damage, no unreadable image"
+        ),
     ],
 )
 def raw_frames(
@@ -127,10 +133,14 @@ def raw_frames(
     started = time.perf_counter()
     rows: list = []
     in_flight: deque = deque()  # frames being measured and stored; bounded, so memory is too
+    damage: list[str] = []  # a video damaged part-way keeps the frames before the damage
     progress = Progress(f"{source.key} frames", len(source.members) or None, context.log.info)
     try:
         entries = read_coco(source.key, source.members, landing.get_bytes) if source.kind == "coco" else []
-        with read_source(landing, source, config, entries) as frames, ThreadPoolExecutor(WORKERS) as pool:
+        with (
+            read_source(landing, source, config, entries, damage.append) as frames,
+            ThreadPoolExecutor(WORKERS) as pool,
+        ):
             for index, timestamp_s, rgb, member, error, split in frames:
                 row = {
                     "frame_id": frame_id_for(source_id, index),
@@ -155,7 +165,7 @@ def raw_frames(
                 progress.advance()
             rows.extend(job.result() for job in in_flight)
     except UnreadableSourceError as exc:
-        raise dg.Failure(description=str(exc), metadata={"landing_key": source.key}) from exc
+        raise dg.Failure(description=str(exc), metadata={"landing_key": source.key}, allow_retries=False) from exc
     table = pd.DataFrame(rows)
     if len(table):
         table = table.sort_values("frame_index", ignore_index=True)
@@ -172,6 +182,13 @@ def raw_frames(
             missing=len(missing),
             missing_examples=missing[:10] or "none",
         ),
+        checks.from_assertion(
+            "raw_frames_source_complete",
+            not damage and not (len(table) and table["corrupt"].any()),
+            severity=dg.AssetCheckSeverity.WARN,
+            damage=damage or "none",
+            unreadable_images=int(table["corrupt"].sum()) if len(table) else 0,
+        ),
     ]
     failed = checks.blocking_failures(results)
     key = layout.rejected_table_key(ASSET, source_id) if failed else layout.table_key(ASSET, source_id)
@@ -180,11 +197,14 @@ def raw_frames(
     store.write_table(key, table)
     if failed:
         context.log.error(f"{source.key}: blocking checks failed ({', '.join(failed)}); table kept at {key}")
+    for message in damage:
+        context.log.warning(f"{message}; the {len(table)} frames before it were kept")
     corrupt = table[table["corrupt"]] if len(table) else table
     return dg.MaterializeResult(
         metadata={
             "landing_key": source.key or "(landing root)",
             "source_kind": source.kind,
+            "damage": damage[0] if damage else "none",
             "camera_id": camera_id,
             "frames": len(readable),
             "corrupt": len(corrupt),

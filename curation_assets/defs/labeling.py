@@ -11,6 +11,7 @@ from pydantic import Field
 
 from curation_assets.core import labels, layout
 from curation_assets.defs import checks
+from curation_assets.defs.retries import TRANSIENT
 from curation_assets.defs.selection import selected_batch
 from curation_assets.quality import suites
 from resources import ExpectationsResource, ObjectStoreResource
@@ -61,6 +62,7 @@ def previous_splits(store: ObjectStore) -> dict[str, str]:
 
 
 @dg.asset(
+    retry_policy=TRANSIENT,
     deps=[selected_batch],
     group_name="labeling",
     kinds={"coco", "parquet"},
@@ -94,12 +96,12 @@ def labeled_set(
     store = object_store.store()
     selected = store.read_tables(layout.table_prefix("selected_batch"))
     if selected is None:
-        raise dg.Failure("no selected batch yet: materialize a selected_batch round first")
+        raise dg.Failure("no selected batch yet: materialize a selected_batch round first", allow_retries=False)
     rounds = sorted(selected["round"].unique())
     categories = round_categories(store, rounds)
     imports = import_all(store, config.annotations_prefix, selected, categories)
     if not imports:
-        raise dg.Failure(f"no annotation files under {store.uri(config.annotations_prefix)}")
+        raise dg.Failure(f"no annotation files under {store.uri(config.annotations_prefix)}", allow_retries=False)
     accepted = pd.concat([i.accepted for i in imports], ignore_index=True)
     rejected = pd.concat([i.rejected for i in imports], ignore_index=True)
     labeled = sorted({f for i in imports for f in i.labeled_frames})

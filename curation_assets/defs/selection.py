@@ -20,6 +20,7 @@ from curation_assets.defs import checks
 from curation_assets.defs.curation import load_corpus, outliers
 from curation_assets.defs.partitions import labeling_rounds
 from curation_assets.defs.reports import embedding_map_metadata, picture_metadata
+from curation_assets.defs.retries import TRANSIENT
 from curation_assets.quality import suites
 from resources import EmbedderResource, ExpectationsResource, ObjectStoreResource
 from resources.object_store import ObjectStore
@@ -76,6 +77,7 @@ def shares(values: pd.Series) -> dict[str, float]:
 
 
 @dg.asset(
+    retry_policy=TRANSIENT,
     partitions_def=labeling_rounds,
     deps=[outliers],
     group_name="labeling",
@@ -103,7 +105,9 @@ def selected_batch(
 ):
     """Choose this round's frames and export them for SageMaker Ground Truth, COCO tools and Label Studio."""
     if config.strategy not in STRATEGIES:
-        raise dg.Failure(f"unknown strategy {config.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        raise dg.Failure(
+            f"unknown strategy {config.strategy!r}; choose one of {', '.join(STRATEGIES)}", allow_retries=False
+        )
     round_id = context.partition_key
     store = object_store.store()
     corpus = load_corpus(store, embedder.embedder().vector_name)
@@ -120,7 +124,9 @@ def selected_batch(
     u = None
     if config.strategy in ("uncertainty", "hybrid"):
         if not config.predictions:
-            raise dg.Failure(f"strategy {config.strategy!r} needs config 'predictions' (a table under the root)")
+            raise dg.Failure(
+                f"strategy {config.strategy!r} needs config 'predictions' (a table under the root)", allow_retries=False
+            )
         per_frame = uncertainty(read_predictions(store, config.predictions), config.uncertainty_measure)
         u = table["frame_id"].map(per_frame).to_numpy(dtype=float)
         u = np.where(np.isnan(u), np.nanmedian(u) if np.isfinite(u).any() else 0.5, u)[candidates]
@@ -137,7 +143,7 @@ def selected_batch(
             u,
         )
     except ValueError as exc:
-        raise dg.Failure(str(exc)) from exc
+        raise dg.Failure(str(exc), allow_retries=False) from exc
     chosen = candidates[picks]
     batch = table.iloc[chosen][[*BATCH_COLUMNS, "is_outlier"]].reset_index(drop=True)
     batch = batch.assign(strategy=config.strategy, score=scores, rank=np.arange(1, len(batch) + 1), round=round_id)

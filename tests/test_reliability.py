@@ -1,0 +1,233 @@
+"""Faults injected for real: storage that disappears, killed runs, hostile keys, secrets."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import boto3
+import dagster as dg
+import pytest
+
+from curation_assets import headless
+from curation_assets.core import layout
+from curation_assets.core.ids import source_id_for
+from curation_assets.definitions import build_defs
+from curation_assets.defs.ingestion import raw_frames
+from curation_assets.defs.partitions import videos
+from curation_assets.defs.resources import resources_from_env
+from curation_assets.demo.scenes import Scene, default_events, write_video
+from resources import ExpectationsResource, ObjectStoreResource
+from tests.conftest import SCENE_A, _free_port, make_resources
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_a_video_truncated_in_the_middle_keeps_the_frames_before_the_damage(local_defs, instance, tmp_path):
+    scene = Scene("cam-t/cut.mkv", seed=4, duration_s=10.0, events=default_events(10.0), width=160, height=120, fps=10)
+    whole = tmp_path / "whole.mkv"
+    write_video(scene, whole)
+    data = whole.read_bytes()
+    local_defs.resources["object_store"].landing_store().put_bytes(scene.name, data[: len(data) // 2])
+
+    (outcome,) = headless.ingest_landing(local_defs, instance, log=lambda _: None)
+
+    assert outcome.success, outcome.error
+    frames = outcome.metadata["raw_frames"]["frames"]
+    assert 5 <= frames < 20  # 2 fps: the first half survives, the rest is gone
+    assert outcome.checks["raw_frames_source_complete"] == "WARN"
+    assert "decoding stopped at" in outcome.metadata["raw_frames"]["damage"]
+    assert outcome.checks["frame_embeddings_qdrant_count"] == "passed"
+
+
+class RestartableS3:
+    """moto's S3 server on a fixed loopback port that a test can take down and bring back."""
+
+    def __init__(self):
+        from moto.server import ThreadedMotoServer
+
+        self._server_class = ThreadedMotoServer
+        self.port = _free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.server = None
+
+    def start(self):
+        self.server = self._server_class(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.server.start()
+
+    def stop(self):
+        self.server.stop()
+
+
+@pytest.fixture
+def flaky_s3(s3_endpoint):  # s3_endpoint: the session's credentials are set
+    s3 = RestartableS3()
+    s3.start()
+    s3.bucket = f"flaky-{uuid.uuid4().hex[:8]}"  # moto keeps buckets across servers in one process
+    boto3.client("s3", endpoint_url=s3.endpoint, region_name="us-east-1").create_bucket(Bucket=s3.bucket)
+    yield s3
+    s3.stop()
+
+
+def _materialize_frames(object_store, instance, video_id):
+    return dg.materialize(
+        [raw_frames],
+        partition_key=video_id,
+        instance=instance,
+        resources={"object_store": object_store, "expectations": ExpectationsResource()},
+        raise_on_error=False,
+    )
+
+
+def test_storage_that_disappears_and_returns_is_retried_until_it_succeeds(flaky_s3, instance, video_dir):
+    object_store = ObjectStoreResource(root=f"s3://{flaky_s3.bucket}/curation", endpoint_url=flaky_s3.endpoint)
+    object_store.landing_store().put_bytes(SCENE_A.name, (video_dir / SCENE_A.name).read_bytes())
+    video_id = source_id_for(SCENE_A.name)
+    instance.add_dynamic_partitions(videos.name, [video_id])
+
+    flaky_s3.stop()
+    threading.Timer(3.0, flaky_s3.start).start()  # back after the first attempt has failed
+    result = _materialize_frames(object_store, instance, video_id)
+
+    assert result.success
+    retries = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
+    assert retries, "the step should have failed once and been retried"
+    assert object_store.store().exists(layout.table_key("raw_frames", video_id))
+
+
+def test_storage_that_stays_away_fails_naming_the_bucket_and_leaves_nothing_complete(flaky_s3, instance, video_dir):
+    object_store = ObjectStoreResource(root=f"s3://{flaky_s3.bucket}/curation", endpoint_url=flaky_s3.endpoint)
+    object_store.landing_store().put_bytes(SCENE_A.name, (video_dir / SCENE_A.name).read_bytes())
+    video_id = source_id_for(SCENE_A.name)
+    instance.add_dynamic_partitions(videos.name, [video_id])
+    flaky_s3.stop()
+    try:
+        result = _materialize_frames(object_store, instance, video_id)
+    finally:
+        flaky_s3.start()
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure).step_failure_data.error
+    assert f"s3://{flaky_s3.bucket}/curation/landing" in str(failure.message) + str(failure.cause)
+    assert list(object_store.store().list("tables")) == []  # nothing that looks complete
+
+
+def test_secrets_never_reach_the_event_log_or_the_output(s3_endpoint, s3_bucket, tmp_path, instance, video_dir, capfd):
+    canaries = {
+        "AWS_ACCESS_KEY_ID": "AKIACANARY0000000001",
+        "AWS_SECRET_ACCESS_KEY": "canary-secret-do-not-log-2",
+        "QDRANT_API_KEY": "canary-qdrant-key-3",
+    }
+    env = {
+        **os.environ,
+        **canaries,
+        "CURATION_STORAGE_URI": f"s3://{s3_bucket}/curation",
+        "CURATION_S3_ENDPOINT_URL": s3_endpoint,
+        "CURATION_QDRANT_PATH": str(tmp_path / "qdrant"),
+        "CURATION_EMBEDDER_PRETRAINED": "none",
+    }
+    os.environ.update(canaries)  # boto3 and dg.EnvVar read the process environment
+    try:
+        defs = build_defs(resources_from_env(env))
+        defs.resources["object_store"].landing_store().put_bytes(SCENE_A.name, (video_dir / SCENE_A.name).read_bytes())
+        ingested = headless.ingest_landing(defs, instance)
+        curate = headless.outcome("curate", headless.run_job(defs, instance, "curate"))
+    finally:
+        for key in canaries:
+            os.environ[key] = "testing-" + key.lower()
+    assert all(o.success for o in [*ingested, curate])
+    logs = "\n".join(
+        str(record.dagster_event) + str(record.user_message)
+        for run in instance.get_runs()
+        for record in instance.all_logs(run.run_id)
+    )
+    captured = capfd.readouterr()
+    everything = logs + captured.out + captured.err + repr(instance.get_runs())
+    assert "frame_embeddings" in logs  # the log really was searched
+    for secret in canaries.values():
+        assert secret not in everything
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["../../escape.mp4", "/leading-slash.mp4", "cam a/ünï códe.mp4", "cam-b/" + "x" * 900 + ".mp4"],
+    ids=["parent traversal", "absolute", "spaces and unicode", "900-character name"],
+)
+def test_hostile_landing_keys_get_safe_partitions_and_write_only_under_the_root(
+    s3_endpoint, s3_bucket, tmp_path, instance, video_dir, key
+):
+    defs = build_defs(make_resources(f"s3://{s3_bucket}/curation", tmp_path / "qdrant", s3_endpoint))
+    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    client.put_object(Bucket=s3_bucket, Key=f"curation/landing/{key}", Body=(video_dir / SCENE_A.name).read_bytes())
+
+    (outcome,) = headless.ingest_landing(defs, instance, log=lambda _: None)
+
+    assert outcome.success, outcome.error
+    assert "/" not in outcome.name and len(outcome.name) <= 120
+    written = [
+        o["Key"]
+        for p in client.get_paginator("list_objects_v2").paginate(Bucket=s3_bucket)
+        for o in p.get("Contents", [])
+    ]
+    assert all(k.startswith("curation/") for k in written)
+    assert all(".." not in k.split("/") for k in written if not k.startswith("curation/landing/"))
+    assert any(k.startswith(f"curation/frames/{outcome.name}/") for k in written)
+
+
+def test_a_run_killed_halfway_is_re_run_to_the_same_result(tmp_path):
+    landing = tmp_path / "landing"
+    scene = Scene("cam-k/long.mp4", seed=8, duration_s=40.0, events=default_events(40.0), width=320, height=240)
+    write_video(scene, landing / scene.name)
+    env = {**os.environ, "CURATION_EMBEDDER_PRETRAINED": "none"}
+    env.pop("DAGSTER_HOME", None)
+
+    def command(root: Path) -> list[str]:
+        return [sys.executable, "-m", "curation_assets", "run", "--landing", str(landing), "--root", str(root)]
+
+    def run(root: Path) -> None:
+        proc = subprocess.run(command(root), cwd=ROOT, env={**env, "CURATION_QDRANT_PATH": str(root / "qdrant")},
+                              capture_output=True, text=True)  # fmt: skip
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+
+    killed_root = tmp_path / "killed"
+    victim = subprocess.Popen(
+        command(killed_root),
+        cwd=ROOT,
+        env={**env, "CURATION_QDRANT_PATH": str(killed_root / "qdrant")},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    frames_dir = killed_root / "frames" / source_id_for(scene.name)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(frames_dir.glob("*.jpg"))) < 20:
+        time.sleep(0.05)
+    os.killpg(victim.pid, signal.SIGKILL)  # halfway through the video's frames
+    victim.wait()
+    assert 0 < len(list(frames_dir.glob("*.jpg"))) < 80
+    assert not (killed_root / layout.table_key("raw_frames", source_id_for(scene.name))).exists()
+
+    run(killed_root)
+    clean_root = tmp_path / "clean"
+    run(clean_root)
+
+    video_id = source_id_for(scene.name)
+    stores = {
+        name: ObjectStoreResource(root=str(r)).store() for name, r in (("killed", killed_root), ("clean", clean_root))
+    }
+    tables = {
+        name: s.read_table(layout.table_key("raw_frames", video_id)).drop(columns="uri") for name, s in stores.items()
+    }
+    assert tables["killed"].equals(tables["clean"])
+    assert len(list(frames_dir.glob("*.jpg"))) == len(tables["killed"])  # no orphaned frames
+    from resources import VectorStoreResource
+    from resources.embedder import Embedder
+
+    name = Embedder("ViT-B-32", "none").vector_name
+    for root in (killed_root, clean_root):
+        vector_store = VectorStoreResource(path=str(root / "qdrant"))
+        with vector_store.open() as vs:
+            assert vs.count(vector_store.collection_for(name)) == len(tables["clean"])
