@@ -117,12 +117,17 @@ def _materialize_video(resources, instance, video_id, **raw_config):
     )
 
 
-def test_rematerializing_a_video_leaves_qdrant_and_the_frame_table_unchanged(tmp_path, instance, video_dir):
+def _one_video(tmp_path, instance, video_dir, scene):
+    """Resources on a fresh root with ``scene`` landed and its partition registered."""
     resources = make_resources(str(tmp_path / "root"), tmp_path / "qdrant")
-    store = resources["object_store"].store()
-    drop(resources["object_store"].landing_store(), video_dir, SCENE_A.name)
-    video_id = video_id_for(SCENE_A.name)
+    drop(resources["object_store"].landing_store(), video_dir, scene.name)
+    video_id = video_id_for(scene.name)
     instance.add_dynamic_partitions(videos.name, [video_id])
+    return resources, resources["object_store"].store(), video_id
+
+
+def test_rematerializing_a_video_leaves_qdrant_and_the_frame_table_unchanged(tmp_path, instance, video_dir):
+    resources, store, video_id = _one_video(tmp_path, instance, video_dir, SCENE_A)
 
     assert _materialize_video(resources, instance, video_id).success
     table = store.read_table(layout.table_key("raw_frames", video_id))
@@ -140,11 +145,7 @@ def test_rematerializing_a_video_leaves_qdrant_and_the_frame_table_unchanged(tmp
 
 
 def test_a_failing_blocking_check_stops_downstream_and_publishes_nothing(tmp_path, instance, video_dir):
-    resources = make_resources(str(tmp_path / "root"), tmp_path / "qdrant")
-    store = resources["object_store"].store()
-    drop(resources["object_store"].landing_store(), video_dir, SCENE_B.name)
-    video_id = video_id_for(SCENE_B.name)
-    instance.add_dynamic_partitions(videos.name, [video_id])
+    resources, store, video_id = _one_video(tmp_path, instance, video_dir, SCENE_B)
 
     result = _materialize_video(resources, instance, video_id, min_frames=1000)
 

@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -83,11 +84,16 @@ def _materialize_frames(object_store, instance, video_id):
     )
 
 
-def test_storage_that_disappears_and_returns_is_retried_until_it_succeeds(flaky_s3, instance, video_dir):
+def _landed_on(flaky_s3, instance, video_dir):
     object_store = ObjectStoreResource(root=f"s3://{flaky_s3.bucket}/curation", endpoint_url=flaky_s3.endpoint)
     object_store.landing_store().put_bytes(SCENE_A.name, (video_dir / SCENE_A.name).read_bytes())
     video_id = source_id_for(SCENE_A.name)
     instance.add_dynamic_partitions(videos.name, [video_id])
+    return object_store, video_id
+
+
+def test_storage_that_disappears_and_returns_is_retried_until_it_succeeds(flaky_s3, instance, video_dir):
+    object_store, video_id = _landed_on(flaky_s3, instance, video_dir)
 
     flaky_s3.stop()
     threading.Timer(3.0, flaky_s3.start).start()  # back after the first attempt has failed
@@ -100,10 +106,7 @@ def test_storage_that_disappears_and_returns_is_retried_until_it_succeeds(flaky_
 
 
 def test_storage_that_stays_away_fails_naming_the_bucket_and_leaves_nothing_complete(flaky_s3, instance, video_dir):
-    object_store = ObjectStoreResource(root=f"s3://{flaky_s3.bucket}/curation", endpoint_url=flaky_s3.endpoint)
-    object_store.landing_store().put_bytes(SCENE_A.name, (video_dir / SCENE_A.name).read_bytes())
-    video_id = source_id_for(SCENE_A.name)
-    instance.add_dynamic_partitions(videos.name, [video_id])
+    object_store, video_id = _landed_on(flaky_s3, instance, video_dir)
     flaky_s3.stop()
     try:
         result = _materialize_frames(object_store, instance, video_id)
@@ -231,3 +234,37 @@ def test_a_run_killed_halfway_is_re_run_to_the_same_result(tmp_path):
         vector_store = VectorStoreResource(path=str(root / "qdrant"))
         with vector_store.open() as vs:
             assert vs.count(vector_store.collection_for(name)) == len(tables["clean"])
+
+
+def test_an_unreachable_qdrant_server_is_a_clear_error_naming_the_url():
+    from resources import VectorStoreResource
+    from resources.vector_store import VectorStoreError
+
+    url = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    resource = VectorStoreResource(url=url, api_key="canary-key-never-shown")
+    with resource.open() as store, pytest.raises(VectorStoreError) as failure:
+        store.ensure_collection("frames", "m", 8)
+    assert str(failure.value).startswith(f"Qdrant at {url}: collection_exists failed")
+    assert "canary-key-never-shown" not in str(failure.value)
+
+
+def test_many_videos_at_once_are_all_registered_ingested_and_counted_exactly(local_defs, instance, monkeypatch):
+    from curation_assets.defs import sensors
+
+    monkeypatch.setattr(sensors, "MAX_RUNS_PER_TICK", 8)  # several ticks, as with 200 videos and 50 per tick
+    landing = local_defs.resources["object_store"].landing_store()
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(24):
+            scene = Scene(f"cam-{i % 3}/v{i:03d}.mp4", seed=i, duration_s=2.0, width=64, height=48, fps=5)
+            write_video(scene, Path(tmp) / scene.name)
+            landing.put_bytes(scene.name, (Path(tmp) / scene.name).read_bytes())
+
+    outcomes = headless.ingest_landing(local_defs, instance, log=lambda _: None)
+
+    assert len(outcomes) == 24 and all(o.success for o in outcomes)
+    assert len(instance.get_dynamic_partitions(videos.name)) == 24
+    frames = local_defs.resources["object_store"].store().read_tables(layout.table_prefix("raw_frames"))
+    assert len(frames) == 24 * 4 and frames["frame_id"].is_unique  # 2 s at 2 fps each: none lost, none twice
+    vector_store, embedder = local_defs.resources["vector_store"], local_defs.resources["embedder"].embedder()
+    with vector_store.open() as vs:
+        assert vs.count(vector_store.collection_for(embedder.vector_name)) == len(frames)
