@@ -133,10 +133,20 @@ def summarize(videos: list[RunOutcome], stages: list[RunOutcome], elapsed_s: flo
         ],
         "stages": [{"name": o.name, "success": o.success, "error": o.error} for o in stages],
         "embedder": {k: embedder.get(f"embedder_{k}") for k in ("model", "weights", "random_init", "device")},
-        "figures": {label: _plain(metadata.get(asset, {}).get(key)) for label, asset, key in FIGURES},
+        "figures": {
+            **{label: _plain(metadata.get(asset, {}).get(key)) for label, asset, key in FIGURES[:1]},
+            "frames through CLIP": _sum_over(videos, "frame_embeddings", "frames_embedded"),
+            "copies, vector reused": _sum_over(videos, "frame_embeddings", "frames_reused_copies"),
+            **{label: _plain(metadata.get(asset, {}).get(key)) for label, asset, key in FIGURES[1:]},
+        },
         "checks": verdicts,
         "blocking_checks_failed": sorted(c for c, counts in verdicts.items() if counts.get("FAILED")),
     }
+
+
+def _sum_over(outcomes: list[RunOutcome], asset: str, key: str) -> int | None:
+    values = [o.metadata[asset][key] for o in outcomes if key in o.metadata.get(asset, {})]
+    return int(sum(values)) if values else None
 
 
 def _plain(value):

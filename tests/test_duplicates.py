@@ -1,7 +1,7 @@
 import numpy as np
 import pandas as pd
 
-from curation_assets.core.duplicates import DuplicateParams, find_duplicate_groups
+from curation_assets.core.duplicates import DuplicateParams, embedding_sources, find_duplicate_groups
 
 
 def _frames(n, video="v1", sha=None, phash=None, sharpness=None, brightness=None):
@@ -86,3 +86,19 @@ def test_every_frame_lands_in_exactly_one_group_with_one_representative():
     groups = find_duplicate_groups(frames, _random_unit(n, seed=4))
     assert groups["frame_id"].is_unique and len(groups) == n
     assert (groups.groupby("group_id")["is_representative"].sum() == 1).all()
+
+
+def test_copies_of_the_last_embedded_frame_reuse_its_vector_and_drift_does_not():
+    frames = _frames(
+        7,
+        sha=["a", "a", "b", "c", "d", "e", "f"],
+        phash=np.array([0, 0, 0b1, 0b11, 0b111, 0b1111, -1], dtype=np.int64),
+    )
+    # 0 embedded; 1 same pixels; 2, 3 within 2 bits of 0; 4 is 3 bits from 0: embedded;
+    # 5 is 1 bit from 4; 6 is far from everything
+    assert list(embedding_sources(frames, max_phash_distance=2)) == [0, 0, 0, 0, 4, 4, 6]
+
+
+def test_reuse_never_crosses_videos():
+    frames = pd.concat([_frames(2, "v1", sha=["s", "s"]), _frames(2, "v2", sha=["s", "s"])], ignore_index=True)
+    assert list(embedding_sources(frames)) == [0, 0, 2, 2]

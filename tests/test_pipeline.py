@@ -41,6 +41,9 @@ def assert_graph_ran(ingested, curate, round_1, labeled, store):
     assert len(curate.checks) == 5 and len(round_1.checks) == 2 and len(labeled.checks) == 4
 
     frames = sum(ingested[v].metadata["raw_frames"]["frames"] for v in good)
+    embedded = sum(ingested[v].metadata["frame_embeddings"]["frames_embedded"] for v in good)
+    reused = sum(ingested[v].metadata["frame_embeddings"]["frames_reused_copies"] for v in good)
+    assert embedded + reused == frames and reused > 0  # static stretches skip CLIP
     assert frames == 2 * (SCENE_A.duration_s + SCENE_B.duration_s)  # 2 fps sampling
     groups = curate.metadata["duplicate_groups"]
     assert groups["frames"] == frames and 1 < groups["groups"] < frames  # static stretches collapse

@@ -121,3 +121,29 @@ def find_duplicate_groups(
     return out.drop(columns=["_root", "_quality"])[
         ["frame_id", "group_id", "is_representative", "reason", "similarity", "group_size"]
     ]
+
+
+def embedding_sources(frames: pd.DataFrame, max_phash_distance: int = 2) -> np.ndarray:
+    """Cheap before expensive: for each frame, the row whose embedding it can reuse.
+
+    Walking each video in frame order, a frame that is a pixel copy (same SHA-256) or a
+    perceptual copy (pHash within ``max_phash_distance`` bits) of the last frame that was
+    embedded reuses that frame's vector; anything else is embedded itself. Comparing to
+    the last *embedded* frame, not the predecessor, keeps slow drift from being skipped.
+    Returns, per row of ``frames``, the row index to embed (itself when it must be).
+    """
+    source = np.arange(len(frames))
+    phash = frames["phash"].to_numpy(dtype=np.int64)
+    sha = frames["sha256"].to_numpy()
+    anchor, anchor_video = -1, None
+    for i in frames.sort_values(["video_id", "frame_index"]).index.to_numpy():
+        video = frames.at[i, "video_id"]
+        if (
+            anchor >= 0
+            and video == anchor_video
+            and (sha[i] == sha[anchor] or int(hamming_distance(phash[i], phash[anchor])) <= max_phash_distance)
+        ):
+            source[i] = anchor
+        else:
+            anchor, anchor_video = i, video
+    return source

@@ -5,8 +5,10 @@ import time
 import dagster as dg
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
 from curation_assets.core import layout
+from curation_assets.core.duplicates import embedding_sources
 from curation_assets.core.ids import point_id_for
 from curation_assets.core.progress import Progress
 from curation_assets.defs import checks
@@ -19,6 +21,13 @@ from resources import EmbedderResource, ExpectationsResource, ObjectStoreResourc
 
 ASSET = "frame_embeddings"
 PAYLOAD_COLUMNS = ["frame_id", "video_id", "camera_id", "frame_index", "timestamp_s", "uri"]
+
+
+class EmbeddingConfig(dg.Config):
+    reuse_vectors_for_copies: bool = Field(
+        default=True, description="Frames copying the last embedded frame reuse its vector instead of CLIP."
+    )
+    copy_phash_distance: int = Field(default=2, description="pHash bits apart that make a frame a copy.")
 
 
 def vector_table(frames: pd.DataFrame, vectors: np.ndarray, vector_name: str) -> pd.DataFrame:
@@ -67,26 +76,37 @@ def vector_summary(table: pd.DataFrame) -> pd.DataFrame:
 )
 def frame_embeddings(
     context: dg.AssetExecutionContext,
+    config: EmbeddingConfig,
     object_store: ObjectStoreResource,
     vector_store: VectorStoreResource,
     embedder: EmbedderResource,
     expectations: ExpectationsResource,
 ):
-    """Embed every frame of the video with open_clip and upsert it into Qdrant (idempotent)."""
+    """Embed every frame of the video with open_clip and upsert it into Qdrant (idempotent).
+
+    Frames that copy the last embedded frame (same pixels, or pHash within a couple of bits)
+    reuse its vector instead of going through CLIP: most frames of a static camera.
+    """
     video_id = context.partition_key
     store = object_store.store()
     frames = store.read_table(layout.table_key("raw_frames", video_id))
     frames = frames[~frames["corrupt"]].reset_index(drop=True)  # unreadable images have no pixels
     model = embedder.embedder()
-    progress = Progress(f"{video_id} embeddings", len(frames), context.log.info)
+    if config.reuse_vectors_for_copies:
+        source = embedding_sources(frames, config.copy_phash_distance)
+    else:
+        source = np.arange(len(frames))
+    to_embed = np.unique(source)
+    progress = Progress(f"{video_id} embeddings", len(to_embed), context.log.info)
 
     def loaders():
-        for uri in frames["uri"]:
+        for uri in frames["uri"].to_numpy()[to_embed]:
             yield lambda uri=uri: model.decode(store.get_bytes(store.key_for_uri(uri)))
             progress.advance()
 
     started = time.perf_counter()
-    vectors = model.embed(loaders())
+    embedded = model.embed(loaders())
+    vectors = embedded[np.searchsorted(to_embed, source)] if len(frames) else embedded
     embed_s = time.perf_counter() - started
     table = vector_table(frames, vectors, model.vector_name)
     payloads = frames[PAYLOAD_COLUMNS].to_dict("records")
@@ -122,7 +142,9 @@ def frame_embeddings(
             "vector_store": vector_store.describe(),
             "collection": collection,
             "embed_seconds": round(embed_s, 2),
-            "images_per_second": round(len(frames) / embed_s, 1) if embed_s else None,
+            "frames_embedded": len(to_embed),
+            "frames_reused_copies": len(frames) - len(to_embed),
+            "images_per_second": round(len(to_embed) / embed_s, 1) if embed_s else None,
             "upsert_seconds": round(upsert_s, 3),
             "published": not failed,
         },
