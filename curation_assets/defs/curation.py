@@ -30,10 +30,12 @@ ON_NEW_EMBEDDINGS = (
 
 @dataclass
 class Corpus:
-    """Every published frame that has a vector from the current model, sorted by frame_id."""
+    """Every published frame that has a vector from the current model, sorted by frame_id,
+    and the frames that could not be read at all (no pixels, so no vector)."""
 
     frames: pd.DataFrame
     vectors: np.ndarray
+    unreadable: pd.DataFrame
 
 
 def load_corpus(store: ObjectStore, vector_name: str) -> Corpus:
@@ -49,7 +51,7 @@ def load_corpus(store: ObjectStore, vector_name: str) -> Corpus:
     if joined.empty:
         raise dg.Failure(f"no frames embedded with {vector_name} yet", allow_retries=False)
     vectors = np.stack(joined.pop("vector").to_numpy()).astype(np.float32)
-    return Corpus(joined, vectors)
+    return Corpus(joined, vectors, frames[frames["corrupt"]].reset_index(drop=True))
 
 
 class DuplicateConfig(dg.Config):
@@ -167,8 +169,7 @@ def outliers(
     )
     started = time.perf_counter()
     scored = score_outliers(frames, groups, vectors, params)
-    unreadable = store.read_tables(layout.table_prefix("raw_frames"))
-    unreadable = unreadable[unreadable["corrupt"]]
+    unreadable = corpus.unreadable
     if len(unreadable):
         scored = pd.concat([scored, corrupt_outliers(unreadable)], ignore_index=True)
     elapsed = time.perf_counter() - started
