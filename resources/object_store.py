@@ -30,6 +30,9 @@ class StoredObject:
     fingerprint: str  # changes whenever the content changes (ETag, or size + mtime)
 
 
+TEMP_PREFIX = ".tmp-"  # local writes in progress; never listed
+
+
 class StorageError(RuntimeError):
     """A storage operation failed; the message names the object (never a credential)."""
 
@@ -66,6 +69,14 @@ class ObjectStore(ABC):
 
     @abstractmethod
     def uri(self, key: str) -> str: ...
+
+    def prune(self, prefix: str, keep: set[str]) -> int:
+        """Delete every object under ``prefix`` whose key is not in ``keep`` (left by a killed or
+        differently configured run); returns how many went."""
+        stale = [obj.key for obj in self.list(prefix) if obj.key not in keep]
+        for key in stale:
+            self.delete(key)
+        return len(stale)
 
     @abstractmethod
     @contextmanager
@@ -104,7 +115,8 @@ class LocalObjectStore(ObjectStore):
     def put_bytes(self, key: str, data: bytes) -> str:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+        # No object suffix on the temp name: a write cut short never looks like a frame or a table.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX, suffix=".part")
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
@@ -125,7 +137,7 @@ class LocalObjectStore(ObjectStore):
         start = base / clean_key(prefix) if prefix.strip("/") else base
         paths = sorted(p for p in start.rglob("*") if p.is_file()) if start.is_dir() else []
         for path in paths:
-            if path.name.startswith(".tmp-"):
+            if path.name.startswith(TEMP_PREFIX):
                 continue  # an atomic write in progress
             st = path.stat()
             yield StoredObject(
@@ -136,6 +148,12 @@ class LocalObjectStore(ObjectStore):
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+    def prune(self, prefix: str, keep: set[str]) -> int:
+        folder = Path(self.root) / clean_key(prefix)
+        for abandoned in folder.glob(f"{TEMP_PREFIX}*") if folder.is_dir() else ():
+            abandoned.unlink(missing_ok=True)  # a write whose process was killed before the rename
+        return super().prune(prefix, keep)
 
     def uri(self, key: str) -> str:
         return str(self._path(key))

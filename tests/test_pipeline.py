@@ -1,6 +1,7 @@
 """The whole lineage graph, run for real: Dagster in process, encoded videos, Qdrant, GX."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -161,11 +162,12 @@ def test_a_failing_blocking_check_stops_downstream_and_publishes_nothing(tmp_pat
     assert store.exists(layout.rejected_table_key("raw_frames", video_id))  # kept for inspection
 
 
-def test_definitions_load_from_workspace_yaml():
+def test_definitions_load_from_workspace_yaml(tmp_path):
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.run(
         [sys.executable, "-m", "dagster", "definitions", "validate", "-w", str(root / "workspace.yaml")],
         cwd=root,
+        env={**os.environ, "DAGSTER_HOME": str(tmp_path)},  # a clean checkout has no instance folder yet
         capture_output=True,
         text=True,
         timeout=300,

@@ -212,6 +212,9 @@ def test_a_run_killed_halfway_is_re_run_to_the_same_result(tmp_path):
     victim.wait()
     assert 0 < len(list(frames_dir.glob("*.jpg"))) < 80
     assert not (killed_root / layout.table_key("raw_frames", source_id_for(scene.name))).exists()
+    # Whatever the kill caught mid-write, plus a frame from a run with a higher sampling rate.
+    (frames_dir / ".tmp-cut-short.part").write_bytes(b"\xff\xd8 half a jpeg")
+    (frames_dir / "999999.jpg").write_bytes(b"\xff\xd8 a stale frame")
 
     run(killed_root)
     clean_root = tmp_path / "clean"
@@ -225,7 +228,8 @@ def test_a_run_killed_halfway_is_re_run_to_the_same_result(tmp_path):
         name: s.read_table(layout.table_key("raw_frames", video_id)).drop(columns="uri") for name, s in stores.items()
     }
     assert tables["killed"].equals(tables["clean"])
-    assert len(list(frames_dir.glob("*.jpg"))) == len(tables["killed"])  # no orphaned frames
+    published = stores["killed"].read_table(layout.table_key("raw_frames", video_id))["uri"]
+    assert sorted(p.name for p in frames_dir.iterdir()) == sorted(Path(uri).name for uri in published)  # no orphans
     from resources import VectorStoreResource
     from resources.embedder import Embedder
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 
+def frame_prefix(video_id: str) -> str:
+    return f"frames/{video_id}/"
+
+
 def frame_key(video_id: str, frame_index: int) -> str:
-    return f"frames/{video_id}/{frame_index:06d}.jpg"
+    return f"{frame_prefix(video_id)}{frame_index:06d}.jpg"
 
 
 def table_key(asset: str, partition: str = "all") -> str:

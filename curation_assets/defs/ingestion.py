@@ -195,6 +195,11 @@ def raw_frames(
     if entries and not failed:  # a labeled dataset brings its labels along
         store.write_table(layout.table_key("source_labels", source_id), source_labels(source_id, entries))
     store.write_table(key, table)
+    if not failed:
+        keep = {store.key_for_uri(uri) for uri in readable["uri"]} if len(readable) else set()
+        pruned = store.prune(layout.frame_prefix(source_id), keep)
+        if pruned:
+            context.log.info(f"{source.key}: removed {pruned} stale frame files left by an earlier run")
     if failed:
         context.log.error(f"{source.key}: blocking checks failed ({', '.join(failed)}); table kept at {key}")
     for message in damage:
