@@ -6,7 +6,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.curation/dagster
 # The offline demo and the UI use a seeded random-init CLIP unless told otherwise.
 export CURATION_EMBEDDER_PRETRAINED ?= none
 
-.PHONY: install demo test ui lint clean
+.PHONY: install demo test ui lint clean bench-quality bench-scale
 
 install: $(VENV)/.installed
 
@@ -30,6 +30,17 @@ ui: install $(DAGSTER_HOME)/dagster.yaml
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+# Benchmarks (not part of the test suite); the peers live in their own environment.
+PEERS := bench/peers/.venv/bin/python
+bench-quality: install
+	bench/peers/setup.sh
+	$(PEERS) bench/quality_data.py bench/.quality
+	$(PEERS) bench/peers/run_peers.py bench/.quality/images bench/.quality/peers.json
+	$(PY) bench/quality.py bench/.quality
+
+bench-scale: install
+	$(PY) bench/scale.py
 
 clean:
 	rm -rf .curation

@@ -29,6 +29,10 @@ class VectorStoreError(RuntimeError):
     pass
 
 
+def _stack(vectors: list) -> np.ndarray:
+    return np.asarray(vectors, dtype=np.float32).reshape(len(vectors), -1)
+
+
 class VectorStore(ABC):
     @abstractmethod
     def ensure_collection(self, collection: str, vector_name: str, dim: int) -> None: ...
@@ -52,12 +56,20 @@ class VectorStore(ABC):
 
     @abstractmethod
     def nearest(
-        self, collection: str, vector_name: str, vector: np.ndarray, limit: int
+        self, collection: str, vector_name: str, vector: np.ndarray, limit: int, exclude_videos: Sequence[str] = ()
     ) -> list[tuple[str, float, dict]]:
-        """(point id, cosine similarity, payload) of the ``limit`` nearest points."""
+        """(point id, cosine similarity, payload) of the ``limit`` nearest points outside ``exclude_videos``."""
+
+    @abstractmethod
+    def retrieve(self, collection: str, vector_name: str, ids: Sequence[str]) -> tuple[np.ndarray, list[dict]]:
+        """Vectors and payloads of the points ``ids`` (all must exist), in that order."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
+
+    def build_index(self, collection: str) -> None:  # noqa: B027 - optional hook
+        """Index what was written since the last call, so queries stop scanning every point
+        (a Qdrant server does this by itself, in the background)."""
 
     def replace_video(
         self,
@@ -150,16 +162,33 @@ class EdgeVectorStore(VectorStore):
         flt = self._video_filter(video_id) if video_id is not None else None
         return self._shard(collection).count(qe.CountRequest(exact=True, filter=flt))
 
-    def nearest(self, collection, vector_name, vector, limit):
+    def nearest(self, collection, vector_name, vector, limit, exclude_videos=()):
         qe = self._qe
+        flt = (
+            qe.Filter(must_not=[qe.FieldCondition(key="video_id", match=qe.MatchAny(list(exclude_videos)))])
+            if exclude_videos
+            else None
+        )
         hits = self._shard(collection).query(
             qe.QueryRequest(
                 limit=limit,
                 query=qe.Query.Nearest(np.asarray(vector, dtype=np.float32).tolist(), using=vector_name),
                 with_payload=True,
+                filter=flt,
             )
         )
         return [(str(h.id), float(h.score), dict(h.payload or {})) for h in hits]
+
+    def retrieve(self, collection, vector_name, ids):
+        records = {str(r.id): r for r in self._shard(collection).retrieve(list(ids), True, True)}
+        missing = [i for i in ids if i not in records]
+        if missing:
+            raise VectorStoreError(f"{len(missing)} points missing from {collection}, e.g. {missing[0]}")
+        rows = [records[i] for i in ids]
+        return _stack([r.vector[vector_name] for r in rows]), [dict(r.payload or {}) for r in rows]
+
+    def build_index(self, collection: str) -> None:
+        self._shard(collection).optimize()  # HNSW over segments past the engine's threshold; cheap when little changed
 
     def close(self) -> None:
         for shard in self._shards.values():
@@ -232,7 +261,16 @@ class QdrantClientVectorStore(VectorStore):
         flt = self._video_filter(video_id) if video_id is not None else None
         return self._call("count", self.client.count, collection, count_filter=flt, exact=True).count
 
-    def nearest(self, collection, vector_name, vector, limit):
+    def nearest(self, collection, vector_name, vector, limit, exclude_videos=()):
+        from qdrant_client import models
+
+        flt = (
+            models.Filter(
+                must_not=[models.FieldCondition(key="video_id", match=models.MatchAny(any=list(exclude_videos)))]
+            )
+            if exclude_videos
+            else None
+        )
         res = self._call(
             "query_points",
             self.client.query_points,
@@ -241,8 +279,22 @@ class QdrantClientVectorStore(VectorStore):
             using=vector_name,
             limit=limit,
             with_payload=True,
+            query_filter=flt,
         )
         return [(str(p.id), float(p.score), dict(p.payload or {})) for p in res.points]
+
+    def retrieve(self, collection, vector_name, ids):
+        records = {
+            str(r.id): r
+            for r in self._call(
+                "retrieve", self.client.retrieve, collection, list(ids), with_payload=True, with_vectors=True
+            )
+        }
+        missing = [i for i in ids if i not in records]
+        if missing:
+            raise VectorStoreError(f"{len(missing)} points missing from {collection}, e.g. {missing[0]}")
+        rows = [records[i] for i in ids]
+        return _stack([r.vector[vector_name] for r in rows]), [dict(r.payload or {}) for r in rows]
 
     def close(self) -> None:
         self.client.close()

@@ -102,3 +102,25 @@ def test_copies_of_the_last_embedded_frame_reuse_its_vector_and_drift_does_not()
 def test_reuse_never_crosses_videos():
     frames = pd.concat([_frames(2, "v1", sha=["s", "s"]), _frames(2, "v2", sha=["s", "s"])], ignore_index=True)
     assert list(embedding_sources(frames)) == [0, 0, 2, 2]
+
+
+def test_a_new_leader_joins_the_existing_group_whose_representative_it_copies_and_never_chains():
+    from curation_assets.core.duplicates import extend_groups, match_to_corpus
+
+    previous = find_duplicate_groups(_frames(2, "old", phash=np.array([0, -1])), _unit([[1, 0, 0], [0, 1, 0]]))
+    reps = pd.DataFrame({"frame_id": ["old/000000", "old/000001"], "phash": [0, -1]})
+    rep_vectors = _unit([[1, 0, 0], [0, 1, 0]])
+    new_vectors = _unit([[1, 0.05, 0], [0.6, 0.8, 0], [0, 0, 1]])  # a copy of rep 0; halfway; something new
+    new = _frames(3, "new", phash=np.array([0b1, 0xFFFF << 20, 0x0F0F0F0F]))
+    new_groups = find_duplicate_groups(new, new_vectors)
+    # the store found every old representative near every new leader
+    match, cosine = match_to_corpus(new, new_vectors, reps, rep_vectors, np.array([[0, 1]] * 3))
+    assert list(match) == [0, -1, -1] and cosine[0] > 0.99
+    joins = {new_groups.at[0, "group_id"]: "old/000000"}
+    merged = extend_groups(previous, new_groups, new_vectors, joins, {"old/000000": rep_vectors[0]}).set_index(
+        "frame_id"
+    )
+    assert merged.loc["new/000000", "group_id"] == "old/000000" and merged.loc["new/000000", "reason"] == "near"
+    assert merged.loc["old/000000", "reason"] == "representative" and merged.loc["old/000000", "group_size"] == 2
+    assert merged.loc["new/000001", "group_id"] == "new/000001" and merged.loc["new/000001", "reason"] == "unique"
+    assert merged["group_id"].nunique() == 4

@@ -76,3 +76,17 @@ def test_copies_of_an_odd_frame_do_not_hide_it():
     frames.loc[[8, 9], "sha256"] = frames.loc[7, "sha256"]
     scored = _score(frames, vectors)
     assert scored.loc[["v/000007", "v/000008", "v/000009"], "isolated"].all()
+
+
+def test_a_folder_of_unrelated_photos_flags_only_extremes_of_focus_and_size():
+    rng = np.random.default_rng(2)
+    frames = _frames(40)
+    frames["sharpness"] = np.exp(rng.uniform(np.log(1e-3), np.log(5e-2), 40))  # scenes differ 50-fold in detail
+    frames["width"] = rng.choice([512, 451, 600, 384], 40)
+    frames["height"] = rng.choice([512, 300, 400], 40)
+    frames.loc[7, "sharpness"] = 1e-6  # blurred beyond anything else in the folder
+    frames.loc[8, ["width", "height"]] = [64, 48]  # a thumbnail
+    scored = _score(frames, _vectors(40))
+    assert scored.loc["v/000007", "reasons"] == "blurry"
+    assert scored.loc["v/000008", "reasons"] == "odd_size"
+    assert scored["is_outlier"].sum() == 2

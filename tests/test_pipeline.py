@@ -263,3 +263,43 @@ def test_a_failed_import_leaves_the_previous_labeled_set_intact(local_defs, inst
     from curation_assets.defs.labeling import dataset_versions
 
     assert dataset_versions(store) == ["v0001"]
+
+
+def test_a_new_video_is_matched_against_existing_groups_through_the_vector_store(tmp_path, instance, video_dir):
+    from curation_assets.defs.curation import duplicate_groups
+
+    resources = make_resources(str(tmp_path / "root"), tmp_path / "qdrant")
+    store, landing = resources["object_store"].store(), resources["object_store"].landing_store()
+    drop(landing, video_dir, SCENE_A.name)
+    landing.put_bytes("cam-c/shelf-again.mp4", (video_dir / SCENE_A.name).read_bytes())  # the same footage again
+    first, again = video_id_for(SCENE_A.name), video_id_for("cam-c/shelf-again.mp4")
+    instance.add_dynamic_partitions(videos.name, [first, again])
+
+    def group(**config):
+        result = dg.materialize(
+            ASSETS,
+            selection=dg.AssetSelection.assets(duplicate_groups),
+            resources=resources,
+            instance=instance,
+            run_config={"ops": {"duplicate_groups": {"config": config}}},
+        )
+        mode = result.asset_materializations_for_node("duplicate_groups")[0].metadata["mode"].value
+        return mode, store.read_table(layout.table_key("duplicate_groups")).set_index("frame_id")
+
+    assert _materialize_video(resources, instance, first).success
+    mode, before = group()
+    assert mode.startswith("full")
+    assert _materialize_video(resources, instance, again).success
+    mode, after = group()
+    assert mode.startswith("incremental: 1 new videos")
+
+    assert (after.loc[before.index, "group_id"] == before["group_id"]).all()  # existing groups keep their ids
+    twins = [f.replace(first, again, 1) for f in before.index]
+    assert (after.loc[twins, "group_id"].to_numpy() == before["group_id"].to_numpy()).all()
+    assert (
+        after["group_id"].nunique() == before["group_id"].nunique() and not after.loc[twins, "is_representative"].any()
+    )
+
+    mode, rebuilt = group(incremental=False)
+    assert mode.startswith("full")
+    assert (rebuilt.loc[twins, "group_id"].to_numpy() == rebuilt.loc[before.index, "group_id"].to_numpy()).all()

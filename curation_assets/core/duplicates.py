@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from curation_assets.core.image_stats import hamming_distance
-from curation_assets.core.neighbors import knn
+from curation_assets.core.neighbors import EXACT_BELOW, knn_graph
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,7 @@ class DuplicateParams:
     near_phash_distance: int = 12  # ... and perceptual hashes at most this far apart
     identical_phash_distance: int = 2  # hashes this close are copies whatever the embedding
     neighbors: int = 10
+    exact_search_below: int = EXACT_BELOW  # group leaders; above this the k-NN graph is clustered
 
 
 def quality_score(frames: pd.DataFrame) -> np.ndarray:
@@ -36,6 +37,40 @@ def _is_near(params: DuplicateParams, cos: np.ndarray, ham: np.ndarray) -> np.nd
     return ((cos >= params.near_cosine) & (ham <= params.near_phash_distance)) | (
         ham <= params.identical_phash_distance
     )
+
+
+def cluster_leaders(nbr: np.ndarray, sims: np.ndarray, near: np.ndarray, quality: np.ndarray) -> list[tuple[int, int]]:
+    """Greedy clustering over the near edges of a k-NN graph, best quality first.
+
+    Each leader, in quality order, joins the most similar cluster head it is near, if any;
+    otherwise it becomes a head and absorbs its free near neighbours. Members are always
+    near their head itself, so nothing chains. Edges count in both directions (the k-NN
+    graph is not symmetric). Returns (head, member) pairs.
+    """
+    rows = np.repeat(np.arange(len(nbr)), near.sum(axis=1))
+    a = np.concatenate([rows, nbr[near]])
+    b = np.concatenate([nbr[near], rows])
+    sim = np.concatenate([sims[near], sims[near]])
+    by_node = np.argsort(a, kind="stable")
+    a, b, sim = a[by_node], b[by_node], sim[by_node]
+    start = np.searchsorted(a, np.arange(len(nbr) + 1))
+    free, head, absorbed = 0, 1, 2
+    state = np.zeros(len(nbr), dtype=np.int8)
+    pairs: list[tuple[int, int]] = []
+    for node in sorted(np.unique(a).tolist(), key=lambda i: -quality[i]):  # only nodes on a near edge
+        if state[node] == absorbed:
+            continue
+        others, similarity = b[start[node] : start[node + 1]], sim[start[node] : start[node + 1]]
+        heads = state[others] == head
+        if heads.any():
+            pairs.append((int(others[heads][np.argmax(similarity[heads])]), node))
+            state[node] = absorbed
+            continue
+        state[node] = head
+        for other in np.unique(others[state[others] == free]).tolist():
+            state[other] = absorbed
+            pairs.append((node, other))
+    return pairs
 
 
 def find_duplicate_groups(
@@ -77,13 +112,16 @@ def find_duplicate_groups(
             first_by_hash[digest] = i
 
     # 2. temporal runs inside each video, each frame compared to its run's anchor
-    order = frames.sort_values(["video_id", "frame_index"]).index.to_numpy()
+    video = pd.factorize(frames["video_id"])[0]
+    order = np.lexsort((frames["frame_index"].to_numpy(), video))
+    bits = phash.view(np.uint64).tolist()  # Python ints: int.bit_count is the fastest popcount here
     anchor = -1
-    for pos, i in enumerate(order):
-        if pos and frames.at[i, "video_id"] == frames.at[order[pos - 1], "video_id"] and anchor >= 0:
-            cos = float(vectors[i] @ vectors[anchor])
-            ham = int(hamming_distance(phash[i], phash[anchor]))
-            if _is_near(params, np.array(cos), np.array(ham)):
+    for i in order.tolist():
+        if anchor >= 0 and video[i] == video[anchor]:
+            ham = (bits[i] ^ bits[anchor]).bit_count()
+            if ham <= params.identical_phash_distance or (
+                ham <= params.near_phash_distance and float(vectors[i] @ vectors[anchor]) >= params.near_cosine
+            ):
                 if parent[i] != parent[anchor]:
                     attach(i, anchor, "temporal")
                 continue
@@ -92,19 +130,13 @@ def find_duplicate_groups(
     # 3. across runs and videos: greedy clustering of leaders over a k-NN graph
     reps = np.array([max(group, key=quality.__getitem__) for group in members.values()])
     if len(reps) > 1:
-        nbr, sims = knn(vectors[reps], k=min(params.neighbors, len(reps) - 1))
-        taken = np.zeros(len(reps), dtype=bool)  # absorbed, or already a cluster head
-        for a in np.argsort(-quality[reps], kind="stable"):
-            if taken[a]:
-                continue
-            taken[a] = True
-            keep = nbr[a] >= 0
-            keep[keep] = ~taken[nbr[a][keep]]
-            cand = nbr[a][keep]
-            ham = hamming_distance(phash[reps[cand]], phash[reps[a]])
-            for b in cand[_is_near(params, sims[a][keep], ham)]:
-                taken[b] = True
-                attach(reps[b], reps[a], "near")
+        nbr, sims = knn_graph(
+            vectors[reps], k=min(params.neighbors, len(reps) - 1), exact_below=params.exact_search_below
+        )
+        valid = nbr >= 0
+        ham = hamming_distance(phash[reps][np.where(valid, nbr, 0)], phash[reps][:, None])
+        for a, b in cluster_leaders(nbr, sims, valid & _is_near(params, sims, ham), quality[reps]):
+            attach(reps[b], reps[a], "near")
 
     # representatives: the best-quality member of each final group
     out = pd.DataFrame({"frame_id": frames["frame_id"], "_root": parent, "_quality": quality})
@@ -113,14 +145,81 @@ def find_duplicate_groups(
     rep = np.array([rep_of_root[r] for r in parent])
     out["group_id"] = frames["frame_id"].to_numpy()[rep]
     out["is_representative"] = rep == np.arange(n)
-    out["group_size"] = out.groupby("_root")["frame_id"].transform("size").astype(int)
     out["similarity"] = np.einsum("ij,ij->i", vectors, vectors[rep]).clip(-1, 1)
-    reason[out["is_representative"].to_numpy()] = "representative"
-    reason[(out["group_size"] == 1).to_numpy()] = "unique"
     out["reason"] = reason
-    return out.drop(columns=["_root", "_quality"])[
-        ["frame_id", "group_id", "is_representative", "reason", "similarity", "group_size"]
-    ]
+    return _finish(out.drop(columns=["_root", "_quality"]))
+
+
+GROUP_COLUMNS = ["frame_id", "group_id", "is_representative", "reason", "similarity", "group_size"]
+
+
+def _finish(groups: pd.DataFrame) -> pd.DataFrame:
+    """Group sizes, and the reasons that follow from them, for a frame -> group table."""
+    groups = groups.reset_index(drop=True)
+    groups["group_size"] = groups.groupby("group_id")["frame_id"].transform("size").astype(int)
+    reason = groups["reason"].to_numpy(dtype=object).copy()
+    reason[groups["is_representative"].to_numpy()] = "representative"
+    reason[(groups["group_size"] == 1).to_numpy()] = "unique"
+    groups["reason"] = reason
+    return groups[GROUP_COLUMNS]
+
+
+def match_to_corpus(
+    leaders: pd.DataFrame,
+    leader_vectors: np.ndarray,
+    reps: pd.DataFrame,
+    rep_vectors: np.ndarray,
+    candidates: np.ndarray,
+    params: DuplicateParams = DuplicateParams(),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Incremental matching: which existing group each new group's leader copies, if any.
+
+    ``candidates`` (n_leaders, k) are rows of ``reps`` (representatives of existing groups,
+    found near each leader through the vector store), -1 for none. A leader is compared with
+    each candidate representative itself, so nothing chains; the most similar near one wins.
+    Returns (row of ``reps`` or -1, cosine to it) per leader.
+    """
+    valid = candidates >= 0
+    safe = np.where(valid, candidates, 0)
+    if len(reps) == 0 or len(leaders) == 0:
+        return np.full(len(leaders), -1), np.zeros(len(leaders), dtype=np.float32)
+    cos = np.einsum("id,ikd->ik", leader_vectors, rep_vectors[safe])
+    ham = hamming_distance(
+        reps["phash"].to_numpy(dtype=np.int64)[safe], leaders["phash"].to_numpy(dtype=np.int64)[:, None]
+    )
+    score = np.where(valid & _is_near(params, cos, ham), cos, -np.inf)
+    best = np.argmax(score, axis=1)
+    found = np.isfinite(score[np.arange(len(leaders)), best])
+    return np.where(found, candidates[np.arange(len(leaders)), best], -1), np.where(
+        found, cos[np.arange(len(leaders)), best], 0
+    )
+
+
+def extend_groups(
+    previous: pd.DataFrame,
+    new_groups: pd.DataFrame,
+    new_vectors: np.ndarray,
+    joins: dict[str, str],
+    rep_vectors: dict[str, np.ndarray],
+) -> pd.DataFrame:
+    """Add the groups of newly arrived frames to an existing frame -> group table.
+
+    ``new_groups`` is ``find_duplicate_groups`` over the new frames alone (rows aligned with
+    ``new_vectors``); ``joins`` maps a new group's id to the existing group it copies (from
+    ``match_to_corpus``); ``rep_vectors`` holds those existing representatives' vectors.
+    Existing groups keep their representative, so group ids already used by selection
+    rounds stay valid; a full rebuild re-elects representatives.
+    """
+    new = new_groups.reset_index(drop=True).copy()
+    target = new["group_id"].map(joins)
+    joined = target.notna().to_numpy()
+    if joined.any():
+        rep = np.stack([rep_vectors[t] for t in target[joined]])
+        new.loc[joined, "similarity"] = np.einsum("ij,ij->i", new_vectors[joined], rep).clip(-1, 1)
+        new.loc[joined & new["is_representative"].to_numpy(), "reason"] = "near"
+        new.loc[joined, "group_id"] = target[joined]
+        new.loc[joined, "is_representative"] = False
+    return _finish(pd.concat([previous, new], ignore_index=True))
 
 
 def embedding_sources(frames: pd.DataFrame, max_phash_distance: int = 2) -> np.ndarray:

@@ -67,9 +67,8 @@ def perceptual_hash(rgb: np.ndarray, gray: np.ndarray | None = None) -> int:
 
 def hamming_distance(a: np.ndarray | int, b: np.ndarray | int) -> np.ndarray:
     """Bitwise Hamming distance between int64 hash bit patterns (broadcasts)."""
-    x = np.bitwise_xor(np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)).view(np.uint64)
-    bytes_ = np.atleast_1d(x).view(np.uint8).reshape(*np.atleast_1d(x).shape, 8)
-    return np.unpackbits(bytes_, axis=-1).sum(axis=-1).reshape(np.shape(x))
+    x = np.bitwise_xor(np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64))
+    return np.bitwise_count(np.asarray(x).view(np.uint64))  # unsigned: a signed count ignores the sign bit
 
 
 def laplacian_variance(gray: np.ndarray) -> float:

@@ -19,6 +19,16 @@ def table_prefix(asset: str) -> str:
     return f"tables/{asset}"
 
 
+def partition_of(table: str, asset: str) -> str:
+    """Inverse of ``table_key``: the partition a table key belongs to."""
+    return table[len(table_prefix(asset)) + 1 : -len(".parquet")]
+
+
+def state_key(asset: str) -> str:
+    """What a global asset was last built from (its inputs' fingerprints and settings)."""
+    return f"tables/{asset}/_state.json"
+
+
 def rejected_table_key(asset: str, partition: str = "all") -> str:
     """Tables that failed a blocking check: kept for inspection, never read downstream."""
     return f"tables/_rejected/{asset}/{partition}.parquet"

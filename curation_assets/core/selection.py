@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from curation_assets.core.neighbors import knn
+from curation_assets.core.neighbors import knn_graph
 
 STRATEGIES = ("random", "diversity", "typicality", "uncertainty", "hybrid")
 UNCERTAINTY_MEASURES = ("least_confidence", "margin", "entropy")
@@ -101,7 +101,7 @@ def typicality(vectors: np.ndarray, k: int = 20) -> np.ndarray:
     n = len(vectors)
     if n < 2:
         return np.ones(n)
-    _, sims = knn(vectors, min(k, n - 1))
+    _, sims = knn_graph(vectors, min(k, n - 1))
     return 1.0 / np.maximum((1.0 - sims).mean(axis=1), 1e-6)
 
 

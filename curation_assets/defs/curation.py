@@ -1,5 +1,6 @@
 """duplicate_groups and outliers: global assets over every published video."""
 
+import json
 import time
 from dataclasses import dataclass
 
@@ -9,14 +10,15 @@ import pandas as pd
 from pydantic import Field
 
 from curation_assets.core import layout
-from curation_assets.core.duplicates import DuplicateParams, find_duplicate_groups
+from curation_assets.core.duplicates import DuplicateParams, extend_groups, find_duplicate_groups, match_to_corpus
+from curation_assets.core.ids import point_id_for
 from curation_assets.core.outliers import REASONS, OutlierParams, corrupt_outliers, score_outliers
 from curation_assets.defs import checks
 from curation_assets.defs.embedding import frame_embeddings
 from curation_assets.defs.reports import largest_groups, outliers_by_reason, picture_metadata
 from curation_assets.defs.retries import TRANSIENT
 from curation_assets.quality import suites
-from resources import EmbedderResource, ExpectationsResource, ObjectStoreResource
+from resources import EmbedderResource, ExpectationsResource, ObjectStoreResource, VectorStoreResource
 from resources.object_store import ObjectStore
 
 # Re-run when any video's embeddings land, not on a timer; wait while some are in flight.
@@ -38,9 +40,20 @@ class Corpus:
     unreadable: pd.DataFrame
 
 
-def load_corpus(store: ObjectStore, vector_name: str) -> Corpus:
-    frames = store.read_tables(layout.table_prefix("raw_frames"))
-    vecs = store.read_tables(layout.table_prefix("frame_embeddings"))
+def _tables(store: ObjectStore, asset: str, videos: set[str] | None) -> pd.DataFrame | None:
+    keys = [
+        o.key
+        for o in store.list(layout.table_prefix(asset))
+        if o.key.endswith(".parquet") and (videos is None or layout.partition_of(o.key, asset) in videos)
+    ]
+    tables = [t for t in (store.read_table(k) for k in keys) if len(t)]
+    return pd.concat(tables, ignore_index=True) if tables else None
+
+
+def load_corpus(store: ObjectStore, vector_name: str, videos: set[str] | None = None) -> Corpus:
+    """Published frames with vectors: every video's, or only ``videos``'."""
+    frames = _tables(store, "raw_frames", videos)
+    vecs = _tables(store, "frame_embeddings", videos)
     if frames is None or vecs is None:
         raise dg.Failure(
             "no published frames with embeddings yet: materialize raw_frames and frame_embeddings first",
@@ -62,11 +75,69 @@ class DuplicateConfig(dg.Config):
     identical_phash_distance: int = Field(
         default=DuplicateParams.identical_phash_distance, description="pHash bits apart that mean a copy outright."
     )
+    incremental: bool = Field(
+        default=True,
+        description="Match only newly embedded videos against the existing groups, through the vector store; "
+        "false rebuilds every group (and re-elects representatives).",
+    )
+
+
+def _embedding_inputs(store: ObjectStore) -> dict[str, str]:
+    """Each video's published vector table -> its fingerprint."""
+    prefix = layout.table_prefix("frame_embeddings")
+    return {
+        layout.partition_of(o.key, "frame_embeddings"): o.fingerprint
+        for o in store.list(prefix)
+        if o.key.endswith(".parquet")
+    }
+
+
+def _new_videos(store: ObjectStore, inputs: dict[str, str], settings: dict) -> set[str] | None:
+    """Videos added since the last build, when only additions happened; None means rebuild."""
+    if not (store.exists(layout.state_key("duplicate_groups")) and store.exists(layout.table_key("duplicate_groups"))):
+        return None
+    state = json.loads(store.get_bytes(layout.state_key("duplicate_groups")))
+    before = state["inputs"]
+    unchanged = state["settings"] == settings and all(inputs.get(v) == f for v, f in before.items())
+    new = set(inputs) - set(before)
+    return new if unchanged and new else None
+
+
+def _extend(store: ObjectStore, vs, collection: str, vector_name: str, new: set[str], params: DuplicateParams):
+    """Group the new videos' frames, then match each new group's leader with the existing
+    groups' representatives through the vector store: work grows with the new videos."""
+    previous = store.read_table(layout.table_key("duplicate_groups"))
+    corpus = load_corpus(store, vector_name, new)
+    new_groups = find_duplicate_groups(corpus.frames, corpus.vectors, params)
+    leader_rows = np.flatnonzero(new_groups["is_representative"].to_numpy())
+    vs.build_index(collection)
+    group_of = dict(zip(previous["frame_id"], previous["group_id"]))
+    hits = [
+        vs.nearest(collection, vector_name, corpus.vectors[i], params.neighbors, exclude_videos=sorted(new))
+        for i in leader_rows
+    ]
+    rep_ids = sorted({group_of[p["frame_id"]] for row in hits for _, _, p in row if p.get("frame_id") in group_of})
+    rep_vectors, rep_payloads = (
+        vs.retrieve(collection, vector_name, [point_id_for(r) for r in rep_ids]) if rep_ids else (np.zeros((0, 1)), [])
+    )
+    reps = pd.DataFrame({"frame_id": rep_ids, "phash": [p["phash"] for p in rep_payloads]})
+    row_of_rep = {r: i for i, r in enumerate(rep_ids)}
+    candidates = np.full((len(leader_rows), params.neighbors), -1)
+    for n, row in enumerate(hits):
+        found = list(dict.fromkeys(row_of_rep[group_of[p["frame_id"]]] for _, _, p in row if p["frame_id"] in group_of))
+        candidates[n, : len(found)] = found
+    leaders = corpus.frames.iloc[leader_rows]
+    match, _ = match_to_corpus(leaders, corpus.vectors[leader_rows], reps, rep_vectors, candidates, params)
+    joins = {new_groups.at[i, "group_id"]: rep_ids[m] for i, m in zip(leader_rows, match) if m >= 0}
+    vectors_of = {rep_ids[m]: rep_vectors[m] for m in match if m >= 0}
+    groups = extend_groups(previous, new_groups, corpus.vectors, joins, vectors_of)
+    return groups, corpus, len(joins)
 
 
 @dg.asset(
     retry_policy=TRANSIENT,
     deps=[frame_embeddings],
+    pool="qdrant",  # new videos are matched through the vector store
     group_name="curation",
     kinds={"numpy", "parquet"},
     automation_condition=ON_NEW_EMBEDDINGS,
@@ -85,20 +156,37 @@ def duplicate_groups(
     object_store: ObjectStoreResource,
     embedder: EmbedderResource,
     expectations: ExpectationsResource,
+    vector_store: VectorStoreResource,
 ):
-    """Group exact, temporal and near copies across all videos; pick the best frame of each."""
-    store = object_store.store()
-    corpus = load_corpus(store, embedder.embedder().vector_name)
-    params = DuplicateParams(config.near_cosine, config.near_phash_distance, config.identical_phash_distance)
-    started = time.perf_counter()
-    groups = find_duplicate_groups(corpus.frames, corpus.vectors, params)
-    elapsed = time.perf_counter() - started
+    """Group exact, temporal and near copies across all videos; pick the best frame of each.
 
+    New videos are matched against the existing groups through the vector store (a frame
+    that copies an old one joins the old group); anything else rebuilds every group."""
+    store = object_store.store()
+    vector_name = embedder.embedder().vector_name
+    params = DuplicateParams(config.near_cosine, config.near_phash_distance, config.identical_phash_distance)
+    settings = {"vector_name": vector_name, **params.__dict__}
+    inputs = _embedding_inputs(store)
+    new = _new_videos(store, inputs, settings) if config.incremental else None
+    started = time.perf_counter()
+    if new:
+        collection = vector_store.collection_for(vector_name)
+        with vector_store.open() as vs:
+            groups, corpus, joined = _extend(store, vs, collection, vector_name, new, params)
+        mode = f"incremental: {len(new)} new videos, {len(corpus.frames)} frames, {joined} groups joined existing ones"
+    else:
+        corpus = load_corpus(store, vector_name)
+        groups = find_duplicate_groups(corpus.frames, corpus.vectors, params)
+        mode = f"full: {len(corpus.frames)} frames"
+    elapsed = time.perf_counter() - started
+    context.log.info(f"duplicate_groups {mode} in {elapsed:.1f} s")
+
+    expected = [*groups["frame_id"]] if new else list(corpus.frames["frame_id"])
     reps = groups.groupby("group_id")["is_representative"].sum().rename("representatives").reset_index()
     results = [
         checks.from_validation(
             "duplicate_groups_cover_frames",
-            expectations.validate(groups, "duplicate_groups", suites.duplicate_groups(list(corpus.frames["frame_id"]))),
+            expectations.validate(groups, "duplicate_groups", suites.duplicate_groups(expected)),
         ),
         checks.from_validation(
             "duplicate_groups_one_representative",
@@ -108,12 +196,19 @@ def duplicate_groups(
     failed = checks.blocking_failures(results)
     key = layout.rejected_table_key("duplicate_groups") if failed else layout.table_key("duplicate_groups")
     store.write_table(key, groups)
+    if not failed:  # what the next run extends
+        state = {"settings": settings, "inputs": inputs}
+        store.put_bytes(layout.state_key("duplicate_groups"), json.dumps(state, sort_keys=True).encode())
     n_groups = int(groups["group_id"].nunique())
+    top = groups.drop_duplicates("group_id").nlargest(6, "group_size")["group_id"]
+    pictured = {f.rsplit("/", 1)[0] for f in groups.loc[groups["group_id"].isin(top), "frame_id"]}
+    picture_frames = _tables(store, "raw_frames", pictured) if new else corpus.frames
     reason_counts = groups["reason"].value_counts().to_dict()
     return dg.MaterializeResult(
         metadata={
             "frames": len(groups),
-            "videos": int(corpus.frames["video_id"].nunique()),
+            "videos": len(inputs),
+            "mode": mode,
             "groups": n_groups,
             "duplicate_frames": len(groups) - n_groups,
             "ratio_removed": round(1 - n_groups / len(groups), 3),
@@ -123,7 +218,7 @@ def duplicate_groups(
             "near_phash_distance": params.near_phash_distance,
             "seconds": round(elapsed, 3),
             "table": dg.MetadataValue.path(store.uri(key)),
-            **picture_metadata(store, "largest_groups", largest_groups(corpus.frames, groups)),
+            **picture_metadata(store, "largest_groups", largest_groups(picture_frames, groups)),
         },
         check_results=results,
     )

@@ -20,7 +20,8 @@ from curation_assets.quality import suites
 from resources import EmbedderResource, ExpectationsResource, ObjectStoreResource, VectorStoreResource
 
 ASSET = "frame_embeddings"
-PAYLOAD_COLUMNS = ["frame_id", "video_id", "camera_id", "frame_index", "timestamp_s", "uri"]
+# phash lets incremental duplicate matching compare a new frame with a stored one without reading its table
+PAYLOAD_COLUMNS = ["frame_id", "video_id", "camera_id", "frame_index", "timestamp_s", "uri", "phash"]
 
 
 class EmbeddingConfig(dg.Config):
