@@ -60,6 +60,12 @@ class VectorStore(ABC):
     ) -> list[tuple[str, float, dict]]:
         """(point id, cosine similarity, payload) of the ``limit`` nearest points outside ``exclude_videos``."""
 
+    def nearest_many(
+        self, collection: str, vector_name: str, vectors: np.ndarray, limit: int, exclude_videos: Sequence[str] = ()
+    ) -> list[list[tuple[str, float, dict]]]:
+        """``nearest`` for each row of ``vectors``."""
+        return [self.nearest(collection, vector_name, v, limit, exclude_videos) for v in vectors]
+
     @abstractmethod
     def retrieve(self, collection: str, vector_name: str, ids: Sequence[str]) -> tuple[np.ndarray, list[dict]]:
         """Vectors and payloads of the points ``ids`` (all must exist), in that order."""
@@ -162,22 +168,30 @@ class EdgeVectorStore(VectorStore):
         flt = self._video_filter(video_id) if video_id is not None else None
         return self._shard(collection).count(qe.CountRequest(exact=True, filter=flt))
 
-    def nearest(self, collection, vector_name, vector, limit, exclude_videos=()):
+    def _query(self, vector_name, vector, limit, exclude_videos):
         qe = self._qe
         flt = (
             qe.Filter(must_not=[qe.FieldCondition(key="video_id", match=qe.MatchAny(list(exclude_videos)))])
             if exclude_videos
             else None
         )
-        hits = self._shard(collection).query(
-            qe.QueryRequest(
-                limit=limit,
-                query=qe.Query.Nearest(np.asarray(vector, dtype=np.float32).tolist(), using=vector_name),
-                with_payload=True,
-                filter=flt,
-            )
+        return qe.QueryRequest(
+            limit=limit,
+            query=qe.Query.Nearest(np.asarray(vector, dtype=np.float32).tolist(), using=vector_name),
+            with_payload=True,
+            filter=flt,
         )
-        return [(str(h.id), float(h.score), dict(h.payload or {})) for h in hits]
+
+    def nearest(self, collection, vector_name, vector, limit, exclude_videos=()):
+        return self.nearest_many(collection, vector_name, np.asarray(vector)[None], limit, exclude_videos)[0]
+
+    def nearest_many(self, collection, vector_name, vectors, limit, exclude_videos=()):
+        requests = [self._query(vector_name, v, limit, exclude_videos) for v in vectors]
+        results = []
+        for start in range(0, len(requests), 256):  # one planned pass over the segments per batch
+            batch = self._shard(collection).query_batch(self._qe.QueryBatchRequest(requests[start : start + 256]))
+            results += [[(str(h.id), float(h.score), dict(h.payload or {})) for h in hits] for hits in batch]
+        return results
 
     def retrieve(self, collection, vector_name, ids):
         records = {str(r.id): r for r in self._shard(collection).retrieve(list(ids), True, True)}

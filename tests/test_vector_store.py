@@ -67,6 +67,25 @@ def test_nearest_returns_the_same_point_with_its_payload(store):
     assert [h[1] for h in hits] == sorted((h[1] for h in hits), reverse=True)
 
 
+def test_batched_search_can_leave_videos_out_and_points_come_back_with_their_vectors(store):
+    ids, vectors, payloads = _points("v1", 20)
+    store.ensure_collection(COLLECTION, "m", 8)
+    store.replace_video(COLLECTION, "m", "v1", ids, vectors, payloads)
+    store.replace_video(COLLECTION, "m", "v2", *_points("v2", 20))  # the same vectors again, another video
+    store.build_index(COLLECTION)
+    both = store.nearest_many(COLLECTION, "m", vectors[:3], limit=2)
+    assert [{h[2]["video_id"] for h in hits} for hits in both] == [{"v1", "v2"}] * 3
+    old_only = store.nearest_many(COLLECTION, "m", vectors[:3], limit=2, exclude_videos=["v2"])
+    assert [hits[0][0] for hits in old_only] == ids[:3] and all(h[2]["video_id"] == "v1" for r in old_only for h in r)
+    got, got_payloads = store.retrieve(COLLECTION, "m", [ids[5], ids[2]])
+    assert np.allclose(got, vectors[[5, 2]], atol=1e-5) and [p["frame_id"] for p in got_payloads] == [
+        "v1/000005",
+        "v1/000002",
+    ]
+    with pytest.raises(VectorStoreError, match="missing"):
+        store.retrieve(COLLECTION, "m", [point_id_for("nowhere/000000")])
+
+
 def test_embedded_data_survives_reopening(tmp_path):
     store = EdgeVectorStore(tmp_path)
     store.ensure_collection(COLLECTION, "m", 8)

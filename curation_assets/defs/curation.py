@@ -112,10 +112,9 @@ def _extend(store: ObjectStore, vs, collection: str, vector_name: str, new: set[
     leader_rows = np.flatnonzero(new_groups["is_representative"].to_numpy())
     vs.build_index(collection)
     group_of = dict(zip(previous["frame_id"], previous["group_id"]))
-    hits = [
-        vs.nearest(collection, vector_name, corpus.vectors[i], params.neighbors, exclude_videos=sorted(new))
-        for i in leader_rows
-    ]
+    hits = vs.nearest_many(
+        collection, vector_name, corpus.vectors[leader_rows], params.neighbors, exclude_videos=sorted(new)
+    )
     rep_ids = sorted({group_of[p["frame_id"]] for row in hits for _, _, p in row if p.get("frame_id") in group_of})
     rep_vectors, rep_payloads = (
         vs.retrieve(collection, vector_name, [point_id_for(r) for r in rep_ids]) if rep_ids else (np.zeros((0, 1)), [])
