@@ -39,3 +39,17 @@ def test_empty_file_is_rejected(tmp_path):
 def test_resolution_above_the_limit_is_rejected_before_decoding(video_dir):
     with pytest.raises(VideoDecodeError, match="exceeds the limit"):
         list(sample_frames(video_dir / SCENE_A.name, name="a", max_pixels=100 * 100))
+
+
+def test_low_sampling_rates_seek_between_samples_and_keep_the_same_frames(tmp_path):
+    import numpy as np
+
+    from curation_assets.demo.scenes import Scene, default_events, write_video
+
+    path = tmp_path / "long.mp4"
+    write_video(Scene("long.mp4", seed=3, duration_s=60, events=default_events(60), fps=10), path)
+    streamed = list(sample_frames(path, name="long.mp4", sample_fps=0.1, seek_gap_s=float("inf")))
+    seeking = list(sample_frames(path, name="long.mp4", sample_fps=0.1, seek_gap_s=5.0))
+    assert [(f.index, f.timestamp_s) for f in seeking] == [(f.index, f.timestamp_s) for f in streamed]
+    assert [f.index for f in seeking] == list(range(0, 600, 100))
+    assert all(np.array_equal(a.rgb, b.rgb) for a, b in zip(seeking, streamed))

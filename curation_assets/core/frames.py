@@ -36,6 +36,7 @@ def sample_frames(
     max_frames: int | None = None,
     max_pixels: int = 4096 * 4096,
     on_damage: Callable[[str], None] | None = None,
+    seek_gap_s: float = 8.0,
 ) -> Iterator[SampledFrame]:
     """Yield frames of the video at ``path``, streaming (memory does not grow with length).
 
@@ -45,6 +46,10 @@ def sample_frames(
     A video damaged part-way (a decode error, or decoding ending well before the duration
     its header declares) keeps the frames before the damage when ``on_damage`` is given,
     which then receives the description; without it the damage is an error.
+
+    At low sampling rates (``seek_gap_s`` or more between samples) it seeks to the keyframe
+    before the next sample instead of decoding everything in between; the frames kept are
+    the same (indices come from timestamps after a seek, as in a constant-rate stream).
     """
     if every_n is not None and every_n < 1:
         raise ValueError("every_n must be >= 1")
@@ -67,10 +72,12 @@ def sample_frames(
         yielded = 0
         index = -1
         last_time = None
+        seeked = False
+        decoder = container.decode(stream)
         try:
-            for frame in container.decode(stream):
-                index += 1
-                ts = float(frame.time) if frame.time is not None else index / fps
+            while (frame := next(decoder, None)) is not None:  # a seek below swaps the decoder
+                ts = float(frame.time) if frame.time is not None else (index + 1) / fps
+                index = round(ts * fps) if seeked else index + 1
                 last_time = ts
                 if every_n is not None:
                     keep = index % every_n == 0
@@ -84,6 +91,11 @@ def sample_frames(
                 yielded += 1
                 if max_frames is not None and yielded >= max_frames:
                     return
+                if sample_fps is not None and every_n is None and next_time - ts >= seek_gap_s:
+                    start = stream.start_time or 0
+                    container.seek(start + int((next_time - 1.0 / fps) / stream.time_base), stream=stream)
+                    decoder = container.decode(stream)
+                    seeked = True
         except av.error.FFmpegError as exc:
             damage = f"{name}: decoding failed after frame {index} ({_reason(exc)})"
             if on_damage is None or yielded == 0:

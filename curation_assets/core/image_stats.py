@@ -25,9 +25,14 @@ class ImageStats:
     entropy: float
 
 
+def luma8(rgb: np.ndarray) -> np.ndarray:
+    """ITU-R 601 luma as uint8 (PIL's conversion, in C: several times cheaper than float math)."""
+    return np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).convert("L"))
+
+
 def grayscale(rgb: np.ndarray) -> np.ndarray:
     """Luma in [0, 1] as float32."""
-    return (rgb.astype(np.float32) @ _LUMA) / 255.0
+    return luma8(rgb).astype(np.float32) / 255.0
 
 
 def pixel_sha256(rgb: np.ndarray) -> str:
@@ -48,14 +53,14 @@ def _dct_matrix(n: int) -> np.ndarray:
 _DCT32 = _dct_matrix(32)
 
 
-def perceptual_hash(rgb: np.ndarray, gray: np.ndarray | None = None) -> int:
+def perceptual_hash(rgb: np.ndarray, luma: np.ndarray | None = None) -> int:
     """pHash: 32x32 grey thumbnail -> 2-D DCT -> 8x8 low frequencies (DC dropped) vs median.
 
     The thumbnail is an area average (box filter) of the luma, which is what the DCT's low
     frequencies need and several times cheaper than a Lanczos resize of the RGB frame.
     """
-    luma = grayscale(rgb) if gray is None else gray
-    thumb = Image.fromarray(luma * 255.0, mode="F").resize((32, 32), Image.Resampling.BOX)
+    luma = luma8(rgb) if luma is None else luma
+    thumb = Image.fromarray(luma).resize((32, 32), Image.Resampling.BOX)
     pixels = np.asarray(thumb, dtype=np.float32)
     low = (_DCT32 @ pixels @ _DCT32.T)[:8, :8].flatten()
     bits = low > np.median(low[1:])
@@ -72,27 +77,38 @@ def hamming_distance(a: np.ndarray | int, b: np.ndarray | int) -> np.ndarray:
 
 
 def laplacian_variance(gray: np.ndarray) -> float:
-    """Variance of the 4-neighbour Laplacian: low for blurry images."""
+    """Variance of the 4-neighbour Laplacian of luma in [0, 1]: low for blurry images."""
     if gray.shape[0] < 3 or gray.shape[1] < 3:
         return 0.0
-    lap = gray[:-2, 1:-1] + gray[2:, 1:-1] + gray[1:-1, :-2] + gray[1:-1, 2:] - 4.0 * gray[1:-1, 1:-1]
-    return float(lap.var())
+    g = gray.astype(np.float32) / 255.0 if gray.dtype == np.uint8 else gray
+    lap = (g[:-2, 1:-1] + g[2:, 1:-1] + g[1:-1, :-2] + g[1:-1, 2:] - 4.0 * g[1:-1, 1:-1]).ravel()
+    mean = lap.mean(dtype=np.float64)
+    return float(max(float(np.dot(lap, lap)) / lap.size - mean * mean, 0.0))
 
 
-def shannon_entropy(gray: np.ndarray) -> float:
+def luma_histogram(luma: np.ndarray) -> np.ndarray:
+    return np.asarray(Image.fromarray(luma).histogram(), dtype=np.int64)  # PIL's, in C: 5x numpy's bincount
+
+
+def shannon_entropy(luma: np.ndarray, hist: np.ndarray | None = None) -> float:
     """Entropy in bits of the 256-bin grey histogram (0 = uniform image, 8 = white noise)."""
-    hist = np.bincount(np.clip(gray * 255.0 + 0.5, 0, 255).astype(np.uint8).ravel(), minlength=256)
+    hist = luma_histogram(luma) if hist is None else hist
     p = hist[hist > 0] / hist.sum()
     return float(-(p * np.log2(p)).sum())
 
 
 def image_stats(rgb: np.ndarray) -> ImageStats:
-    gray = grayscale(rgb)
+    luma = luma8(rgb)
+    hist = luma_histogram(luma)
+    levels = np.arange(256) / 255.0
+    n = hist.sum()
+    brightness = float(hist @ levels / n)  # mean and spread from the histogram: exact for 8-bit luma
+    contrast = float(np.sqrt(max(hist @ levels**2 / n - brightness**2, 0.0)))
     return ImageStats(
         sha256=pixel_sha256(rgb),
-        phash=perceptual_hash(rgb, gray),
-        brightness=float(gray.mean()),
-        contrast=float(gray.std()),
-        sharpness=laplacian_variance(gray),
-        entropy=shannon_entropy(gray),
+        phash=perceptual_hash(rgb, luma),
+        brightness=brightness,
+        contrast=contrast,
+        sharpness=laplacian_variance(luma),
+        entropy=shannon_entropy(luma, hist),
     )

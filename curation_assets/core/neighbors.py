@@ -62,7 +62,7 @@ def clustered_knn(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Approximate self k-NN: compare each vector with those filed under its nearest cell.
 
-    Memory: the vectors, one reordered copy and the (N, k) result; time about
+    Memory: the vectors, the (N, k) result and one cell's scores; time about
     N x spill x N / cells dot products plus the clustering.
     """
     x = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
@@ -85,13 +85,12 @@ def clustered_knn(
     filed_cell = nearest_cells[:, 1:].reshape(-1)
     filed_vector = torch.arange(n).repeat_interleave(spill - 1)[torch.argsort(filed_cell, stable=True)]
     filed_start = _starts(filed_cell, cells)
-    by_home = x[home_order]
     out_idx, out_sim = torch.from_numpy(idx), torch.from_numpy(sim)
     for cell in range(cells):
         a, b = home_start[cell], home_start[cell + 1]
         if a == b:
             continue
-        queries = by_home[a:b]
+        queries = x[home_order[a:b]]  # gathered per cell: no second copy of every vector
         spilled = filed_vector[filed_start[cell] : filed_start[cell + 1]]
         ids = torch.cat([home_order[a:b], spilled])
         scores = queries @ torch.cat([queries, x[spilled]]).T
