@@ -50,10 +50,12 @@ def _tables(store: ObjectStore, asset: str, videos: set[str] | None) -> pd.DataF
     return pd.concat(tables, ignore_index=True) if tables else None
 
 
-def load_corpus(store: ObjectStore, vector_name: str, videos: set[str] | None = None) -> Corpus:
-    """Published frames with vectors: every video's, or only ``videos``'."""
+def load_corpus(store: ObjectStore, vector_name: str, videos: set[str] | None = None) -> Corpus | None:
+    """Published frames with vectors: every video's, or only ``videos``' (None when they have none)."""
     frames = _tables(store, "raw_frames", videos)
     vecs = _tables(store, "frame_embeddings", videos)
+    if videos is not None and (frames is None or vecs is None):
+        return None
     if frames is None or vecs is None:
         raise dg.Failure(
             "no published frames with embeddings yet: materialize raw_frames and frame_embeddings first",
@@ -61,6 +63,8 @@ def load_corpus(store: ObjectStore, vector_name: str, videos: set[str] | None = 
         )
     vecs = vecs[vecs["vector_name"] == vector_name][["frame_id", "vector"]]
     joined = frames.merge(vecs, on="frame_id", how="inner").sort_values("frame_id").reset_index(drop=True)
+    if joined.empty and videos is not None:
+        return None
     if joined.empty:
         raise dg.Failure(f"no frames embedded with {vector_name} yet", allow_retries=False)
     vectors = np.stack(joined.pop("vector").to_numpy()).astype(np.float32)
@@ -108,6 +112,8 @@ def _extend(store: ObjectStore, vs, collection: str, vector_name: str, new: set[
     groups' representatives through the vector store: work grows with the new videos."""
     previous = store.read_table(layout.table_key("duplicate_groups"))
     corpus = load_corpus(store, vector_name, new)
+    if corpus is None:  # nothing readable in the new videos: nothing to add
+        return previous, list(previous["frame_id"]), 0
     new_groups = find_duplicate_groups(corpus.frames, corpus.vectors, params)
     leader_rows = np.flatnonzero(new_groups["is_representative"].to_numpy())
     vs.build_index(collection)
@@ -130,7 +136,7 @@ def _extend(store: ObjectStore, vs, collection: str, vector_name: str, new: set[
     joins = {new_groups.at[i, "group_id"]: rep_ids[m] for i, m in zip(leader_rows, match) if m >= 0}
     vectors_of = {rep_ids[m]: rep_vectors[m] for m in match if m >= 0}
     groups = extend_groups(previous, new_groups, corpus.vectors, joins, vectors_of)
-    return groups, corpus, len(joins)
+    return groups, [*previous["frame_id"], *corpus.frames["frame_id"]], len(joins)
 
 
 @dg.asset(
@@ -171,16 +177,16 @@ def duplicate_groups(
     if new:
         collection = vector_store.collection_for(vector_name)
         with vector_store.open() as vs:
-            groups, corpus, joined = _extend(store, vs, collection, vector_name, new, params)
-        mode = f"incremental: {len(new)} new videos, {len(corpus.frames)} frames, {joined} groups joined existing ones"
+            groups, expected, joined = _extend(store, vs, collection, vector_name, new, params)
+        mode = f"incremental: {len(new)} new videos, {joined} new groups joined existing ones"
     else:
         corpus = load_corpus(store, vector_name)
         groups = find_duplicate_groups(corpus.frames, corpus.vectors, params)
+        expected = list(corpus.frames["frame_id"])
         mode = f"full: {len(corpus.frames)} frames"
     elapsed = time.perf_counter() - started
     context.log.info(f"duplicate_groups {mode} in {elapsed:.1f} s")
 
-    expected = [*groups["frame_id"]] if new else list(corpus.frames["frame_id"])
     reps = groups.groupby("group_id")["is_representative"].sum().rename("representatives").reset_index()
     results = [
         checks.from_validation(
@@ -201,7 +207,7 @@ def duplicate_groups(
     n_groups = int(groups["group_id"].nunique())
     top = groups.drop_duplicates("group_id").nlargest(6, "group_size")["group_id"]
     pictured = {f.rsplit("/", 1)[0] for f in groups.loc[groups["group_id"].isin(top), "frame_id"]}
-    picture_frames = _tables(store, "raw_frames", pictured) if new else corpus.frames
+    picture_frames = _tables(store, "raw_frames", pictured)
     reason_counts = groups["reason"].value_counts().to_dict()
     return dg.MaterializeResult(
         metadata={
