@@ -124,3 +124,17 @@ def test_a_new_leader_joins_the_existing_group_whose_representative_it_copies_an
     assert merged.loc["old/000000", "reason"] == "representative" and merged.loc["old/000000", "group_size"] == 2
     assert merged.loc["new/000001", "group_id"] == "new/000001" and merged.loc["new/000001", "reason"] == "unique"
     assert merged["group_id"].nunique() == 4
+
+
+def test_a_mirrored_copy_in_another_video_is_a_near_copy():
+    a = _frames(1, "v1", phash=np.array([0x0123456789ABCDEF]))
+    b = _frames(2, "v2", phash=np.array([0x7EDCBA9876543210, 0x0F0F0F0F0F0F0F0F]))
+    a["phash_mirror"] = [0x7EDCBA9876543211]  # its mirror image hashes 1 bit from v2's first frame
+    b["phash_mirror"] = [0x0123456789ABCDEE, 0x00FF00FF00FF00FF]
+    vectors = _unit([[1, 0.1, 0], [1, 0.12, 0], [0, 0, 1]])
+    groups = find_duplicate_groups(pd.concat([a, b], ignore_index=True), vectors).set_index("frame_id")
+    assert groups.loc["v1/000000", "group_id"] == groups.loc["v2/000000", "group_id"]
+    assert groups.loc["v2/000001", "reason"] == "unique"
+    # without the mirror hashes the same frames stay apart
+    plain = find_duplicate_groups(pd.concat([a, b], ignore_index=True).drop(columns="phash_mirror"), vectors)
+    assert plain["group_id"].nunique() == 3

@@ -41,3 +41,11 @@ def test_metrics_are_in_their_ranges_and_order_images_sensibly():
 def test_hamming_distance_broadcasts_over_arrays():
     hashes = np.array([0, -1, 0b1011], dtype=np.int64)
     assert list(hamming_distance(hashes, 0)) == [0, 64, 3]
+
+
+def test_a_mirrored_copy_has_the_mirror_hash_of_the_original():
+    scene = _scene(seed=4)
+    original, flipped = image_stats(scene), image_stats(np.ascontiguousarray(scene[:, ::-1]))
+    assert hamming_distance(original.phash, flipped.phash) > 12  # plain pHash tells them apart
+    assert hamming_distance(original.phash, flipped.phash_mirror) <= 2
+    assert hamming_distance(flipped.phash, original.phash_mirror) <= 2

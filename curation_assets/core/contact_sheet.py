@@ -9,9 +9,10 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 Row = tuple[str, Sequence[Image.Image]]  # (label, images)
+PER_ROW = 8  # thumbnails shown per row
 
 
-def contact_sheet(rows: Sequence[Row], thumb: int = 96, per_row: int = 8, label_height: int = 14) -> bytes:
+def contact_sheet(rows: Sequence[Row], thumb: int = 96, per_row: int = PER_ROW, label_height: int = 14) -> bytes:
     """Rows of up to ``per_row`` thumbnails, each row under its label; returns PNG bytes."""
     pad = 4
     width = pad + per_row * (thumb + pad)

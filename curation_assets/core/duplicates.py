@@ -33,6 +33,17 @@ def quality_score(frames: pd.DataFrame) -> np.ndarray:
     return np.log1p(frames["sharpness"].to_numpy() * 1e4) - 100.0 * exposure_penalty
 
 
+def _mirror_hashes(frames: pd.DataFrame) -> np.ndarray:
+    """Hashes of the mirrored frames (the plain hashes for tables made without them)."""
+    column = "phash_mirror" if "phash_mirror" in frames else "phash"
+    return frames[column].to_numpy(dtype=np.int64)
+
+
+def _hash_distance(phash: np.ndarray, other: np.ndarray, other_mirror: np.ndarray) -> np.ndarray:
+    """Bits apart, counting a left-right mirrored copy as the copy it is (broadcasts)."""
+    return np.minimum(hamming_distance(phash, other), hamming_distance(phash, other_mirror))
+
+
 def _is_near(params: DuplicateParams, cos: np.ndarray, ham: np.ndarray) -> np.ndarray:
     return ((cos >= params.near_cosine) & (ham <= params.near_phash_distance)) | (
         ham <= params.identical_phash_distance
@@ -134,7 +145,8 @@ def find_duplicate_groups(
             vectors[reps], k=min(params.neighbors, len(reps) - 1), exact_below=params.exact_search_below
         )
         valid = nbr >= 0
-        ham = hamming_distance(phash[reps][np.where(valid, nbr, 0)], phash[reps][:, None])
+        mirror = _mirror_hashes(frames)
+        ham = _hash_distance(phash[reps][np.where(valid, nbr, 0)], phash[reps][:, None], mirror[reps][:, None])
         for a, b in cluster_leaders(nbr, sims, valid & _is_near(params, sims, ham), quality[reps]):
             attach(reps[b], reps[a], "near")
 
@@ -184,9 +196,8 @@ def match_to_corpus(
     if len(reps) == 0 or len(leaders) == 0:
         return np.full(len(leaders), -1), np.zeros(len(leaders), dtype=np.float32)
     cos = np.einsum("id,ikd->ik", leader_vectors, rep_vectors[safe])
-    ham = hamming_distance(
-        reps["phash"].to_numpy(dtype=np.int64)[safe], leaders["phash"].to_numpy(dtype=np.int64)[:, None]
-    )
+    leader_hashes = leaders["phash"].to_numpy(dtype=np.int64)[:, None]
+    ham = _hash_distance(reps["phash"].to_numpy(dtype=np.int64)[safe], leader_hashes, _mirror_hashes(leaders)[:, None])
     score = np.where(valid & _is_near(params, cos, ham), cos, -np.inf)
     best = np.argmax(score, axis=1)
     found = np.isfinite(score[np.arange(len(leaders)), best])

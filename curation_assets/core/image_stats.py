@@ -19,6 +19,7 @@ _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 class ImageStats:
     sha256: str
     phash: int  # 64-bit DCT perceptual hash, as a signed int64 bit pattern
+    phash_mirror: int  # the same hash of the left-right mirrored image (finds flipped copies)
     brightness: float
     contrast: float
     sharpness: float
@@ -53,15 +54,24 @@ def _dct_matrix(n: int) -> np.ndarray:
 _DCT32 = _dct_matrix(32)
 
 
-def perceptual_hash(rgb: np.ndarray, luma: np.ndarray | None = None) -> int:
-    """pHash: 32x32 grey thumbnail -> 2-D DCT -> 8x8 low frequencies (DC dropped) vs median.
+def perceptual_hashes(rgb: np.ndarray, luma: np.ndarray | None = None) -> tuple[int, int]:
+    """pHash of the image and of its mirror image: 32x32 grey thumbnail -> 2-D DCT -> 8x8
+    low frequencies (DC dropped) vs their median.
 
     The thumbnail is an area average (box filter) of the luma, which is what the DCT's low
-    frequencies need and several times cheaper than a Lanczos resize of the RGB frame.
+    frequencies need and several times cheaper than a Lanczos resize of the RGB frame; the
+    mirror's hash comes from the mirrored thumbnail (one more 32x32 DCT).
     """
     luma = luma8(rgb) if luma is None else luma
-    thumb = Image.fromarray(luma).resize((32, 32), Image.Resampling.BOX)
-    pixels = np.asarray(thumb, dtype=np.float32)
+    pixels = np.asarray(Image.fromarray(luma).resize((32, 32), Image.Resampling.BOX), dtype=np.float32)
+    return _dct_bits(pixels), _dct_bits(pixels[:, ::-1])
+
+
+def perceptual_hash(rgb: np.ndarray, luma: np.ndarray | None = None) -> int:
+    return perceptual_hashes(rgb, luma)[0]
+
+
+def _dct_bits(pixels: np.ndarray) -> int:
     low = (_DCT32 @ pixels @ _DCT32.T)[:8, :8].flatten()
     bits = low > np.median(low[1:])
     value = 0
@@ -104,9 +114,11 @@ def image_stats(rgb: np.ndarray) -> ImageStats:
     n = hist.sum()
     brightness = float(hist @ levels / n)  # mean and spread from the histogram: exact for 8-bit luma
     contrast = float(np.sqrt(max(hist @ levels**2 / n - brightness**2, 0.0)))
+    phash, phash_mirror = perceptual_hashes(rgb, luma)
     return ImageStats(
         sha256=pixel_sha256(rgb),
-        phash=perceptual_hash(rgb, luma),
+        phash=phash,
+        phash_mirror=phash_mirror,
         brightness=brightness,
         contrast=contrast,
         sharpness=laplacian_variance(luma),

@@ -154,7 +154,7 @@ def raw_frames(
                     "error": error or "",
                 }
                 if rgb is None:
-                    row.update(uri="", width=0, height=0, sha256="", phash=0)
+                    row.update(uri="", width=0, height=0, sha256="", phash=0, phash_mirror=0)
                     row.update(brightness=np.nan, contrast=np.nan, sharpness=np.nan, entropy=np.nan)
                     rows.append(row)
                 else:  # decoding goes on while workers measure, encode and store earlier frames

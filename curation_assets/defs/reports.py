@@ -8,14 +8,16 @@ import numpy as np
 import pandas as pd
 
 from curation_assets.core import layout
-from curation_assets.core.contact_sheet import contact_sheet, embedding_map, pca_2d, thumbnail_png
+from curation_assets.core.contact_sheet import PER_ROW, contact_sheet, embedding_map, pca_2d, thumbnail_png
 from curation_assets.core.frames import decode_image
 from resources.object_store import ObjectStore
 
 
 def frame_rows(store: ObjectStore, rows: Sequence[tuple[str, Sequence[str]]]):
-    """(label, frame URIs) -> (label, images), loading each picture from the store."""
-    return [(label, [decode_image(store.get_bytes(store.key_for_uri(u))) for u in uris]) for label, uris in rows]
+    """(label, frame URIs) -> (label, images), loading only the pictures a row shows."""
+    return [
+        (label, [decode_image(store.get_bytes(store.key_for_uri(u))) for u in uris[:PER_ROW]]) for label, uris in rows
+    ]
 
 
 def picture_metadata(

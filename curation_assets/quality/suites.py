@@ -8,7 +8,7 @@ from __future__ import annotations
 
 FRAME_COLUMNS = (
     "frame_id", "video_id", "camera_id", "frame_index", "timestamp_s", "uri", "width", "height",
-    "sha256", "phash", "brightness", "contrast", "sharpness", "entropy",
+    "sha256", "phash", "phash_mirror", "brightness", "contrast", "sharpness", "entropy",
 )  # fmt: skip
 
 
