@@ -39,9 +39,13 @@ def _mirror_hashes(frames: pd.DataFrame) -> np.ndarray:
     return frames[column].to_numpy(dtype=np.int64)
 
 
-def _hash_distance(phash: np.ndarray, other: np.ndarray, other_mirror: np.ndarray) -> np.ndarray:
-    """Bits apart, counting a left-right mirrored copy as the copy it is (broadcasts)."""
-    return np.minimum(hamming_distance(phash, other), hamming_distance(phash, other_mirror))
+def _hash_distance(phash: np.ndarray, other: np.ndarray, other_mirror: np.ndarray, identical: int) -> np.ndarray:
+    """Bits apart (broadcasts). A frame whose mirror image hashes within ``identical`` bits is a
+    flipped copy and counts as that close; looser mirrored matches do not count, since
+    symmetric scenes (a corridor, an aisle) resemble their own mirror image."""
+    direct = hamming_distance(phash, other)
+    mirrored = hamming_distance(phash, other_mirror)
+    return np.where(mirrored <= identical, np.minimum(direct, mirrored), direct)
 
 
 def _is_near(params: DuplicateParams, cos: np.ndarray, ham: np.ndarray) -> np.ndarray:
@@ -145,10 +149,16 @@ def find_duplicate_groups(
             vectors[reps], k=min(params.neighbors, len(reps) - 1), exact_below=params.exact_search_below
         )
         valid = nbr >= 0
-        mirror = _mirror_hashes(frames)
-        ham = _hash_distance(phash[reps][np.where(valid, nbr, 0)], phash[reps][:, None], mirror[reps][:, None])
+        neighbor_hash = phash[reps][np.where(valid, nbr, 0)]
+        ham = hamming_distance(neighbor_hash, phash[reps][:, None])
         for a, b in cluster_leaders(nbr, sims, valid & _is_near(params, sims, ham), quality[reps]):
             attach(reps[b], reps[a], "near")
+        # 4. flipped copies: a leader whose mirror image hashes within `identical` bits of a
+        # neighbour joins that neighbour's group, whole (after clustering, so a flipped copy
+        # never heads a cluster that its original's other copies are not near)
+        mirrored = hamming_distance(neighbor_hash, _mirror_hashes(frames)[reps][:, None])
+        for a, j in zip(*np.nonzero(valid & (mirrored <= params.identical_phash_distance))):
+            attach(reps[a], reps[nbr[a, j]], "near")
 
     # representatives: the best-quality member of each final group
     out = pd.DataFrame({"frame_id": frames["frame_id"], "_root": parent, "_quality": quality})
@@ -197,7 +207,12 @@ def match_to_corpus(
         return np.full(len(leaders), -1), np.zeros(len(leaders), dtype=np.float32)
     cos = np.einsum("id,ikd->ik", leader_vectors, rep_vectors[safe])
     leader_hashes = leaders["phash"].to_numpy(dtype=np.int64)[:, None]
-    ham = _hash_distance(reps["phash"].to_numpy(dtype=np.int64)[safe], leader_hashes, _mirror_hashes(leaders)[:, None])
+    ham = _hash_distance(
+        reps["phash"].to_numpy(dtype=np.int64)[safe],
+        leader_hashes,
+        _mirror_hashes(leaders)[:, None],
+        params.identical_phash_distance,
+    )
     score = np.where(valid & _is_near(params, cos, ham), cos, -np.inf)
     best = np.argmax(score, axis=1)
     found = np.isfinite(score[np.arange(len(leaders)), best])
