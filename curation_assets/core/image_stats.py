@@ -12,8 +12,6 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-
 
 @dataclass(frozen=True)
 class ImageStats:
@@ -29,11 +27,6 @@ class ImageStats:
 def luma8(rgb: np.ndarray) -> np.ndarray:
     """ITU-R 601 luma as uint8 (PIL's conversion, in C: several times cheaper than float math)."""
     return np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).convert("L"))
-
-
-def grayscale(rgb: np.ndarray) -> np.ndarray:
-    """Luma in [0, 1] as float32."""
-    return luma8(rgb).astype(np.float32) / 255.0
 
 
 def pixel_sha256(rgb: np.ndarray) -> str:
@@ -65,10 +58,6 @@ def perceptual_hashes(rgb: np.ndarray, luma: np.ndarray | None = None) -> tuple[
     luma = luma8(rgb) if luma is None else luma
     pixels = np.asarray(Image.fromarray(luma).resize((32, 32), Image.Resampling.BOX), dtype=np.float32)
     return _dct_bits(pixels), _dct_bits(pixels[:, ::-1])
-
-
-def perceptual_hash(rgb: np.ndarray, luma: np.ndarray | None = None) -> int:
-    return perceptual_hashes(rgb, luma)[0]
 
 
 def _dct_bits(pixels: np.ndarray) -> int:
