@@ -13,7 +13,7 @@ import os
 import posixpath
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,9 +98,14 @@ class ObjectStore(ABC):
     def read_table(self, key: str) -> pd.DataFrame:
         return pd.read_parquet(io.BytesIO(self.get_bytes(key)))
 
-    def read_tables(self, prefix: str) -> pd.DataFrame | None:
-        """Concatenate every Parquet table under ``prefix`` (``None`` when there is none)."""
-        frames = [self.read_table(obj.key) for obj in self.list(prefix) if obj.key.endswith(".parquet")]
+    def read_tables(self, prefix: str, keep: Callable[[str], bool] | None = None) -> pd.DataFrame | None:
+        """Concatenate every Parquet table under ``prefix`` whose key ``keep`` accepts (default
+        all); ``None`` when there is none."""
+        frames = [
+            self.read_table(obj.key)
+            for obj in self.list(prefix)
+            if obj.key.endswith(".parquet") and (keep is None or keep(obj.key))
+        ]
         frames = [f for f in frames if len(f)]
         return pd.concat(frames, ignore_index=True) if frames else None
 

@@ -48,7 +48,8 @@ def _hash_distance(phash: np.ndarray, other: np.ndarray, other_mirror: np.ndarra
     return np.where(mirrored <= identical, np.minimum(direct, mirrored), direct)
 
 
-def _is_near(params: DuplicateParams, cos: np.ndarray, ham: np.ndarray) -> np.ndarray:
+def _is_near(params: DuplicateParams, cos: np.ndarray | float, ham: np.ndarray | int) -> np.ndarray | bool:
+    """The near rule, on arrays or plain numbers."""
     return ((cos >= params.near_cosine) & (ham <= params.near_phash_distance)) | (
         ham <= params.identical_phash_distance
     )
@@ -133,10 +134,7 @@ def find_duplicate_groups(
     anchor = -1
     for i in order.tolist():
         if anchor >= 0 and video[i] == video[anchor]:
-            ham = (bits[i] ^ bits[anchor]).bit_count()
-            if ham <= params.identical_phash_distance or (
-                ham <= params.near_phash_distance and float(vectors[i] @ vectors[anchor]) >= params.near_cosine
-            ):
+            if _is_near(params, float(vectors[i] @ vectors[anchor]), (bits[i] ^ bits[anchor]).bit_count()):
                 if parent[i] != parent[anchor]:
                     attach(i, anchor, "temporal")
                 continue

@@ -41,13 +41,9 @@ class Corpus:
 
 
 def _tables(store: ObjectStore, asset: str, videos: set[str] | None) -> pd.DataFrame | None:
-    keys = [
-        o.key
-        for o in store.list(layout.table_prefix(asset))
-        if o.key.endswith(".parquet") and (videos is None or layout.partition_of(o.key, asset) in videos)
-    ]
-    tables = [t for t in (store.read_table(k) for k in keys) if len(t)]
-    return pd.concat(tables, ignore_index=True) if tables else None
+    """Every published table of a per-video asset, or only ``videos``' tables."""
+    keep = None if videos is None else (lambda key: layout.partition_of(key, asset) in videos)
+    return store.read_tables(layout.table_prefix(asset), keep)
 
 
 def load_corpus(store: ObjectStore, vector_name: str, videos: set[str] | None = None) -> Corpus | None:
@@ -121,16 +117,19 @@ def _extend(store: ObjectStore, vs, collection: str, vector_name: str, new: set[
     hits = vs.nearest_many(
         collection, vector_name, corpus.vectors[leader_rows], params.neighbors, exclude_videos=sorted(new)
     )
-    rep_ids = sorted({group_of[p["frame_id"]] for row in hits for _, _, p in row if p.get("frame_id") in group_of})
+    # per leader, the existing groups its neighbours belong to, nearest first
+    hit_groups = [
+        list(dict.fromkeys(group_of[p["frame_id"]] for _, _, p in row if p["frame_id"] in group_of)) for row in hits
+    ]
+    rep_ids = sorted(set().union(*hit_groups))
     rep_vectors, rep_payloads = (
         vs.retrieve(collection, vector_name, [point_id_for(r) for r in rep_ids]) if rep_ids else (np.zeros((0, 1)), [])
     )
     reps = pd.DataFrame({"frame_id": rep_ids, "phash": [p["phash"] for p in rep_payloads]})
     row_of_rep = {r: i for i, r in enumerate(rep_ids)}
     candidates = np.full((len(leader_rows), params.neighbors), -1)
-    for n, row in enumerate(hits):
-        found = list(dict.fromkeys(row_of_rep[group_of[p["frame_id"]]] for _, _, p in row if p["frame_id"] in group_of))
-        candidates[n, : len(found)] = found
+    for n, groups_near in enumerate(hit_groups):
+        candidates[n, : len(groups_near)] = [row_of_rep[g] for g in groups_near]
     leaders = corpus.frames.iloc[leader_rows]
     match, _ = match_to_corpus(leaders, corpus.vectors[leader_rows], reps, rep_vectors, candidates, params)
     joins = {new_groups.at[i, "group_id"]: rep_ids[m] for i, m in zip(leader_rows, match) if m >= 0}
@@ -184,6 +183,7 @@ def duplicate_groups(
         groups = find_duplicate_groups(corpus.frames, corpus.vectors, params)
         expected = list(corpus.frames["frame_id"])
         mode = f"full: {len(corpus.frames)} frames"
+        picture_frames = corpus.frames
     elapsed = time.perf_counter() - started
     context.log.info(f"duplicate_groups {mode} in {elapsed:.1f} s")
 
@@ -205,9 +205,10 @@ def duplicate_groups(
         state = {"settings": settings, "inputs": inputs}
         store.put_bytes(layout.state_key("duplicate_groups"), json.dumps(state, sort_keys=True).encode())
     n_groups = int(groups["group_id"].nunique())
-    top = groups.drop_duplicates("group_id").nlargest(6, "group_size")["group_id"]
-    pictured = {f.rsplit("/", 1)[0] for f in groups.loc[groups["group_id"].isin(top), "frame_id"]}
-    picture_frames = _tables(store, "raw_frames", pictured)
+    if new:  # only the pictured groups' videos: the old ones are not in memory
+        top = groups.drop_duplicates("group_id").nlargest(6, "group_size")["group_id"]
+        pictured = {f.rsplit("/", 1)[0] for f in groups.loc[groups["group_id"].isin(top), "frame_id"]}
+        picture_frames = _tables(store, "raw_frames", pictured)
     reason_counts = groups["reason"].value_counts().to_dict()
     return dg.MaterializeResult(
         metadata={
