@@ -3,8 +3,6 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export DAGSTER_HOME ?= $(CURDIR)/.curation/dagster
-# The offline demo and the UI use a seeded random-init CLIP unless told otherwise.
-export CURATION_EMBEDDER_PRETRAINED ?= none
 
 .PHONY: install demo test ui lint clean bench-quality bench-scale
 

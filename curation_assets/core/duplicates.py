@@ -15,16 +15,30 @@ import numpy as np
 import pandas as pd
 
 from curation_assets.core.image_stats import hamming_distance
+from curation_assets.core.models import UNCALIBRATED, Calibration
 from curation_assets.core.neighbors import EXACT_BELOW, knn_graph
 
 
 @dataclass(frozen=True)
 class DuplicateParams:
-    near_cosine: float = 0.95  # embeddings at least this similar ...
-    near_phash_distance: int = 12  # ... and perceptual hashes at most this far apart
+    """The near rule. Embedding thresholds come from the model's calibration (``for_model``)."""
+
+    near_cosine: float = UNCALIBRATED.near_cosine  # embeddings at least this similar ...
+    near_phash_distance: int = UNCALIBRATED.near_phash_distance  # ... and perceptual hashes this close
     identical_phash_distance: int = 2  # hashes this close are copies whatever the embedding
+    scene_cosine: float | None = UNCALIBRATED.scene_cosine  # the embedding alone: the same scene re-shot
     neighbors: int = 10
     exact_search_below: int = EXACT_BELOW  # group leaders; above this the k-NN graph is clustered
+
+    @classmethod
+    def for_model(cls, calibration: Calibration, **overrides) -> DuplicateParams:
+        """The model's thresholds, with any explicitly set value (not None) taking precedence."""
+        base = {
+            "near_cosine": calibration.near_cosine,
+            "near_phash_distance": calibration.near_phash_distance,
+            "scene_cosine": calibration.scene_cosine,
+        }
+        return cls(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
 
 
 def quality_score(frames: pd.DataFrame) -> np.ndarray:
@@ -49,9 +63,13 @@ def _hash_distance(phash: np.ndarray, other: np.ndarray, other_mirror: np.ndarra
 
 
 def _is_near(params: DuplicateParams, cos: np.ndarray | float, ham: np.ndarray | int) -> np.ndarray | bool:
-    """The near rule, on arrays or plain numbers."""
-    return ((cos >= params.near_cosine) & (ham <= params.near_phash_distance)) | (
-        ham <= params.identical_phash_distance
+    """The near rule, on arrays or plain numbers: an edit of the same picture (embedding and
+    hash agree), a copy by its hash alone, or the same scene re-shot (embedding alone)."""
+    scene = params.scene_cosine if params.scene_cosine is not None else np.inf
+    return (
+        ((cos >= params.near_cosine) & (ham <= params.near_phash_distance))
+        | (ham <= params.identical_phash_distance)
+        | (cos >= scene)
     )
 
 

@@ -68,9 +68,12 @@ def load_corpus(store: ObjectStore, vector_name: str, videos: set[str] | None = 
 
 
 class DuplicateConfig(dg.Config):
-    near_cosine: float = Field(default=DuplicateParams.near_cosine, description="Embedding cosine for near copies.")
-    near_phash_distance: int = Field(
-        default=DuplicateParams.near_phash_distance, description="... and pHash bits apart at most."
+    """Unset thresholds come from the embedding model's calibration (core/models.py)."""
+
+    near_cosine: float | None = Field(default=None, description="Embedding cosine for near copies (model's).")
+    near_phash_distance: int | None = Field(default=None, description="... and pHash bits apart at most (model's).")
+    scene_cosine: float | None = Field(
+        default=None, description="Embedding cosine alone for the same scene re-shot (model's)."
     )
     identical_phash_distance: int = Field(
         default=DuplicateParams.identical_phash_distance, description="pHash bits apart that mean a copy outright."
@@ -80,6 +83,15 @@ class DuplicateConfig(dg.Config):
         description="Match only newly embedded videos against the existing groups, through the vector store; "
         "false rebuilds every group (and re-elects representatives).",
     )
+
+    def params(self, calibration) -> DuplicateParams:
+        return DuplicateParams.for_model(
+            calibration,
+            near_cosine=self.near_cosine,
+            near_phash_distance=self.near_phash_distance,
+            scene_cosine=self.scene_cosine,
+            identical_phash_distance=self.identical_phash_distance,
+        )
 
 
 def _embedding_inputs(store: ObjectStore) -> dict[str, str]:
@@ -167,8 +179,9 @@ def duplicate_groups(
     New videos are matched against the existing groups through the vector store (a frame
     that copies an old one joins the old group); anything else rebuilds every group."""
     store = object_store.store()
-    vector_name = embedder.embedder().vector_name
-    params = DuplicateParams(config.near_cosine, config.near_phash_distance, config.identical_phash_distance)
+    model = embedder.embedder()
+    vector_name = model.vector_name
+    params = config.params(model.calibration)
     settings = {"vector_name": vector_name, **params.__dict__}
     inputs = _embedding_inputs(store)
     new = _new_videos(store, inputs, settings) if config.incremental else None
@@ -220,8 +233,9 @@ def duplicate_groups(
             "ratio_removed": round(1 - n_groups / len(groups), 3),
             "largest_group": int(groups["group_size"].max()),
             **{f"frames_{r}": int(reason_counts.get(r, 0)) for r in ("exact", "temporal", "near")},
-            "near_cosine": params.near_cosine,
-            "near_phash_distance": params.near_phash_distance,
+            "thresholds": dg.MetadataValue.json(
+                {**params.__dict__, "calibration": model.calibration.source, "model": model.model}
+            ),
             "seconds": round(elapsed, 3),
             "table": dg.MetadataValue.path(store.uri(key)),
             **picture_metadata(store, "largest_groups", largest_groups(picture_frames, groups)),

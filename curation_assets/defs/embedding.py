@@ -1,4 +1,4 @@
-"""frame_embeddings: one video's frames -> open_clip vectors in Qdrant + a vector table."""
+"""frame_embeddings: one video's frames -> embedding vectors in Qdrant + a vector table."""
 
 import time
 
@@ -26,7 +26,7 @@ PAYLOAD_COLUMNS = ["frame_id", "video_id", "camera_id", "frame_index", "timestam
 
 class EmbeddingConfig(dg.Config):
     reuse_vectors_for_copies: bool = Field(
-        default=True, description="Frames copying the last embedded frame reuse its vector instead of CLIP."
+        default=True, description="Frames copying the last embedded frame reuse its vector instead of the model's."
     )
     copy_phash_distance: int = Field(default=2, description="pHash bits apart that make a frame a copy.")
 
@@ -83,16 +83,16 @@ def frame_embeddings(
     embedder: EmbedderResource,
     expectations: ExpectationsResource,
 ):
-    """Embed every frame of the video with open_clip and upsert it into Qdrant (idempotent).
+    """Embed every frame of the video and upsert it into Qdrant (idempotent).
 
     Frames that copy the last embedded frame (same pixels, or pHash within a couple of bits)
-    reuse its vector instead of going through CLIP: most frames of a static camera.
+    reuse its vector instead of going through the model: most frames of a static camera.
     """
     video_id = context.partition_key
     store = object_store.store()
     frames = store.read_table(layout.table_key("raw_frames", video_id))
     frames = frames[~frames["corrupt"]].reset_index(drop=True)  # unreadable images have no pixels
-    model = embedder.embedder()
+    model = embedder.embedder(load=True)
     if config.reuse_vectors_for_copies:
         source = embedding_sources(frames, config.copy_phash_distance)
     else:

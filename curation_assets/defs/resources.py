@@ -6,6 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from curation_assets.core.models import DEFAULT_MODEL
 from resources import EmbedderResource, ExpectationsResource, ObjectStoreResource, VectorStoreResource
 
 
@@ -31,8 +32,8 @@ def resources_from_env(env: Mapping[str, str] = os.environ) -> dict:
             api_key=dg.EnvVar("QDRANT_API_KEY") if env.get("QDRANT_API_KEY") else None,
         ),
         "embedder": EmbedderResource(
-            model_name=env.get("CURATION_EMBEDDER_MODEL", "ViT-B-32"),
-            pretrained=env.get("CURATION_EMBEDDER_PRETRAINED", "laion2b_s34b_b79k"),
+            model=env.get("CURATION_EMBEDDER_MODEL") or DEFAULT_MODEL,
+            pretrained=env.get("CURATION_EMBEDDER_PRETRAINED", ""),
             seed=int(env.get("CURATION_EMBEDDER_SEED", "0")),
             device=env.get("CURATION_EMBEDDER_DEVICE", "auto"),
             batch_size=int(env.get("CURATION_EMBEDDER_BATCH_SIZE", "32")),

@@ -1,8 +1,9 @@
 """`python -m curation_assets.demo`: generate demo videos and run the whole graph headless.
 
 Storage root and landing zone come from the environment (CURATION_STORAGE_URI,
-CURATION_LANDING_URI), so the same command runs against a folder or an S3 bucket. Without
-CURATION_EMBEDDER_PRETRAINED the demo uses a seeded random-init CLIP (no download).
+CURATION_LANDING_URI), so the same command runs against a folder or an S3 bucket. The
+embedder is the packaged pretrained EfficientNet-Lite0 unless CURATION_EMBEDDER_MODEL says
+otherwise (no download either way).
 """
 
 import os
@@ -10,8 +11,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-os.environ.setdefault("CURATION_EMBEDDER_PRETRAINED", "none")
 
 import dagster as dg  # noqa: E402
 
