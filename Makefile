@@ -33,7 +33,7 @@ lint: install
 PEERS := bench/peers/.venv/bin/python
 bench-quality: install
 	bench/peers/setup.sh
-	$(PEERS) bench/quality_data.py bench/.quality
+	$(PY) bench/quality_data.py bench/.quality
 	$(PEERS) bench/peers/run_peers.py bench/.quality/images bench/.quality/peers.json
 	$(PY) bench/quality.py bench/.quality
 

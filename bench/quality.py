@@ -1,21 +1,21 @@
-"""Duplicate and outlier quality against fastdup, imagededup and cleanvision, on the same images.
+"""Duplicate and outlier quality on real data, against fastdup, imagededup and cleanvision.
 
-    bench/peers/setup.sh                                     # once: the peers' own environment
-    bench/peers/.venv/bin/python bench/quality_data.py bench/.quality
+    .venv/bin/python bench/quality_data.py bench/.quality              # the labelled set (real images, footage)
+    bench/peers/setup.sh                                               # once: the peers' own environment
     bench/peers/.venv/bin/python bench/peers/run_peers.py bench/.quality/images bench/.quality/peers.json
-    .venv/bin/python bench/quality.py bench/.quality [--model ViT-B-32 --pretrained none] [--sweep]
+    .venv/bin/python bench/quality.py bench/.quality [--random-init] [--sweep]
 
-(``make bench-quality`` does all four.) Ours runs the real thing: the headless command
-ingests the folder as one image source and materializes raw_frames, frame_embeddings,
-duplicate_groups and outliers with their checks, at the default thresholds. Scores, per
-tool: recall of each near-copy category (the copy lands in its original's group), pair
-precision over originals and the five near-copy categories (every pair inside a predicted
-group counts; pairs with a bad image are left out), the same with flips and views, and
-for bad images how many of each kind were flagged (any reason) and how many good images
-were flagged too. ``--sweep`` re-groups our stored tables over a grid of thresholds
-(calibration; see DuplicateParams).
+(``make bench-quality`` does all of it.) Ours runs the real thing: the headless command
+ingests the image folder as one source (and, separately, the footage landing zone) and
+materializes raw_frames, frame_embeddings, duplicate_groups and outliers with their checks,
+at the default model's calibrated thresholds. Scores, per tool: recall of each near-copy
+category (the copy lands in its original's group) and of real near duplicates (``view``),
+pair precision over good images (every pair inside a predicted group counts; pairs with a
+bad image are left out), bad images flagged per kind, good images flagged per kind (text
+pages, logos, diagrams...). Footage (ours only; nothing in it is wrong): frames flagged per
+source and the largest share of one source flagged. ``--random-init`` adds a run with a
+seeded random-init model; ``--sweep`` re-groups our stored tables over a threshold grid.
 """
-
 from __future__ import annotations
 
 import argparse
@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.machine import describe  # noqa: E402
-from bench.quality_data import BAD, HARD_COPIES, NEAR_COPIES  # noqa: E402
+from bench.quality_data import BAD, GOOD_KINDS, HARD_COPIES, NEAR_COPIES  # noqa: E402
 
 
 def score(truth: dict[str, dict], groups: list[list[str]], flagged: dict[str, list[str]]) -> dict:
@@ -46,30 +46,35 @@ def score(truth: dict[str, dict], groups: list[list[str]], flagged: dict[str, li
         found = [n for n in copies if n in group_of and group_of[n] == group_of.get(original[truth[n]["base"]])]
         row[category] = len(found) / len(copies)
     row["near_recall"] = float(np.mean([row[c] for c in NEAR_COPIES]))
-
-    def precision(categories: tuple[str, ...]) -> float:
-        keep = {n for n, t in truth.items() if t["category"] in ("original", *categories)}
-        pairs = [p for g in groups for p in itertools.combinations(sorted(set(g) & keep), 2)]
-        true = sum(truth[a]["base"] == truth[b]["base"] for a, b in pairs)
-        return true / len(pairs) if pairs else 1.0
-
-    row["precision"] = precision(NEAR_COPIES)
-    row["precision_all"] = precision(NEAR_COPIES + HARD_COPIES)
+    good = {n for n, t in truth.items() if t["category"] not in BAD}
+    pairs = [p for g in groups for p in itertools.combinations(sorted(set(g) & good), 2)]
+    false_pairs = [(a, b) for a, b in pairs if truth[a]["base"] != truth[b]["base"]]
+    row["precision"] = 1 - len(false_pairs) / len(pairs) if pairs else 1.0
+    row["false_pairs"] = len(false_pairs)
     for category in BAD:
         bad = [n for n, t in truth.items() if t["category"] == category]
         row[category] = f"{sum(n in flagged for n in bad)}/{len(bad)}"
-    good = [n for n, t in truth.items() if t["category"] not in BAD]
-    row["false_flags"] = f"{sum(n in flagged for n in good)}/{len(good)}"
+    bad_all = [n for n, t in truth.items() if t["category"] in BAD]
+    hits = sum(n in flagged for n in bad_all)
+    false_flags = [n for n in good if n in flagged]
+    row["bad_recall"] = hits / len(bad_all)
+    row["bad_precision"] = hits / (hits + len(false_flags)) if hits + len(false_flags) else 1.0
+    row["good_flagged"] = f"{len(false_flags)}/{len(good)}"
+    for kind in GOOD_KINDS:
+        of_kind = [n for n in good if truth[n].get("kind") == kind and truth[n]["category"] not in NEAR_COPIES]
+        row[f"flag_{kind}"] = f"{sum(n in flagged for n in of_kind)}/{len(of_kind)}"
+    row["_false_pairs"] = false_pairs
+    row["_false_flags"] = {n: flagged[n] for n in false_flags}
     return row
 
 
-def run_ours(data: Path, work: Path, env_overrides: dict[str, str]) -> tuple[dict, float]:
-    """The headless command on the folder; returns our tables joined by file name, and wall seconds."""
+def run_ours(landing_source: Path, work: Path, env_overrides: dict[str, str], folder: str | None) -> tuple[dict, float]:
+    """The headless command on a landing zone; returns our tables, and wall seconds."""
     shutil.rmtree(work, ignore_errors=True)
     landing = work / "landing"
-    shutil.copytree(data / "images", landing / "photos")
+    shutil.copytree(landing_source, landing / folder if folder else landing)
     root = work / "root"
-    env = {**os.environ, "CURATION_QDRANT_PATH": str(root / "qdrant"), **env_overrides}
+    env = {**os.environ, "GX_ANALYTICS_ENABLED": "false", **env_overrides}
     env.pop("DAGSTER_HOME", None)
     command = [sys.executable, "-m", "curation_assets", "run", "--landing", str(landing), "--root", str(root)]
     started = time.perf_counter()
@@ -99,33 +104,56 @@ def our_findings(t: dict, groups=None) -> tuple[list[list[str]], dict[str, list[
     return found, flagged
 
 
+def footage_report(t: dict) -> list[dict]:
+    """Per source (video, or clip of the frame folder): frames, flagged, reasons."""
+    frames = t["frames"][["frame_id", "video_id", "source_name"]].merge(t["outliers"], on="frame_id")
+    clip = frames["source_name"].map(lambda s: Path(s).name.split("_")[0] if s.endswith(".jpg") else "")
+    frames["clip"] = frames["video_id"] + np.where(clip != "", "/" + clip, "")
+    rows = []
+    for name, part in frames.groupby("clip"):
+        reasons = part.loc[part["is_outlier"], "reasons"].str.split(",").explode().value_counts().to_dict()
+        rows.append({"source": name, "frames": len(part), "flagged": int(part["is_outlier"].sum()), "reasons": reasons})
+    return rows
+
+
 def sweep(truth: dict, t: dict) -> None:
     """Re-group our stored frames and vectors over a grid of thresholds."""
     from curation_assets.core.duplicates import DuplicateParams, find_duplicate_groups
 
     frames = t["frames"][~t["frames"]["corrupt"]].merge(t["vectors"][["frame_id", "vector"]], on="frame_id")
     vectors = np.stack(frames.pop("vector").to_numpy()).astype(np.float32)
-    print("\nsweep: near_cosine | near_phash_distance | identical_phash_distance | near recall | precision | all")
-    for cosine, ham, identical in itertools.product((0.85, 0.9, 0.93, 0.95, 0.97), (8, 10, 12, 16, 20), (0, 2, 4)):
-        groups = find_duplicate_groups(frames, vectors, DuplicateParams(cosine, ham, identical))
-        row = score(truth, our_findings(t, groups)[0], {})
-        print(f"{cosine} | {ham} | {identical} | {row['near_recall']:.3f} | {row['precision']:.3f} | "
-              f"{row['precision_all']:.3f}")  # fmt: skip
+    print("\nsweep: near_cosine | near_phash_distance | scene_cosine | near recall | view | false pairs")
+    for cosine, ham, scene in itertools.product((0.8, 0.85, 0.9), (12, 16, 20), (0.8, 0.85, 0.88, 0.9, None)):
+        params = DuplicateParams(near_cosine=cosine, near_phash_distance=ham, scene_cosine=scene)
+        row = score(truth, our_findings(t, find_duplicate_groups(frames, vectors, params))[0], {})
+        print(f"{cosine} | {ham} | {scene} | {row['near_recall']:.3f} | {row['view']:.3f} | {row['false_pairs']}")
+
+
+COLUMNS = ["near_recall", "precision", "false_pairs", *NEAR_COPIES, *HARD_COPIES, "bad_recall", "bad_precision", *BAD,
+           "good_flagged", *(f"flag_{k}" for k in GOOD_KINDS), "seconds"]  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", type=Path, nargs="?", default=ROOT / "bench" / ".quality")
-    parser.add_argument("--model", default=os.environ.get("CURATION_EMBEDDER_MODEL", "ViT-B-32"))
-    parser.add_argument("--pretrained", default=os.environ.get("CURATION_EMBEDDER_PRETRAINED", "none"))
+    parser.add_argument("--random-init", action="store_true", help="also run a seeded random-init model")
     parser.add_argument("--sweep", action="store_true", help="also print a threshold sweep of our grouping")
+    parser.add_argument("--details", action="store_true", help="list our false pairs and false flags")
     args = parser.parse_args()
-    truth = json.loads((args.data / "truth.json").read_text())
+    truth_all = json.loads((args.data / "truth.json").read_text())
+    truth = truth_all["images"]
 
-    env = {"CURATION_EMBEDDER_MODEL": args.model, "CURATION_EMBEDDER_PRETRAINED": args.pretrained}
-    ours, seconds = run_ours(args.data, args.data / "ours", env)
-    groups, flagged = our_findings(ours)
-    results = {f"ours ({args.model}, {args.pretrained})": {"seconds": seconds, "groups": groups, "flagged": flagged}}
+    models = {"ours (efficientnet-lite0, packaged)": {}}
+    if args.random_init:
+        models["ours (efficientnet-lite0, random init)"] = {"CURATION_EMBEDDER_PRETRAINED": "none"}
+    results, footage, ours_tables = {}, {}, None
+    for label, env in models.items():
+        t, seconds = run_ours(args.data / "images", args.data / "ours", env, folder="photos")
+        ours_tables = ours_tables or t
+        groups, flagged = our_findings(t)
+        results[label] = {"seconds": seconds, "groups": groups, "flagged": flagged}
+        ft, fseconds = run_ours(args.data / "footage", args.data / "ours-footage", env, folder=None)
+        footage[label] = (footage_report(ft), fseconds)
     peers_file = args.data / "peers.json"
     if peers_file.exists():
         results.update(json.loads(peers_file.read_text()))
@@ -133,17 +161,28 @@ def main() -> None:
         print(f"({peers_file} missing: run bench/peers/run_peers.py to compare with the peers)")
 
     print(f"machine: {describe()}")
-    print(f"{len(truth)} images; {sum(t['category'] in NEAR_COPIES for t in truth.values())} near copies "
-          f"({', '.join(NEAR_COPIES)}), {sum(t['category'] in HARD_COPIES for t in truth.values())} flips/views, "
-          f"{sum(t['category'] in BAD for t in truth.values())} bad images")  # fmt: skip
-    columns = ["near_recall", "precision", *NEAR_COPIES, *HARD_COPIES, "precision_all", *BAD, "false_flags", "seconds"]
-    print("tool | " + " | ".join(columns))
+    counts = {c: sum(t["category"] == c for t in truth.values()) for c in ("original", *NEAR_COPIES, *HARD_COPIES)}
+    print(f"{len(truth)} images: {counts}, {sum(t['category'] in BAD for t in truth.values())} bad")
+    print("tool | " + " | ".join(COLUMNS))
+    details = {}
     for name, found in results.items():
         row = {**score(truth, found["groups"], found["flagged"]), "seconds": found.get("seconds")}
-        cells = [f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c]) for c in columns]
+        details[name] = row
+        cells = [f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c]) for c in COLUMNS]
         print(f"{name} | " + " | ".join(cells) + (f"  [{found['error']}]" if found.get("error") else ""))
+    for label, (rows, seconds) in footage.items():
+        total, flagged = sum(r["frames"] for r in rows), sum(r["flagged"] for r in rows)
+        worst = max(r["flagged"] / r["frames"] for r in rows)
+        print(f"\nfootage, {label}: {flagged}/{total} frames flagged ({flagged / total:.1%}), "
+              f"largest share of one source {worst:.1%}, {seconds:.1f} s")  # fmt: skip
+        for r in rows:
+            print(f"  {r['source']}: {r['flagged']}/{r['frames']} {r['reasons'] or ''}")
+    if args.details:
+        for name, row in details.items():
+            if name.startswith("ours"):
+                print(f"\n{name} false pairs: {row['_false_pairs']}\nfalse flags: {row['_false_flags']}")
     if args.sweep:
-        sweep(truth, ours)
+        sweep(truth, ours_tables)
 
 
 if __name__ == "__main__":

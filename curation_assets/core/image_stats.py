@@ -1,7 +1,9 @@
 """Per-image quality metrics and hashes, on RGB uint8 arrays (H, W, 3).
 
-All metrics are in fixed ranges so checks can bound them:
-brightness and contrast in [0, 1], sharpness >= 0, entropy in [0, 8] bits.
+All metrics are in fixed ranges so checks can bound them: brightness, contrast, luma
+percentiles, edge density in [0, 1]; sharpness and detail >= 0; entropy in [0, 8] bits;
+pixel correlation in [-1, 1]. Structure (edges, detail, correlation) is measured on the
+luma scaled to at most 512 pixels a side, so it does not depend on the resolution.
 """
 
 from __future__ import annotations
@@ -22,6 +24,17 @@ class ImageStats:
     contrast: float
     sharpness: float
     entropy: float
+    luma_p01: float  # 1st and 99th percentile of luma, in [0, 1]: how much of the frame is dark or light
+    luma_p99: float
+    edge_density: float  # share of pixels on an edge, at the working scale: 0 for a blank frame
+    fine_detail: float  # Laplacian energy at the working scale: near 0 when the whole frame is blurred ...
+    coarse_detail: float  # ... while this one, 4x coarser, says there was a picture to blur
+    pixel_correlation: float  # neighbouring pixels' correlation: near 0 for noise, high for any picture
+
+
+# the per-frame measurements (everything but the hashes); NaN for a frame that could not be read
+METRICS = ("brightness", "contrast", "sharpness", "entropy", "luma_p01", "luma_p99", "edge_density", "fine_detail",
+           "coarse_detail", "pixel_correlation")  # fmt: skip
 
 
 def luma8(rgb: np.ndarray) -> np.ndarray:
@@ -96,6 +109,39 @@ def shannon_entropy(luma: np.ndarray, hist: np.ndarray | None = None) -> float:
     return float(-(p * np.log2(p)).sum())
 
 
+WORKING_SIDE = 512  # structure is judged at one scale, so a 4K photo and a 320x240 frame compare
+
+
+def _working(luma: np.ndarray) -> np.ndarray:
+    image = Image.fromarray(luma)
+    if max(image.size) > WORKING_SIDE:
+        scale = WORKING_SIDE / max(image.size)
+        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BOX)
+    return np.asarray(image, dtype=np.float32) / 255.0
+
+
+def _laplacian_energy(g: np.ndarray) -> float:
+    if g.shape[0] < 3 or g.shape[1] < 3:
+        return 0.0
+    lap = g[:-2, 1:-1] + g[2:, 1:-1] + g[1:-1, :-2] + g[1:-1, 2:] - 4.0 * g[1:-1, 1:-1]
+    return float(np.mean(lap.astype(np.float64) ** 2))
+
+
+def structure(luma: np.ndarray) -> tuple[float, float, float, float]:
+    """(edge density, fine detail, coarse detail, pixel correlation) of a luma image, judged at
+    the working scale so that the figures mean the same for a 4K photo and a 320x240 frame."""
+    g = _working(luma)
+    if g.shape[0] < 4 or g.shape[1] < 4:
+        return 0.0, 0.0, 0.0, 1.0
+    gradient = np.abs(np.diff(g, axis=1))[:-1] + np.abs(np.diff(g, axis=0))[:, :-1]
+    edges = float((gradient > 0.1).mean())
+    quarter = Image.fromarray(g).resize((max(3, g.shape[1] // 4), max(3, g.shape[0] // 4)), Image.BOX)
+    a, b = g[:, :-1].ravel(), g[:, 1:].ravel()
+    sa, sb = a.std(), b.std()
+    correlation = float(np.mean((a - a.mean()) * (b - b.mean())) / (sa * sb)) if sa > 1e-6 and sb > 1e-6 else 1.0
+    return edges, _laplacian_energy(g), _laplacian_energy(np.asarray(quarter)), correlation
+
+
 def image_stats(rgb: np.ndarray) -> ImageStats:
     luma = luma8(rgb)
     hist = luma_histogram(luma)
@@ -104,6 +150,8 @@ def image_stats(rgb: np.ndarray) -> ImageStats:
     brightness = float(hist @ levels / n)  # mean and spread from the histogram: exact for 8-bit luma
     contrast = float(np.sqrt(max(hist @ levels**2 / n - brightness**2, 0.0)))
     phash, phash_mirror = perceptual_hashes(rgb, luma)
+    cumulative = np.cumsum(hist) / n
+    edges, fine, coarse, correlation = structure(luma)
     return ImageStats(
         sha256=pixel_sha256(rgb),
         phash=phash,
@@ -112,4 +160,10 @@ def image_stats(rgb: np.ndarray) -> ImageStats:
         contrast=contrast,
         sharpness=laplacian_variance(luma),
         entropy=shannon_entropy(luma, hist),
+        luma_p01=float(np.searchsorted(cumulative, 0.01) / 255.0),
+        luma_p99=float(np.searchsorted(cumulative, 0.99) / 255.0),
+        edge_density=edges,
+        fine_detail=fine,
+        coarse_detail=coarse,
+        pixel_correlation=correlation,
     )

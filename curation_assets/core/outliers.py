@@ -1,13 +1,24 @@
 """Outliers: image-statistics flags plus isolation in embedding space.
 
-Image flags follow cleanvision's families (dark, bright, blurry, low information) plus two
-it lacks: noise (structureless high entropy) and odd size. Blur is judged relative to the
-camera's own sharpness, since absolute Laplacian variance depends on the scene: below half
-its median and an outlier of its log-sharpness spread, so a folder of unrelated photos
-(wide spread) flags only extremes while a fixed camera (narrow spread) flags every soft frame.
-Isolation is measured between duplicate-group representatives, so a frame with many
-copies of itself does not hide an unusual scene: the distance to the k-th nearest other
-group, as a robust z-score (median / MAD).
+Every absolute rule asks one question of the frame alone, at a resolution-independent
+working scale (core/image_stats.py), and separates a damaged frame from a real picture
+that merely looks unusual: a light page of text or a logo is not a blank frame (it has
+edges and contrast), a smooth gradient is not a blurred photo (nothing coarse either), a
+texture is not noise (neighbouring pixels agree).
+
+- dark: nearly every pixel dark (99th luma percentile low); bright: nearly every pixel
+  light and little range left (washed out or white);
+- low information: almost no contrast and no edges (a uniform frame);
+- noise: high entropy with no correlation between neighbouring pixels;
+- blurry: no fine detail while coarse structure exists (the whole frame blurred), or far
+  less fine detail than the rest of its scene (its duplicate group: a frame of camera shake
+  among sharp ones); a scene that is soft throughout is not flagged;
+- odd size: a frame whose area is far from the size nearly all of its source shares;
+- isolated: a small duplicate group whose k-th nearest other group is both far in absolute
+  terms (the model's calibrated cosine) and a robust-z outlier of the population.
+
+Relative rules judge a frame only against a homogeneous population (its scene, its source)
+of a minimum size, and compare with the population's median, so they cannot flag most of it.
 """
 
 from __future__ import annotations
@@ -17,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from curation_assets.core.models import UNCALIBRATED, Calibration
 from curation_assets.core.neighbors import knn_graph
 
 REASONS = ("corrupt", "dark", "bright", "blurry", "low_information", "noise", "odd_size", "isolated")
@@ -24,17 +36,31 @@ REASONS = ("corrupt", "dark", "bright", "blurry", "low_information", "noise", "o
 
 @dataclass(frozen=True)
 class OutlierParams:
-    dark_brightness: float = 0.12
-    bright_brightness: float = 0.9
-    blurry_ratio: float = 0.5  # sharpness below this fraction of the camera's median ...
-    blurry_z: float = -3.0  # ... and this far below the camera's log-sharpness spread (robust z)
-    odd_size_factor: float = 5.0  # area this many times off the camera's median, either way,
-    usual_size_share: float = 0.9  # or any other size where this share of the camera's frames agree
-    low_information_entropy: float = 3.0  # bits of the grey histogram
-    noise_entropy: float = 7.5
-    noise_sharpness_ratio: float = 20.0  # ... and sharpness this many times the median
+    dark_p99: float = 0.15  # 99 % of pixels darker than this
+    bright_p01: float = 0.85  # 99 % of pixels lighter than this ...
+    bright_range: float = 0.12  # ... within this range of each other
+    uniform_contrast: float = 0.012  # luma standard deviation below this ...
+    uniform_edges: float = 0.001  # ... and hardly any edge pixel: a uniform frame
+    blurry_fine_detail: float = 3.5e-5  # no fine detail at the working scale ...
+    blurry_coarse_detail: float = 2e-5  # ... though there is coarse structure to blur
+    scene_blur_ratio: float = 0.3  # fine detail this far below its scene's median ...
+    scene_blur_z: float = -3.5  # ... and this robust z of the scene's log detail
+    scene_min_frames: int = 5  # a scene (duplicate group) judged only from this size
+    noise_correlation: float = 0.15  # neighbouring pixels this uncorrelated ...
+    noise_entropy: float = 6.5  # ... with this many bits of grey levels
+    odd_size_factor: float = 4.0  # area this many times off the size ...
+    usual_size_share: float = 0.95  # ... that this share of the source's frames have
+    source_min_frames: int = 20
     isolation_k: int = 5
     isolation_z: float = 3.5
+    isolation_cosine: float | None = UNCALIBRATED.isolation_cosine  # the model's (None: isolation off)
+    isolation_max_group: int = 2  # a scene seen more often than this is not an outlier
+    isolation_min_groups: int = 20
+
+    @classmethod
+    def for_model(cls, calibration: Calibration, **overrides) -> OutlierParams:
+        base = {"isolation_cosine": calibration.isolation_cosine}
+        return cls(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
 
 
 def robust_z(values: np.ndarray) -> np.ndarray:
@@ -54,6 +80,63 @@ def isolation_scores(vectors: np.ndarray, k: int) -> np.ndarray:
     return (1.0 - sims[:, kk - 1]).astype(np.float32)
 
 
+def _metric(frames: pd.DataFrame, column: str) -> np.ndarray:
+    """A metric column, NaN where a table made before it existed lacks it (rules then stay off)."""
+    return frames[column].to_numpy(dtype=np.float64) if column in frames else np.full(len(frames), np.nan)
+
+
+def scene_blur(frames: pd.DataFrame, groups: pd.DataFrame, params: OutlierParams) -> np.ndarray:
+    """Frames with far less fine detail than their scene (duplicate group) has."""
+    log_detail = np.log(np.maximum(_metric(frames, "fine_detail"), 1e-12))
+    by = pd.Series(log_detail).groupby(groups["group_id"].to_numpy())
+    size = by.transform("size").to_numpy()
+    centre = by.transform("median").to_numpy()
+    spread = (
+        pd.Series(np.abs(log_detail - centre)).groupby(groups["group_id"].to_numpy()).transform("median").to_numpy()
+        * 1.4826
+    )
+    z = (log_detail - centre) / np.maximum(spread, 0.05)
+    return (
+        (size >= params.scene_min_frames)
+        & (log_detail - centre < np.log(params.scene_blur_ratio))
+        & (z < params.scene_blur_z)
+    )
+
+
+def odd_sizes(frames: pd.DataFrame, params: OutlierParams) -> np.ndarray:
+    """Frames far from the size nearly all of their source shares (a video never differs)."""
+    size = frames["width"].astype(str) + "x" + frames["height"].astype(str)
+    source = frames["video_id"]
+    count = size.groupby([source, size]).transform("size")
+    total = size.groupby(source).transform("size")
+    area = (frames["width"] * frames["height"]).astype(float)
+    usual = area.where(count == count.groupby(source).transform("max")).groupby(source).transform("max")
+    dominant = (count.groupby(source).transform("max") / total >= params.usual_size_share) & (
+        total >= params.source_min_frames
+    )
+    off = area / usual
+    return (dominant & ((off >= params.odd_size_factor) | (off <= 1 / params.odd_size_factor))).to_numpy()
+
+
+def isolation(
+    vectors: np.ndarray, groups: pd.DataFrame, params: OutlierParams
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per frame: its group's k-th neighbour distance, robust z, and whether it is isolated."""
+    n = len(groups)
+    reps = np.flatnonzero(groups["is_representative"].to_numpy())
+    rep_isolation = isolation_scores(np.asarray(vectors, dtype=np.float32)[reps], params.isolation_k)
+    rep_z = robust_z(rep_isolation) if len(reps) > 2 else np.zeros(len(reps))
+    by_group = pd.DataFrame({"isolation": rep_isolation, "score": rep_z}, index=groups["frame_id"].to_numpy()[reps])
+    per_frame = by_group.reindex(groups["group_id"].to_numpy())
+    distance = per_frame["isolation"].to_numpy(dtype=np.float32)
+    z = per_frame["score"].to_numpy(dtype=np.float64)
+    if params.isolation_cosine is None or len(reps) < params.isolation_min_groups:
+        return distance, z, np.zeros(n, dtype=bool)
+    small = groups["group_size"].to_numpy() <= params.isolation_max_group
+    far = 1.0 - distance < params.isolation_cosine
+    return distance, z, small & far & (z > params.isolation_z)
+
+
 def score_outliers(
     frames: pd.DataFrame,
     groups: pd.DataFrame,
@@ -70,52 +153,22 @@ def score_outliers(
     frames = frames.reset_index(drop=True)
     g = groups.set_index("frame_id").loc[frames["frame_id"]].reset_index()
     out = pd.DataFrame({"frame_id": frames["frame_id"]})
+    p01, p99 = _metric(frames, "luma_p01"), _metric(frames, "luma_p99")
+    contrast, edges = _metric(frames, "contrast"), _metric(frames, "edge_density")
+    fine, coarse = _metric(frames, "fine_detail"), _metric(frames, "coarse_detail")
 
-    exposed = frames["brightness"].between(params.dark_brightness, params.bright_brightness)
-    camera_sharpness = (
-        frames[exposed].groupby("camera_id")["sharpness"].median().reindex(frames["camera_id"]).to_numpy()
+    out["dark"] = p99 < params.dark_p99
+    out["bright"] = (p01 > params.bright_p01) & (p99 - p01 < params.bright_range)
+    out["low_information"] = (contrast < params.uniform_contrast) & (edges < params.uniform_edges)
+    out["noise"] = (_metric(frames, "pixel_correlation") < params.noise_correlation) & (
+        _metric(frames, "entropy") > params.noise_entropy
     )
-    camera_sharpness = np.where(np.isnan(camera_sharpness), frames["sharpness"].median(), camera_sharpness)
-    sharp_ratio = frames["sharpness"].to_numpy() / np.maximum(camera_sharpness, 1e-12)
-    area = (frames["width"] * frames["height"]).astype(float)
-    usual_area = area.groupby(frames["camera_id"]).transform("median")
-    size = frames["width"].astype(str) + "x" + frames["height"].astype(str)
-    size_share = size.groupby([frames["camera_id"], size]).transform("size") / size.groupby(
-        frames["camera_id"]
-    ).transform("size")
-    dominant = size_share.groupby(frames["camera_id"]).transform("max") >= params.usual_size_share
-    # the spread of focus among frames whose focus can be judged (exposed, with some detail)
-    log_sharpness = np.log(frames["sharpness"].clip(lower=1e-9))
-    judged = exposed & (frames["entropy"] >= params.low_information_entropy)
-    centre = log_sharpness[judged].groupby(frames["camera_id"]).median().reindex(frames["camera_id"]).to_numpy()
-    spread = (
-        ((log_sharpness[judged] - centre[judged.to_numpy()]).abs().groupby(frames["camera_id"]).median() * 1.4826)
-        .reindex(frames["camera_id"])
-        .to_numpy()
-    )
-    sharpness_z = (log_sharpness.to_numpy() - centre) / np.maximum(np.nan_to_num(spread, nan=1.0), 1e-6)
-
-    out["dark"] = frames["brightness"] < params.dark_brightness
-    out["bright"] = frames["brightness"] > params.bright_brightness
-    out["low_information"] = frames["entropy"] < params.low_information_entropy
-    out["noise"] = (frames["entropy"] > params.noise_entropy) & (sharp_ratio > params.noise_sharpness_ratio)
-    # dark or flat frames have no edges to judge blur by; they are flagged for that instead
-    soft = (sharp_ratio < params.blurry_ratio) & (sharpness_z < params.blurry_z)
-    out["blurry"] = soft & exposed & ~out["low_information"]
-    off = area / usual_area
-    out["odd_size"] = ((off > params.odd_size_factor) | (off < 1 / params.odd_size_factor)).to_numpy() | (
-        dominant & (size_share < params.usual_size_share)
-    ).to_numpy()
+    whole_frame_blurred = (fine < params.blurry_fine_detail) & (coarse > params.blurry_coarse_detail)
+    unjudged = out["dark"] | out["bright"] | out["low_information"]  # nothing left to judge focus by
+    out["blurry"] = (whole_frame_blurred | scene_blur(frames, g, params)) & ~unjudged
+    out["odd_size"] = odd_sizes(frames, params)
     out["corrupt"] = False  # unreadable frames never get here; see corrupt_outliers
-
-    reps = np.flatnonzero(g["is_representative"].to_numpy())
-    rep_isolation = isolation_scores(np.asarray(vectors, dtype=np.float32)[reps], params.isolation_k)
-    rep_z = robust_z(rep_isolation) if len(reps) > 2 else np.zeros(len(reps))
-    by_group = pd.DataFrame({"isolation": rep_isolation, "score": rep_z}, index=frames["frame_id"].to_numpy()[reps])
-    per_frame = by_group.reindex(g["group_id"].to_numpy())
-    out["isolation"] = per_frame["isolation"].to_numpy(dtype=np.float32)
-    out["score"] = per_frame["score"].to_numpy(dtype=np.float64)
-    out["isolated"] = out["score"] > params.isolation_z
+    out["isolation"], out["score"], out["isolated"] = isolation(vectors, g, params)
 
     flags = out[list(REASONS)].to_numpy()
     out["is_outlier"] = flags.any(axis=1)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from curation_assets.core.frames import UnreadableSourceError
 
@@ -94,10 +94,26 @@ def load_image(data: bytes, name: str, max_pixels: int = 8192 * 8192) -> LoadedI
             if image.width * image.height > max_pixels:
                 return LoadedImage(name, None, f"{image.width}x{image.height} exceeds {max_pixels} pixels")
             image.load()
-            upright = ImageOps.exif_transpose(image)
-            return LoadedImage(name, np.asarray(upright.convert("RGB")))
+            return LoadedImage(name, to_rgb(ImageOps.exif_transpose(image)))
+    except UnidentifiedImageError:  # its message carries a repr that changes every run
+        return LoadedImage(name, None, "unreadable image (not a recognised image format)")
     except Exception as exc:  # PIL raises many types for broken files; each becomes a reason
         return LoadedImage(name, None, f"unreadable image ({type(exc).__name__}: {exc})")
+
+
+def to_rgb(image: Image.Image) -> np.ndarray:
+    """RGB uint8 pixels as a viewer shows them: 16-bit grey scaled (not clipped) to 8 bits,
+    transparency composited on white."""
+    if image.mode in ("I;16", "I;16L", "I;16B", "I"):
+        grey = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode != "I" or grey.max() > 255 else 255.0
+        grey8 = np.clip(grey / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(grey8[:, :, None], 3, axis=2)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        canvas = Image.new("RGBA", image.size, "white")
+        canvas.alpha_composite(image.convert("RGBA"))
+        image = canvas
+    return np.asarray(image.convert("RGB"))
 
 
 def archive_images(path: Path, name: str) -> Iterator[tuple[str, bytes]]:

@@ -245,11 +245,17 @@ def duplicate_groups(
 
 
 class OutlierConfig(dg.Config):
+    """Unset thresholds keep their defaults (core/outliers.py) or the model's calibration."""
+
     max_flagged_fraction: float = Field(default=0.3, description="WARN when more frames than this are flagged.")
-    isolation_z: float = OutlierParams.isolation_z
-    dark_brightness: float = OutlierParams.dark_brightness
-    bright_brightness: float = OutlierParams.bright_brightness
-    blurry_ratio: float = OutlierParams.blurry_ratio
+    isolation_z: float | None = Field(default=None, description="Robust z of the k-th neighbour distance.")
+    isolation_cosine: float | None = Field(default=None, description="k-th neighbour cosine below this (model's).")
+    dark_p99: float | None = Field(default=None, description="Dark: 99 % of pixels below this luma.")
+    bright_p01: float | None = Field(default=None, description="Bright: 99 % of pixels above this luma.")
+
+    def params(self, calibration) -> OutlierParams:
+        overrides = self.model_dump(exclude={"max_flagged_fraction"})
+        return OutlierParams.for_model(calibration, **overrides)
 
 
 @dg.asset(
@@ -272,16 +278,12 @@ def outliers(
 ):
     """Flag dark, bright, blurry, low-information, noisy, odd-sized and isolated frames."""
     store = object_store.store()
-    corpus = load_corpus(store, embedder.embedder().vector_name)
+    model = embedder.embedder()
+    corpus = load_corpus(store, model.vector_name)
     groups = store.read_table(layout.table_key("duplicate_groups"))
     in_groups = corpus.frames["frame_id"].isin(groups["frame_id"]).to_numpy()
     frames, vectors = corpus.frames[in_groups].reset_index(drop=True), corpus.vectors[in_groups]
-    params = OutlierParams(
-        dark_brightness=config.dark_brightness,
-        bright_brightness=config.bright_brightness,
-        blurry_ratio=config.blurry_ratio,
-        isolation_z=config.isolation_z,
-    )
+    params = config.params(model.calibration)
     started = time.perf_counter()
     scored = score_outliers(frames, groups, vectors, params)
     unreadable = corpus.unreadable
@@ -314,7 +316,7 @@ def outliers(
             "outliers": int(scored["is_outlier"].sum()),
             "flagged_fraction": round(fraction, 3),
             **{f"flag_{r}": int(scored[r].sum()) for r in REASONS},
-            "thresholds": dg.MetadataValue.json(params.__dict__),
+            "thresholds": dg.MetadataValue.json({**params.__dict__, "calibration": model.calibration.source}),
             "seconds": round(elapsed, 3),
             "table": dg.MetadataValue.path(store.uri(key)),
             **picture_metadata(store, "outliers_by_reason", outliers_by_reason(frames, scored, REASONS)),

@@ -17,7 +17,7 @@ from curation_assets.core import layout
 from curation_assets.core.datasets import CocoEntry, read_coco
 from curation_assets.core.frames import UnreadableSourceError, encode_jpeg, sample_frames
 from curation_assets.core.ids import camera_id_for, frame_id_for, source_id_for
-from curation_assets.core.image_stats import image_stats
+from curation_assets.core.image_stats import METRICS, image_stats
 from curation_assets.core.progress import Progress
 from curation_assets.core.sources import LoadedImage, Source, archive_images, group_sources, load_image
 from curation_assets.defs import checks
@@ -155,7 +155,7 @@ def raw_frames(
                 }
                 if rgb is None:
                     row.update(uri="", width=0, height=0, sha256="", phash=0, phash_mirror=0)
-                    row.update(brightness=np.nan, contrast=np.nan, sharpness=np.nan, entropy=np.nan)
+                    row.update(dict.fromkeys(METRICS, np.nan))
                     rows.append(row)
                 else:  # decoding goes on while workers measure, encode and store earlier frames
                     key = layout.frame_key(source_id, index)
