@@ -11,8 +11,8 @@ texture is not noise (neighbouring pixels agree).
 - low information: almost no contrast and no edges (a uniform frame);
 - noise: high entropy with no correlation between neighbouring pixels;
 - blurry: no fine detail while coarse structure exists (the whole frame blurred), or far
-  less fine detail than the rest of its scene (its duplicate group: a frame of camera shake
-  among sharp ones); a scene that is soft throughout is not flagged;
+  less fine detail than the rest of its scene (its nearest frames in embedding space: a
+  frame of camera shake among sharp ones); a scene that is soft throughout is not flagged;
 - odd size: a frame whose area is far from the size nearly all of its source shares;
 - isolated: a small duplicate group whose k-th nearest other group is both far in absolute
   terms (the model's calibrated cosine) and a robust-z outlier of the population.
@@ -43,9 +43,10 @@ class OutlierParams:
     uniform_edges: float = 0.001  # ... and hardly any edge pixel: a uniform frame
     blurry_fine_detail: float = 3.5e-5  # no fine detail at the working scale ...
     blurry_coarse_detail: float = 2e-5  # ... though there is coarse structure to blur
-    scene_blur_ratio: float = 0.3  # fine detail this far below its scene's median ...
-    scene_blur_z: float = -3.5  # ... and this robust z of the scene's log detail
-    scene_min_frames: int = 5  # a scene (duplicate group) judged only from this size
+    scene_blur_ratio: float = 0.25  # fine detail below this share of its scene's median ...
+    scene_neighbors: int = 10  # ... among its nearest frames in embedding space ...
+    scene_cosine: float = 0.7  # ... that are this similar (the same view) ...
+    scene_min_frames: int = 5  # ... judged only when at least this many are
     noise_correlation: float = 0.15  # neighbouring pixels this uncorrelated ...
     noise_entropy: float = 6.5  # ... with this many bits of grey levels
     odd_size_factor: float = 4.0  # area this many times off the size ...
@@ -85,22 +86,22 @@ def _metric(frames: pd.DataFrame, column: str) -> np.ndarray:
     return frames[column].to_numpy(dtype=np.float64) if column in frames else np.full(len(frames), np.nan)
 
 
-def scene_blur(frames: pd.DataFrame, groups: pd.DataFrame, params: OutlierParams) -> np.ndarray:
-    """Frames with far less fine detail than their scene (duplicate group) has."""
-    log_detail = np.log(np.maximum(_metric(frames, "fine_detail"), 1e-12))
-    by = pd.Series(log_detail).groupby(groups["group_id"].to_numpy())
-    size = by.transform("size").to_numpy()
-    centre = by.transform("median").to_numpy()
-    spread = (
-        pd.Series(np.abs(log_detail - centre)).groupby(groups["group_id"].to_numpy()).transform("median").to_numpy()
-        * 1.4826
-    )
-    z = (log_detail - centre) / np.maximum(spread, 0.05)
-    return (
-        (size >= params.scene_min_frames)
-        & (log_detail - centre < np.log(params.scene_blur_ratio))
-        & (z < params.scene_blur_z)
-    )
+def scene_blur(frames: pd.DataFrame, vectors: np.ndarray, params: OutlierParams) -> np.ndarray:
+    """Frames with far less fine detail than their scene: the frames nearest them in embedding
+    space (camera shake among sharp frames of one view). A frame with too few such neighbours
+    is not judged, and a scene that is soft throughout has nothing sharper to fall short of."""
+    n = len(frames)
+    if n <= params.scene_min_frames:
+        return np.zeros(n, dtype=bool)
+    k = min(params.scene_neighbors, n - 1)
+    nbr, sims = knn_graph(np.asarray(vectors, dtype=np.float32), k)
+    detail = np.maximum(_metric(frames, "fine_detail"), 1e-12)
+    same_scene = (nbr >= 0) & (sims >= params.scene_cosine)
+    neighbour_detail = np.where(same_scene, detail[np.where(nbr >= 0, nbr, 0)], np.nan)
+    judged = same_scene.sum(axis=1) >= params.scene_min_frames
+    with np.errstate(all="ignore"):
+        typical = np.nanmedian(np.where(judged[:, None], neighbour_detail, 1.0), axis=1)
+    return judged & (detail < params.scene_blur_ratio * typical)
 
 
 def odd_sizes(frames: pd.DataFrame, params: OutlierParams) -> np.ndarray:
@@ -165,7 +166,7 @@ def score_outliers(
     )
     whole_frame_blurred = (fine < params.blurry_fine_detail) & (coarse > params.blurry_coarse_detail)
     unjudged = out["dark"] | out["bright"] | out["low_information"]  # nothing left to judge focus by
-    out["blurry"] = (whole_frame_blurred | scene_blur(frames, g, params)) & ~unjudged
+    out["blurry"] = (whole_frame_blurred | scene_blur(frames, vectors, params)) & ~unjudged
     out["odd_size"] = odd_sizes(frames, params)
     out["corrupt"] = False  # unreadable frames never get here; see corrupt_outliers
     out["isolation"], out["score"], out["isolated"] = isolation(vectors, g, params)
