@@ -2,11 +2,14 @@ import os
 import subprocess
 import sys
 
+import dagster as dg
 import numpy as np
 import pytest
+import skimage.data
 import torch
 from PIL import Image
 
+from resources import EmbedderResource
 from resources.embedder import Embedder, EmbedderError
 
 
@@ -15,49 +18,99 @@ def _images(n=4):
     return [lambda a=rng.integers(0, 255, (64, 80, 3), dtype=np.uint8): Image.fromarray(a) for _ in range(n)]
 
 
+def _photo(name: str) -> Image.Image:
+    return Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
+
+
 @pytest.fixture(scope="module")
-def random_model():
-    return Embedder("ViT-B-32", "none", seed=0, batch_size=3)
+def packaged():
+    return Embedder(batch_size=3)
 
 
-def test_random_init_is_seeded_reported_and_unit_norm(random_model):
-    vectors = random_model.embed(_images(5))  # two batches
-    assert vectors.shape == (5, 512) and vectors.dtype == np.float32
-    assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
-    assert random_model.describe()["random_init"] is True
-    assert random_model.vector_name == "ViT-B-32__random-init-seed0"
-    assert np.allclose(Embedder("ViT-B-32", "none", seed=0).embed(_images(5)), vectors, atol=1e-5)
+def test_the_default_is_the_packaged_pretrained_model_and_it_is_really_loaded(packaged):
+    # ImageNet classes: 285 Egyptian cat (281-285 are domestic cats), 967 espresso, 872 tripod
+    packaged.load()
+    batch = torch.stack([packaged._loaded.preprocess(_photo(n)) for n in ("chelsea", "coffee", "camera")])
+    top = packaged.classify(batch).argmax(axis=1)
+    assert 281 <= top[0] <= 285 and top[1] == 967 and top[2] == 872
+    described = packaged.describe()
+    assert described["model"] == "efficientnet-lite0" and described["random_init"] is False
+    assert described["weights_sha256"].startswith("57934424")
+    assert packaged.vector_name == "efficientnet-lite0__packaged-57934424"
 
 
-def test_a_local_checkpoint_loads_those_weights(random_model, tmp_path):
-    random_model.load()
-    path = tmp_path / "clip.pt"
-    torch.save(random_model._model.state_dict(), path)
-    from_checkpoint = Embedder("ViT-B-32", str(path), seed=123)
-    assert not from_checkpoint.random_init
-    assert from_checkpoint.vector_name.startswith("ViT-B-32__ckpt-")
-    assert np.allclose(from_checkpoint.embed(_images()), random_model.embed(_images()), atol=1e-5)
+def test_pretrained_vectors_tell_copies_from_unrelated_photos(packaged):
+    chelsea = _photo("chelsea")
+    brighter = Image.fromarray(np.clip(np.asarray(chelsea, np.float32) * 1.1, 0, 255).astype(np.uint8))
+    vectors = packaged.embed([lambda: chelsea, lambda: brighter, lambda: _photo("coffee"), lambda: _photo("rocket")])
+    assert vectors.shape == (4, 1280) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    assert vectors[0] @ vectors[1] > 0.95
+    assert vectors[0] @ vectors[2] < 0.6 and vectors[0] @ vectors[3] < 0.6
+
+
+def test_random_init_is_an_explicit_seeded_reported_choice():
+    model = Embedder(pretrained="none", seed=0, batch_size=3)
+    vectors = model.embed(_images(5))  # two batches
+    assert model.describe()["random_init"] is True and model.describe()["weights_sha256"] is None
+    assert model.vector_name == "efficientnet-lite0__random-init-seed0"
+    assert model.calibration.isolation_cosine is None  # its geometry means nothing
+    assert np.allclose(Embedder(pretrained="none", seed=0).embed(_images(5)), vectors, atol=1e-5)
+
+
+def test_a_timm_checkpoint_loads_strictly(packaged, tmp_path):
+    path = tmp_path / "lite0.pth"
+    torch.save(packaged._loaded.module.state_dict(), path)
+    from_checkpoint = Embedder("timm:tf_efficientnet_lite0", str(path))
+    assert from_checkpoint.vector_name.startswith("timm-tf_efficientnet_lite0__ckpt-")
+    assert np.allclose(from_checkpoint.embed(_images()), packaged.embed(_images()), atol=1e-5)
+
+
+def test_a_checkpoint_that_does_not_fit_names_the_keys(packaged, tmp_path):
+    state = packaged._loaded.module.state_dict()
+    state.pop("conv_head.weight")
+    path = tmp_path / "partial.pth"
+    torch.save(state, path)
+    with pytest.raises(EmbedderError, match=r"do not fit the model: missing 1 keys \(conv_head.weight"):
+        Embedder("timm:tf_efficientnet_lite0", str(path)).load()
 
 
 def test_a_missing_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(EmbedderError, match="checkpoint .*missing.pt does not exist"):
-        Embedder("ViT-B-32", str(tmp_path / "missing.pt")).load()
+        Embedder("timm:tf_efficientnet_lite0", str(tmp_path / "missing.pt")).load()
 
 
-def test_unknown_tag_or_model_is_a_clear_error():
+def test_unknown_models_tags_and_hub_weights_are_clear_errors():
+    with pytest.raises(EmbedderError, match="unknown embedder model 'ViT-B-32'"):
+        Embedder("ViT-B-32").load()
     with pytest.raises(EmbedderError, match="no pretrained tag 'nonsense'"):
-        Embedder("ViT-B-32", "nonsense").load()
+        Embedder("open_clip:ViT-B-32", "nonsense").load()
     with pytest.raises(EmbedderError, match="unknown open_clip model"):
-        Embedder("ViT-Z-99", "none").load()
+        Embedder("open_clip:ViT-Z-99", "none").load()
+    with pytest.raises(EmbedderError, match="needs its weights.*hub downloads are not used"):
+        Embedder("timm:resnet18").load()
 
 
-def test_unavailable_hub_weights_fail_with_advice_not_random_weights():
+def test_open_clip_stays_one_setting_away():
+    model = Embedder("open_clip:ViT-B-32", "none", batch_size=2)
+    assert model.embed(_images(2)).shape == (2, 512)
+    assert model.calibration.source.startswith("random init")
+
+
+def test_unreachable_hub_weights_fail_fast_naming_the_offline_setting():
     code = (
-        "from resources.embedder import Embedder, EmbedderError\n"
-        "try:\n    Embedder('ViT-B-32', 'laion2b_s34b_b79k').load()\n"
-        "except EmbedderError as e:\n    print('ERROR:', e)\n"
+        "import time\nfrom resources.embedder import Embedder, EmbedderError\nstarted = time.time()\n"
+        "try:\n    Embedder('open_clip:ViT-B-32', 'laion2b_s34b_b79k').load()\n"
+        "except EmbedderError as e:\n    print('ERROR:', e)\nprint('SECONDS', time.time() - started)\n"
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}  # what an air-gapped site sees, without waiting on DNS
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300).stdout
     assert "ERROR: could not load open_clip weights ViT-B-32/laion2b_s34b_b79k" in out
-    assert "checkpoint path or s3:// URI" in out
+    assert "unset CURATION_EMBEDDER_MODEL (default efficientnet-lite0)" in out
+
+
+def test_the_resource_turns_a_model_that_cannot_be_built_into_a_failure_that_is_not_retried(tmp_path):
+    resource = EmbedderResource(model="timm:tf_efficientnet_lite0", pretrained=str(tmp_path / "gone.pth"))
+    with pytest.raises(dg.Failure) as failure:
+        resource.embedder(load=True)
+    assert "gone.pth does not exist" in failure.value.description
+    assert failure.value.allow_retries is False
