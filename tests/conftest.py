@@ -35,17 +35,27 @@ def video_dir(tmp_path_factory) -> Path:
     return folder
 
 
+# distinct real photographs bundled with scikit-image (no download)
+PHOTOS = ("page", "astronaut", "text", "horse", "brick", "checkerboard", "camera", "cell", "chelsea", "clock", "coffee",
+          "coins", "colorwheel", "grass", "gravel", "hubble_deep_field", "immunohistochemistry", "logo",
+          "microaneurysms", "moon", "retina", "rocket", "stereo_motorcycle")  # fmt: skip
+
+
 def photo(seed: int, size=(96, 64)):
-    """A synthetic photograph: coloured blocks on a background, distinct for every seed."""
+    """A real photograph, a different one for each seed in a run of 23 (as far as tests use)."""
     import numpy as np
+    import skimage.data
     from PIL import Image
 
-    rng = np.random.default_rng(seed)
-    img = np.zeros((size[1], size[0], 3), np.uint8) + rng.integers(0, 255, 3, dtype=np.uint8)
-    for _ in range(8):
-        y, x = rng.integers(0, size[1] - 16), rng.integers(0, size[0] - 16)
-        img[y : y + 16, x : x + 16] = rng.integers(0, 255, 3)
-    return Image.fromarray(img)
+    name = PHOTOS[(seed * 7) % len(PHOTOS)]
+    data = getattr(skimage.data, name)()
+    data = data[0] if name == "stereo_motorcycle" else data
+    image = Image.fromarray(np.asarray(data))
+    if image.mode in ("RGBA", "LA"):
+        canvas = Image.new("RGBA", image.size, "white")
+        canvas.alpha_composite(image.convert("RGBA"))
+        image = canvas
+    return image.convert("RGB").resize(size, Image.Resampling.LANCZOS)
 
 
 def encoded(image, fmt: str = "JPEG", **kwargs) -> bytes:
@@ -66,7 +76,7 @@ def make_resources(root: str, qdrant_path: Path, endpoint_url: str | None = None
     return {
         "object_store": ObjectStoreResource(root=root, endpoint_url=endpoint_url, region_name="us-east-1"),
         "vector_store": VectorStoreResource(path=str(qdrant_path), lock_timeout_s=5),
-        "embedder": EmbedderResource(pretrained="none", seed=0, batch_size=16),
+        "embedder": EmbedderResource(batch_size=16),  # the packaged pretrained default
         "expectations": ExpectationsResource(),
     }
 

@@ -158,7 +158,7 @@ def test_the_headless_command_runs_any_landing_and_root_and_reports_by_exit_stat
     for name, data in mixed_folder().items():
         (landing / "cam-z/export").mkdir(parents=True, exist_ok=True)
         (landing / "cam-z/export" / name).write_bytes(data)
-    env = {**os.environ, "CURATION_EMBEDDER_PRETRAINED": "none", "CURATION_QDRANT_PATH": str(tmp_path / "qdrant")}
+    env = {**os.environ, "CURATION_QDRANT_PATH": str(tmp_path / "qdrant")}
     env.pop("DAGSTER_HOME", None)
     command = [sys.executable, "-m", "curation_assets", "run", "--landing", str(landing), "--root", str(root)]
     ok = subprocess.run(

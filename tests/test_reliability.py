@@ -130,7 +130,6 @@ def test_secrets_never_reach_the_event_log_or_the_output(s3_endpoint, s3_bucket,
         "CURATION_STORAGE_URI": f"s3://{s3_bucket}/curation",
         "CURATION_S3_ENDPOINT_URL": s3_endpoint,
         "CURATION_QDRANT_PATH": str(tmp_path / "qdrant"),
-        "CURATION_EMBEDDER_PRETRAINED": "none",
     }
     os.environ.update(canaries)  # boto3 and dg.EnvVar read the process environment
     try:
@@ -184,7 +183,7 @@ def test_a_run_killed_halfway_is_re_run_to_the_same_result(tmp_path):
     landing = tmp_path / "landing"
     scene = Scene("cam-k/long.mp4", seed=8, duration_s=40.0, events=default_events(40.0), width=320, height=240)
     write_video(scene, landing / scene.name)
-    env = {**os.environ, "CURATION_EMBEDDER_PRETRAINED": "none"}
+    env = dict(os.environ)
     env.pop("DAGSTER_HOME", None)
 
     def command(root: Path) -> list[str]:
@@ -233,7 +232,7 @@ def test_a_run_killed_halfway_is_re_run_to_the_same_result(tmp_path):
     from resources import VectorStoreResource
     from resources.embedder import Embedder
 
-    name = Embedder("ViT-B-32", "none").vector_name
+    name = Embedder().vector_name
     for root in (killed_root, clean_root):
         vector_store = VectorStoreResource(path=str(root / "qdrant"))
         with vector_store.open() as vs:

@@ -60,7 +60,6 @@ def dagster_ui(tmp_path_factory):
         **os.environ,
         "CURATION_STORAGE_URI": str(base / "root"),
         "CURATION_QDRANT_PATH": str(base / "qdrant"),
-        "CURATION_EMBEDDER_PRETRAINED": "none",
         "DAGSTER_HOME": str(base / "home"),
     }
     (base / "home").mkdir()
