@@ -16,6 +16,7 @@ pages, logos, diagrams...). Footage (ours only; nothing in it is wrong): frames 
 source and the largest share of one source flagged. ``--random-init`` adds a run with a
 seeded random-init model; ``--sweep`` re-groups our stored tables over a threshold grid.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -92,13 +92,26 @@ def run_cleanvision(images: Path) -> dict:
     try:
         result, seconds = once(images)
         return {**result, "seconds": seconds}
-    except Exception as exc:  # it crashes on truncated files: measure the rest, and say so
-        error = f"{type(exc).__name__}: {exc}"
+    except Exception as exc:  # it crashes on unreadable files: measure the rest, and say so
+        error = f"{type(exc).__name__}: {str(exc)[:120]}"
         with tempfile.TemporaryDirectory() as tmp:
             readable = Path(tmp) / "images"
-            shutil.copytree(images, readable, ignore=lambda d, names: [n for n in names if "truncated" in n])
+            shutil.copytree(images, readable, ignore=lambda d, names: [n for n in names if not _readable(Path(d) / n)])
             result, seconds = once(readable)
-        return {**result, "seconds": seconds, "error": f"{error} (rerun without the truncated files)"}
+        return {**result, "seconds": seconds, "error": f"{error} (rerun without unreadable and non-RGB/grey files)"}
+
+
+def _readable(path: Path) -> bool:
+    from PIL import Image
+
+    if path.is_dir():
+        return True
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.mode in ("RGB", "L")  # it fails on grey+alpha, 16-bit and CMYK files
+    except Exception:
+        return False
 
 
 RUNS = {

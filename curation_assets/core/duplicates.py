@@ -9,6 +9,7 @@ leader absorbs only leaders near *itself* (FiftyOne's anti-chaining rule).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +28,9 @@ class DuplicateParams:
     near_phash_distance: int = UNCALIBRATED.near_phash_distance  # ... and perceptual hashes this close
     identical_phash_distance: int = 2  # hashes this close are copies whatever the embedding
     scene_cosine: float | None = UNCALIBRATED.scene_cosine  # the embedding alone: the same scene re-shot
+    verify_cosine: float | None = UNCALIBRATED.verify_cosine  # neighbours this similar are checked ...
+    verify_inliers: int = 40  # ... and join when this many local-feature matches agree on one geometry
+    verify_neighbors: int = 3  # ... among each leader's nearest few
     neighbors: int = 10
     exact_search_below: int = EXACT_BELOW  # group leaders; above this the k-NN graph is clustered
 
@@ -37,6 +41,7 @@ class DuplicateParams:
             "near_cosine": calibration.near_cosine,
             "near_phash_distance": calibration.near_phash_distance,
             "scene_cosine": calibration.scene_cosine,
+            "verify_cosine": calibration.verify_cosine,
         }
         return cls(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
 
@@ -71,6 +76,28 @@ def _is_near(params: DuplicateParams, cos: np.ndarray | float, ham: np.ndarray |
         | (ham <= params.identical_phash_distance)
         | (cos >= scene)
     )
+
+
+def _verified(nbr, sims, near, ham, valid, reps, params: DuplicateParams, verify) -> np.ndarray:
+    """The near edges after geometric verification. A look-alike among each leader's closest
+    neighbours joins when enough local features agree on one geometry (the same scene, another
+    view); an edge that rests on the embedding (hashes apart) is dropped when both pictures
+    have plenty of features and almost none agree (two pages of text, two aisles)."""
+    rank = np.arange(nbr.shape[1])[None, :]
+    candidates = valid & ~near & (sims >= params.verify_cosine) & (rank < params.verify_neighbors)
+    on_embedding = valid & near & (ham > params.identical_phash_distance)
+    checked: dict[tuple[int, int], int] = {}
+    out = near.copy()
+    for a, j in zip(*np.nonzero(candidates | on_embedding)):
+        pair = tuple(sorted((int(reps[a]), int(reps[nbr[a, j]]))))
+        if pair not in checked:
+            checked[pair] = verify(*pair)
+        agreeing = checked[pair]
+        if candidates[a, j]:
+            out[a, j] = agreeing >= params.verify_inliers
+        elif 0 <= agreeing < params.verify_inliers // 2:
+            out[a, j] = False
+    return out
 
 
 def cluster_leaders(nbr: np.ndarray, sims: np.ndarray, near: np.ndarray, quality: np.ndarray) -> list[tuple[int, int]]:
@@ -108,9 +135,17 @@ def cluster_leaders(nbr: np.ndarray, sims: np.ndarray, near: np.ndarray, quality
 
 
 def find_duplicate_groups(
-    frames: pd.DataFrame, vectors: np.ndarray, params: DuplicateParams = DuplicateParams()
+    frames: pd.DataFrame,
+    vectors: np.ndarray,
+    params: DuplicateParams = DuplicateParams(),
+    verify: Callable[[int, int], int] | None = None,
 ) -> pd.DataFrame:
     """Assign every frame to exactly one group.
+
+    ``verify(i, j)`` (rows of ``frames``), when given, counts the local-feature matches that
+    agree on one geometry between two frames (core/geometry.py): group leaders that look
+    alike without passing the near rule are checked with it, so the same scene re-framed or
+    seen from another view joins one group.
 
     ``frames`` needs frame_id, video_id, frame_index, sha256, phash, sharpness, brightness;
     ``vectors`` are unit embeddings aligned with its rows. Returns one row per frame:
@@ -145,9 +180,13 @@ def find_duplicate_groups(
         else:
             first_by_hash[digest] = i
 
-    # 2. temporal runs inside each video, each frame compared to its run's anchor
+    # 2. temporal runs inside each video, each frame compared to its run's anchor (image
+    # folders have no time: files next to each other by name are not consecutive frames)
     video = pd.factorize(frames["video_id"])[0]
     order = np.lexsort((frames["frame_index"].to_numpy(), video))
+    if "timestamp_s" in frames:
+        timed = frames.groupby("video_id")["timestamp_s"].transform("max").to_numpy() > 0
+        order = order[timed[order]]
     bits = phash.view(np.uint64).tolist()  # Python ints: int.bit_count is the fastest popcount here
     anchor = -1
     for i in order.tolist():
@@ -167,7 +206,10 @@ def find_duplicate_groups(
         valid = nbr >= 0
         neighbor_hash = phash[reps][np.where(valid, nbr, 0)]
         ham = hamming_distance(neighbor_hash, phash[reps][:, None])
-        for a, b in cluster_leaders(nbr, sims, valid & _is_near(params, sims, ham), quality[reps]):
+        near = valid & _is_near(params, sims, ham)
+        if verify is not None and params.verify_cosine is not None:
+            near = _verified(nbr, sims, near, ham, valid, reps, params, verify)
+        for a, b in cluster_leaders(nbr, sims, near, quality[reps]):
             attach(reps[b], reps[a], "near")
         # 4. flipped copies: a leader whose mirror image hashes within `identical` bits of a
         # neighbour joins that neighbour's group, whole (after clustering, so a flipped copy

@@ -19,6 +19,8 @@ class Calibration:
     ``near_cosine`` with ``near_phash_distance``: a near copy (edit of the same picture).
     ``scene_cosine``: the embedding alone says "the same scene, shot again" (small viewpoint,
     zoom or light change that moves every pixel); ``None`` turns that rule off.
+    ``verify_cosine``: neighbours at least this similar are checked with local features
+    (core/geometry.py) for the same scene seen from another view; ``None`` skips that.
     ``isolation_cosine``: a group can be isolated only when its k-th nearest other group is
     less similar than this (an absolute floor beside the robust z-score); ``None`` turns
     isolation off (a model whose geometry means nothing, such as random init).
@@ -27,6 +29,7 @@ class Calibration:
     near_cosine: float
     near_phash_distance: int
     scene_cosine: float | None
+    verify_cosine: float | None
     isolation_cosine: float | None
     source: str
 
@@ -39,6 +42,7 @@ UNCALIBRATED = Calibration(
     near_cosine=0.95,
     near_phash_distance=12,
     scene_cosine=None,
+    verify_cosine=0.6,
     isolation_cosine=0.5,
     source="uncalibrated: published defaults (no calibration for this model)",
 )
@@ -49,6 +53,7 @@ RANDOM_INIT = Calibration(
     near_cosine=1.01,
     near_phash_distance=0,
     scene_cosine=None,
+    verify_cosine=None,
     isolation_cosine=None,
     source="random init: embedding ignored, hashes only",
 )
@@ -79,11 +84,14 @@ PACKAGED = {
             input_size=224,
             # bench/quality.py: near copies (shift, brightness, JPEG q60, 5 % crop, flip) all found
             # at 0.90 + 12 bits; re-shot scenes sit at 0.88-0.97 but two different dense text
-            # pages reach 0.93, so the embedding alone decides only from 0.92
+            # pages reach 0.93, so the embedding alone decides only from 0.92; below that,
+            # neighbours from 0.45 (a portrait re-framing of a landscape wallpaper: 0.47) are
+            # checked with local features
             calibration=Calibration(
                 near_cosine=0.90,
                 near_phash_distance=12,
                 scene_cosine=0.92,
+                verify_cosine=0.45,
                 isolation_cosine=0.45,
                 source="bench/quality.py: real photographs, designs, logos, text pages, footage (2026-12-01)",
             ),

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from curation_assets.core import layout
+from curation_assets.core import geometry, layout
 from curation_assets.core.duplicates import DuplicateParams, extend_groups, find_duplicate_groups, match_to_corpus
 from curation_assets.core.ids import point_id_for
 from curation_assets.core.outliers import REASONS, OutlierParams, corrupt_outliers, score_outliers
@@ -94,6 +94,20 @@ class DuplicateConfig(dg.Config):
         )
 
 
+def verifier(store: ObjectStore, frames: pd.DataFrame):
+    """Geometric verification between two rows of ``frames``, from their stored JPEGs
+    (keypoints computed once per frame)."""
+    uris = frames["uri"].to_numpy()
+    found: dict[int, geometry.Keypoints] = {}
+
+    def points(row: int) -> geometry.Keypoints:
+        if row not in found:
+            found[row] = geometry.keypoints(store.get_bytes(store.key_for_uri(uris[row])))
+        return found[row]
+
+    return lambda a, b: geometry.inliers(points(a), points(b))
+
+
 def _embedding_inputs(store: ObjectStore) -> dict[str, str]:
     """Each video's published vector table -> its fingerprint."""
     prefix = layout.table_prefix("frame_embeddings")
@@ -122,7 +136,7 @@ def _extend(store: ObjectStore, vs, collection: str, vector_name: str, new: set[
     corpus = load_corpus(store, vector_name, new)
     if corpus is None:  # nothing readable in the new videos: nothing to add
         return previous, list(previous["frame_id"]), 0
-    new_groups = find_duplicate_groups(corpus.frames, corpus.vectors, params)
+    new_groups = find_duplicate_groups(corpus.frames, corpus.vectors, params, verifier(store, corpus.frames))
     leader_rows = np.flatnonzero(new_groups["is_representative"].to_numpy())
     vs.build_index(collection)
     group_of = dict(zip(previous["frame_id"], previous["group_id"]))
@@ -193,7 +207,7 @@ def duplicate_groups(
         mode = f"incremental: {len(new)} new videos, {joined} new groups joined existing ones"
     else:
         corpus = load_corpus(store, vector_name)
-        groups = find_duplicate_groups(corpus.frames, corpus.vectors, params)
+        groups = find_duplicate_groups(corpus.frames, corpus.vectors, params, verifier(store, corpus.frames))
         expected = list(corpus.frames["frame_id"])
         mode = f"full: {len(corpus.frames)} frames"
         picture_frames = corpus.frames
