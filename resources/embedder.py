@@ -39,8 +39,7 @@ from curation_assets.core.models import DEFAULT_MODEL, PACKAGED, Calibration, Mo
 
 RANDOM_INIT = ("none", "random")
 OFFLINE_ADVICE = (
-    f"the packaged offline model needs no download: unset CURATION_EMBEDDER_MODEL (default {DEFAULT_MODEL}); "
-    "otherwise set CURATION_EMBEDDER_PRETRAINED to a checkpoint path or s3:// URI"
+    f"for the packaged model, which needs no download, unset CURATION_EMBEDDER_MODEL (default {DEFAULT_MODEL})"
 )
 
 
@@ -270,7 +269,8 @@ def _timm(architecture: str, spec: ModelSpec | None, pretrained: str, seed: int)
         else:
             raise EmbedderError(
                 f"timm:{architecture} needs its weights: set CURATION_EMBEDDER_PRETRAINED to a checkpoint "
-                f"path or s3:// URI (hub downloads are not used), or 'none' for a seeded random init; {OFFLINE_ADVICE}"
+                f"path or s3:// URI (hub downloads are not used), or 'none' for a seeded random init; "
+                f"{OFFLINE_ADVICE}"
             )
         sha = _sha256(path)
         if spec is not None and not sha.startswith(spec.sha256_prefix):
@@ -377,8 +377,7 @@ def _open_clip(architecture: str, pretrained: str, seed: int) -> _Loaded:
         model, _, preprocess = open_clip.create_model_and_transforms(architecture, pretrained=weights)
     except Exception as exc:
         raise EmbedderError(
-            f"could not load open_clip weights {architecture}/{pretrained}: {exc}. Offline sites: set "
-            f"CURATION_EMBEDDER_PRETRAINED to a checkpoint path or s3:// URI; {OFFLINE_ADVICE}"
+            f"could not load open_clip weights {architecture}/{pretrained}: {exc}; {OFFLINE_ADVICE}"
         ) from exc
     model.eval()
     # Fold train-time branches (MobileOne / FastViT blocks of MobileCLIP) into single
@@ -395,7 +394,7 @@ def _local_checkpoint(uri: str) -> Path:
     if not uri.startswith("s3://"):
         path = Path(uri).expanduser()
         if not path.is_file():
-            raise EmbedderError(f"checkpoint {uri} does not exist (CURATION_EMBEDDER_PRETRAINED)")
+            raise EmbedderError(f"checkpoint {uri} does not exist (CURATION_EMBEDDER_PRETRAINED); {OFFLINE_ADVICE}")
         return path
     cache = Path(os.environ.get("CURATION_CACHE", "~/.cache/curation")).expanduser() / "checkpoints"
     target = cache / hashlib.sha256(uri.encode()).hexdigest()[:16] / Path(uri).name
@@ -410,7 +409,7 @@ def _local_checkpoint(uri: str) -> Path:
                 bucket, key, str(tmp)
             )
         except Exception as exc:
-            raise EmbedderError(f"could not download checkpoint {uri}: {exc}") from exc
+            raise EmbedderError(f"could not download checkpoint {uri}: {exc}; {OFFLINE_ADVICE}") from exc
         os.replace(tmp, target)
     return target
 

@@ -1,5 +1,6 @@
 """Faults injected for real: storage that disappears, killed runs, hostile keys, secrets."""
 
+import json
 import os
 import signal
 import subprocess
@@ -23,7 +24,7 @@ from curation_assets.defs.partitions import videos
 from curation_assets.defs.resources import resources_from_env
 from curation_assets.demo.scenes import Scene, default_events, write_video
 from resources import ExpectationsResource, ObjectStoreResource
-from tests.conftest import SCENE_A, _free_port, make_resources
+from tests.conftest import SCENE_A, _free_port, encoded, make_resources, photo
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -271,3 +272,46 @@ def test_many_videos_at_once_are_all_registered_ingested_and_counted_exactly(loc
     vector_store, embedder = local_defs.resources["vector_store"], local_defs.resources["embedder"].embedder()
     with vector_store.open() as vs:
         assert vs.count(vector_store.collection_for(embedder.vector_name)) == len(frames)
+
+
+def _headless(landing: Path, root: Path, **env) -> tuple[subprocess.CompletedProcess, dict]:
+    summary = root.parent / f"{root.name}-summary.json"
+    environment = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "CURATION_QDRANT_PATH")}
+    command = [sys.executable, "-m", "curation_assets", "run", "--landing", str(landing), "--root", str(root),
+               "--summary-json", str(summary)]  # fmt: skip
+    proc = subprocess.run(command, cwd=ROOT, env={**environment, **env}, capture_output=True, text=True)
+    return proc, json.loads(summary.read_text())
+
+
+def _photos(folder: Path, *seeds: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for seed in seeds:
+        (folder / f"p{seed}.jpg").write_bytes(encoded(photo(seed)))
+
+
+def test_a_model_that_cannot_be_loaded_fails_once_naming_the_setting(tmp_path):
+    _photos(tmp_path / "landing" / "cam", 1, 2)
+    missing = tmp_path / "no-such-weights.pth"
+    settings = {"CURATION_EMBEDDER_MODEL": "timm:tf_efficientnet_lite0", "CURATION_EMBEDDER_PRETRAINED": str(missing)}
+    proc, summary = _headless(tmp_path / "landing", tmp_path / "root", **settings)
+    assert proc.returncode == 1
+    [video] = summary["videos"]
+    assert not video["success"]
+    assert f"checkpoint {missing} does not exist (CURATION_EMBEDDER_PRETRAINED)" in video["error"]
+    assert "unset CURATION_EMBEDDER_MODEL" in video["error"]
+    assert "RETRY" not in proc.stdout + proc.stderr  # not retried as if the fault were transient
+
+
+def test_each_storage_root_has_its_own_embedded_vector_store(tmp_path):
+    _photos(tmp_path / "x" / "cam", 1, 2, 3)
+    _photos(tmp_path / "y" / "cam", 4, 5)
+    for name in ("x", "y"):
+        proc, _ = _headless(tmp_path / name, tmp_path / f"root-{name}")
+        assert proc.returncode == 0, proc.stdout[-2000:]
+    from resources import VectorStoreResource
+    from resources.embedder import Embedder
+
+    for name, count in (("x", 3), ("y", 2)):
+        store = VectorStoreResource(path=str(tmp_path / f"root-{name}" / "qdrant"))
+        with store.open() as vs:
+            assert vs.count(store.collection_for(Embedder().vector_name)) == count

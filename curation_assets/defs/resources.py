@@ -1,5 +1,6 @@
 """Resource bindings: the one place where configuration comes from the environment."""
 
+import hashlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,6 +16,13 @@ def _absolute(location: str) -> str:
     return location if "://" in location else str(Path(location).expanduser().resolve())
 
 
+def _embedded_store_for(root: str) -> str:
+    """The embedded vector store belongs to its storage root: two roots never share one."""
+    if "://" not in root:
+        return str(Path(root) / "qdrant")
+    return str(Path(".curation") / f"qdrant-{hashlib.sha256(root.encode()).hexdigest()[:12]}")
+
+
 def resources_from_env(env: Mapping[str, str] = os.environ) -> dict:
     root = env.get("CURATION_STORAGE_URI", ".curation")
     landing = env.get("CURATION_LANDING_URI", "")
@@ -26,7 +34,7 @@ def resources_from_env(env: Mapping[str, str] = os.environ) -> dict:
             region_name=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
         ),
         "vector_store": VectorStoreResource(
-            path=_absolute(env.get("CURATION_QDRANT_PATH", ".curation/qdrant")),
+            path=_absolute(env.get("CURATION_QDRANT_PATH") or _embedded_store_for(root)),
             url=env.get("QDRANT_URL") or None,
             # an EnvVar is resolved at run time and never shown in the UI
             api_key=dg.EnvVar("QDRANT_API_KEY") if env.get("QDRANT_API_KEY") else None,
