@@ -21,6 +21,8 @@ class Calibration:
     zoom or light change that moves every pixel); ``None`` turns that rule off.
     ``verify_cosine``: neighbours at least this similar are checked with local features
     (core/geometry.py) for the same scene seen from another view; ``None`` skips that.
+    ``same_view_cosine``: frames this similar show the same view: the population a frame's
+    focus is judged against (``None`` turns that relative rule off).
     ``isolation_cosine``: a group can be isolated only when its k-th nearest other group is
     less similar than this (an absolute floor beside the robust z-score); ``None`` turns
     isolation off (a model whose geometry means nothing, such as random init).
@@ -30,6 +32,7 @@ class Calibration:
     near_phash_distance: int
     scene_cosine: float | None
     verify_cosine: float | None
+    same_view_cosine: float | None
     isolation_cosine: float | None
     source: str
 
@@ -43,6 +46,7 @@ UNCALIBRATED = Calibration(
     near_phash_distance=12,
     scene_cosine=None,
     verify_cosine=0.6,
+    same_view_cosine=0.8,
     isolation_cosine=0.5,
     source="uncalibrated: published defaults (no calibration for this model)",
 )
@@ -54,6 +58,7 @@ RANDOM_INIT = Calibration(
     near_phash_distance=0,
     scene_cosine=None,
     verify_cosine=None,
+    same_view_cosine=None,
     isolation_cosine=None,
     source="random init: embedding ignored, hashes only",
 )
@@ -92,6 +97,7 @@ PACKAGED = {
                 near_phash_distance=12,
                 scene_cosine=0.92,
                 verify_cosine=0.45,
+                same_view_cosine=0.7,
                 isolation_cosine=0.45,
                 source="bench/quality.py: real photographs, designs, logos, text pages, footage (2026-12-01)",
             ),

@@ -45,7 +45,7 @@ class OutlierParams:
     blurry_coarse_detail: float = 2e-5  # ... though there is coarse structure to blur
     scene_blur_ratio: float = 0.25  # fine detail below this share of its scene's median ...
     scene_neighbors: int = 10  # ... among its nearest frames in embedding space ...
-    scene_cosine: float = 0.7  # ... that are this similar (the same view) ...
+    scene_cosine: float | None = UNCALIBRATED.same_view_cosine  # ... this similar (the model's; None: off) ...
     scene_min_frames: int = 5  # ... judged only when at least this many are
     noise_correlation: float = 0.15  # neighbouring pixels this uncorrelated ...
     noise_entropy: float = 6.5  # ... with this many bits of grey levels
@@ -60,7 +60,7 @@ class OutlierParams:
 
     @classmethod
     def for_model(cls, calibration: Calibration, **overrides) -> OutlierParams:
-        base = {"isolation_cosine": calibration.isolation_cosine}
+        base = {"isolation_cosine": calibration.isolation_cosine, "scene_cosine": calibration.same_view_cosine}
         return cls(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
 
 
@@ -91,7 +91,7 @@ def scene_blur(frames: pd.DataFrame, vectors: np.ndarray, params: OutlierParams)
     space (camera shake among sharp frames of one view). A frame with too few such neighbours
     is not judged, and a scene that is soft throughout has nothing sharper to fall short of."""
     n = len(frames)
-    if n <= params.scene_min_frames:
+    if n <= params.scene_min_frames or params.scene_cosine is None:
         return np.zeros(n, dtype=bool)
     k = min(params.scene_neighbors, n - 1)
     nbr, sims = knn_graph(np.asarray(vectors, dtype=np.float32), k)
