@@ -166,6 +166,8 @@ def format_summary(summary: dict) -> str:
     emb = summary["embedder"]
     lines += ["", "=== pipeline ===", f"  embedder: {emb['model']} / {emb['weights']}"]
     lines[-1] += f" (random init: {emb['random_init']})"
+    if emb["random_init"]:
+        lines.append("  WARNING: random-init weights separate nothing: duplicates rest on hashes, isolation is off")
     lines += [f"  {label:22s} {'-' if value is None else value}" for label, value in summary["figures"].items()]
     lines += [f"  FAILED {s['name']}: {s['error']}" for s in summary["stages"] if not s["success"]]
     lines += ["", "=== checks ==="]

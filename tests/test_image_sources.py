@@ -9,6 +9,7 @@ import tarfile
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -77,6 +78,25 @@ def test_images_are_grouped_by_folder_and_the_rest_stand_alone():
 def test_broken_images_come_back_with_a_reason_instead_of_raising(name, reason):
     loaded = load_image(mixed_folder()[name], name)
     assert loaded.rgb is None and reason in loaded.error
+
+
+def test_a_text_file_named_jpg_gets_the_same_plain_reason_every_time():
+    first, second = (load_image(b"just some notes\n", "notes.jpg").error for _ in range(2))
+    assert first == second == "unreadable image (not a recognised image format)"
+
+
+def test_a_16_bit_grey_png_keeps_its_tones():
+    grey = np.asarray(photo(6).convert("L"), dtype=np.uint16)
+    rgb = load_image(encoded(Image.fromarray(grey * 257), "PNG"), "deep.png").rgb
+    assert rgb.shape == (64, 96, 3)
+    assert np.abs(rgb[..., 0].astype(int) - grey).max() <= 1  # scaled to 8 bits, not clipped to white
+
+
+def test_transparency_is_composited_on_white():
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[:4, :, :] = (200, 30, 30, 255)  # top half opaque red, bottom half transparent black
+    rgb = load_image(encoded(Image.fromarray(rgba, "RGBA"), "PNG"), "logo.png").rgb
+    assert tuple(rgb[0, 0]) == (200, 30, 30) and tuple(rgb[7, 7]) == (255, 255, 255)
 
 
 def test_exif_orientation_is_applied():
