@@ -315,3 +315,23 @@ def test_each_storage_root_has_its_own_embedded_vector_store(tmp_path):
         store = VectorStoreResource(path=str(tmp_path / f"root-{name}" / "qdrant"))
         with store.open() as vs:
             assert vs.count(store.collection_for(Embedder().vector_name)) == count
+
+
+def test_an_environment_error_fails_once_and_keeps_its_cause(local_defs, instance, tmp_path):
+    # the tables folder cannot be created (a file is in the way): waiting will not fix that
+    root = Path(local_defs.resources["object_store"].store().root)
+    (root / "tables").mkdir(parents=True)
+    (root / "tables" / "raw_frames").write_text("in the way")
+    landing = local_defs.resources["object_store"].landing_store()
+    landing.put_bytes("cam/p1.jpg", encoded(photo(1)))
+    [outcome] = headless.ingest_landing(local_defs, instance, log=lambda _: None)
+    assert not outcome.success
+    assert "File exists" in outcome.error and "tables/raw_frames" in outcome.error  # the cause and the path
+    assert "max_retries" not in outcome.error
+    retried = [
+        e
+        for run in instance.get_runs()
+        for e in instance.all_logs(run.run_id)
+        if e.dagster_event and e.dagster_event.event_type_value == "STEP_UP_FOR_RETRY"
+    ]
+    assert retried == []

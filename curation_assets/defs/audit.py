@@ -12,7 +12,7 @@ from curation_assets.core.datasets import audit
 from curation_assets.core.labels import coco_dataset
 from curation_assets.defs import checks
 from curation_assets.defs.curation import ON_NEW_EMBEDDINGS, outliers
-from curation_assets.defs.retries import TRANSIENT
+from curation_assets.defs.retries import TRANSIENT, transient_only
 from curation_assets.quality import suites
 from resources import ExpectationsResource, ObjectStoreResource
 
@@ -50,6 +50,7 @@ def findings(report: pd.DataFrame) -> dict[str, int]:
         )
     ],
 )
+@transient_only
 def dataset_audit(
     context: dg.AssetExecutionContext,
     config: AuditConfig,

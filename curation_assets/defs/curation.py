@@ -16,7 +16,7 @@ from curation_assets.core.outliers import REASONS, OutlierParams, corrupt_outlie
 from curation_assets.defs import checks
 from curation_assets.defs.embedding import frame_embeddings
 from curation_assets.defs.reports import largest_groups, outliers_by_reason, picture_metadata
-from curation_assets.defs.retries import TRANSIENT
+from curation_assets.defs.retries import TRANSIENT, transient_only
 from curation_assets.quality import suites
 from resources import EmbedderResource, ExpectationsResource, ObjectStoreResource, VectorStoreResource
 from resources.object_store import ObjectStore
@@ -180,6 +180,7 @@ def _extend(store: ObjectStore, vs, collection: str, vector_name: str, new: set[
         ),
     ],
 )
+@transient_only
 def duplicate_groups(
     context: dg.AssetExecutionContext,
     config: DuplicateConfig,
@@ -283,6 +284,7 @@ class OutlierConfig(dg.Config):
         checks.warning("outliers_flagged_fraction", "outliers", "flagged fraction under the configured ceiling (GX)"),
     ],
 )
+@transient_only
 def outliers(
     context: dg.AssetExecutionContext,
     config: OutlierConfig,

@@ -15,7 +15,7 @@ from curation_assets.defs import checks
 from curation_assets.defs.executors import GPU_TAGS
 from curation_assets.defs.ingestion import raw_frames
 from curation_assets.defs.partitions import videos
-from curation_assets.defs.retries import TRANSIENT
+from curation_assets.defs.retries import TRANSIENT, transient_only
 from curation_assets.quality import suites
 from resources import EmbedderResource, ExpectationsResource, ObjectStoreResource, VectorStoreResource
 
@@ -75,6 +75,7 @@ def vector_summary(table: pd.DataFrame) -> pd.DataFrame:
         ),
     ],
 )
+@transient_only
 def frame_embeddings(
     context: dg.AssetExecutionContext,
     config: EmbeddingConfig,

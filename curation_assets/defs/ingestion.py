@@ -22,7 +22,7 @@ from curation_assets.core.progress import Progress
 from curation_assets.core.sources import LoadedImage, Source, archive_images, group_sources, load_image
 from curation_assets.defs import checks
 from curation_assets.defs.partitions import videos
-from curation_assets.defs.retries import TRANSIENT
+from curation_assets.defs.retries import TRANSIENT, transient_only
 from curation_assets.quality import suites
 from resources import ExpectationsResource, ObjectStoreResource
 from resources.object_store import ObjectStore
@@ -115,6 +115,7 @@ def read_source(
         ),
     ],
 )
+@transient_only
 def raw_frames(
     context: dg.AssetExecutionContext,
     config: RawFramesConfig,

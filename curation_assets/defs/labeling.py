@@ -11,7 +11,7 @@ from pydantic import Field
 
 from curation_assets.core import labels, layout
 from curation_assets.defs import checks
-from curation_assets.defs.retries import TRANSIENT
+from curation_assets.defs.retries import TRANSIENT, transient_only
 from curation_assets.defs.selection import selected_batch
 from curation_assets.quality import suites
 from resources import ExpectationsResource, ObjectStoreResource
@@ -83,6 +83,7 @@ def previous_splits(store: ObjectStore) -> dict[str, str]:
         ),
     ],
 )
+@transient_only
 def labeled_set(
     context: dg.AssetExecutionContext,
     config: LabeledSetConfig,

@@ -1,9 +1,33 @@
-"""Retries for transient faults: storage or vector store briefly unreachable.
+"""Retries for transient faults only: storage or vector store briefly unreachable.
 
-Exponential backoff with jitter: 2, 4, 8 s (±) before giving up. Failures that retrying
-cannot fix (a corrupt video, a missing input) are raised with ``allow_retries=False``.
+Exponential backoff with jitter: 2, 4, 8 s (±) before giving up. Anything else (bad input,
+a full disk, a permission, a missing model) is not helped by waiting: ``transient_only``
+turns it into a failure that is not retried and keeps its cause, so the summary and the UI
+say what broke instead of "Exceeded max_retries".
 """
+
+import functools
 
 import dagster as dg
 
+from resources.object_store import StorageError
+from resources.vector_store import VectorStoreError
+
 TRANSIENT = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+TRANSIENT_ERRORS = (StorageError, VectorStoreError, ConnectionError, TimeoutError)
+
+
+def transient_only(fn):
+    """Wrap an asset body: transient faults propagate (and are retried), others fail at once."""
+
+    @functools.wraps(fn)
+    def body(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (dg.Failure, *TRANSIENT_ERRORS):
+            raise
+        except Exception as exc:
+            cause = str(exc) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
+            raise dg.Failure(description=f"{fn.__name__}: {cause[:2000]}", allow_retries=False) from exc
+
+    return body

@@ -20,7 +20,7 @@ from curation_assets.defs import checks
 from curation_assets.defs.curation import load_corpus, outliers
 from curation_assets.defs.partitions import labeling_rounds
 from curation_assets.defs.reports import embedding_map_metadata, picture_metadata
-from curation_assets.defs.retries import TRANSIENT
+from curation_assets.defs.retries import TRANSIENT, transient_only
 from curation_assets.quality import suites
 from resources import EmbedderResource, ExpectationsResource, ObjectStoreResource
 from resources.object_store import ObjectStore
@@ -96,6 +96,7 @@ def shares(values: pd.Series) -> dict[str, float]:
         ),
     ],
 )
+@transient_only
 def selected_batch(
     context: dg.AssetExecutionContext,
     config: SelectionConfig,
