@@ -16,7 +16,7 @@ from PIL import Image
 from curation_assets import headless
 from curation_assets.core import layout
 from curation_assets.core.ids import source_id_for
-from curation_assets.core.sources import group_sources, load_image
+from curation_assets.core.sources import archive_images, group_sources, load_image
 from resources.object_store import StoredObject
 from tests.conftest import encoded, photo
 
@@ -197,3 +197,28 @@ def test_the_headless_command_runs_any_landing_and_root_and_reports_by_exit_stat
 
     usage = subprocess.run([*command, "--select", "everything"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert usage.returncode == 2 and "unknown stage" in usage.stderr
+
+
+def test_links_inside_a_tar_come_back_as_rows_with_the_reason(tmp_path):
+    path = tmp_path / "links.tar"
+    with tarfile.open(path, "w") as archive:
+        data = encoded(photo(1))
+        info = tarfile.TarInfo("a.jpg")
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+        for name, kind in (("b.jpg", tarfile.SYMTYPE), ("c.jpg", tarfile.LNKTYPE)):
+            link = tarfile.TarInfo(name)
+            link.type, link.linkname = kind, "a.jpg"
+            archive.addfile(link)
+    rows = {member: (data, error) for member, data, error in archive_images(path, "links.tar")}
+    assert rows["a.jpg"][1] is None and rows["a.jpg"][0] == data
+    assert "a link to 'a.jpg'" in rows["b.jpg"][1] and "a link to 'a.jpg'" in rows["c.jpg"][1]
+
+
+def test_an_archive_member_too_large_is_refused_unread(tmp_path):
+    path = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("small.jpg", encoded(photo(2)))
+        archive.writestr("huge.png", b"\0" * 5_000_000)  # compresses to a few kB
+    rows = {member: error for member, _, error in archive_images(path, "bomb.zip", max_member_bytes=1_000_000)}
+    assert rows == {"huge.png": "larger than 1000000 bytes uncompressed: not read", "small.jpg": None}

@@ -116,17 +116,40 @@ def to_rgb(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
-def archive_images(path: Path, name: str) -> Iterator[tuple[str, bytes]]:
-    """(member name, bytes) of every image in a zip or tar archive, sorted by name."""
+MAX_MEMBER_BYTES = 512 * 1024**2  # an archive member larger than this is refused unread
+
+
+def archive_images(
+    path: Path, name: str, max_member_bytes: int = MAX_MEMBER_BYTES
+) -> Iterator[tuple[str, bytes, str | None]]:
+    """(member name, bytes, error) of every image in a zip or tar archive, sorted by name.
+
+    A member that is a link, or larger than ``max_member_bytes`` (declared or once read, so a
+    lying header cannot blow memory up), comes back with empty bytes and the reason."""
+    too_large = f"larger than {max_member_bytes} bytes uncompressed: not read"
     try:
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as archive:
-                for member in sorted(n for n in archive.namelist() if is_image(n)):
-                    yield member, archive.read(member)
+                for info in sorted((i for i in archive.infolist() if is_image(i.filename)), key=lambda i: i.filename):
+                    if info.file_size > max_member_bytes:
+                        yield info.filename, b"", too_large
+                        continue
+                    with archive.open(info) as member:
+                        data = member.read(max_member_bytes + 1)
+                    yield (
+                        (info.filename, b"", too_large) if len(data) > max_member_bytes else (info.filename, data, None)
+                    )
             return
         with tarfile.open(path) as archive:
-            members = sorted((m for m in archive.getmembers() if m.isfile() and is_image(m.name)), key=lambda m: m.name)
+            members = sorted((m for m in archive.getmembers() if is_image(m.name)), key=lambda m: m.name)
             for member in members:
-                yield member.name, archive.extractfile(member).read()
+                if member.issym() or member.islnk():
+                    yield member.name, b"", f"a link to {member.linkname!r} in the archive: links are not followed"
+                elif not member.isfile():
+                    continue
+                elif member.size > max_member_bytes:
+                    yield member.name, b"", too_large
+                else:
+                    yield member.name, archive.extractfile(member).read(max_member_bytes + 1), None
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
         raise UnreadableSourceError(f"{name}: unreadable archive ({exc})") from exc

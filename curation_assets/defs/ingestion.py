@@ -86,8 +86,8 @@ def read_source(
         if source.kind == "archive":
             yield (
                 (i, 0.0, img.rgb, member, img.error, "")
-                for i, (member, data) in enumerate(archive_images(path, name))
-                for img in [load_image(data, member, config.max_pixels)]
+                for i, (member, data, error) in enumerate(archive_images(path, name))
+                for img in [LoadedImage(member, None, error) if error else load_image(data, member, config.max_pixels)]
             )
             return
         frames = sample_frames(
