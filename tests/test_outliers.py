@@ -37,18 +37,19 @@ def model():
     return Embedder(batch_size=16)
 
 
-def _table(images: list[Image.Image], video_ids=None) -> pd.DataFrame:
+def _table(images: list[Image.Image], video_ids=None, fps: float = 0.0) -> pd.DataFrame:
     rows = []
     for i, image in enumerate(images):
         rgb = np.asarray(image.convert("RGB"))
         video = video_ids[i] if video_ids else "folder"
         rows.append({"frame_id": f"{video}/{i:06d}", "video_id": video, "camera_id": "cam", "frame_index": i,
-                     "width": rgb.shape[1], "height": rgb.shape[0], **asdict(image_stats(rgb))})  # fmt: skip
+                     "timestamp_s": i / fps if fps else 0.0, "width": rgb.shape[1], "height": rgb.shape[0],
+                     **asdict(image_stats(rgb))})  # fmt: skip
     return pd.DataFrame(rows)
 
 
-def _score(model, images, video_ids=None, random_init=False) -> pd.Series:
-    frames = _table(images, video_ids)
+def _score(model, images, video_ids=None, random_init=False, fps: float = 0.0) -> pd.Series:
+    frames = _table(images, video_ids, fps)
     vectors = model.embed([lambda im=im: im for im in images])
     calibration = RANDOM_INIT if random_init else model.calibration
     groups = find_duplicate_groups(frames, vectors, DuplicateParams.for_model(calibration))
@@ -122,6 +123,16 @@ def test_a_shaken_frame_is_blurry_against_its_own_scene(model):
     reasons = _score(model, images)
     assert reasons[10] == "blurry"
     assert (reasons.drop(10) == "").all()
+
+
+def test_lost_focus_for_a_while_in_a_video_is_blurry_and_a_soft_video_is_not(model):
+    sharp = _clip("coffee", 40)
+    for i in range(20, 30):  # five seconds out of focus
+        sharp[i] = sharp[i].filter(ImageFilter.GaussianBlur(2.5))
+    soft = _clip("astronaut", 30, soft=1.2)
+    reasons = _score(model, sharp + soft, video_ids=["a.mp4"] * 40 + ["film.mp4"] * 30, fps=2.0)
+    assert (reasons[20:30] == "blurry").all()
+    assert (reasons.drop(range(20, 30)) == "").all(), reasons[reasons != ""].to_dict()
 
 
 def test_videos_of_different_sizes_in_one_camera_are_not_odd_sized(model):

@@ -11,8 +11,9 @@ texture is not noise (neighbouring pixels agree).
 - low information: almost no contrast and no edges (a uniform frame);
 - noise: high entropy with no correlation between neighbouring pixels;
 - blurry: no fine detail while coarse structure exists (the whole frame blurred), or far
-  less fine detail than the rest of its scene (its nearest frames in embedding space: a
-  frame of camera shake among sharp ones); a scene that is soft throughout is not flagged;
+  less fine detail than the rest of its scene (its video; in an image folder its nearest
+  frames in embedding space): camera shake or lost focus among sharp frames; a scene that
+  is soft throughout is not flagged;
 - odd size: a frame whose area is far from the size nearly all of its source shares;
 - isolated: a small duplicate group whose k-th nearest other group is both far in absolute
   terms (the model's calibrated cosine) and a robust-z outlier of the population.
@@ -44,9 +45,9 @@ class OutlierParams:
     blurry_fine_detail: float = 3.5e-5  # no fine detail at the working scale ...
     blurry_coarse_detail: float = 2e-5  # ... though there is coarse structure to blur
     scene_blur_ratio: float = 0.25  # fine detail below this share of its scene's median ...
-    scene_neighbors: int = 10  # ... among its nearest frames in embedding space ...
+    scene_neighbors: int = 30  # ... among its nearest frames in embedding space (more than a blurred run) ...
     scene_cosine: float | None = UNCALIBRATED.same_view_cosine  # ... this similar (the model's; None: off) ...
-    scene_min_frames: int = 5  # ... judged only when at least this many are
+    scene_min_frames: int = 5  # ... judged only when at least this many are (or frames in its video)
     noise_correlation: float = 0.15  # neighbouring pixels this uncorrelated ...
     noise_entropy: float = 6.5  # ... with this many bits of grey levels
     odd_size_factor: float = 4.0  # area this many times off the size ...
@@ -87,21 +88,30 @@ def _metric(frames: pd.DataFrame, column: str) -> np.ndarray:
 
 
 def scene_blur(frames: pd.DataFrame, vectors: np.ndarray, params: OutlierParams) -> np.ndarray:
-    """Frames with far less fine detail than their scene: the frames nearest them in embedding
-    space (camera shake among sharp frames of one view). A frame with too few such neighbours
-    is not judged, and a scene that is soft throughout has nothing sharper to fall short of."""
+    """Frames with far less fine detail than their scene has. The scene of a video frame is its
+    video (one camera, one place: a focus failure or camera shake stands out however long it
+    lasts); in an image folder it is the frame's nearest views in embedding space. A frame with
+    too small a population is not judged, and a scene soft throughout has nothing sharper."""
     n = len(frames)
-    if n <= params.scene_min_frames or params.scene_cosine is None:
-        return np.zeros(n, dtype=bool)
+    detail = np.maximum(_metric(frames, "fine_detail"), 1e-12)
+    timed = (
+        frames.groupby("video_id")["timestamp_s"].transform("max").to_numpy() > 0
+        if "timestamp_s" in frames
+        else np.zeros(n, dtype=bool)
+    )
+    by_video = pd.Series(detail).groupby(frames["video_id"].to_numpy())
+    in_video = timed & (by_video.transform("size").to_numpy() >= params.scene_min_frames)
+    flagged = in_video & (detail < params.scene_blur_ratio * by_video.transform("median").to_numpy())
+    if n <= params.scene_min_frames or params.scene_cosine is None or timed.all():
+        return flagged
     k = min(params.scene_neighbors, n - 1)
     nbr, sims = knn_graph(np.asarray(vectors, dtype=np.float32), k)
-    detail = np.maximum(_metric(frames, "fine_detail"), 1e-12)
     same_scene = (nbr >= 0) & (sims >= params.scene_cosine)
     neighbour_detail = np.where(same_scene, detail[np.where(nbr >= 0, nbr, 0)], np.nan)
-    judged = same_scene.sum(axis=1) >= params.scene_min_frames
+    judged = ~timed & (same_scene.sum(axis=1) >= params.scene_min_frames)
     with np.errstate(all="ignore"):
         typical = np.nanmedian(np.where(judged[:, None], neighbour_detail, 1.0), axis=1)
-    return judged & (detail < params.scene_blur_ratio * typical)
+    return flagged | (judged & (detail < params.scene_blur_ratio * typical))
 
 
 def odd_sizes(frames: pd.DataFrame, params: OutlierParams) -> np.ndarray:
