@@ -22,19 +22,18 @@ class ImageStats:
     phash_mirror: int  # the same hash of the left-right mirrored image (finds flipped copies)
     brightness: float
     contrast: float
-    sharpness: float
+    sharpness: float  # variance of the Laplacian at the working scale: near 0 when the whole frame is blurred ...
     entropy: float
     luma_p01: float  # 1st and 99th percentile of luma, in [0, 1]: how much of the frame is dark or light
     luma_p99: float
     edge_density: float  # share of pixels on an edge, at the working scale: 0 for a blank frame
-    fine_detail: float  # Laplacian energy at the working scale: near 0 when the whole frame is blurred ...
-    coarse_detail: float  # ... while this one, 4x coarser, says there was a picture to blur
+    coarse_detail: float  # ... while the same 4x coarser says there was a picture to blur
     pixel_correlation: float  # neighbouring pixels' correlation: near 0 for noise, high for any picture
 
 
 # the per-frame measurements (everything but the hashes); NaN for a frame that could not be read
-METRICS = ("brightness", "contrast", "sharpness", "entropy", "luma_p01", "luma_p99", "edge_density", "fine_detail",
-           "coarse_detail", "pixel_correlation")  # fmt: skip
+METRICS = ("brightness", "contrast", "sharpness", "entropy", "luma_p01", "luma_p99", "edge_density", "coarse_detail",
+           "pixel_correlation")  # fmt: skip
 
 
 def luma8(rgb: np.ndarray) -> np.ndarray:
@@ -88,16 +87,6 @@ def hamming_distance(a: np.ndarray | int, b: np.ndarray | int) -> np.ndarray:
     return np.bitwise_count(np.asarray(x).view(np.uint64))  # unsigned: a signed count ignores the sign bit
 
 
-def laplacian_variance(gray: np.ndarray) -> float:
-    """Variance of the 4-neighbour Laplacian of luma in [0, 1]: low for blurry images."""
-    if gray.shape[0] < 3 or gray.shape[1] < 3:
-        return 0.0
-    g = gray.astype(np.float32) / 255.0 if gray.dtype == np.uint8 else gray
-    lap = (g[:-2, 1:-1] + g[2:, 1:-1] + g[1:-1, :-2] + g[1:-1, 2:] - 4.0 * g[1:-1, 1:-1]).ravel()
-    mean = lap.mean(dtype=np.float64)
-    return float(max(float(np.dot(lap, lap)) / lap.size - mean * mean, 0.0))
-
-
 def luma_histogram(luma: np.ndarray) -> np.ndarray:
     return np.asarray(Image.fromarray(luma).histogram(), dtype=np.int64)  # PIL's, in C: 5x numpy's bincount
 
@@ -120,26 +109,29 @@ def _working(luma: np.ndarray) -> np.ndarray:
     return np.asarray(image, dtype=np.float32) / 255.0
 
 
-def _laplacian_energy(g: np.ndarray) -> float:
+def laplacian_variance(g: np.ndarray) -> float:
+    """Variance of the 4-neighbour Laplacian of luma in [0, 1] (float): low for blurry images."""
     if g.shape[0] < 3 or g.shape[1] < 3:
         return 0.0
-    lap = g[:-2, 1:-1] + g[2:, 1:-1] + g[1:-1, :-2] + g[1:-1, 2:] - 4.0 * g[1:-1, 1:-1]
-    return float(np.mean(lap.astype(np.float64) ** 2))
+    lap = (g[:-2, 1:-1] + g[2:, 1:-1] + g[1:-1, :-2] + g[1:-1, 2:] - 4.0 * g[1:-1, 1:-1]).ravel()
+    mean = float(lap.mean(dtype=np.float64))
+    return max(float(np.dot(lap, lap)) / lap.size - mean * mean, 0.0)
 
 
 def structure(luma: np.ndarray) -> tuple[float, float, float, float]:
-    """(edge density, fine detail, coarse detail, pixel correlation) of a luma image, judged at
+    """(sharpness, edge density, coarse detail, pixel correlation) of a luma image, judged at
     the working scale so that the figures mean the same for a 4K photo and a 320x240 frame."""
     g = _working(luma)
     if g.shape[0] < 4 or g.shape[1] < 4:
         return 0.0, 0.0, 0.0, 1.0
-    gradient = np.abs(np.diff(g, axis=1))[:-1] + np.abs(np.diff(g, axis=0))[:, :-1]
-    edges = float((gradient > 0.1).mean())
+    dx, dy = np.abs(np.diff(g, axis=1)), np.abs(np.diff(g, axis=0))
+    edges = float(np.count_nonzero(dx[:-1] + dy[:, :-1] > 0.1)) / dx[:-1].size
     quarter = Image.fromarray(g).resize((max(3, g.shape[1] // 4), max(3, g.shape[0] // 4)), Image.BOX)
-    a, b = g[:, :-1].ravel(), g[:, 1:].ravel()
-    sa, sb = a.std(), b.std()
-    correlation = float(np.mean((a - a.mean()) * (b - b.mean())) / (sa * sb)) if sa > 1e-6 and sb > 1e-6 else 1.0
-    return edges, _laplacian_energy(g), _laplacian_energy(np.asarray(quarter)), correlation
+    centred = g - np.float32(g.mean(dtype=np.float64))
+    a, b = np.ascontiguousarray(centred[:, :-1]).ravel(), np.ascontiguousarray(centred[:, 1:]).ravel()
+    norm = float(np.dot(a, a)) * float(np.dot(b, b))
+    correlation = float(np.dot(a, b)) / np.sqrt(norm) if norm > 1e-12 else 1.0
+    return laplacian_variance(g), edges, laplacian_variance(np.asarray(quarter)), correlation
 
 
 def image_stats(rgb: np.ndarray) -> ImageStats:
@@ -151,19 +143,18 @@ def image_stats(rgb: np.ndarray) -> ImageStats:
     contrast = float(np.sqrt(max(hist @ levels**2 / n - brightness**2, 0.0)))
     phash, phash_mirror = perceptual_hashes(rgb, luma)
     cumulative = np.cumsum(hist) / n
-    edges, fine, coarse, correlation = structure(luma)
+    sharpness, edges, coarse, correlation = structure(luma)
     return ImageStats(
         sha256=pixel_sha256(rgb),
         phash=phash,
         phash_mirror=phash_mirror,
         brightness=brightness,
         contrast=contrast,
-        sharpness=laplacian_variance(luma),
+        sharpness=sharpness,
         entropy=shannon_entropy(luma, hist),
         luma_p01=float(np.searchsorted(cumulative, 0.01) / 255.0),
         luma_p99=float(np.searchsorted(cumulative, 0.99) / 255.0),
         edge_density=edges,
-        fine_detail=fine,
         coarse_detail=coarse,
         pixel_correlation=correlation,
     )

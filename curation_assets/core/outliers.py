@@ -42,7 +42,7 @@ class OutlierParams:
     bright_range: float = 0.12  # ... within this range of each other
     uniform_contrast: float = 0.012  # luma standard deviation below this ...
     uniform_edges: float = 0.001  # ... and hardly any edge pixel: a uniform frame
-    blurry_fine_detail: float = 3.5e-5  # no fine detail at the working scale ...
+    blurry_sharpness: float = 3.5e-5  # no fine detail (Laplacian variance at the working scale) ...
     blurry_coarse_detail: float = 2e-5  # ... though there is coarse structure to blur
     scene_blur_ratio: float = 0.25  # fine detail below this share of its scene's median ...
     scene_neighbors: int = 30  # ... among its nearest frames in embedding space (more than a blurred run) ...
@@ -93,7 +93,7 @@ def scene_blur(frames: pd.DataFrame, vectors: np.ndarray, params: OutlierParams)
     lasts); in an image folder it is the frame's nearest views in embedding space. A frame with
     too small a population is not judged, and a scene soft throughout has nothing sharper."""
     n = len(frames)
-    detail = np.maximum(_metric(frames, "fine_detail"), 1e-12)
+    detail = np.maximum(_metric(frames, "sharpness"), 1e-12)
     timed = (
         frames.groupby("video_id")["timestamp_s"].transform("max").to_numpy() > 0
         if "timestamp_s" in frames
@@ -166,7 +166,7 @@ def score_outliers(
     out = pd.DataFrame({"frame_id": frames["frame_id"]})
     p01, p99 = _metric(frames, "luma_p01"), _metric(frames, "luma_p99")
     contrast, edges = _metric(frames, "contrast"), _metric(frames, "edge_density")
-    fine, coarse = _metric(frames, "fine_detail"), _metric(frames, "coarse_detail")
+    fine, coarse = _metric(frames, "sharpness"), _metric(frames, "coarse_detail")
 
     out["dark"] = p99 < params.dark_p99
     out["bright"] = (p01 > params.bright_p01) & (p99 - p01 < params.bright_range)
@@ -174,7 +174,7 @@ def score_outliers(
     out["noise"] = (_metric(frames, "pixel_correlation") < params.noise_correlation) & (
         _metric(frames, "entropy") > params.noise_entropy
     )
-    whole_frame_blurred = (fine < params.blurry_fine_detail) & (coarse > params.blurry_coarse_detail)
+    whole_frame_blurred = (fine < params.blurry_sharpness) & (coarse > params.blurry_coarse_detail)
     unjudged = out["dark"] | out["bright"] | out["low_information"]  # nothing left to judge focus by
     out["blurry"] = (whole_frame_blurred | scene_blur(frames, vectors, params)) & ~unjudged
     out["odd_size"] = odd_sizes(frames, params)
