@@ -12,6 +12,7 @@ there. Exit status: 0 when every run succeeded and no blocking check failed, 1 o
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -79,7 +80,19 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    return run(args)
+    # SIGTERM (timeout, cron, Kubernetes) stops the command as Ctrl-C does: the step in
+    # progress is abandoned (every write is atomic, so nothing half-written is published),
+    # no new step starts, and a re-run resumes what is left.
+    from curation_assets import headless
+
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # outside a run: stop at once
+    headless.STOP = headless.StopSignals()
+    try:
+        return run(args)
+    except KeyboardInterrupt as stop:
+        signum = getattr(stop, "signum", signal.SIGINT)
+        print(f"\nstopped by {signal.Signals(signum).name}: re-run the same command to resume", file=sys.stderr)
+        return 128 + signum
 
 
 if __name__ == "__main__":

@@ -4,12 +4,16 @@ Uses the same Definitions, checks and instance as the UI (runs made here show up
 executing each run in process. The demo and CI drive the pipeline through this module.
 """
 
+import json
+import os
+import signal
+import socket
 from dataclasses import dataclass, field
 
 import dagster as dg
 
 from curation_assets.defs.partitions import labeling_rounds, videos
-from curation_assets.defs.sensors import new_video_sensor
+from curation_assets.defs.sensors import IN_FLIGHT, SOURCE_TAG, load_cursor, plan_ingest
 
 CURSOR_KEY = "curation/headless/new_video_sensor"
 
@@ -48,6 +52,39 @@ def outcome(name: str, result: dg.ExecuteInProcessResult) -> RunOutcome:
     return RunOutcome(name, result.success, None if result.success else _failure_message(result), checks, metadata)
 
 
+class Interrupted(KeyboardInterrupt):
+    """A stop signal arrived: the run in progress was finished, no other starts."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class StopSignals:
+    """SIGTERM and SIGINT, seen even while Dagster holds the handlers: during an in-process run
+    it captures both and carries on, so the command would go on to the next run. The
+    interpreter writes every signal's number to a wakeup pipe whoever handles it; ``check``
+    reads it between runs."""
+
+    def __init__(self) -> None:
+        self._read, write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(write, False)
+        signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+
+    def check(self) -> None:
+        try:
+            received = os.read(self._read, 256)
+        except BlockingIOError:
+            return
+        stops = [s for s in received if s in (signal.SIGTERM, signal.SIGINT)]
+        if stops:
+            raise Interrupted(stops[0])
+
+
+STOP: StopSignals | None = None  # set by the command line; tests and the demo run without
+
+
 def run_job(
     defs: dg.Definitions,
     instance: dg.DagsterInstance,
@@ -58,30 +95,76 @@ def run_job(
     log_level: str = "CRITICAL",
 ) -> dg.ExecuteInProcessResult:
     config = {"loggers": {"console": {"config": {"log_level": log_level}}}, **(run_config or {})}
-    return defs.resolve_job_def(job_name).execute_in_process(
-        instance=instance, partition_key=partition_key, run_config=config, tags=tags, raise_on_error=False
+    if STOP:
+        STOP.check()
+    result = defs.resolve_job_def(job_name).execute_in_process(
+        instance=instance,
+        partition_key=partition_key,
+        run_config=config,
+        tags={**_owner(), **(tags or {})},
+        raise_on_error=False,
     )
+    if STOP:
+        STOP.check()
+    return result
 
 
 def ingest_landing(defs: dg.Definitions, instance: dg.DagsterInstance, log=print) -> list[RunOutcome]:
-    """Tick the sensor until it has nothing new, and run every run it asks for."""
-    outcomes = []
-    # the headless cursor lives in the instance's key-value store, so a second run skips
-    # what the first ingested, as the daemon-run sensor would
-    cursor = instance.run_storage.get_cursor_values({CURSOR_KEY}).get(CURSOR_KEY)
+    """Ingest every landing source not yet ingested successfully, as the sensor would, and
+    retry what failed or died before: each command tries each source once."""
+    release_dead_runs(instance, log)
+    outcomes, attempted = [], set()
+    # the cursor lives in the instance's key-value store, so a second command skips what the
+    # first ingested, as the daemon-run sensor would
+    cursor = load_cursor(instance.run_storage.get_cursor_values({CURSOR_KEY}).get(CURSOR_KEY))
+    landing = defs.resources["object_store"].landing_store()
     while True:
-        with dg.build_sensor_context(instance=instance, cursor=cursor, resources=defs.resources) as ctx:
-            result = new_video_sensor(ctx)
-        for request in result.dynamic_partitions_requests or []:
-            instance.add_dynamic_partitions(videos.name, list(request.partition_keys))
-        cursor = result.cursor
-        instance.run_storage.set_cursor_values({CURSOR_KEY: cursor})
-        if not result.run_requests:
-            return outcomes
-        for request in result.run_requests:
+        requests, new_keys, cursor = plan_ingest(instance, landing, cursor, max_failed=None, skip=attempted, log=log)
+        if new_keys:
+            instance.add_dynamic_partitions(videos.name, new_keys)
+        for request in requests:
+            attempted.add(request.tags[SOURCE_TAG])
             log(f"ingesting {request.tags.get('curation/landing_key', request.partition_key)}")
             res = run_job(defs, instance, "ingest_video", request.partition_key, tags=request.tags)
             outcomes.append(outcome(request.partition_key, res))
+        instance.run_storage.set_cursor_values({CURSOR_KEY: json.dumps(cursor, sort_keys=True)})
+        if not requests:
+            return outcomes
+
+
+OWNER_TAG = "curation/owner"  # host:pid of the headless process executing a run in process
+
+
+def _owner() -> dict[str, str]:
+    return {OWNER_TAG: f"{socket.gethostname()}:{os.getpid()}"}
+
+
+def release_dead_runs(instance: dg.DagsterInstance, log=print) -> list[str]:
+    """Mark runs whose headless process is gone (killed, crashed) as failed and free their pool
+    slots, so they neither wedge later runs nor count as in flight. Daemon-launched runs are
+    left to Dagster's run monitoring."""
+    released = []
+    host = socket.gethostname()
+    for record in instance.get_run_records(filters=dg.RunsFilter(statuses=list(IN_FLIGHT))):
+        run = record.dagster_run
+        owner_host, _, pid = run.tags.get(OWNER_TAG, "").partition(":")
+        if owner_host != host or not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        instance.report_run_failed(run, f"its process ({pid}) is gone: killed or crashed")
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        released.append(run.run_id)
+        log(f"released run {run.run_id[:8]} of a process that is gone")
+    return released
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def run_round(

@@ -279,7 +279,7 @@ def _headless(landing: Path, root: Path, **env) -> tuple[subprocess.CompletedPro
     environment = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "CURATION_QDRANT_PATH")}
     command = [sys.executable, "-m", "curation_assets", "run", "--landing", str(landing), "--root", str(root),
                "--summary-json", str(summary)]  # fmt: skip
-    proc = subprocess.run(command, cwd=ROOT, env={**environment, **env}, capture_output=True, text=True)
+    proc = subprocess.run(command, cwd=ROOT, env={**environment, **env}, capture_output=True, text=True, timeout=300)
     return proc, json.loads(summary.read_text())
 
 
@@ -335,3 +335,72 @@ def test_an_environment_error_fails_once_and_keeps_its_cause(local_defs, instanc
         if e.dagster_event and e.dagster_event.event_type_value == "STEP_UP_FOR_RETRY"
     ]
     assert retried == []
+
+
+def _dagster_home(tmp_path: Path) -> Path:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((ROOT / "dagster_home" / "dagster.yaml").read_text())  # pools of 1
+    return home
+
+
+def test_a_partition_that_failed_is_ingested_once_the_fault_is_fixed(tmp_path):
+    _photos(tmp_path / "landing" / "cam", 1, 2, 3)
+    root, home = tmp_path / "root", _dagster_home(tmp_path)
+    (root / "tables").mkdir(parents=True)
+    (root / "tables" / "raw_frames").write_text("in the way")  # an environment fault
+    proc, summary = _headless(tmp_path / "landing", root, DAGSTER_HOME=str(home))
+    assert proc.returncode == 1 and not summary["videos"][0]["success"]
+    (root / "tables" / "raw_frames").unlink()  # fixed
+    proc, summary = _headless(tmp_path / "landing", root, DAGSTER_HOME=str(home))
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert [(v["success"], v["frames"]) for v in summary["videos"]] == [(True, 3)]
+    assert summary["figures"]["frames"] == 3
+
+
+def test_a_killed_command_with_a_persistent_instance_neither_wedges_nor_loses_videos(tmp_path):
+    landing, root, home = tmp_path / "landing", tmp_path / "root", _dagster_home(tmp_path)
+    names = [f"cam-k/clip{i}.mp4" for i in range(3)]
+    for i, name in enumerate(names):
+        write_video(Scene(name, seed=20 + i, duration_s=20.0, width=320, height=240, fps=5), landing / name)
+    environment = {k: v for k, v in os.environ.items() if k != "CURATION_QDRANT_PATH"}
+    command = [sys.executable, "-m", "curation_assets", "run", "--landing", str(landing), "--root", str(root)]
+    victim = subprocess.Popen(command, cwd=ROOT, env={**environment, "DAGSTER_HOME": str(home)},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    tables = root / "tables" / "frame_embeddings"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and len(list(tables.glob("*.parquet"))) < 1:
+        time.sleep(0.05)
+    time.sleep(0.5)  # into the next video
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait()
+    proc, summary = _headless(landing, root, DAGSTER_HOME=str(home))  # must not wait on the dead run's pool slot
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    groups = ObjectStoreResource(root=str(root)).store().read_table(layout.table_key("duplicate_groups"))
+    per_video = groups["frame_id"].str.rsplit("/", n=1).str[0].value_counts().to_dict()
+    assert per_video == {source_id_for(n): 40 for n in names}  # every video, every frame, once
+
+
+def test_sigterm_stops_the_command_after_the_run_in_progress_and_a_re_run_resumes(tmp_path):
+    landing, root, home = tmp_path / "landing", tmp_path / "root", _dagster_home(tmp_path)
+    names = [f"cam-t/clip{i}.mp4" for i in range(3)]
+    for i, name in enumerate(names):
+        write_video(Scene(name, seed=30 + i, duration_s=20.0, width=320, height=240, fps=5), landing / name)
+    environment = {k: v for k, v in os.environ.items() if k != "CURATION_QDRANT_PATH"}
+    command = [sys.executable, "-m", "curation_assets", "run", "--landing", str(landing), "--root", str(root)]
+    victim = subprocess.Popen(command, cwd=ROOT, env={**environment, "DAGSTER_HOME": str(home)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    tables = root / "tables" / "frame_embeddings"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and not list(tables.glob("*.parquet")):
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGTERM)  # what timeout, cron and Kubernetes send
+    _, err = victim.communicate(timeout=120)
+    assert victim.returncode == 143 and "stopped by SIGTERM" in err
+    assert len(list(tables.glob("*.parquet"))) < 3  # it stopped before the end
+    proc, summary = _headless(landing, root, DAGSTER_HOME=str(home))
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    groups = ObjectStoreResource(root=str(root)).store().read_table(layout.table_key("duplicate_groups"))
+    assert groups["frame_id"].str.rsplit("/", n=1).str[0].value_counts().to_dict() == {
+        source_id_for(n): 40 for n in names
+    }

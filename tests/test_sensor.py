@@ -76,12 +76,28 @@ def test_many_objects_are_registered_across_ticks_without_loss(instance, object_
 
 
 def test_objects_ingested_by_another_path_are_not_requested_again(local_defs, instance, video_dir):
-    """A run for the same content (say, from the headless command) counts as seen."""
+    """A successful run for the same content (say, from the headless command) counts as done."""
+    from curation_assets import headless
+
+    object_store = local_defs.resources["object_store"]
+    drop(object_store.landing_store(), video_dir, SCENE_B.name)
+    [ingested] = headless.ingest_landing(local_defs, instance, log=lambda _: None)
+    assert ingested.success
+    fresh_cursor_tick = tick(instance, object_store, cursor=None)
+    assert fresh_cursor_tick.run_requests == []
+    assert SCENE_B.name in fresh_cursor_tick.cursor
+
+
+def test_a_failed_object_is_requested_again_a_bounded_number_of_times(local_defs, instance, video_dir):
     from curation_assets import headless
 
     object_store = local_defs.resources["object_store"]
     drop(object_store.landing_store(), video_dir, "cam-a/notes.txt")
-    assert len(headless.ingest_landing(local_defs, instance, log=lambda _: None)) == 1  # fails: not a video
-    fresh_cursor_tick = tick(instance, object_store, cursor=None)
-    assert fresh_cursor_tick.run_requests == []
-    assert "cam-a/notes.txt" in fresh_cursor_tick.cursor
+    [first] = headless.ingest_landing(local_defs, instance, log=lambda _: None)  # each command tries once
+    assert not first.success and "not a readable video" in first.error
+    retry = tick(instance, object_store, cursor=None)
+    [request] = retry.run_requests
+    assert request.run_key.endswith("#retry1")
+    for _ in range(sensors.MAX_FAILED_ATTEMPTS - 1):
+        headless.ingest_landing(local_defs, instance, log=lambda _: None)
+    assert tick(instance, object_store, cursor=None).run_requests == []  # given up until the content changes

@@ -20,52 +20,100 @@ ingest_video_job = dg.define_asset_job(
 SOURCE_TAG = "curation/source"  # "<video_id>@<fingerprint>": which content a run ingested
 MAX_RUNS_PER_TICK = 50
 LIST_PAGE_SIZE = 1000
+MAX_FAILED_ATTEMPTS = 3  # the sensor gives up on content that failed this often, until it changes
+IN_FLIGHT = {
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+}
+
+
+def load_cursor(text: str | None) -> dict[str, dict[str, str]]:
+    cursor = json.loads(text) if text else {}
+    if cursor and "done" not in cursor:  # the first format: source key -> fingerprint ingested
+        cursor = {"done": cursor}
+    return {"done": cursor.get("done", {}), "requested": cursor.get("requested", {})}
+
+
+def plan_ingest(
+    instance: dg.DagsterInstance,
+    landing,
+    cursor: dict[str, dict[str, str]],
+    max_failed: int | None = MAX_FAILED_ATTEMPTS,
+    skip: set[str] = frozenset(),
+    log=None,
+) -> tuple[list[dg.RunRequest], list[str], dict[str, dict[str, str]]]:
+    """What to ingest now: (run requests, new partition keys, the updated cursor).
+
+    The cursor's ``done`` maps source key -> fingerprint (ETag, or size + mtime; for an image
+    folder a hash over its files) of content whose ingest *succeeded*, so unchanged content
+    is never ingested twice and changed content is re-ingested; ``requested`` holds the run
+    key last requested for a source, so a request not yet turned into a run is not repeated.
+    Content whose run is in flight is left alone; content whose runs failed or died is
+    requested again (with a new run key), up to ``max_failed`` failures (None: always),
+    skipping the contents in ``skip``.
+    Every tick re-lists the landing zone page by page; S3's 1-second LastModified makes a
+    "newer than" cursor miss same-second uploads, a fingerprint map cannot.
+    """
+    done, requested = dict(cursor["done"]), dict(cursor["requested"])
+    known = set(instance.get_dynamic_partitions(videos.name))
+    requests, new_keys = [], []
+    for source in landing_sources(landing, page_size=LIST_PAGE_SIZE):
+        if done.get(source.key) == source.fingerprint:
+            continue
+        source_id = source_id_for(source.key)
+        content = f"{source_id}@{source.fingerprint}"
+        statuses = [
+            r.dagster_run.status for r in instance.get_run_records(filters=dg.RunsFilter(tags={SOURCE_TAG: content}))
+        ]
+        if dg.DagsterRunStatus.SUCCESS in statuses:  # e.g. by the headless command, or a run the cursor missed
+            done[source.key] = source.fingerprint
+            requested.pop(source.key, None)
+            continue
+        if IN_FLIGHT & set(statuses):
+            continue
+        failures = len(statuses)
+        run_key = content if not failures else f"{content}#retry{failures}"
+        if (
+            (max_failed is not None and failures >= max_failed)
+            or content in skip
+            or requested.get(source.key) == run_key
+        ):
+            continue
+        if len(requests) >= MAX_RUNS_PER_TICK:
+            break  # the rest on the next tick
+        if source_id not in known and source_id not in new_keys:
+            new_keys.append(source_id)
+        if failures and log:
+            log(f"{source.key}: retrying after {failures} failed run(s)")
+        requests.append(
+            dg.RunRequest(
+                run_key=run_key,
+                partition_key=source_id,
+                tags={"curation/landing_key": source.key[:255], SOURCE_TAG: content},
+            )
+        )
+        requested[source.key] = run_key
+    return requests, new_keys, {"done": done, "requested": requested}
 
 
 @dg.sensor(
     job=ingest_video_job,
     minimum_interval_seconds=10,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Registers a partition and requests a run for every new or changed landing source.",
+    description="Registers a partition and requests a run for every new, changed or failed landing source.",
 )
 def new_video_sensor(context: dg.SensorEvaluationContext, object_store: ObjectStoreResource):
-    # The cursor maps source key -> fingerprint (ETag, or size + mtime; for an image folder a
-    # hash over its files) of what was ingested, so unchanged content is never ingested twice
-    # and changed content is re-ingested.
-    # Every tick re-lists the landing zone page by page; S3's 1-second LastModified makes a
-    # "newer than" cursor miss same-second uploads, a fingerprint map cannot.
-    seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     landing = object_store.landing_store()
-    known = set(context.instance.get_dynamic_partitions(videos.name))
-    requests, new_keys = [], []
-    for source in landing_sources(landing, page_size=LIST_PAGE_SIZE):
-        if seen.get(source.key) == source.fingerprint:
-            continue
-        source_id = source_id_for(source.key)
-        content = f"{source_id}@{source.fingerprint}"
-        if _already_run(context.instance, content):  # e.g. by the headless command
-            seen[source.key] = source.fingerprint
-            continue
-        if len(requests) >= MAX_RUNS_PER_TICK:
-            break  # the rest on the next tick
-        if source_id not in known and source_id not in new_keys:
-            new_keys.append(source_id)
-        requests.append(
-            dg.RunRequest(
-                run_key=content,
-                partition_key=source_id,
-                tags={"curation/landing_key": source.key[:255], SOURCE_TAG: content},
-            )
-        )
-        seen[source.key] = source.fingerprint
+    requests, new_keys, cursor = plan_ingest(
+        context.instance, landing, load_cursor(context.cursor), log=context.log.info
+    )
     if requests:
         context.log.info(f"{len(requests)} landing objects to ingest ({len(new_keys)} new partitions)")
     return dg.SensorResult(
         run_requests=requests,
         dynamic_partitions_requests=[videos.build_add_request(new_keys)] if new_keys else [],
-        cursor=json.dumps(seen, sort_keys=True),
+        cursor=json.dumps(cursor, sort_keys=True),
     )
-
-
-def _already_run(instance: dg.DagsterInstance, source: str) -> bool:
-    return bool(instance.get_run_records(filters=dg.RunsFilter(tags={SOURCE_TAG: source}), limit=1))
