@@ -66,8 +66,21 @@ def test_valid_annotations_are_accepted_with_their_frame():
         (_ann(9, bbox=(10, 10, 0, 50)), "non-positive size"),
         (_ann(9, bbox=(10, 10, 50, 80)), "duplicate of an earlier annotation"),
         ({"id": 9, "image_id": 1, "category_id": 1, "bbox": "wide"}, "is not \\[x, y, w, h\\]"),
+        (_ann(9, bbox=(10, float("nan"), 50, 80)), "in finite numbers"),
+        ("a string", "str where an annotation object belongs"),
+        (_ann(9, image_id=[1]), "is not a frame selected"),
     ],
-    ids=["unknown image", "unknown category", "box outside image", "zero width", "duplicate", "malformed bbox"],
+    ids=[
+        "unknown image",
+        "unknown category",
+        "box outside image",
+        "zero width",
+        "duplicate",
+        "malformed bbox",
+        "NaN in a box",
+        "a string instead of an object",
+        "a list as image id",
+    ],  # fmt: skip
 )
 def test_each_bad_annotation_is_rejected_with_its_reason_and_the_rest_kept(bad, reason):
     result = import_coco(_coco([_ann(1), bad]), "round.json", SELECTED, CATEGORIES)
@@ -75,6 +88,21 @@ def test_each_bad_annotation_is_rejected_with_its_reason_and_the_rest_kept(bad, 
     assert len(result.rejected) == 1
     assert result.rejected.iloc[0]["row"] == 1
     assert pd.Series(result.rejected["reason"]).str.contains(reason).all()
+
+
+def test_one_nan_box_among_valid_ones_is_rejected_alone():
+    annotations = [_ann(i, bbox=(10 + i, 10, 20, 20)) for i in range(10)] + [_ann(99, bbox=(float("nan"), 1, 2, 3))]
+    result = import_coco(_coco(annotations), "round.json", SELECTED, CATEGORIES)
+    assert len(result.accepted) == 10 and list(result.rejected["row"]) == [10]
+
+
+def test_a_sagemaker_line_with_a_string_for_a_box_is_rejected_alone():
+    good = _gt_line(SELECTED.uri[0], [(0, (10, 10, 50, 80))])
+    bad = json.loads(good)
+    bad["bbox-job"]["annotations"] = ["not a box"]
+    result = import_sagemaker(good + "\n" + json.dumps(bad) + "\n", "out.manifest", SELECTED, CATEGORIES)
+    assert len(result.accepted) == 1
+    assert list(result.rejected["row"]) == [2] and "not a list of objects" in result.rejected.iloc[0]["reason"]
 
 
 def test_malformed_json_is_reported_not_raised():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 
 import pandas as pd
@@ -121,17 +122,21 @@ def import_coco(text: str, source: str, frames: pd.DataFrame, categories: list[s
         )
     by_uri = frames.set_index("uri")["frame_id"].to_dict()
     size = frames.set_index("frame_id")[["width", "height"]].to_dict("index")
-    category_names = {c.get("id"): c.get("name") for c in doc.get("categories", [])}
+    category_names = {c.get("id"): c.get("name") for c in _objects(doc, "categories")}
     image_frame: dict = {}
-    for img in doc.get("images", []):
+    for img in _objects(doc, "images"):
         frame_id = img.get("frame_id") or by_uri.get(img.get("file_name"))
-        image_frame[img.get("id")] = frame_id if frame_id in size else None
+        image_frame[_hashable(img.get("id"))] = frame_id if isinstance(frame_id, str) and frame_id in size else None
 
     accepted, seen = [], set()
-    for row, ann in enumerate(doc.get("annotations", [])):
+    annotations = doc.get("annotations", [])
+    for row, ann in enumerate(annotations if isinstance(annotations, list) else []):
         reject = functools.partial(_reject, rejected, source, row)
+        if not isinstance(ann, dict):  # one structurally wrong row is rejected alone
+            reject(f"annotation row {row}: {type(ann).__name__} where an annotation object belongs")
+            continue
 
-        image_id = ann.get("image_id")
+        image_id = _hashable(ann.get("image_id"))
         frame_id = image_frame.get(image_id)
         name = category_names.get(ann.get("category_id"))
         bbox = ann.get("bbox")
@@ -141,8 +146,9 @@ def import_coco(text: str, source: str, frames: pd.DataFrame, categories: list[s
         if name not in categories:
             reject(f"annotation {ann.get('id')}: unknown category {ann.get('category_id')} ({name})")
             continue
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)):
-            reject(f"annotation {ann.get('id')}: bbox {bbox!r} is not [x, y, w, h]")
+        numbers = isinstance(bbox, list) and len(bbox) == 4 and all(_finite_number(v) for v in bbox)
+        if not numbers:  # NaN and Infinity parse as floats in Python's json
+            reject(f"annotation {ann.get('id')}: bbox {bbox!r} is not [x, y, w, h] in finite numbers")
             continue
         x, y, w, h = (float(v) for v in bbox)
         width, height = size[frame_id]["width"], size[frame_id]["height"]
@@ -187,10 +193,16 @@ def import_sagemaker(text: str, source: str, frames: pd.DataFrame, categories: l
         except (ValueError, StopIteration, AttributeError) as exc:
             rejected.append({"source": source, "row": n, "reason": f"line {n}: not a bounding-box result ({exc!r})"})
             continue
+        boxes = entry[attribute]["annotations"]
+        if not isinstance(boxes, list) or not all(isinstance(b, dict) for b in boxes):
+            rejected.append({"source": source, "row": n, "reason": f"line {n}: annotations are not a list of objects"})
+            continue
         image_id = len(coco["images"]) + 1
         ref = entry.get("source-ref")
-        coco["images"].append({"id": image_id, "file_name": ref, "frame_id": by_uri.get(ref)})
-        for box in entry[attribute]["annotations"]:
+        coco["images"].append(
+            {"id": image_id, "file_name": ref, "frame_id": by_uri.get(ref) if isinstance(ref, str) else None}
+        )
+        for box in boxes:
             name = class_map.get(str(box.get("class_id")))
             coco["annotations"].append(
                 {
@@ -203,6 +215,20 @@ def import_sagemaker(text: str, source: str, frames: pd.DataFrame, categories: l
     result = import_coco(json.dumps(coco), source, frames, categories)
     result.rejected = pd.concat([pd.DataFrame(rejected, columns=result.rejected.columns), result.rejected])
     return result
+
+
+def _objects(doc: dict, key: str) -> list[dict]:
+    """The list under ``key``, keeping only its objects (malformed entries cannot crash a lookup)."""
+    values = doc.get(key, [])
+    return [v for v in values if isinstance(v, dict)] if isinstance(values, list) else []
+
+
+def _hashable(value):
+    return value if isinstance(value, str | int | float | type(None)) else repr(value)
+
+
+def _finite_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _reject(rejected: list[dict], source: str, row: int, reason: str) -> None:
