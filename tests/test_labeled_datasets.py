@@ -8,7 +8,7 @@ from PIL import Image
 
 from curation_assets import headless
 from curation_assets.core import layout
-from curation_assets.core.datasets import split_name
+from curation_assets.core.datasets import read_coco, split_name
 from curation_assets.core.ids import source_id_for
 from tests.conftest import encoded, photo
 
@@ -105,3 +105,54 @@ def test_a_coco_dataset_is_audited_and_cleaned(local_defs, instance):
     removals = json.loads(store.get_bytes(f"{folder}removals.json"))
     assert {r["source_name"].removeprefix(prefix) for r in removals} >= planted
     assert landing.get_bytes("shelf-dataset/train/broken.jpg") == planted_dataset()["train/broken.jpg"]  # untouched
+
+
+def _broken_coco() -> bytes:
+    return json.dumps(
+        {
+            "images": [
+                {"id": 1, "file_name": "a.jpg"},
+                {"id": 2, "file_name": "b.jpg"},
+                {"id": 2, "file_name": "c.jpg"},  # the same id twice: whose boxes are whose?
+                {"id": 4, "file_name": "../../../etc/passwd"},
+                "not an image",
+            ],
+            "annotations": [
+                {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5]},
+                {"id": 2, "image_id": 2, "category_id": 1, "bbox": [1, 1, 5, 5]},
+                {"id": 3, "image_id": 77, "category_id": 1, "bbox": [1, 1, 5, 5]},  # no such image
+                {"id": 4, "category_id": 1, "bbox": [1, 1, 5, 5]},  # no image_id
+            ],
+            "categories": CATEGORIES,
+        }
+    ).encode()
+
+
+def test_malformed_coco_rows_are_reported_with_file_and_row_never_raised():
+    files = {"ds/a.jpg": b"", "ds/b.jpg": b"", "ds/c.jpg": b"", "ds/annotations/train.json": _broken_coco()}
+    problems: list[str] = []
+    entries = {e.file_name: e for e in read_coco("ds/", tuple(files), files.__getitem__, problems)}
+    assert entries["a.jpg"].problem is None and len(entries["a.jpg"].annotations) == 1
+    assert "used twice" in entries["b.jpg"].problem and "used twice" in entries["c.jpg"].problem
+    assert entries["../../../etc/passwd"].member is None  # never resolved to a file outside the dataset
+    joined = " | ".join(problems)
+    assert "landing/ds/annotations/train.json: image ids used twice: [2]" in joined
+    assert "image row 4 has no file_name and id" in joined
+    assert "annotation row 3 has no image_id" in joined and "1 annotations refer to no image" in joined
+
+
+def test_a_hostile_file_name_is_one_rejected_image_in_one_dataset(local_defs, instance):
+    landing = local_defs.resources["object_store"].landing_store()
+    for dataset in ("ds-a", "ds-b"):
+        for name, data in planted_dataset().items():
+            landing.put_bytes(f"{dataset}/{name}", data)
+    doc = json.loads(landing.get_bytes("ds-a/annotations/instances_train.json"))
+    doc["images"].append({"id": 99, "file_name": "../../../etc/passwd", "width": 10, "height": 10})
+    landing.put_bytes("ds-a/annotations/instances_train.json", json.dumps(doc).encode())
+    headless.ingest_landing(local_defs, instance, log=lambda _: None)
+    curate = headless.outcome("curate", headless.run_job(local_defs, instance, "curate"))
+    assert curate.success, curate.error
+    report = local_defs.resources["object_store"].store().read_table(layout.table_key("dataset_audit"))
+    hostile = report[report["source_name"] == "../../../etc/passwd"]
+    assert list(hostile["source"]) == [source_id_for("ds-a/")] and hostile["reason"].str.startswith("corrupt").all()
+    assert set(report["source"]) == {source_id_for("ds-a/"), source_id_for("ds-b/")}  # both audited

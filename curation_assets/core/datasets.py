@@ -37,10 +37,18 @@ class CocoEntry:
     file_name: str
     split: str
     annotations: tuple[tuple[str, float, float, float, float], ...]  # (category, x, y, w, h)
+    problem: str | None = None  # why its labels cannot be trusted (the image is then left out)
 
 
-def read_coco(root: str, members: tuple[str, ...], read: Callable[[str], bytes]) -> list[CocoEntry]:
-    """Every image entry of every annotation file under ``root`` (a folder key ending in "/")."""
+def read_coco(
+    root: str, members: tuple[str, ...], read: Callable[[str], bytes], problems: list[str] | None = None
+) -> list[CocoEntry]:
+    """Every image entry of every annotation file under ``root`` (a folder key ending in "/").
+
+    What is wrong in a file is appended to ``problems`` (file, row and cause) instead of
+    raising: a malformed image or annotation row is skipped, images sharing an id are both
+    left out (their boxes cannot be told apart), annotations of no image are counted."""
+    problems = [] if problems is None else problems
     images = {m[len(root) :]: m for m in members if not m.endswith(".json")}
     by_basename: dict[str, list[str]] = {}
     for rel, key in images.items():
@@ -49,21 +57,53 @@ def read_coco(root: str, members: tuple[str, ...], read: Callable[[str], bytes])
     for ann_key in sorted(m for m in members if m.endswith(".json")):
         try:
             doc = json.loads(read(ann_key))
-        except ValueError as exc:
-            raise UnreadableSourceError(f"landing/{ann_key}: malformed COCO JSON ({exc})") from exc
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than any COCO file
+            raise UnreadableSourceError(f"landing/{ann_key}: malformed COCO JSON ({str(exc)[:200]})") from exc
+        if not isinstance(doc, dict):
+            raise UnreadableSourceError(f"landing/{ann_key}: not a COCO document (top level is not an object)")
         split = split_name(ann_key)
-        names = {c["id"]: c["name"] for c in doc.get("categories", [])}
+        where = f"landing/{ann_key}"
+        names = {c.get("id"): c.get("name") for c in _rows(doc, "categories") if isinstance(c, dict)}
+        valid_images = []
+        for row, image in enumerate(_rows(doc, "images")):
+            if not (isinstance(image, dict) and isinstance(image.get("file_name"), str) and _id(image.get("id"))):
+                problems.append(f"{where}: image row {row} has no file_name and id; skipped")
+                continue
+            valid_images.append(image)
+        ids = [image["id"] for image in valid_images]
+        shared = {i for i in ids if ids.count(i) > 1}
+        if shared:
+            problems.append(f"{where}: image ids used twice: {sorted(shared, key=str)[:10]}; those images are left out")
         boxes: dict = {}
-        for ann in doc.get("annotations", []):
-            x, y, w, h = ann.get("bbox", (0, 0, 0, 0))
-            boxes.setdefault(ann["image_id"], []).append((names.get(ann["category_id"], "?"), x, y, w, h))
-        for image in doc.get("images", []):
+        orphans = 0
+        for row, ann in enumerate(_rows(doc, "annotations")):
+            bbox = ann.get("bbox") if isinstance(ann, dict) else None
+            if not (isinstance(bbox, list | tuple) and len(bbox) == 4 and _id(ann.get("image_id"))):
+                problems.append(f"{where}: annotation row {row} has no image_id or [x, y, w, h] bbox; skipped")
+                continue
+            if ann["image_id"] not in ids:
+                orphans += 1
+                continue
+            boxes.setdefault(ann["image_id"], []).append((names.get(ann.get("category_id"), "?"), *bbox))
+        if orphans:
+            problems.append(f"{where}: {orphans} annotations refer to no image; skipped")
+        for image in valid_images:
             file_name = image["file_name"]
             exact = [images[p] for p in (file_name, f"{split}/{file_name}") if p in images]
             by_name = by_basename.get(posixpath.basename(file_name), [])
             member = exact[0] if exact else (by_name[0] if len(by_name) == 1 else None)
-            entries.append(CocoEntry(member, file_name, split, tuple(boxes.get(image["id"], ()))))
+            problem = f"image id {image['id']} is used twice in {where}" if image["id"] in shared else None
+            entries.append(CocoEntry(member, file_name, split, tuple(boxes.get(image["id"], ())), problem))
     return entries
+
+
+def _rows(doc: dict, key: str) -> list:
+    rows = doc.get(key, [])
+    return rows if isinstance(rows, list) else []
+
+
+def _id(value) -> bool:
+    return isinstance(value, int | str) and not isinstance(value, bool)
 
 
 def audit(
@@ -79,8 +119,10 @@ def audit(
     tables; ``labels``: frame_id, category. Returns frame_id, split, group_id, keep, reason,
     related (the frame it duplicates, when any).
     """
-    t = frames[["frame_id", "split", "corrupt", "source_name"]].merge(
-        groups[["frame_id", "group_id", "is_representative"]], on="frame_id", how="left"
+    t = (
+        frames[["frame_id", "split", "corrupt", "source_name"]]
+        .reset_index(drop=True)
+        .merge(groups[["frame_id", "group_id", "is_representative"]], on="frame_id", how="left")
     )
     t = t.merge(outliers[["frame_id", "is_outlier", "reasons"]], on="frame_id", how="left")
     t["group_id"] = t["group_id"].fillna(t["frame_id"])
@@ -95,7 +137,9 @@ def audit(
         if related is not None:
             t.loc[mask, "related"] = related[mask]
 
-    remove(t["corrupt"], "corrupt: unreadable image")
+    error = frames["error"] if "error" in frames else pd.Series("unreadable image", index=frames.index)
+    t["error"] = error.to_numpy()
+    remove(t["corrupt"], "corrupt: " + t["error"].where(t["error"] != "", "unreadable image"))
     if remove_outliers:
         remove(t["is_outlier"].fillna(False).astype(bool), "outlier: " + t["reasons"].fillna(""))
     conflicting = t[t["keep"]].groupby("group_id")["labels"].nunique()

@@ -85,7 +85,7 @@ def dataset_audit(
         reports.append(report.assign(source=source_id))
         summary[source_id] = findings(report)
         # the cleaned copy points at the original images in the landing zone, untouched
-        originals = source_frames.assign(uri=[landing.uri(name) for name in source_frames["source_name"]])
+        originals = source_frames.assign(uri=[_landing_uri(landing, name) for name in source_frames["source_name"]])
         written[source_id] = _write_cleaned(store, source_id, originals, source_labels, report)
 
     everything = pd.concat(reports, ignore_index=True)
@@ -107,6 +107,15 @@ def dataset_audit(
         },
         check_results=[checks.from_validation("dataset_audit_cleaned_is_leak_free", validation)],
     )
+
+
+def _landing_uri(landing, name: str) -> str:
+    """Where an image of the dataset lives; "" for a name that is no landing key (a missing or
+    hostile ``file_name`` such as ``../../etc/passwd``: that image is already left out)."""
+    try:
+        return landing.uri(name)
+    except ValueError:
+        return ""
 
 
 def _write_cleaned(store, source_id: str, frames: pd.DataFrame, labels: pd.DataFrame, report: pd.DataFrame) -> str:

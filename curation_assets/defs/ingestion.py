@@ -76,7 +76,9 @@ def read_source(
             (i, 0.0, img.rgb, e.member or e.file_name, img.error, e.split)
             for i, e in enumerate(entries)
             for img in [
-                load_image(landing.get_bytes(e.member), e.member, config.max_pixels)
+                LoadedImage(e.file_name, None, e.problem)
+                if e.problem
+                else load_image(landing.get_bytes(e.member), e.member, config.max_pixels)
                 if e.member
                 else LoadedImage(e.file_name, None, missing)
             ]
@@ -137,7 +139,7 @@ def raw_frames(
     damage: list[str] = []  # a video damaged part-way keeps the frames before the damage
     progress = Progress(f"{source.key} frames", len(source.members) or None, context.log.info)
     try:
-        entries = read_coco(source.key, source.members, landing.get_bytes) if source.kind == "coco" else []
+        entries = read_coco(source.key, source.members, landing.get_bytes, damage) if source.kind == "coco" else []
         with (
             read_source(landing, source, config, entries, damage.append) as frames,
             ThreadPoolExecutor(WORKERS) as pool,
