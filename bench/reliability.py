@@ -9,6 +9,10 @@
    in its own process: streaming keeps it flat.
 3. Faults: runs tests/test_reliability.py and the vector-store fault tests and prints
    how many injected faults and hostile inputs were survived.
+4. Headless faults against a real instance (its own DAGSTER_HOME, pools of 1), each on three
+   short videos: SIGKILL mid-run, SIGTERM mid-run, an environment fault (the tables folder
+   blocked) fixed before the re-run. After the re-run: frames per video in duplicate_groups
+   against an unfaulted count, records lost and duplicated, whether the re-run hung.
 """
 
 from __future__ import annotations
@@ -115,19 +119,81 @@ def fault_tests() -> dict:
     }
 
 
+def headless_faults() -> list[dict]:
+    import signal
+
+    import pandas as pd
+
+    from curation_assets.core.ids import source_id_for
+    from curation_assets.demo.scenes import Scene, write_video
+
+    rows = []
+    for fault in ("sigkill", "sigterm", "blocked_tables"):
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            landing, root, home = tmp / "landing", tmp / "root", tmp / "home"
+            home.mkdir()
+            (home / "dagster.yaml").write_text((ROOT / "dagster_home" / "dagster.yaml").read_text())
+            names = [f"cam-r/clip{i}.mp4" for i in range(3)]
+            for i, name in enumerate(names):
+                write_video(Scene(name, seed=40 + i, duration_s=20.0, width=320, height=240, fps=5), landing / name)
+            env = {k: v for k, v in os.environ.items() if k != "CURATION_QDRANT_PATH"} | {"DAGSTER_HOME": str(home)}
+            command = [sys.executable, "-m", "curation_assets", "run", "--landing", str(landing), "--root", str(root)]
+            if fault == "blocked_tables":
+                (root / "tables").mkdir(parents=True)
+                (root / "tables" / "raw_frames").write_text("in the way")
+                first = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True).returncode
+                (root / "tables" / "raw_frames").unlink()
+            else:
+                proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+                deadline = time.monotonic() + 180
+                while time.monotonic() < deadline and not list((root / "tables/frame_embeddings").glob("*.parquet")):
+                    time.sleep(0.05)
+                time.sleep(0.5)
+                os.killpg(proc.pid, signal.SIGKILL if fault == "sigkill" else signal.SIGTERM)
+                first = proc.wait()
+            started = time.perf_counter()
+            try:
+                rerun = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+                hung, code = False, rerun.returncode
+            except subprocess.TimeoutExpired:
+                hung, code = True, None
+            groups = root / "tables/duplicate_groups/all.parquet"
+            counts = (
+                pd.read_parquet(groups)["frame_id"].str.rsplit("/", n=1).str[0].value_counts().to_dict()
+                if groups.exists() else {}
+            )  # fmt: skip
+            expected = 40  # 20 s at the default 2 frames per second
+            got = [counts.get(source_id_for(n), 0) for n in names]
+            rows.append({"fault": fault, "first_exit": first, "rerun_exit": code, "rerun_hung": hung,
+                         "rerun_s": round(time.perf_counter() - started, 1),
+                         "videos_lost": sum(g == 0 for g in got),
+                         "frames_lost": sum(max(expected - g, 0) for g in got),
+                         "frames_duplicated": sum(max(g - expected, 0) for g in got)})  # fmt: skip
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--videos", type=int, default=200)
     parser.add_argument("--long-minutes", type=float, default=5.0)
+    parser.add_argument("--only-headless-faults", action="store_true", help="just part 4")
     args = parser.parse_args()
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     from bench.machine import describe
 
     print(f"machine: {describe()}")
+    if args.only_headless_faults:
+        for row in headless_faults():
+            print("headless fault:", json.dumps(row))
+        return
     print("load:", json.dumps(load(args.videos)))
     for minutes in (1.0, args.long_minutes):
         print("memory:", json.dumps(peak_rss(minutes)))
     print("faults:", json.dumps(fault_tests()))
+    for row in headless_faults():
+        print("headless fault:", json.dumps(row))
 
 
 if __name__ == "__main__":

@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(args)
     except KeyboardInterrupt as stop:
-        signum = getattr(stop, "signum", signal.SIGINT)
+        # Dagster maps SIGTERM onto the Ctrl-C handler between runs: the pipe knows which it was
+        signum = getattr(stop, "signum", None) or headless.STOP.received() or signal.SIGINT
         print(f"\nstopped by {signal.Signals(signum).name}: re-run the same command to resume", file=sys.stderr)
         return 128 + signum
 

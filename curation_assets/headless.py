@@ -72,14 +72,18 @@ class StopSignals:
         os.set_blocking(write, False)
         signal.set_wakeup_fd(write, warn_on_full_buffer=False)
 
-    def check(self) -> None:
+    def received(self) -> int | None:
+        """The first stop signal that arrived since the last look, if any."""
         try:
-            received = os.read(self._read, 256)
+            data = os.read(self._read, 256)
         except BlockingIOError:
-            return
-        stops = [s for s in received if s in (signal.SIGTERM, signal.SIGINT)]
-        if stops:
-            raise Interrupted(stops[0])
+            return None
+        stops = [s for s in data if s in (signal.SIGTERM, signal.SIGINT)]
+        return stops[0] if stops else None
+
+    def check(self) -> None:
+        if (signum := self.received()) is not None:
+            raise Interrupted(signum)
 
 
 STOP: StopSignals | None = None  # set by the command line; tests and the demo run without
