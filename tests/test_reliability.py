@@ -358,49 +358,48 @@ def test_a_partition_that_failed_is_ingested_once_the_fault_is_fixed(tmp_path):
     assert summary["figures"]["frames"] == 3
 
 
-def test_a_killed_command_with_a_persistent_instance_neither_wedges_nor_loses_videos(tmp_path):
+def _three_clips_being_ingested(tmp_path: Path, **popen) -> tuple[subprocess.Popen, Path, Path, list[str]]:
+    """A headless command on three short videos with a persistent instance, left running
+    until the first video's embeddings are published. Returns (process, landing, root, names)."""
     landing, root, home = tmp_path / "landing", tmp_path / "root", _dagster_home(tmp_path)
     names = [f"cam-k/clip{i}.mp4" for i in range(3)]
     for i, name in enumerate(names):
         write_video(Scene(name, seed=20 + i, duration_s=20.0, width=320, height=240, fps=5), landing / name)
     environment = {k: v for k, v in os.environ.items() if k != "CURATION_QDRANT_PATH"}
     command = [sys.executable, "-m", "curation_assets", "run", "--landing", str(landing), "--root", str(root)]
-    victim = subprocess.Popen(command, cwd=ROOT, env={**environment, "DAGSTER_HOME": str(home)},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
-    tables = root / "tables" / "frame_embeddings"
+    process = subprocess.Popen(command, cwd=ROOT, env={**environment, "DAGSTER_HOME": str(home)}, **popen)
     deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and len(list(tables.glob("*.parquet"))) < 1:
+    while time.monotonic() < deadline and not list((root / "tables" / "frame_embeddings").glob("*.parquet")):
         time.sleep(0.05)
+    return process, landing, root, names
+
+
+def _frames_per_video(root: Path) -> dict[str, int]:
+    groups = ObjectStoreResource(root=str(root)).store().read_table(layout.table_key("duplicate_groups"))
+    return groups["frame_id"].str.rsplit("/", n=1).str[0].value_counts().to_dict()
+
+
+def test_a_killed_command_with_a_persistent_instance_neither_wedges_nor_loses_videos(tmp_path):
+    victim, landing, root, names = _three_clips_being_ingested(
+        tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     time.sleep(0.5)  # into the next video
     os.killpg(victim.pid, signal.SIGKILL)
     victim.wait()
-    proc, summary = _headless(landing, root, DAGSTER_HOME=str(home))  # must not wait on the dead run's pool slot
+    home = tmp_path / "dagster_home"
+    proc, _ = _headless(landing, root, DAGSTER_HOME=str(home))  # must not wait on the dead run's pool slot
     assert proc.returncode == 0, proc.stdout[-3000:]
-    groups = ObjectStoreResource(root=str(root)).store().read_table(layout.table_key("duplicate_groups"))
-    per_video = groups["frame_id"].str.rsplit("/", n=1).str[0].value_counts().to_dict()
-    assert per_video == {source_id_for(n): 40 for n in names}  # every video, every frame, once
+    assert _frames_per_video(root) == {source_id_for(n): 40 for n in names}  # every video, every frame, once
 
 
 def test_sigterm_stops_the_command_after_the_run_in_progress_and_a_re_run_resumes(tmp_path):
-    landing, root, home = tmp_path / "landing", tmp_path / "root", _dagster_home(tmp_path)
-    names = [f"cam-t/clip{i}.mp4" for i in range(3)]
-    for i, name in enumerate(names):
-        write_video(Scene(name, seed=30 + i, duration_s=20.0, width=320, height=240, fps=5), landing / name)
-    environment = {k: v for k, v in os.environ.items() if k != "CURATION_QDRANT_PATH"}
-    command = [sys.executable, "-m", "curation_assets", "run", "--landing", str(landing), "--root", str(root)]
-    victim = subprocess.Popen(command, cwd=ROOT, env={**environment, "DAGSTER_HOME": str(home)},
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    tables = root / "tables" / "frame_embeddings"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and not list(tables.glob("*.parquet")):
-        time.sleep(0.05)
+    victim, landing, root, names = _three_clips_being_ingested(
+        tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     victim.send_signal(signal.SIGTERM)  # what timeout, cron and Kubernetes send
     _, err = victim.communicate(timeout=120)
     assert victim.returncode == 143 and "stopped by SIGTERM" in err
-    assert len(list(tables.glob("*.parquet"))) < 3  # it stopped before the end
-    proc, summary = _headless(landing, root, DAGSTER_HOME=str(home))
+    assert len(list((root / "tables" / "frame_embeddings").glob("*.parquet"))) < 3  # it stopped before the end
+    proc, _ = _headless(landing, root, DAGSTER_HOME=str(tmp_path / "dagster_home"))
     assert proc.returncode == 0, proc.stdout[-3000:]
-    groups = ObjectStoreResource(root=str(root)).store().read_table(layout.table_key("duplicate_groups"))
-    assert groups["frame_id"].str.rsplit("/", n=1).str[0].value_counts().to_dict() == {
-        source_id_for(n): 40 for n in names
-    }
+    assert _frames_per_video(root) == {source_id_for(n): 40 for n in names}
