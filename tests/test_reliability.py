@@ -303,18 +303,14 @@ def test_a_model_that_cannot_be_loaded_fails_once_naming_the_setting(tmp_path):
 
 
 def test_each_storage_root_has_its_own_embedded_vector_store(tmp_path):
-    _photos(tmp_path / "x" / "cam", 1, 2, 3)
-    _photos(tmp_path / "y" / "cam", 4, 5)
-    for name in ("x", "y"):
-        proc, _ = _headless(tmp_path / name, tmp_path / f"root-{name}")
-        assert proc.returncode == 0, proc.stdout[-2000:]
-    from resources import VectorStoreResource
-    from resources.embedder import Embedder
-
-    for name, count in (("x", 3), ("y", 2)):
-        store = VectorStoreResource(path=str(tmp_path / f"root-{name}" / "qdrant"))
-        with store.open() as vs:
-            assert vs.count(store.collection_for(Embedder().vector_name)) == count
+    stores = {
+        root: resources_from_env({"CURATION_STORAGE_URI": root})["vector_store"].path
+        for root in (str(tmp_path / "x"), str(tmp_path / "y"), "s3://bucket/a", "s3://bucket/b")
+    }
+    assert stores[str(tmp_path / "x")] == str(tmp_path / "x" / "qdrant")
+    assert len(set(stores.values())) == 4  # never shared, whatever the working directory
+    explicit = resources_from_env({"CURATION_STORAGE_URI": "s3://bucket/a", "CURATION_QDRANT_PATH": str(tmp_path)})
+    assert explicit["vector_store"].path == str(tmp_path)
 
 
 def test_an_environment_error_fails_once_and_keeps_its_cause(local_defs, instance, tmp_path):
@@ -364,7 +360,7 @@ def _three_clips_being_ingested(tmp_path: Path, **popen) -> tuple[subprocess.Pop
     landing, root, home = tmp_path / "landing", tmp_path / "root", _dagster_home(tmp_path)
     names = [f"cam-k/clip{i}.mp4" for i in range(3)]
     for i, name in enumerate(names):
-        write_video(Scene(name, seed=20 + i, duration_s=20.0, width=320, height=240, fps=5), landing / name)
+        write_video(Scene(name, seed=20 + i, duration_s=10.0, width=320, height=240, fps=5), landing / name)
     environment = {k: v for k, v in os.environ.items() if k != "CURATION_QDRANT_PATH"}
     command = [sys.executable, "-m", "curation_assets", "run", "--landing", str(landing), "--root", str(root)]
     process = subprocess.Popen(command, cwd=ROOT, env={**environment, "DAGSTER_HOME": str(home)}, **popen)
@@ -389,7 +385,7 @@ def test_a_killed_command_with_a_persistent_instance_neither_wedges_nor_loses_vi
     home = tmp_path / "dagster_home"
     proc, _ = _headless(landing, root, DAGSTER_HOME=str(home))  # must not wait on the dead run's pool slot
     assert proc.returncode == 0, proc.stdout[-3000:]
-    assert _frames_per_video(root) == {source_id_for(n): 40 for n in names}  # every video, every frame, once
+    assert _frames_per_video(root) == {source_id_for(n): 20 for n in names}  # every video, every frame, once
 
 
 def test_sigterm_stops_the_command_after_the_run_in_progress_and_a_re_run_resumes(tmp_path):
@@ -402,4 +398,4 @@ def test_sigterm_stops_the_command_after_the_run_in_progress_and_a_re_run_resume
     assert len(list((root / "tables" / "frame_embeddings").glob("*.parquet"))) < 3  # it stopped before the end
     proc, _ = _headless(landing, root, DAGSTER_HOME=str(tmp_path / "dagster_home"))
     assert proc.returncode == 0, proc.stdout[-3000:]
-    assert _frames_per_video(root) == {source_id_for(n): 40 for n in names}
+    assert _frames_per_video(root) == {source_id_for(n): 20 for n in names}
