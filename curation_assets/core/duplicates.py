@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from curation_assets.core.image_stats import hamming_distance
-from curation_assets.core.models import UNCALIBRATED, Calibration
+from curation_assets.core.models import UNCALIBRATED, Calibration, with_overrides
 from curation_assets.core.neighbors import EXACT_BELOW, knn_graph
 
 
@@ -37,13 +37,22 @@ class DuplicateParams:
     @classmethod
     def for_model(cls, calibration: Calibration, **overrides) -> DuplicateParams:
         """The model's thresholds, with any explicitly set value (not None) taking precedence."""
-        base = {
+        model_values = {
             "near_cosine": calibration.near_cosine,
             "near_phash_distance": calibration.near_phash_distance,
             "scene_cosine": calibration.scene_cosine,
             "verify_cosine": calibration.verify_cosine,
         }
-        return cls(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
+        return with_overrides(cls, model_values, overrides)
+
+
+def timed(frames: pd.DataFrame) -> np.ndarray:
+    """Per row: does it come from a video (timestamps advance)? Image folders have no time, so
+    files next to each other by name are not consecutive frames. Tables without timestamps
+    are taken as videos."""
+    if "timestamp_s" not in frames:
+        return np.ones(len(frames), dtype=bool)
+    return frames.groupby("video_id")["timestamp_s"].transform("max").to_numpy() > 0
 
 
 def quality_score(frames: pd.DataFrame) -> np.ndarray:
@@ -180,13 +189,10 @@ def find_duplicate_groups(
         else:
             first_by_hash[digest] = i
 
-    # 2. temporal runs inside each video, each frame compared to its run's anchor (image
-    # folders have no time: files next to each other by name are not consecutive frames)
+    # 2. temporal runs inside each video, each frame compared to its run's anchor
     video = pd.factorize(frames["video_id"])[0]
     order = np.lexsort((frames["frame_index"].to_numpy(), video))
-    if "timestamp_s" in frames:
-        timed = frames.groupby("video_id")["timestamp_s"].transform("max").to_numpy() > 0
-        order = order[timed[order]]
+    order = order[timed(frames)[order]]
     bits = phash.view(np.uint64).tolist()  # Python ints: int.bit_count is the fastest popcount here
     anchor = -1
     for i in order.tolist():

