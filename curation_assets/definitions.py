@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from curation_assets.allocator import keep_frame_buffers
 from curation_assets.defs.audit import dataset_audit
 from curation_assets.defs.curation import duplicate_groups, outliers
 from curation_assets.defs.embedding import frame_embeddings
@@ -49,4 +50,5 @@ def build_defs(resources: dict, executor: dg.ExecutorDefinition | None = None) -
     )
 
 
+keep_frame_buffers()  # every process that loads the code location: the UI's step processes too
 defs = build_defs(resources_from_env(), executor_from_env())

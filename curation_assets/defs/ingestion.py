@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict
+from typing import NamedTuple
 
 import dagster as dg
 import numpy as np
@@ -18,7 +19,7 @@ from curation_assets.core.datasets import CocoEntry, read_coco
 from curation_assets.core.frames import UnreadableSourceError, encode_jpeg, sample_frames
 from curation_assets.core.ids import camera_id_for, frame_id_for, source_id_for
 from curation_assets.core.image_stats import METRICS, image_stats
-from curation_assets.core.progress import Progress
+from curation_assets.core.progress import Progress, Stopwatch
 from curation_assets.core.sources import LoadedImage, Source, archive_images, group_sources, load_image
 from curation_assets.defs import checks
 from curation_assets.defs.partitions import videos
@@ -57,39 +58,55 @@ def find_source(landing: ObjectStore, source_id: str) -> Source:
     raise dg.Failure(f"no landing source for partition {source_id!r} under {landing.root}", allow_retries=False)
 
 
+class Item(NamedTuple):
+    """One frame or image of a source, as read."""
+
+    index: int
+    timestamp_s: float
+    member: str  # the image's key or archive member ("" for video frames)
+    split: str  # a labeled dataset's split ("" otherwise)
+    image: LoadedImage  # pixels, or the reason there are none
+
+
 @contextmanager
 def read_source(
     landing: ObjectStore, source: Source, config: RawFramesConfig, entries: list[CocoEntry], on_damage
-) -> Iterator[Iterator[tuple]]:
-    """(index, timestamp_s, rgb or None, member name, error or None, split) per frame or image."""
+) -> Iterator[Iterator[Item]]:
     name = f"landing/{source.key}"
     if source.kind == "images":
         yield (
-            (i, 0.0, img.rgb, key, img.error, "")
+            Item(i, 0.0, key, "", load_image(landing.get_bytes(key), key, config.max_pixels))
             for i, key in enumerate(source.members)
-            for img in [load_image(landing.get_bytes(key), key, config.max_pixels)]
         )
         return
     if source.kind == "coco":
         missing = "missing: no such file in the dataset folder"
         yield (
-            (i, 0.0, img.rgb, e.member or e.file_name, img.error, e.split)
-            for i, e in enumerate(entries)
-            for img in [
+            Item(
+                i,
+                0.0,
+                e.member or e.file_name,
+                e.split,
                 LoadedImage(e.file_name, None, e.problem)
                 if e.problem
                 else load_image(landing.get_bytes(e.member), e.member, config.max_pixels)
                 if e.member
-                else LoadedImage(e.file_name, None, missing)
-            ]
+                else LoadedImage(e.file_name, None, missing),
+            )
+            for i, e in enumerate(entries)
         )
         return
     with landing.local_path(source.key) as path:
         if source.kind == "archive":
             yield (
-                (i, 0.0, img.rgb, member, img.error, "")
+                Item(
+                    i,
+                    0.0,
+                    member,
+                    "",
+                    LoadedImage(member, None, error) if error else load_image(data, member, config.max_pixels),
+                )
                 for i, (member, data, error) in enumerate(archive_images(path, name))
-                for img in [LoadedImage(member, None, error) if error else load_image(data, member, config.max_pixels)]
             )
             return
         frames = sample_frames(
@@ -101,7 +118,18 @@ def read_source(
             max_pixels=config.max_pixels,
             on_damage=on_damage,
         )
-        yield ((f.index, f.timestamp_s, f.rgb, "", None, "") for f in frames)
+        yield (Item(f.index, f.timestamp_s, "", "", LoadedImage("", f.rgb)) for f in frames)
+
+
+def timed(items: Iterator, watch: Stopwatch, stage: str) -> Iterator:
+    """``items``, with the time spent producing each one added to ``watch``'s ``stage``."""
+    while True:
+        started = time.perf_counter()
+        item = next(items, None)
+        watch.add(stage, time.perf_counter() - started)
+        if item is None:
+            return
+        yield item
 
 
 @dg.asset(
@@ -129,54 +157,60 @@ def raw_frames(
     Unreadable images become rows flagged ``corrupt`` with the reason: never a crash of the
     partition, never silently dropped. An unreadable video fails its partition.
     """
+    expectations.warm_up()  # GX imports while frames are read
     source_id = context.partition_key
     store, landing = object_store.store(), object_store.landing_store()
     source = find_source(landing, source_id)
     camera_id = camera_id_for(source.key)
     started = time.perf_counter()
+    watch = Stopwatch()
     rows: list = []
     in_flight: deque = deque()  # frames being measured and stored; bounded, so memory is too
     damage: list[str] = []  # a video damaged part-way keeps the frames before the damage
-    progress = Progress(f"{source.key} frames", len(source.members) or None, context.log.info)
+    progress = Progress(f"{source.key or 'landing root'} frames", len(source.members) or None, context.log.info)
     try:
         entries = read_coco(source.key, source.members, landing.get_bytes, damage) if source.kind == "coco" else []
         with (
-            read_source(landing, source, config, entries, damage.append) as frames,
+            read_source(landing, source, config, entries, damage.append) as items,
             ThreadPoolExecutor(WORKERS) as pool,
         ):
-            for index, timestamp_s, rgb, member, error, split in frames:
+            for item in timed(items, watch, "read and decode"):
                 row = {
-                    "frame_id": frame_id_for(source_id, index),
+                    "frame_id": frame_id_for(source_id, item.index),
                     "video_id": source_id,
                     "camera_id": camera_id,
-                    "frame_index": index,
-                    "timestamp_s": timestamp_s,
-                    "source_name": member,
-                    "split": split,
-                    "corrupt": rgb is None,
-                    "error": error or "",
+                    "frame_index": item.index,
+                    "timestamp_s": item.timestamp_s,
+                    "source_name": item.member,
+                    "split": item.split,
+                    "corrupt": item.image.rgb is None,
+                    "error": item.image.error or "",
                 }
-                if rgb is None:
+                if item.image.rgb is None:
                     row.update(uri="", width=0, height=0, sha256="", phash=0, phash_mirror=0)
                     row.update(dict.fromkeys(METRICS, np.nan))
                     rows.append(row)
                 else:  # decoding goes on while workers measure, encode and store earlier frames
-                    key = layout.frame_key(source_id, index)
-                    in_flight.append(pool.submit(_measure_and_store, store, key, rgb, config.jpeg_quality, row))
+                    key = layout.frame_key(source_id, item.index)
+                    job = pool.submit(_measure_and_store, store, key, item.image, config.jpeg_quality, row, watch)
+                    in_flight.append(job)
                     if len(in_flight) >= 4 * WORKERS:
                         rows.append(in_flight.popleft().result())
                 progress.advance()
             rows.extend(job.result() for job in in_flight)
+        progress.finish()
     except UnreadableSourceError as exc:
         raise dg.Failure(description=str(exc), metadata={"landing_key": source.key}, allow_retries=False) from exc
+    watch.add("frames (wall)", time.perf_counter() - started)
     table = pd.DataFrame(rows)
     if len(table):
         table = table.sort_values("frame_index", ignore_index=True)
     elapsed = time.perf_counter() - started
 
     readable = table[~table["corrupt"]] if len(table) else table
-    validation = expectations.validate(readable, "raw_frames", suites.frame_table(config.min_frames))
-    missing = [uri for uri in readable["uri"] if not store.exists(store.key_for_uri(uri))] if len(readable) else []
+    with watch.stage("checks"):
+        validation = expectations.validate(readable, "raw_frames", suites.frame_table(config.min_frames))
+        missing = [u for u in readable["uri"] if not store.exists(store.key_for_uri(u))] if len(readable) else []
     results = [
         checks.from_validation("raw_frames_table_valid", validation, rows=len(table), readable=len(readable)),
         checks.from_assertion(
@@ -195,14 +229,15 @@ def raw_frames(
     ]
     failed = checks.blocking_failures(results)
     key = layout.rejected_table_key(ASSET, source_id) if failed else layout.table_key(ASSET, source_id)
-    if entries and not failed:  # a labeled dataset brings its labels along
-        store.write_table(layout.table_key("source_labels", source_id), source_labels(source_id, entries))
-    store.write_table(key, table)
-    if not failed:
-        keep = {store.key_for_uri(uri) for uri in readable["uri"]} if len(readable) else set()
-        pruned = store.prune(layout.frame_prefix(source_id), keep)
-        if pruned:
-            context.log.info(f"{source.key}: removed {pruned} stale frame files left by an earlier run")
+    with watch.stage("write table"):
+        if entries and not failed:  # a labeled dataset brings its labels along
+            store.write_table(layout.table_key("source_labels", source_id), source_labels(source_id, entries))
+        store.write_table(key, table)
+        if not failed:
+            keep = {store.key_for_uri(uri) for uri in readable["uri"]} if len(readable) else set()
+            pruned = store.prune(layout.frame_prefix(source_id), keep)
+            if pruned:
+                context.log.info(f"{source.key}: removed {pruned} stale frame files left by an earlier run")
     if failed:
         context.log.error(f"{source.key}: blocking checks failed ({', '.join(failed)}); table kept at {key}")
     for message in damage:
@@ -220,6 +255,7 @@ def raw_frames(
                 [f"{r.source_name}: {r.error}" for r in corrupt.head(10).itertuples()]
             ),
             "seconds": round(elapsed, 2),
+            "timings": dg.MetadataValue.json(watch.rounded()),
             "frames_per_second": round(len(table) / elapsed, 1) if elapsed else None,
             "table": dg.MetadataValue.path(store.uri(key)),
             "published": not failed,
@@ -237,6 +273,15 @@ def source_labels(source_id: str, entries: list[CocoEntry]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["frame_id", "split", "category", "x", "y", "w", "h"])
 
 
-def _measure_and_store(store: ObjectStore, key: str, rgb, quality: int, row: dict) -> dict:
-    uri = store.put_bytes(key, encode_jpeg(rgb, quality))
-    return {**row, "uri": uri, "width": rgb.shape[1], "height": rgb.shape[0], **asdict(image_stats(rgb))}
+def _measure_and_store(
+    store: ObjectStore, key: str, image: LoadedImage, quality: int, row: dict, watch: Stopwatch
+) -> dict:
+    """Runs on a worker: its stages' busy seconds add up over the workers."""
+    rgb = image.rgb
+    with watch.stage("metrics and hashes"):
+        stats = asdict(image_stats(rgb))
+    with watch.stage("encode jpeg"):
+        data = image.jpeg or encode_jpeg(rgb, quality)
+    with watch.stage("store frames"):
+        uri = store.put_bytes(key, data)
+    return {**row, "uri": uri, "width": rgb.shape[1], "height": rgb.shape[0], **stats}

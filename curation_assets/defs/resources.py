@@ -9,6 +9,7 @@ import dagster as dg
 
 from curation_assets.core.models import DEFAULT_MODEL
 from resources import EmbedderResource, ExpectationsResource, ObjectStoreResource, VectorStoreResource
+from resources.embedder import DEFAULT_BATCH_SIZE
 
 
 def _absolute(location: str) -> str:
@@ -44,9 +45,9 @@ def resources_from_env(env: Mapping[str, str] = os.environ) -> dict:
             pretrained=env.get("CURATION_EMBEDDER_PRETRAINED", ""),
             seed=int(env.get("CURATION_EMBEDDER_SEED", "0")),
             device=env.get("CURATION_EMBEDDER_DEVICE", "auto"),
-            batch_size=int(env.get("CURATION_EMBEDDER_BATCH_SIZE", "32")),
+            batch_size=int(env.get("CURATION_EMBEDDER_BATCH_SIZE", DEFAULT_BATCH_SIZE)),
             precision=env.get("CURATION_EMBEDDER_PRECISION", "fp32"),
-            channels_last=env.get("CURATION_EMBEDDER_CHANNELS_LAST", "") in ("1", "true"),
+            channels_last=env.get("CURATION_EMBEDDER_CHANNELS_LAST", "1") not in ("0", "false"),
         ),
         "expectations": ExpectationsResource(),
     }
