@@ -23,10 +23,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.machine import describe  # noqa: E402
+from curation_assets.core.embedder import Embedder  # noqa: E402
 from curation_assets.core.frames import decode_image, encode_jpeg  # noqa: E402
 from curation_assets.core.ids import point_id_for  # noqa: E402
 from curation_assets.demo.scenes import Scene, default_events, render  # noqa: E402
-from resources.embedder import Embedder  # noqa: E402
 from resources.object_store import LocalObjectStore  # noqa: E402
 from resources.vector_store import EdgeVectorStore  # noqa: E402
 

@@ -16,8 +16,8 @@ the same frames in a folder of JPEGs (q90, decoded from the videos).
 
 Each pair alternates ``--runs`` times (ours on a fresh root each time); medians are printed
 with the ratio ours / fastdup (< 1: we are faster), CPU time, and the peak resident memory
-of the largest process (GNU time's maximum RSS over the process and everything it waited
-for). Then where our time goes: the command's own stage timings (``--summary-json``), median
+of the largest process (each process's own high-water mark, the model process included).
+Then where our time goes: the command's own stage timings (``--summary-json``), median
 per stage over the runs.
 """
 
@@ -72,16 +72,48 @@ def extract(videos: list[Path], folder: Path) -> tuple[float, int]:
     return time.perf_counter() - started, n
 
 
+def _peak_mb(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(line.split()[1]) // 1024 for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return None
+
+
+def _descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        try:
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except OSError:
+            pass
+    return found
+
+
 def timed(command: list[str], **kwargs) -> tuple[float, float, float, subprocess.CompletedProcess]:
-    """(wall s, CPU s, peak RSS MB of the largest process) of ``command`` under GNU time."""
+    """(wall s, CPU s, peak RSS MB of the largest process in the tree) of ``command``: CPU
+    from GNU time (the process and every child it waited for), peak memory from each
+    process's own high-water mark (VmHWM), sampled every 50 ms."""
     report = Path(tempfile.mktemp(suffix=".time"))
     started = time.perf_counter()
-    proc = subprocess.run([TIME, "-o", str(report), "-f", "%U %S %M", *command], capture_output=True, text=True,
-                          **kwargs)  # fmt: skip
+    proc = subprocess.Popen([TIME, "-o", str(report), "-f", "%U %S", *command], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)  # fmt: skip
+    peaks: dict[int, int] = {}
+    while proc.poll() is None:
+        for pid in _descendants(proc.pid):
+            if (mb := _peak_mb(pid)) is not None:
+                peaks[pid] = max(peaks.get(pid, 0), mb)
+        time.sleep(0.05)
+    stdout, stderr = proc.communicate()
     wall = time.perf_counter() - started
-    user, system, rss_kb = report.read_text().split()[-3:]
+    user, system = report.read_text().split()[-2:]
     report.unlink()
-    return wall, float(user) + float(system), int(rss_kb) / 1024, proc
+    done = subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
+    return wall, float(user) + float(system), max(peaks.values(), default=0), done
 
 
 def ours(landing: Path, work: Path, model: str) -> dict:

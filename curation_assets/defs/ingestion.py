@@ -3,7 +3,7 @@
 import os
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -59,13 +59,14 @@ def find_source(landing: ObjectStore, source_id: str) -> Source:
 
 
 class Item(NamedTuple):
-    """One frame or image of a source, as read."""
+    """One frame or image of a source. ``load`` gives its pixels (or the reason there are
+    none); for images it reads and decodes, so that runs on a worker, in parallel."""
 
     index: int
     timestamp_s: float
     member: str  # the image's key or archive member ("" for video frames)
     split: str  # a labeled dataset's split ("" otherwise)
-    image: LoadedImage  # pixels, or the reason there are none
+    load: Callable[[], LoadedImage]
 
 
 @contextmanager
@@ -73,11 +74,15 @@ def read_source(
     landing: ObjectStore, source: Source, config: RawFramesConfig, entries: list[CocoEntry], on_damage
 ) -> Iterator[Iterator[Item]]:
     name = f"landing/{source.key}"
+
+    def image(key: str) -> Callable[[], LoadedImage]:
+        return lambda: load_image(landing.get_bytes(key), key, config.max_pixels)
+
+    def unreadable(member: str, reason: str) -> Callable[[], LoadedImage]:
+        return lambda: LoadedImage(member, None, reason)
+
     if source.kind == "images":
-        yield (
-            Item(i, 0.0, key, "", load_image(landing.get_bytes(key), key, config.max_pixels))
-            for i, key in enumerate(source.members)
-        )
+        yield (Item(i, 0.0, key, "", image(key)) for i, key in enumerate(source.members))
         return
     if source.kind == "coco":
         missing = "missing: no such file in the dataset folder"
@@ -87,11 +92,11 @@ def read_source(
                 0.0,
                 e.member or e.file_name,
                 e.split,
-                LoadedImage(e.file_name, None, e.problem)
+                unreadable(e.file_name, e.problem)
                 if e.problem
-                else load_image(landing.get_bytes(e.member), e.member, config.max_pixels)
+                else image(e.member)
                 if e.member
-                else LoadedImage(e.file_name, None, missing),
+                else unreadable(e.file_name, missing),
             )
             for i, e in enumerate(entries)
         )
@@ -104,7 +109,9 @@ def read_source(
                     0.0,
                     member,
                     "",
-                    LoadedImage(member, None, error) if error else load_image(data, member, config.max_pixels),
+                    unreadable(member, error)
+                    if error
+                    else lambda data=data, member=member: load_image(data, member, config.max_pixels),
                 )
                 for i, (member, data, error) in enumerate(archive_images(path, name))
             )
@@ -118,7 +125,7 @@ def read_source(
             max_pixels=config.max_pixels,
             on_damage=on_damage,
         )
-        yield (Item(f.index, f.timestamp_s, "", "", LoadedImage("", f.rgb)) for f in frames)
+        yield (Item(f.index, f.timestamp_s, "", "", lambda rgb=f.rgb: LoadedImage("", rgb)) for f in frames)
 
 
 def timed(items: Iterator, watch: Stopwatch, stage: str) -> Iterator:
@@ -174,7 +181,7 @@ def raw_frames(
             read_source(landing, source, config, entries, damage.append) as items,
             ThreadPoolExecutor(WORKERS) as pool,
         ):
-            for item in timed(items, watch, "read and decode"):
+            for item in timed(items, watch, "read source"):
                 row = {
                     "frame_id": frame_id_for(source_id, item.index),
                     "video_id": source_id,
@@ -183,19 +190,12 @@ def raw_frames(
                     "timestamp_s": item.timestamp_s,
                     "source_name": item.member,
                     "split": item.split,
-                    "corrupt": item.image.rgb is None,
-                    "error": item.image.error or "",
                 }
-                if item.image.rgb is None:
-                    row.update(uri="", width=0, height=0, sha256="", phash=0, phash_mirror=0)
-                    row.update(dict.fromkeys(METRICS, np.nan))
-                    rows.append(row)
-                else:  # decoding goes on while workers measure, encode and store earlier frames
-                    key = layout.frame_key(source_id, item.index)
-                    job = pool.submit(_measure_and_store, store, key, item.image, config.jpeg_quality, row, watch)
-                    in_flight.append(job)
-                    if len(in_flight) >= 4 * WORKERS:
-                        rows.append(in_flight.popleft().result())
+                # reading goes on while workers decode, measure, encode and store earlier frames
+                key = layout.frame_key(source_id, item.index)
+                in_flight.append(pool.submit(_frame_row, store, key, item, config.jpeg_quality, row, watch))
+                if len(in_flight) >= 4 * WORKERS:
+                    rows.append(in_flight.popleft().result())
                 progress.advance()
             rows.extend(job.result() for job in in_flight)
         progress.finish()
@@ -273,10 +273,14 @@ def source_labels(source_id: str, entries: list[CocoEntry]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["frame_id", "split", "category", "x", "y", "w", "h"])
 
 
-def _measure_and_store(
-    store: ObjectStore, key: str, image: LoadedImage, quality: int, row: dict, watch: Stopwatch
-) -> dict:
-    """Runs on a worker: its stages' busy seconds add up over the workers."""
+def _frame_row(store: ObjectStore, key: str, item: Item, quality: int, row: dict, watch: Stopwatch) -> dict:
+    """Runs on a worker: its stages' busy seconds add up over the workers. An image that
+    cannot be read becomes a row flagged ``corrupt`` with the reason."""
+    with watch.stage("decode images"):
+        image = item.load()
+    if image.rgb is None:
+        empty = {"uri": "", "width": 0, "height": 0, "sha256": "", "phash": 0, "phash_mirror": 0}
+        return {**row, "corrupt": True, "error": image.error or "", **empty, **dict.fromkeys(METRICS, np.nan)}
     rgb = image.rgb
     with watch.stage("metrics and hashes"):
         stats = asdict(image_stats(rgb))
@@ -284,4 +288,4 @@ def _measure_and_store(
         data = image.jpeg or encode_jpeg(rgb, quality)
     with watch.stage("store frames"):
         uri = store.put_bytes(key, data)
-    return {**row, "uri": uri, "width": rgb.shape[1], "height": rgb.shape[0], **stats}
+    return {**row, "corrupt": False, "error": "", "uri": uri, "width": rgb.shape[1], "height": rgb.shape[0], **stats}

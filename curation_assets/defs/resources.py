@@ -7,9 +7,9 @@ from pathlib import Path
 
 import dagster as dg
 
+from curation_assets.core.embedder import DEFAULT_BATCH_SIZE
 from curation_assets.core.models import DEFAULT_MODEL
 from resources import EmbedderResource, ExpectationsResource, ObjectStoreResource, VectorStoreResource
-from resources.embedder import DEFAULT_BATCH_SIZE
 
 
 def _absolute(location: str) -> str:
@@ -46,7 +46,7 @@ def resources_from_env(env: Mapping[str, str] = os.environ) -> dict:
             seed=int(env.get("CURATION_EMBEDDER_SEED", "0")),
             device=env.get("CURATION_EMBEDDER_DEVICE", "auto"),
             batch_size=int(env.get("CURATION_EMBEDDER_BATCH_SIZE", DEFAULT_BATCH_SIZE)),
-            precision=env.get("CURATION_EMBEDDER_PRECISION", "fp32"),
+            precision=env.get("CURATION_EMBEDDER_PRECISION", "auto"),
             channels_last=env.get("CURATION_EMBEDDER_CHANNELS_LAST", "1") not in ("0", "false"),
         ),
         "expectations": ExpectationsResource(),
