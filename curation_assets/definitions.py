@@ -35,7 +35,7 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
     "curation_automation",
     target=dg.AssetSelection.assets(duplicate_groups, outliers, dataset_audit),
     default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=10,  # a new video's groups follow its embeddings within seconds
 )
 
 

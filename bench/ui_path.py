@@ -1,0 +1,149 @@
+"""The UI path: one new video dropped into the landing zone under `dagster dev`, timed until
+duplicate groups and outliers that include it are published.
+
+    .venv/bin/python bench/ui_path.py [--frames 240]
+
+Starts `dagster dev` (webserver + daemon, SQLite instance, the configured executor:
+CURATION_EXECUTOR, default in_process) on a fresh root, waits for it to answer, drops one real-looking camera
+video (768x576, 2 fps; see bench/quality_data.py) into the landing folder, and reads the
+instance's event log until `duplicate_groups` and `outliers` materialize after the drop.
+Prints the timeline: sensor pick-up (its interval included), run queue and launch, each
+step's process start-up and wall time, the automation sensor's pick-up, the curate run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.machine import describe  # noqa: E402
+from bench.quality_data import PHOTOS, _open, film, write_video  # noqa: E402
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def step_lines(instance, run_id: str, since: float) -> list[tuple[float, str]]:
+    import dagster as dg
+
+    lines, worker, started = [], {}, {}
+    for entry in instance.all_logs(run_id):
+        event, key, t = entry.dagster_event, entry.step_key, entry.timestamp - since
+        if event is None:
+            continue
+        kind = event.event_type
+        if kind == dg.DagsterEventType.RUN_START:
+            lines.append((t, "run worker started"))
+        elif kind == dg.DagsterEventType.STEP_WORKER_STARTING:
+            worker[key] = t
+        elif kind == dg.DagsterEventType.STEP_START:
+            started[key] = t
+            startup = f" (its process started in {t - worker[key]:.1f} s)" if key in worker else ""
+            lines.append((t, f"step {key} starts{startup}"))
+        elif kind in (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE):
+            lines.append((t, f"step {key} {'done' if event.is_step_success else 'FAILED'} in {t - started[key]:.1f} s"))
+        elif kind == dg.DagsterEventType.RUN_SUCCESS:
+            lines.append((t, "run succeeded"))
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=240)
+    parser.add_argument("--timeout", type=float, default=600)
+    args = parser.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="ui-path-"))
+    landing, home = base / "landing", base / "home"
+    landing.mkdir()
+    home.mkdir()
+    shutil.copy(ROOT / "dagster_home/dagster.yaml", home / "dagster.yaml")
+    video = base / "aisle.mp4"
+    write_video(video, film(_open(PHOTOS[15]), (768, 576), args.frames / 2, 2, seed=7), fps=2)
+    env = {**os.environ, "DAGSTER_HOME": str(home), "CURATION_STORAGE_URI": str(base / "root"),
+           "CURATION_LANDING_URI": str(landing), "CURATION_QDRANT_PATH": str(base / "qdrant")}  # fmt: skip
+    port = _free_port()
+    log = open(base / "dagster-dev.log", "w")  # noqa: SIM115 - closed below
+    began = time.time()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "dagster", "dev", "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5)
+                break
+            except OSError:
+                if server.poll() is not None or time.time() - began > 180:
+                    raise SystemExit((base / "dagster-dev.log").read_text()[-3000:]) from None
+                time.sleep(0.5)
+        up_s = time.time() - began
+        time.sleep(15)  # the daemon's first sensor ticks have run on an empty landing zone
+        os.environ["DAGSTER_HOME"] = str(home)
+        import dagster as dg
+
+        instance = dg.DagsterInstance.get()
+        (landing / "cam-a").mkdir()
+        tmp = landing / "cam-a" / ".aisle.mp4.part"
+        shutil.copy(video, tmp)
+        dropped = time.time()
+        os.replace(tmp, landing / "cam-a" / "aisle.mp4")  # appears whole, as an upload that completes
+
+        def materialized(asset: str) -> float | None:
+            record = instance.get_latest_materialization_event(dg.AssetKey(asset))
+            return record.timestamp - dropped if record and record.timestamp > dropped else None
+
+        while time.time() - dropped < args.timeout:
+            done = {a: materialized(a) for a in ("duplicate_groups", "outliers")}
+            if all(v is not None for v in done.values()):
+                break
+            time.sleep(0.5)
+        else:
+            raise SystemExit(f"not published after {args.timeout} s; see {base / 'dagster-dev.log'}")
+        runs = sorted(instance.get_run_records(), key=lambda r: r.create_timestamp.timestamp())
+        print(f"machine: {describe()}")
+        print(f"dagster dev answered {up_s:.1f} s after start; one {args.frames}-frame 768x576 video dropped at t=0")
+        executor = os.environ.get("CURATION_EXECUTOR", "in_process")
+        print(f"new_video_sensor and curation_automation every 10 s; {executor} executor\n")
+        timeline = []
+        for record in runs:
+            run = record.dagster_run
+            created = record.create_timestamp.timestamp() - dropped
+            if created < 0:
+                continue
+            what = run.tags.get("dagster/partition", "") or "automation"
+            timeline.append(
+                (created, f"run {run.job_name} [{what}] created by {run.tags.get('dagster/sensor_name', 'a sensor')}")
+            )
+            timeline += step_lines(instance, run.run_id, dropped)
+        timeline += [(t, f"{a} published") for a, t in done.items()]
+        for t, line in sorted(timeline):
+            print(f"  t={t:6.1f} s  {line}")
+        print(f"\nnew video -> duplicate groups and outliers published: {max(done.values()):.1f} s")
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+        log.close()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
