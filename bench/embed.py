@@ -1,11 +1,14 @@
 """Throughput of the frame_embeddings step against a bare model forward, measured in one run.
 
-    python bench/embed.py [--frames 128] [--batch 32] [--models efficientnet-lite0,open_clip:ViT-B-32]
-                          [--precisions fp32,bf16] [--device auto]
+    python bench/embed.py [--frames 128] [--batch 16] [--models efficientnet-lite0,open_clip:ViT-B-32]
+                          [--precisions fp32,bf16] [--device auto] [--process separate|inline]
 
-"step" is what frame_embeddings does per video: read each stored JPEG, decode, preprocess
-(in a background thread, overlapped with inference), forward, normalise, and replace the
-video's points in the embedded Qdrant store. "bare" is the model's forward alone on
+"step" is what frame_embeddings does per video, through the resource as the asset calls it
+(the model in its own process by default, ``--process inline`` to keep it here): read each
+stored JPEG, send it, decode at the model's scale, preprocess (in a background thread,
+overlapped with inference), forward, normalise, and replace the video's points in the
+embedded Qdrant store. The model process is started and loaded before the clock starts, as
+the headless command's warm-up does. "bare" is the model's forward alone on
 tensors already in memory, same model, batch and precision. The packaged model runs with
 its real weights; open_clip models with random-init weights (no hub offline; the
 arithmetic is the same as with pretrained ones). Prints images/s, the ratio, and for
@@ -23,10 +26,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.machine import describe  # noqa: E402
-from curation_assets.core.embedder import Embedder  # noqa: E402
+from curation_assets.core.embedder import DEFAULT_BATCH_SIZE, Embedder  # noqa: E402
 from curation_assets.core.frames import decode_image, encode_jpeg  # noqa: E402
 from curation_assets.core.ids import point_id_for  # noqa: E402
 from curation_assets.demo.scenes import Scene, default_events, render  # noqa: E402
+from resources.embedder import EmbedderResource  # noqa: E402
 from resources.object_store import LocalObjectStore  # noqa: E402
 from resources.vector_store import EdgeVectorStore  # noqa: E402
 
@@ -40,31 +44,36 @@ def stored_frames(store: LocalObjectStore, n: int) -> list[str]:
 def bare_forward(model: Embedder, tensors, batch: int, device: str) -> float:
     import torch
 
-    model.forward(tensors[:batch].to(device))  # warm-up
-    start = time.perf_counter()
+    layout = torch.channels_last if model.channels_last else torch.contiguous_format
     with torch.inference_mode():
+        model.forward(tensors[:batch].to(device).contiguous(memory_format=layout))  # warm-up
+        start = time.perf_counter()
         for i in range(0, len(tensors), batch):
-            model.forward(tensors[i : i + batch].to(device))
+            model.forward(tensors[i : i + batch].to(device).contiguous(memory_format=layout))
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     return len(tensors) / (time.perf_counter() - start)
 
 
-def whole_step(model: Embedder, store: LocalObjectStore, uris: list[str], vectors_dir: Path) -> float:
+def whole_step(
+    resource: EmbedderResource, store: LocalObjectStore, uris: list[str], vectors_dir: Path
+) -> tuple[float, float | None]:
+    model = resource.embedder(load=True)  # loaded before the clock, as after the command's warm-up
     start = time.perf_counter()
-    vectors = model.embed(lambda uri=uri: model.decode(store.get_bytes(store.key_for_uri(uri))) for uri in uris)
+    vectors = model.embed_encoded(lambda uri=uri: store.get_bytes(store.key_for_uri(uri)) for uri in uris)
     vs = EdgeVectorStore(vectors_dir)
     vs.ensure_collection("bench", model.vector_name, vectors.shape[1])
     ids = [point_id_for(f"bench/{i:06d}") for i in range(len(uris))]
     vs.replace_video("bench", model.vector_name, "bench", ids, vectors, [{"video_id": "bench"}] * len(ids))
     vs.close()
-    return len(uris) / (time.perf_counter() - start)
+    return len(uris) / (time.perf_counter() - start), model.describe().get("precision_min_cosine_vs_fp32")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--frames", type=int, default=128)
-    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--process", default="separate", choices=["separate", "inline"])
     parser.add_argument("--models", default="efficientnet-lite0,open_clip:ViT-B-32")
     parser.add_argument("--precisions", default="fp32,bf16")
     parser.add_argument("--device", default="auto")
@@ -89,8 +98,10 @@ def main() -> None:
                     [model._loaded.preprocess(decode_image(store.get_bytes(store.key_for_uri(u)))) for u in uris]
                 )
                 bare = bare_forward(model, tensors, args.batch, device)
-                step = whole_step(model, store, uris, Path(tmp) / f"qdrant-{name}-{precision}")
-                cos = "-" if precision == "fp32" else f"{model.precision_min_cosine:.5f}"
+                resource = EmbedderResource(model=name, pretrained=weights, batch_size=args.batch, device=args.device,
+                                            precision=precision, process=args.process)  # fmt: skip
+                step, min_cos = whole_step(resource, store, uris, Path(tmp) / f"qdrant-{name}-{precision}")
+                cos = "-" if min_cos is None else f"{min_cos:.5f}"
                 print(f"{name:>16} {precision:>9} {bare:>11.1f} {step:>11.1f} {step / bare:>6.2f} {cos:>16}")
 
 

@@ -112,6 +112,7 @@ class ModelProcess:
         )
         self.process.start()
         self._info: ModelInfo | None = None
+        self.precision_min_cosine: float | None = None  # measured there on its first batch
         self._lock = threading.Lock()  # one conversation at a time
 
     def _answer(self):
@@ -156,7 +157,7 @@ class ModelProcess:
         return np.concatenate(out) if out else np.zeros((0, info.dim), dtype=np.float32)
 
     def _vectors(self, watch: Stopwatch) -> np.ndarray:
-        vectors, seconds = self._answer()
+        vectors, seconds, self.precision_min_cosine = self._answer()
         for stage, s in seconds.items():
             watch.add(f"model process: {stage}", s)
         return vectors
@@ -209,7 +210,8 @@ class RemoteEmbedder:
     dim = property(lambda self: self.info.dim)
 
     def describe(self) -> dict:
-        return {**self.info.description, "process": f"separate (pid {self._process.process.pid})"}
+        measured = {"precision_min_cosine_vs_fp32": self._process.precision_min_cosine}
+        return {**self.info.description, **measured, "process": f"separate (pid {self._process.process.pid})"}
 
     def embed_encoded(self, images: Iterable[Callable[[], bytes]], watch: Stopwatch | None = None) -> np.ndarray:
         return self._process.embed(images, watch or Stopwatch())
@@ -239,6 +241,6 @@ def serve(settings: dict, requests, answers, parent: int) -> None:
         try:
             watch = Stopwatch()
             vectors = model.embed_encoded((lambda data=data: data for data in payload), watch)
-            answers.put(("vectors", (vectors, watch.rounded())))
+            answers.put(("vectors", (vectors, watch.rounded(), model.precision_min_cosine)))
         except Exception as exc:  # noqa: BLE001 - the parent raises it
             answers.put(("error", f"embedding failed in the model process: {type(exc).__name__}: {exc}"))
