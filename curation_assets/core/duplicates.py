@@ -92,11 +92,14 @@ def _is_near(params: DuplicateParams, cos: np.ndarray | float, ham: np.ndarray |
 def _verified(nbr, sims, near, ham, valid, reps, params: DuplicateParams, verify) -> np.ndarray:
     """The near edges after geometric verification. A look-alike among each leader's closest
     neighbours joins when enough local features agree on one geometry (the same scene, another
-    view); an edge that rests on the embedding (hashes apart) is dropped when both pictures
-    have plenty of features and almost none agree (two pages of text, two aisles)."""
+    view); an edge that rests on the embedding alone (the scene rule, hashes apart) is dropped
+    when both pictures have plenty of features and almost none agree (two pages of text, two
+    aisles). Edges where embedding and hash agree are not second-guessed: in a folder of video
+    frames they are nearly every edge (5 600 of 5 600 here), and checking them cost 4 s of 5."""
     rank = np.arange(nbr.shape[1])[None, :]
     candidates = valid & ~near & (sims >= params.verify_cosine) & (rank < params.verify_neighbors)
-    on_embedding = valid & near & (ham > params.identical_phash_distance)
+    agree = (sims >= params.near_cosine) & (ham <= params.near_phash_distance)
+    on_embedding = valid & near & ~agree & (ham > params.identical_phash_distance)
     edges = list(zip(*np.nonzero(candidates | on_embedding)))
     pairs = sorted({tuple(sorted((int(reps[a]), int(reps[nbr[a, j]])))) for a, j in edges})
     # OpenCV releases the GIL: keypoints and matching run on every core
