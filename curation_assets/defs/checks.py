@@ -5,9 +5,14 @@ table about to be published: a table whose blocking checks fail is not published
 nothing downstream, in this run or a later one, reads it.
 """
 
-import dagster as dg
+from dataclasses import dataclass
 
+import dagster as dg
+import pandas as pd
+
+from curation_assets.core import layout
 from curation_assets.quality import Validation
+from resources.object_store import ObjectStore
 
 
 def blocking(name: str, asset: str, description: str) -> dg.AssetCheckSpec:
@@ -43,3 +48,28 @@ def from_assertion(
 
 def blocking_failures(results: list[dg.AssetCheckResult]) -> list[str]:
     return [r.check_name for r in results if not r.passed and r.severity == dg.AssetCheckSeverity.ERROR]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Where a step's table went, and why."""
+
+    failed: list[str]  # blocking checks that failed: empty when the table is published
+    key: str  # its storage key: the published one, or under tables/_rejected/
+
+    @property
+    def published(self) -> bool:
+        return not self.failed
+
+
+def publish(
+    store: ObjectStore, results: list[dg.AssetCheckResult], asset: str, partition: str = "all", table=None
+) -> Verdict:
+    """Publish-or-reject, the one place it happens: ``table`` (when given) goes to the
+    asset's published key when every blocking check passed, else to ``tables/_rejected/``,
+    kept for inspection and never read downstream."""
+    failed = blocking_failures(results)
+    key = (layout.rejected_table_key if failed else layout.table_key)(asset, partition)
+    if isinstance(table, pd.DataFrame):
+        store.write_table(key, table)
+    return Verdict(failed, key)

@@ -226,10 +226,8 @@ def duplicate_groups(
             expectations.validate(reps, "duplicate_groups_reps", suites.one_representative_per_group(), "group_id"),
         ),
     ]
-    failed = checks.blocking_failures(results)
-    key = layout.rejected_table_key("duplicate_groups") if failed else layout.table_key("duplicate_groups")
-    store.write_table(key, groups)
-    if not failed:  # what the next run extends
+    verdict = checks.publish(store, results, "duplicate_groups", table=groups)
+    if verdict.published:  # what the next run extends
         state = {"settings": settings, "inputs": inputs}
         store.put_bytes(layout.state_key("duplicate_groups"), json.dumps(state, sort_keys=True).encode())
     n_groups = int(groups["group_id"].nunique())
@@ -252,7 +250,8 @@ def duplicate_groups(
                 {**params.__dict__, "calibration": model.calibration.source, "model": model.model}
             ),
             "seconds": round(elapsed, 3),
-            "table": dg.MetadataValue.path(store.uri(key)),
+            "table": dg.MetadataValue.path(store.uri(verdict.key)),
+            "published": verdict.published,
             **picture_metadata(store, "largest_groups", largest_groups(picture_frames, groups)),
         },
         check_results=results,
@@ -323,9 +322,7 @@ def outliers(
             ceiling=config.max_flagged_fraction,
         ),
     ]
-    failed = checks.blocking_failures(results)
-    key = layout.rejected_table_key("outliers") if failed else layout.table_key("outliers")
-    store.write_table(key, scored)
+    verdict = checks.publish(store, results, "outliers", table=scored)
     return dg.MaterializeResult(
         metadata={
             "frames": len(scored),
@@ -334,7 +331,8 @@ def outliers(
             **{f"flag_{r}": int(scored[r].sum()) for r in REASONS},
             "thresholds": dg.MetadataValue.json({**params.__dict__, "calibration": model.calibration.source}),
             "seconds": round(elapsed, 3),
-            "table": dg.MetadataValue.path(store.uri(key)),
+            "table": dg.MetadataValue.path(store.uri(verdict.key)),
+            "published": verdict.published,
             **picture_metadata(store, "outliers_by_reason", outliers_by_reason(frames, scored, REASONS)),
         },
         check_results=results,

@@ -138,10 +138,8 @@ def frame_embeddings(
             collection=collection,
         ),
     ]
-    failed = checks.blocking_failures(results)
-    key = layout.rejected_table_key(ASSET, video_id) if failed else layout.table_key(ASSET, video_id)
     with watch.stage("write table"):
-        store.write_table(key, table)
+        verdict = checks.publish(store, results, ASSET, video_id, table)
     return dg.MaterializeResult(
         metadata={
             "frames": len(frames),
@@ -155,7 +153,7 @@ def frame_embeddings(
             "images_per_second": round(len(to_embed) / embed_s, 1) if embed_s else None,
             "upsert_seconds": round(upsert_s, 3),
             "timings": dg.MetadataValue.json(watch.rounded()),
-            "published": not failed,
+            "published": verdict.published,
         },
         check_results=results,
     )

@@ -227,19 +227,18 @@ def raw_frames(
             unreadable_images=int(table["corrupt"].sum()) if len(table) else 0,
         ),
     ]
-    failed = checks.blocking_failures(results)
-    key = layout.rejected_table_key(ASSET, source_id) if failed else layout.table_key(ASSET, source_id)
     with watch.stage("write table"):
-        if entries and not failed:  # a labeled dataset brings its labels along
+        verdict = checks.publish(store, results, ASSET, source_id, table)
+        if entries and verdict.published:  # a labeled dataset brings its labels along
             store.write_table(layout.table_key("source_labels", source_id), source_labels(source_id, entries))
-        store.write_table(key, table)
-        if not failed:
+        if verdict.published:
             keep = {store.key_for_uri(uri) for uri in readable["uri"]} if len(readable) else set()
             pruned = store.prune(layout.frame_prefix(source_id), keep)
             if pruned:
                 context.log.info(f"{source.key}: removed {pruned} stale frame files left by an earlier run")
-    if failed:
-        context.log.error(f"{source.key}: blocking checks failed ({', '.join(failed)}); table kept at {key}")
+    if not verdict.published:
+        failed, key = ", ".join(verdict.failed), verdict.key
+        context.log.error(f"{source.key}: blocking checks failed ({failed}); table kept at {key}")
     for message in damage:
         context.log.warning(f"{message}; the {len(table)} frames before it were kept")
     corrupt = table[table["corrupt"]] if len(table) else table
@@ -257,8 +256,8 @@ def raw_frames(
             "seconds": round(elapsed, 2),
             "timings": dg.MetadataValue.json(watch.rounded()),
             "frames_per_second": round(len(table) / elapsed, 1) if elapsed else None,
-            "table": dg.MetadataValue.path(store.uri(key)),
-            "published": not failed,
+            "table": dg.MetadataValue.path(store.uri(verdict.key)),
+            "published": verdict.published,
         },
         check_results=results,
     )

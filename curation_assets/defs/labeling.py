@@ -170,12 +170,12 @@ def labeled_set(
         "class_imbalance": round(float(per_class.max() / per_class.min()), 2) if len(per_class) else None,
         "per_split": dg.MetadataValue.json(frames["split"].value_counts().to_dict()),
     }
-    if checks.blocking_failures(results):  # the previous labeled set and versions stay as they were
-        store.write_table(layout.rejected_table_key(ASSET, "annotations"), accepted)
+    passed = not checks.blocking_failures(results)
+    if passed:  # the dataset version first: published annotations always have their dataset
+        version, existed = publish_dataset(store, frames, accepted, categories, rounds)
+    checks.publish(store, results, ASSET, "annotations", accepted)
+    if not passed:  # the previous labeled set and versions stay as they were
         return dg.MaterializeResult(metadata={**metadata, "published": False}, check_results=results)
-
-    version, existed = publish_dataset(store, frames, accepted, categories, rounds)
-    store.write_table(layout.table_key(ASSET, "annotations"), accepted)
     store.write_table(layout.table_key(ASSET, "rejected"), rejected)
     store.write_table(layout.table_key(ASSET, "frames"), frames)
     return dg.MaterializeResult(

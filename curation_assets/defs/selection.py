@@ -166,12 +166,10 @@ def selected_batch(
             "selected_batch_exports_valid", not export_problems, problems=export_problems[:10] or "none"
         ),
     ]
-    if checks.blocking_failures(results):
-        store.write_table(layout.rejected_table_key(ASSET, round_id), batch)
-    else:
+    if not checks.blocking_failures(results):  # the exports first: a published batch has its exports
         for name, text in exports.items():
             store.put_bytes(layout.export_key(round_id, name), text.encode())
-        store.write_table(layout.table_key(ASSET, round_id), batch)
+    verdict = checks.publish(store, results, ASSET, round_id, batch)
 
     pool = table.loc[taken_rows, "camera_id"]
     representatives = vectors[table["is_representative"].to_numpy()]
@@ -197,6 +195,8 @@ def selected_batch(
             "score_min": round(float(finite.min()), 4) if len(finite) else None,
             "score_max": round(float(finite.max()), 4) if len(finite) else None,
             "exports": dg.MetadataValue.path(store.uri(layout.export_key(round_id, ""))),
+            "table": dg.MetadataValue.path(store.uri(verdict.key)),
+            "published": verdict.published,
             **picture_metadata(
                 store,
                 "batch",
