@@ -328,12 +328,15 @@ def format_summary(summary: dict) -> str:
 
 
 def format_timings(t: dict) -> list[str]:
+    """One line per run and per step; a step's biggest stages follow it (busy seconds: stages
+    on worker threads overlap, so they may add up to more than the step)."""
     lines = ["", "=== time (s) ==="]
     if t["startup_s"] is not None:
         lines.append(f"  {'start-up (imports, definitions, instance)':44s} {t['startup_s']:7.2f}")
     for run in t["runs"]:
         lines.append(f"  {'run ' + run['run']:44s} {run['wall_s']:7.2f}   (Dagster itself {run['dagster_s']:.2f})")
         for step, stages in run["steps"].items():
-            lines.append(f"    {step:42s} {stages['wall_s']:7.2f}")
-            lines += [f"      {name:40s} {s:7.2f}" for name, s in stages.items() if name != "wall_s"]
+            inside = sorted(((s, name) for name, s in stages.items() if name != "wall_s" and s >= 0.01), reverse=True)
+            detail = ", ".join(f"{name} {s:.2f}" for s, name in inside[:4])
+            lines.append(f"    {step:42s} {stages['wall_s']:7.2f}" + (f"   ({detail})" if detail else ""))
     return lines
