@@ -57,9 +57,14 @@ def timed(frames: pd.DataFrame) -> np.ndarray:
     return frames.groupby("video_id")["timestamp_s"].transform("max").to_numpy() > 0
 
 
+WELL_EXPOSED = (0.15, 0.9)  # mean brightness a representative should have
+
+
 def quality_score(frames: pd.DataFrame) -> np.ndarray:
-    """Higher is a better representative: sharp, neither dark nor washed out."""
-    exposure_penalty = ((frames["brightness"] < 0.15) | (frames["brightness"] > 0.9)).to_numpy()
+    """Higher is a better representative: sharp, neither dark nor washed out (mean brightness
+    outside ``WELL_EXPOSED``: a preference among copies, not the outlier rules' verdict)."""
+    low, high = WELL_EXPOSED
+    exposure_penalty = ((frames["brightness"] < low) | (frames["brightness"] > high)).to_numpy()
     return np.log1p(frames["sharpness"].to_numpy() * 1e4) - 100.0 * exposure_penalty
 
 

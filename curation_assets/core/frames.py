@@ -12,6 +12,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+MAX_PIXELS = 4096 * 4096  # a video or image larger than this is refused before it is decoded
+
 
 class UnreadableSourceError(ValueError):
     """A landing source that cannot be read at all; the message names it and the cause."""
@@ -35,7 +37,7 @@ def sample_frames(
     sample_fps: float | None = 2.0,
     every_n: int | None = None,
     max_frames: int | None = None,
-    max_pixels: int = 4096 * 4096,
+    max_pixels: int = MAX_PIXELS,
     on_damage: Callable[[str], None] | None = None,
     seek_gap_s: float = 8.0,
 ) -> Iterator[SampledFrame]:

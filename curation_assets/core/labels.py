@@ -260,6 +260,7 @@ def label_conflicts(annotations: pd.DataFrame, iou: float = 0.8) -> pd.DataFrame
 
 
 SPLITS = (("train", 0.8), ("val", 0.1), ("test", 0.1))
+DEFAULT_CATEGORIES = ("person", "product", "cart")  # what the labelers may draw unless configured
 
 
 def _stable_hash(text: str) -> int:

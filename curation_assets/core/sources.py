@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from curation_assets.core.frames import UnreadableSourceError
+from curation_assets.core.frames import MAX_PIXELS, UnreadableSourceError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 ARCHIVE_EXTENSIONS = (".zip", ".tar", ".tar.gz", ".tgz")
@@ -89,7 +89,7 @@ class LoadedImage:
 ORIENTATION = 0x0112  # EXIF tag
 
 
-def load_image(data: bytes, name: str, max_pixels: int = 8192 * 8192) -> LoadedImage:
+def load_image(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> LoadedImage:
     """Decode fully (truncated files fail here, not later), apply EXIF orientation, RGB."""
     if not data:
         return LoadedImage(name, None, "empty file")

@@ -8,7 +8,7 @@ import pandas as pd
 from pydantic import Field
 
 from curation_assets.core import layout
-from curation_assets.core.duplicates import embedding_sources
+from curation_assets.core.duplicates import DuplicateParams, embedding_sources
 from curation_assets.core.ids import point_id_for
 from curation_assets.core.progress import Progress, Stopwatch
 from curation_assets.defs import checks
@@ -28,7 +28,9 @@ class EmbeddingConfig(dg.Config):
     reuse_vectors_for_copies: bool = Field(
         default=True, description="Frames copying the last embedded frame reuse its vector instead of the model's."
     )
-    copy_phash_distance: int = Field(default=2, description="pHash bits apart that make a frame a copy.")
+    copy_phash_distance: int = Field(
+        default=DuplicateParams.identical_phash_distance, description="pHash bits apart that make a frame a copy."
+    )
 
 
 def vector_table(frames: pd.DataFrame, vectors: np.ndarray, vector_name: str) -> pd.DataFrame:

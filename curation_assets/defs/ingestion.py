@@ -16,7 +16,7 @@ from pydantic import Field
 
 from curation_assets.core import layout
 from curation_assets.core.datasets import CocoEntry, read_coco
-from curation_assets.core.frames import UnreadableSourceError, encode_jpeg, sample_frames
+from curation_assets.core.frames import MAX_PIXELS, UnreadableSourceError, encode_jpeg, sample_frames
 from curation_assets.core.ids import camera_id_for, frame_id_for, source_id_for
 from curation_assets.core.image_stats import METRICS, image_stats
 from curation_assets.core.progress import Progress, Stopwatch
@@ -37,7 +37,7 @@ class RawFramesConfig(dg.Config):
     every_n: int = Field(default=0, description="Keep every n-th frame instead (0: use sample_fps).")
     max_frames: int = Field(default=0, description="Stop after this many frames (0: no limit).")
     jpeg_quality: int = 90
-    max_pixels: int = Field(default=4096 * 4096, description="Reject videos and images larger than this.")
+    max_pixels: int = Field(default=MAX_PIXELS, description="Reject videos and images larger than this.")
     min_frames: int = Field(default=1, description="Fewer readable frames fail the table check.")
 
 

@@ -27,9 +27,9 @@ class LabeledSetConfig(dg.Config):
         description="Where the labeling tool's results are dropped: COCO (*.json) or "
         "SageMaker Ground Truth output manifests (*.manifest, *.jsonl).",
     )
-    train_fraction: float = 0.8
-    val_fraction: float = 0.1
-    test_fraction: float = 0.1
+    train_fraction: float = dict(labels.SPLITS)["train"]
+    val_fraction: float = dict(labels.SPLITS)["val"]
+    test_fraction: float = dict(labels.SPLITS)["test"]
     split_by_video: bool = Field(default=False, description="Also keep every video in one split.")
     max_rejected_fraction: float = Field(
         default=0.5, description="Fail the import (publish nothing) when more annotations than this are rejected."

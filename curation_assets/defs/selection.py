@@ -25,7 +25,6 @@ from curation_assets.quality import suites
 from resources import EmbedderResource, ExpectationsResource, ObjectStoreResource
 from resources.object_store import ObjectStore
 
-DEFAULT_CATEGORIES = ["person", "product", "cart"]
 BATCH_COLUMNS = ["frame_id", "group_id", "video_id", "camera_id", "uri", "width", "height"]
 ASSET = "selected_batch"
 
@@ -45,7 +44,7 @@ class SelectionConfig(dg.Config):
         "frame_id + probs (classification) or frame_id + confidence per box (detection).",
     )
     uncertainty_measure: str = Field(default="entropy", description="least_confidence, margin or entropy.")
-    categories: list[str] = Field(default=DEFAULT_CATEGORIES, description="Classes the labelers may use.")
+    categories: list[str] = Field(default=list(labels.DEFAULT_CATEGORIES), description="Classes the labelers may use.")
 
 
 def labeled_frame_ids(store: ObjectStore) -> set[str]:

@@ -13,7 +13,9 @@ from pathlib import Path
 import av
 import numpy as np
 
-CATEGORIES = ["person", "product", "cart"]
+from curation_assets.core.labels import DEFAULT_CATEGORIES
+
+CATEGORIES = list(DEFAULT_CATEGORIES)  # the objects its scenes draw
 
 
 @dataclass(frozen=True)
