@@ -14,6 +14,7 @@ from PIL import Image
 
 from curation_assets.core.embedder import Embedder, EmbedderError
 from curation_assets.core.models import PACKAGED
+from curation_assets.core.progress import Stopwatch
 from resources import EmbedderResource
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -205,3 +206,18 @@ def _running(pid: int) -> bool:
             return f.read().split(") ")[1][0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_model_process_that_dies_is_a_clear_error_and_the_next_call_starts_a_new_one():
+    from resources.embedder import model_process
+
+    settings = {"model": "efficientnet-lite0", "pretrained": "none", "batch_size": 4}
+    first = model_process(settings)
+    first.info()
+    first.process.kill()  # what the OOM killer does
+    first.process.join(10)
+    with pytest.raises(RuntimeError, match=r"the model process died \(exit code -9\)"):
+        first.embed([lambda: _jpeg("coffee")], Stopwatch())
+    second = model_process(settings)
+    assert second is not first and second.process.is_alive()
+    assert second.embed([lambda: _jpeg("coffee")], Stopwatch()).shape == (1, 1280)
