@@ -137,23 +137,32 @@ class ModelProcess:
         """Vectors of encoded images, in order: reading here overlaps the model's work there."""
         info = self.info()
         with self._lock:
-            out, sent, received = [], 0, 0
-            chunk: list[bytes] = []
-            for load in images:
-                with watch.stage("read stored frames"):
-                    chunk.append(load())
-                if len(chunk) == CHUNK:
-                    self.requests.put(("embed", chunk))
-                    chunk, sent = [], sent + 1
-                    if sent - received > 2:
-                        out.append(self._vectors(watch))
-                        received += 1
-            if chunk:
+            try:
+                return self._embed(images, watch, info)
+            except BaseException:
+                # answers to chunks already sent may still arrive: a later call must not read them
+                # as its own, so this process is done; model_process() starts a new one
+                self.process.kill()
+                raise
+
+    def _embed(self, images: Iterable[Callable[[], bytes]], watch: Stopwatch, info: ModelInfo) -> np.ndarray:
+        out, sent, received = [], 0, 0
+        chunk: list[bytes] = []
+        for load in images:
+            with watch.stage("read stored frames"):
+                chunk.append(load())
+            if len(chunk) == CHUNK:
                 self.requests.put(("embed", chunk))
-                sent += 1
-            while received < sent:
-                out.append(self._vectors(watch))
-                received += 1
+                chunk, sent = [], sent + 1
+                if sent - received > 2:
+                    out.append(self._vectors(watch))
+                    received += 1
+        if chunk:
+            self.requests.put(("embed", chunk))
+            sent += 1
+        while received < sent:
+            out.append(self._vectors(watch))
+            received += 1
         return np.concatenate(out) if out else np.zeros((0, info.dim), dtype=np.float32)
 
     def _vectors(self, watch: Stopwatch) -> np.ndarray:
