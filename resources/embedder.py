@@ -111,6 +111,9 @@ class ModelProcess:
             target=serve, args=(settings, self.requests, self.answers, os.getpid()), name="curation-model", daemon=True
         )
         self.process.start()
+        # If the process dies, what is still queued for it can never be written: the queue's
+        # feeder thread would block on the full pipe and hang this interpreter's exit.
+        self.requests.cancel_join_thread()
         self._info: ModelInfo | None = None
         self.precision_min_cosine: float | None = None  # measured there on its first batch
         self._lock = threading.Lock()  # one conversation at a time
@@ -142,8 +145,16 @@ class ModelProcess:
             except BaseException:
                 # answers to chunks already sent may still arrive: a later call must not read them
                 # as its own, so this process is done; model_process() starts a new one
-                self.process.kill()
+                self.abandon()
                 raise
+
+    def abandon(self) -> None:
+        """End the process at once and drop what its queues still hold."""
+        self.process.kill()
+        self.process.join(timeout=5)
+        for q in (self.requests, self.answers):
+            q.cancel_join_thread()
+            q.close()
 
     def _embed(self, images: Iterable[Callable[[], bytes]], watch: Stopwatch, info: ModelInfo) -> np.ndarray:
         out, sent, received = [], 0, 0
@@ -182,6 +193,8 @@ def model_process(settings: dict) -> ModelProcess:
     with _PROCESSES_LOCK:
         found = _PROCESSES.get(key)
         if found is None or not found.process.is_alive():
+            if found is not None:
+                found.abandon()
             if not _PROCESSES:
                 atexit.register(stop_model_processes)  # before multiprocessing's own exit handler (LIFO)
             found = _PROCESSES[key] = ModelProcess(settings)

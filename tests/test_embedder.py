@@ -221,3 +221,23 @@ def test_a_model_process_that_dies_is_a_clear_error_and_the_next_call_starts_a_n
     second = model_process(settings)
     assert second is not first and second.process.is_alive()
     assert second.embed([lambda: _jpeg("coffee")], Stopwatch()).shape == (1, 1280)
+
+
+def test_an_interpreter_whose_model_process_died_mid_conversation_still_exits():
+    # what is queued for a dead process can never be written: the interpreter must not wait for it at exit
+    code = (
+        "import io, skimage.data\n"
+        "from PIL import Image\n"
+        "from curation_assets.core.progress import Stopwatch\n"
+        "from resources.embedder import model_process\n"
+        "buf = io.BytesIO(); Image.fromarray(skimage.data.astronaut()).save(buf, format='PNG')\n"
+        "proc = model_process({'model': 'efficientnet-lite0', 'pretrained': 'none', 'batch_size': 4})\n"
+        "proc.info(); proc.process.kill(); proc.process.join(10)\n"
+        "try:\n"
+        "    proc.embed([lambda: buf.getvalue()] * 200, Stopwatch())\n"
+        "except RuntimeError as exc:\n"
+        "    print('raised:', exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "raised: the model process died" in done.stdout
