@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export DAGSTER_HOME ?= $(CURDIR)/.curation/dagster
 
-.PHONY: install demo test ui lint clean bench-quality bench-scale
+.PHONY: install demo test ui prod-local lint clean bench-quality bench-scale
 
 install: $(VENV)/.installed
 
@@ -25,6 +25,11 @@ test: install
 
 ui: install $(DAGSTER_HOME)/dagster.yaml
 	$(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+
+# docker/'s production shape without Docker: Postgres, the gRPC code server, the daemon and the
+# webserver as plain processes on loopback (needs: apt-get install -y postgresql); Ctrl-C stops all.
+prod-local: install
+	$(PY) -m curation_assets.topology --base .curation/prod-local --port 3000
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

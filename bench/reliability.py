@@ -13,6 +13,14 @@
    short videos: SIGKILL mid-run, SIGTERM mid-run, an environment fault (the tables folder
    blocked) fixed before the re-run. After the re-run: frames per video in duplicate_groups
    against an unfaulted count, records lost and duplicated, whether the re-run hung.
+
+    python bench/reliability.py --topology 50
+
+5. (alone) The production topology (curation_assets/topology.py: Postgres, the gRPC code
+   server, the daemon, the webserver; S3 on moto's server): N videos uploaded to the S3
+   landing prefix at once, ingested by the daemon's sensor through the run queue, then
+   curated by automation. Wall time to the last ingest and to curated groups, runs per
+   video, records lost and duplicated, peak memory of every kind of process.
 """
 
 from __future__ import annotations
@@ -174,16 +182,144 @@ def headless_faults() -> list[dict]:
     return rows
 
 
+TOPOLOGY_RUNS = """query { runsOrError { ... on Runs { results { status jobName endTime
+  tags { key value } } } } }"""
+
+
+def _process_kind(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            command = f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return None
+    kinds = (
+        ("execute_run", "run worker"),
+        ("multiprocessing", "model process"),
+        ("code-server", "code server (proxy)"),
+        ("api grpc", "code server"),
+        ("dagster-daemon", "daemon"),
+        ("dagster-webserver", "webserver"),
+        ("postgres", "postgres"),
+    )
+    return next((kind for needle, kind in kinds if needle in command), None)
+
+
+def _partition(run: dict) -> str | None:
+    return next((t["value"] for t in run["tags"] if t["key"] == "dagster/partition"), None)
+
+
+def _rss_mb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(line.split()[1]) // 1024 for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return 0
+
+
+def topology_load(n_videos: int) -> dict:
+    """N videos through the production topology at once (part 5)."""
+    import threading
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from curation_assets.core import layout
+    from curation_assets.core.frames import sample_frames
+    from curation_assets.core.ids import video_id_for
+    from curation_assets.defs.resources import resources_from_env
+    from curation_assets.demo.scenes import Scene, write_video
+    from curation_assets.topology import Topology, free_port
+
+    credentials = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
+    os.environ.update(credentials)
+    port = free_port()
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    moto.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    s3.create_bucket(Bucket="bench")
+    peaks: dict[str, int] = {}
+    done = threading.Event()
+
+    def sample() -> None:  # every process on the machine of a kind we start, its high-water mark
+        while not done.wait(0.5):
+            for entry in os.listdir("/proc"):
+                if entry.isdigit() and (kind := _process_kind(int(entry))):
+                    peaks[kind] = max(peaks.get(kind, 0), _rss_mb(int(entry)))
+
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory(prefix="bench-postgres-") as pg:
+        os.chmod(pg, 0o755)
+        videos, expected = Path(tmp) / "videos", {}
+        for i in range(n_videos):
+            name = f"cam-{i % 5}/v{i:03d}.mp4"
+            write_video(Scene(name, seed=i, duration_s=4.0, width=160, height=120, fps=5), videos / name)
+            expected[name] = sum(1 for _ in sample_frames(videos / name, name=name))
+        env = {**os.environ, "CURATION_STORAGE_URI": "s3://bench/curation", "CURATION_S3_ENDPOINT_URL": endpoint,
+               "CURATION_QDRANT_PATH": str(Path(tmp) / "qdrant")}  # fmt: skip
+        with Topology(Path(tmp) / "topology", env=env, postgres_folder=Path(pg) / "postgres") as topology:
+            threading.Thread(target=sample, daemon=True).start()
+            started = time.perf_counter()
+            for name in expected:
+                s3.upload_file(str(videos / name), "bench", f"curation/landing/{name}")
+            ingested_s = curated_s = None
+            deadline = started + 3600
+            while time.perf_counter() < deadline:
+                time.sleep(2)
+                results = topology.graphql(TOPOLOGY_RUNS)["runsOrError"]["results"]
+                ingest = [r for r in results if r["jobName"] == "ingest_video"]
+                ok = {
+                    t["value"]
+                    for r in ingest
+                    if r["status"] == "SUCCESS"
+                    for t in r["tags"]
+                    if t["key"] == "dagster/partition"
+                }
+                if ingested_s is None and len(ok) == n_videos:
+                    ingested_s = time.perf_counter() - started
+                    last_ingest = max(r["endTime"] for r in ingest if r["status"] == "SUCCESS")
+                curations = [r for r in results if r["jobName"] == "__ASSET_JOB" and r["status"] == "SUCCESS"]
+                if ingested_s is not None and any(r["endTime"] > last_ingest for r in curations):
+                    curated_s = time.perf_counter() - started
+                    break
+            done.set()
+            runs_per_video = [sum(_partition(r) == video_id_for(name) for r in ingest) for name in expected]
+            resources = resources_from_env(env)
+            store = resources["object_store"].store()
+            frames = {name: len(store.read_table(layout.table_key("raw_frames", video_id_for(name))))
+                      if store.exists(layout.table_key("raw_frames", video_id_for(name))) else 0
+                      for name in expected}  # fmt: skip
+            with resources["vector_store"].open() as vectors:
+                collection = resources["vector_store"].collection_for(resources["embedder"].embedder().vector_name)
+                points = {name: vectors.count(collection, video_id_for(name)) for name in expected}
+    moto.stop()
+    return {
+        "videos": n_videos,
+        "ingested_s": round(ingested_s, 1) if ingested_s else None,
+        "curated_s": round(curated_s, 1) if curated_s else None,
+        "runs_per_video": {"min": min(runs_per_video), "max": max(runs_per_video)},
+        "videos_lost": sum(frames[n] == 0 for n in expected),
+        "frames_lost": sum(max(expected[n] - frames[n], 0) for n in expected),
+        "frames_duplicated": sum(max(frames[n] - expected[n], 0) for n in expected),
+        "points_lost": sum(max(expected[n] - points[n], 0) for n in expected),
+        "points_duplicated": sum(max(points[n] - expected[n], 0) for n in expected),
+        "peak_rss_mb": peaks,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--videos", type=int, default=200)
     parser.add_argument("--long-minutes", type=float, default=5.0)
     parser.add_argument("--only-headless-faults", action="store_true", help="just part 4")
+    parser.add_argument("--topology", type=int, metavar="N", help="just part 5, with N videos")
     args = parser.parse_args()
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     from bench.machine import describe
 
     print(f"machine: {describe()}")
+    if args.topology:
+        print("topology:", json.dumps(topology_load(args.topology)))
+        return
     if args.only_headless_faults:
         for row in headless_faults():
             print("headless fault:", json.dumps(row))

@@ -57,6 +57,7 @@ def test_docker_workspace_points_at_the_user_code_server():
 def test_production_instance_config_passes_dagsters_validation(monkeypatch):
     for var in ("DAGSTER_POSTGRES_HOST", "DAGSTER_POSTGRES_USER", "DAGSTER_POSTGRES_PASSWORD", "DAGSTER_POSTGRES_DB"):
         monkeypatch.setenv(var, "x")
+    monkeypatch.setenv("DAGSTER_POSTGRES_PORT", "5432")
     config, _ = dagster_instance_config(str(ROOT / "docker"))
     assert "postgres" in config["storage"]
     assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"

@@ -16,22 +16,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from helpers import browser_page, require_chromium
 
 from curation_assets.core.ids import video_id_for
 from curation_assets.demo.scenes import Scene, default_events, write_video
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ASSETS = ["raw_frames", "frame_embeddings", "duplicate_groups", "outliers", "selected_batch", "labeled_set"]
 NEW_VIDEO = "cam-c/dropped-while-running.mp4"
 
@@ -51,10 +42,7 @@ def graphql(url: str, query: str, variables: dict | None = None) -> dict:
 
 @pytest.fixture(scope="module")
 def dagster_ui(tmp_path_factory):
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CURATION_REQUIRE_BROWSER"):
-            pytest.fail(f"{CHROMIUM} not found: apt-get install -y chromium")
-        pytest.skip("chromium is not installed (apt-get install -y chromium); CI installs it")
+    require_chromium()
     base = tmp_path_factory.mktemp("ui")
     env = {
         **os.environ,
@@ -103,15 +91,9 @@ def dagster_ui(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page(dagster_ui):
-    from playwright.sync_api import sync_playwright
-
     ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        page = browser.new_page(viewport={"width": 1600, "height": 1000})
-        page.set_default_timeout(60_000)
+    with browser_page() as page:
         yield page
-        browser.close()
 
 
 def test_asset_graph_shows_all_six_assets(dagster_ui, page):

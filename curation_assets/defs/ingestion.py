@@ -162,7 +162,12 @@ def raw_frames(
     """Read one landing source, sample frames, store them as JPEG and measure each one.
 
     Unreadable images become rows flagged ``corrupt`` with the reason: never a crash of the
-    partition, never silently dropped. An unreadable video fails its partition.
+    partition, never silently dropped. A landing object that is not a readable video fails
+    its own partition with the file and the cause (e.g. ``landing/cam-b/broken.mp4: not a
+    readable video``), so this asset and frame_embeddings show that partition as failed (red)
+    in the graph while every other partition and everything downstream goes on: red here
+    means "a bad input was refused", not "the pipeline is broken". The Partitions tab lists
+    which, the run's error says why; replacing the object re-ingests it.
     """
     expectations.warm_up()  # GX imports while frames are read
     source_id = context.partition_key
