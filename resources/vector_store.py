@@ -66,9 +66,17 @@ class VectorStore(ABC):
         """``nearest`` for each row of ``vectors``."""
         return [self.nearest(collection, vector_name, v, limit, exclude_videos) for v in vectors]
 
-    @abstractmethod
     def retrieve(self, collection: str, vector_name: str, ids: Sequence[str]) -> tuple[np.ndarray, list[dict]]:
         """Vectors and payloads of the points ``ids`` (all must exist), in that order."""
+        records = self._records(collection, ids)
+        missing = [i for i in ids if i not in records]
+        if missing:
+            raise VectorStoreError(f"{len(missing)} points missing from {collection}, e.g. {missing[0]}")
+        return _stack([records[i][0][vector_name] for i in ids]), [records[i][1] for i in ids]
+
+    @abstractmethod
+    def _records(self, collection: str, ids: Sequence[str]) -> dict[str, tuple[dict, dict]]:
+        """The stored points among ``ids``: point id -> (named vectors, payload)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
@@ -143,7 +151,9 @@ class EdgeVectorStore(VectorStore):
     def ensure_collection(self, collection: str, vector_name: str, dim: int) -> None:
         self._shard(collection, vector_name, dim)
 
-    def upsert(self, collection, vector_name, ids, vectors, payloads) -> None:
+    def upsert(
+        self, collection: str, vector_name: str, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict]
+    ) -> None:
         qe = self._qe
         points = [
             qe.Point(pid, {vector_name: vec.tolist()}, payload)
@@ -157,13 +167,13 @@ class EdgeVectorStore(VectorStore):
         must_not = [qe.HasIdCondition(set(keep_ids))] if keep_ids else None
         return qe.Filter(must=must, must_not=must_not)
 
-    def delete_video(self, collection, video_id, keep_ids=()) -> None:
+    def delete_video(self, collection: str, video_id: str, keep_ids: Sequence[str] = ()) -> None:
         qe = self._qe
         self._shard(collection).update(
             qe.UpdateOperation.delete_points_by_filter(self._video_filter(video_id, keep_ids))
         )
 
-    def count(self, collection, video_id=None) -> int:
+    def count(self, collection: str, video_id: str | None = None) -> int:
         qe = self._qe
         flt = self._video_filter(video_id) if video_id is not None else None
         return self._shard(collection).count(qe.CountRequest(exact=True, filter=flt))
@@ -182,10 +192,14 @@ class EdgeVectorStore(VectorStore):
             filter=flt,
         )
 
-    def nearest(self, collection, vector_name, vector, limit, exclude_videos=()):
+    def nearest(
+        self, collection: str, vector_name: str, vector: np.ndarray, limit: int, exclude_videos: Sequence[str] = ()
+    ) -> list[tuple[str, float, dict]]:
         return self.nearest_many(collection, vector_name, np.asarray(vector)[None], limit, exclude_videos)[0]
 
-    def nearest_many(self, collection, vector_name, vectors, limit, exclude_videos=()):
+    def nearest_many(
+        self, collection: str, vector_name: str, vectors: np.ndarray, limit: int, exclude_videos: Sequence[str] = ()
+    ) -> list[list[tuple[str, float, dict]]]:
         requests = [self._query(vector_name, v, limit, exclude_videos) for v in vectors]
         results = []
         for start in range(0, len(requests), 256):  # one planned pass over the segments per batch
@@ -193,13 +207,11 @@ class EdgeVectorStore(VectorStore):
             results += [[(str(h.id), float(h.score), dict(h.payload or {})) for h in hits] for hits in batch]
         return results
 
-    def retrieve(self, collection, vector_name, ids):
-        records = {str(r.id): r for r in self._shard(collection).retrieve(list(ids), True, True)}
-        missing = [i for i in ids if i not in records]
-        if missing:
-            raise VectorStoreError(f"{len(missing)} points missing from {collection}, e.g. {missing[0]}")
-        rows = [records[i] for i in ids]
-        return _stack([r.vector[vector_name] for r in rows]), [dict(r.payload or {}) for r in rows]
+    def _records(self, collection: str, ids: Sequence[str]) -> dict[str, tuple[dict, dict]]:
+        return {
+            str(r.id): (r.vector, dict(r.payload or {}))
+            for r in self._shard(collection).retrieve(list(ids), True, True)
+        }
 
     def build_index(self, collection: str) -> None:
         self._shard(collection).optimize()  # HNSW over segments past the engine's threshold; cheap when little changed
@@ -227,7 +239,7 @@ class QdrantClientVectorStore(VectorStore):
         except Exception as exc:
             raise VectorStoreError(f"Qdrant at {self.describe}: {what} failed: {exc}") from exc
 
-    def ensure_collection(self, collection, vector_name, dim) -> None:
+    def ensure_collection(self, collection: str, vector_name: str, dim: int) -> None:
         m = self.models
         if self._call("collection_exists", self.client.collection_exists, collection):
             return
@@ -246,7 +258,9 @@ class QdrantClientVectorStore(VectorStore):
                 field_schema=m.PayloadSchemaType.KEYWORD,
             )
 
-    def upsert(self, collection, vector_name, ids, vectors, payloads) -> None:
+    def upsert(
+        self, collection: str, vector_name: str, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict]
+    ) -> None:
         m = self.models
         points = [
             m.PointStruct(id=pid, vector={vector_name: vec.tolist()}, payload=payload)
@@ -261,7 +275,7 @@ class QdrantClientVectorStore(VectorStore):
             must_not=[m.HasIdCondition(has_id=list(keep_ids))] if keep_ids else None,
         )
 
-    def delete_video(self, collection, video_id, keep_ids=()) -> None:
+    def delete_video(self, collection: str, video_id: str, keep_ids: Sequence[str] = ()) -> None:
         m = self.models
         self._call(
             "delete",
@@ -271,17 +285,16 @@ class QdrantClientVectorStore(VectorStore):
             wait=True,
         )
 
-    def count(self, collection, video_id=None) -> int:
+    def count(self, collection: str, video_id: str | None = None) -> int:
         flt = self._video_filter(video_id) if video_id is not None else None
         return self._call("count", self.client.count, collection, count_filter=flt, exact=True).count
 
-    def nearest(self, collection, vector_name, vector, limit, exclude_videos=()):
-        from qdrant_client import models
-
+    def nearest(
+        self, collection: str, vector_name: str, vector: np.ndarray, limit: int, exclude_videos: Sequence[str] = ()
+    ) -> list[tuple[str, float, dict]]:
+        m = self.models
         flt = (
-            models.Filter(
-                must_not=[models.FieldCondition(key="video_id", match=models.MatchAny(any=list(exclude_videos)))]
-            )
+            m.Filter(must_not=[m.FieldCondition(key="video_id", match=m.MatchAny(any=list(exclude_videos)))])
             if exclude_videos
             else None
         )
@@ -297,18 +310,11 @@ class QdrantClientVectorStore(VectorStore):
         )
         return [(str(p.id), float(p.score), dict(p.payload or {})) for p in res.points]
 
-    def retrieve(self, collection, vector_name, ids):
-        records = {
-            str(r.id): r
-            for r in self._call(
-                "retrieve", self.client.retrieve, collection, list(ids), with_payload=True, with_vectors=True
-            )
-        }
-        missing = [i for i in ids if i not in records]
-        if missing:
-            raise VectorStoreError(f"{len(missing)} points missing from {collection}, e.g. {missing[0]}")
-        rows = [records[i] for i in ids]
-        return _stack([r.vector[vector_name] for r in rows]), [dict(r.payload or {}) for r in rows]
+    def _records(self, collection: str, ids: Sequence[str]) -> dict[str, tuple[dict, dict]]:
+        found = self._call(
+            "retrieve", self.client.retrieve, collection, list(ids), with_payload=True, with_vectors=True
+        )
+        return {str(r.id): (r.vector, dict(r.payload or {})) for r in found}
 
     def close(self) -> None:
         self.client.close()

@@ -114,9 +114,15 @@ def test_raw_frames_shows_its_partitions_and_check_results(dagster_ui, page):
         page.get_by_text(check).first.wait_for()
     # the latest evaluation may be the corrupt video's failed run; the history holds the passes
     page.get_by_text("Execution history").first.click()
-    page.screenshot(path=ARTIFACTS / "03-raw-frames-checks.png")
     page.get_by_text("Passed").first.wait_for()
     page.screenshot(path=ARTIFACTS / "03-raw-frames-checks.png")
+
+
+def test_raw_frames_explains_that_its_failed_partition_is_a_refused_input(dagster_ui, page):
+    url, _ = dagster_ui
+    page.goto(f"{url}/assets/raw_frames")
+    page.get_by_text("a bad input was refused", exact=False).first.wait_for()
+    page.screenshot(path=ARTIFACTS / "03b-raw-frames-description.png")
 
 
 def test_duplicate_groups_shows_its_contact_sheet(dagster_ui, page):
