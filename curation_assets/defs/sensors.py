@@ -1,21 +1,17 @@
-"""new_video_sensor: each new or changed landing object becomes a partition and a run."""
+"""The sensors: new_video_sensor (each new or changed landing object becomes a partition and
+a run) and the automation sensor (global assets follow new embeddings)."""
 
 import json
 
 import dagster as dg
 
 from curation_assets.core.ids import source_id_for
-from curation_assets.defs.embedding import frame_embeddings
-from curation_assets.defs.ingestion import landing_sources, raw_frames
+from curation_assets.defs.audit import dataset_audit
+from curation_assets.defs.curation import duplicate_groups, outliers
+from curation_assets.defs.ingestion import landing_sources
+from curation_assets.defs.jobs import ingest_video_job
 from curation_assets.defs.partitions import videos
 from resources import ObjectStoreResource
-
-ingest_video_job = dg.define_asset_job(
-    "ingest_video",
-    selection=dg.AssetSelection.assets(raw_frames, frame_embeddings),
-    partitions_def=videos,
-    description="Frames and embeddings for one landing video.",
-)
 
 SOURCE_TAG = "curation/source"  # "<video_id>@<fingerprint>": which content a run ingested
 MAX_RUNS_PER_TICK = 50
@@ -117,3 +113,13 @@ def new_video_sensor(context: dg.SensorEvaluationContext, object_store: ObjectSt
         dynamic_partitions_requests=[videos.build_add_request(new_keys)] if new_keys else [],
         cursor=json.dumps(cursor, sort_keys=True),
     )
+
+
+automation_sensor = dg.AutomationConditionSensorDefinition(
+    "curation_automation",
+    target=dg.AssetSelection.assets(duplicate_groups, outliers, dataset_audit),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=10,  # a new video's groups follow its embeddings within seconds
+)
+
+SENSORS = [new_video_sensor, automation_sensor]

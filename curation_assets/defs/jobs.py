@@ -1,0 +1,34 @@
+"""Every job of the code location, in one place."""
+
+import dagster as dg
+
+from curation_assets.defs.audit import dataset_audit
+from curation_assets.defs.curation import duplicate_groups, outliers
+from curation_assets.defs.embedding import frame_embeddings
+from curation_assets.defs.ingestion import raw_frames
+from curation_assets.defs.labeling import labeled_set
+from curation_assets.defs.partitions import labeling_rounds, videos
+from curation_assets.defs.selection import selected_batch
+
+ingest_video_job = dg.define_asset_job(
+    "ingest_video",
+    selection=dg.AssetSelection.assets(raw_frames, frame_embeddings),
+    partitions_def=videos,
+    description="Frames and embeddings for one landing video.",
+)
+curate_job = dg.define_asset_job(
+    "curate",
+    selection=dg.AssetSelection.assets(duplicate_groups, outliers, dataset_audit),
+    description="Duplicates, outliers and labeled-dataset audits over all sources.",
+)
+labeling_round_job = dg.define_asset_job(
+    "labeling_round",
+    selection=dg.AssetSelection.assets(selected_batch),
+    partitions_def=labeling_rounds,
+    description="Select and export one labeling round (config: budget, strategy, seed).",
+)
+import_labels_job = dg.define_asset_job(
+    "import_labels", selection=dg.AssetSelection.assets(labeled_set), description="Import annotations, split, version."
+)
+
+JOBS = [ingest_video_job, curate_job, labeling_round_job, import_labels_job]
