@@ -194,7 +194,7 @@ def _process_kind(pid: int) -> str | None:
         return None
     kinds = (
         ("execute_run", "run worker"),
-        ("multiprocessing", "model process"),
+        ("multiprocessing", "run or model process"),  # both are multiprocessing children: same command line
         ("code-server", "code server (proxy)"),
         ("api grpc", "code server"),
         ("dagster-daemon", "daemon"),
