@@ -193,14 +193,21 @@ def test_the_postgres_backed_ui_shows_the_graph_a_sensor_run_a_check_and_a_conta
 def test_a_daemon_killed_while_runs_are_queued_or_running_loses_and_duplicates_nothing(topology, tmp_path):
     names = ["cam-c/yard-1.mp4", "cam-c/yard-2.mp4", "cam-d/ramp.mp4"]
     expected = upload(topology, tmp_path, names, seed=10)
-    wait_for("runs launched by the sensor", lambda: any(ingest_runs(topology, n) for n in names), topology)
-    statuses = {r["status"] for n in names for r in ingest_runs(topology, n)}
-    assert statuses & IN_FLIGHT, statuses
     before = sensor_cursor(topology)["done"]
 
-    assert topology.stop_process("daemon", signal.SIGKILL) == -signal.SIGKILL
-    time.sleep(3)  # runs in flight go on in the code server's run processes; the queue waits
-    topology.start_daemon()
+    def runs_waiting_or_running(wanted: set[str]):
+        """Statuses of the three runs once each is in ``wanted`` (killing during a launch, the
+        moment a run is STARTING, is a fault too, but run monitoring takes minutes to end it)."""
+        statuses = [r["status"] for n in names for r in ingest_runs(topology, n)]
+        return len(statuses) == len(names) and set(statuses) <= wanted and statuses
+
+    seen = []
+    for wanted in ({"QUEUED", "STARTED"}, {"STARTED", "SUCCESS"}):  # queued (or running), then running
+        seen += wait_for(f"runs {wanted}", lambda w=wanted: runs_waiting_or_running(w), topology, every=0.3)
+        assert topology.stop_process("daemon", signal.SIGKILL) == -signal.SIGKILL
+        time.sleep(2)  # runs in flight go on in the code server's run processes; the queue waits
+        topology.start_daemon()
+    assert set(seen) & IN_FLIGHT, seen
 
     wait_for("every video ingested after the restart", lambda: all_ingested(topology, names), topology)
     one_successful_run_each(topology, names, launches_may_fail=True)  # none lost, none ingested twice
