@@ -37,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.machine import describe  # noqa: E402
+from bench.machine import describe, peak_rss_mb  # noqa: E402
 from bench.quality_data import PHOTOS, _open, film, write_video  # noqa: E402
 from curation_assets.core.frames import encode_jpeg, sample_frames  # noqa: E402
 
@@ -72,14 +72,6 @@ def extract(videos: list[Path], folder: Path) -> tuple[float, int]:
     return time.perf_counter() - started, n
 
 
-def _peak_mb(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            return next(int(line.split()[1]) // 1024 for line in f if line.startswith("VmHWM:"))
-    except (OSError, StopIteration):
-        return None
-
-
 def _descendants(pid: int) -> list[int]:
     found, todo = [], [pid]
     while todo:
@@ -105,7 +97,7 @@ def timed(command: list[str], **kwargs) -> tuple[float, float, float, subprocess
     peaks: dict[int, int] = {}
     while proc.poll() is None:
         for pid in _descendants(proc.pid):
-            if (mb := _peak_mb(pid)) is not None:
+            if (mb := peak_rss_mb(pid)) is not None:
                 peaks[pid] = max(peaks.get(pid, 0), mb)
         time.sleep(0.05)
     stdout, stderr = proc.communicate()

@@ -208,14 +208,6 @@ def _partition(run: dict) -> str | None:
     return next((t["value"] for t in run["tags"] if t["key"] == "dagster/partition"), None)
 
 
-def _rss_mb(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            return next(int(line.split()[1]) // 1024 for line in f if line.startswith("VmHWM:"))
-    except (OSError, StopIteration):
-        return 0
-
-
 def topology_load(n_videos: int) -> dict:
     """N videos through the production topology at once (part 5)."""
     import threading
@@ -223,6 +215,7 @@ def topology_load(n_videos: int) -> dict:
     import boto3
     from moto.server import ThreadedMotoServer
 
+    from bench.machine import peak_rss_mb
     from curation_assets.core import layout
     from curation_assets.core.frames import sample_frames
     from curation_assets.core.ids import video_id_for
@@ -245,7 +238,7 @@ def topology_load(n_videos: int) -> dict:
         while not done.wait(0.5):
             for entry in os.listdir("/proc"):
                 if entry.isdigit() and (kind := _process_kind(int(entry))):
-                    peaks[kind] = max(peaks.get(kind, 0), _rss_mb(int(entry)))
+                    peaks[kind] = max(peaks.get(kind, 0), peak_rss_mb(int(entry)) or 0)
 
     with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory(prefix="bench-postgres-") as pg:
         os.chmod(pg, 0o755)

@@ -17,7 +17,6 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,12 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.machine import describe  # noqa: E402
 from bench.quality_data import PHOTOS, _open, film, write_video  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from curation_assets.topology import free_port  # noqa: E402
 
 
 def step_lines(instance, run_id: str, since: float) -> list[tuple[float, str]]:
@@ -76,7 +70,7 @@ def main() -> None:
     write_video(video, film(_open(PHOTOS[15]), (768, 576), args.frames / 2, 2, seed=7), fps=2)
     env = {**os.environ, "DAGSTER_HOME": str(home), "CURATION_STORAGE_URI": str(base / "root"),
            "CURATION_LANDING_URI": str(landing), "CURATION_QDRANT_PATH": str(base / "qdrant")}  # fmt: skip
-    port = _free_port()
+    port = free_port()
     log = open(base / "dagster-dev.log", "w")  # noqa: SIM115 - closed below
     began = time.time()
     server = subprocess.Popen(

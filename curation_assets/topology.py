@@ -157,7 +157,7 @@ class Topology:
             "DAGSTER_POSTGRES_HOST": "127.0.0.1",
             "DAGSTER_POSTGRES_PORT": str(self.postgres.port),
             "DAGSTER_POSTGRES_USER": POSTGRES_USER,
-            "DAGSTER_POSTGRES_PASSWORD": self.postgres.password,  # in the environment only, never in a file
+            "DAGSTER_POSTGRES_PASSWORD": self.postgres.password,  # dagster.yaml names the variable, never the value
             "DAGSTER_POSTGRES_DB": POSTGRES_DB,
             "GX_ANALYTICS_ENABLED": "false",
         }

@@ -3,7 +3,6 @@
 import hashlib
 import os
 import re
-import socket
 from pathlib import Path
 
 import boto3
@@ -14,6 +13,7 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 from curation_assets.definitions import build_defs  # noqa: E402
 from curation_assets.demo.scenes import Event, Scene, write_corrupt_video, write_video  # noqa: E402
+from curation_assets.topology import free_port  # noqa: E402
 from resources import EmbedderResource, ExpectationsResource, ObjectStoreResource, VectorStoreResource  # noqa: E402
 
 # Small scenes: seconds, not minutes, of video; the same generator as the demo.
@@ -92,12 +92,6 @@ def instance():
         yield inst
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def s3_endpoint():
     """moto's S3 server on loopback: real HTTP, real boto3, no monkeypatching."""
@@ -110,7 +104,7 @@ def s3_endpoint():
             "AWS_DEFAULT_REGION": "us-east-1",
         }
     )
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     yield f"http://127.0.0.1:{port}"

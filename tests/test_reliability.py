@@ -23,8 +23,9 @@ from curation_assets.defs.ingestion import raw_frames
 from curation_assets.defs.partitions import videos
 from curation_assets.defs.resources import resources_from_env
 from curation_assets.demo.scenes import Scene, default_events, write_video
+from curation_assets.topology import free_port
 from resources import ExpectationsResource, ObjectStoreResource
-from tests.conftest import SCENE_A, _free_port, encoded, make_resources, photo
+from tests.conftest import SCENE_A, encoded, make_resources, photo
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,7 +54,7 @@ class RestartableS3:
         from moto.server import ThreadedMotoServer
 
         self._server_class = ThreadedMotoServer
-        self.port = _free_port()
+        self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.server = None
 
@@ -244,7 +245,7 @@ def test_an_unreachable_qdrant_server_is_a_clear_error_naming_the_url():
     from resources import VectorStoreResource
     from resources.vector_store import VectorStoreError
 
-    url = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     resource = VectorStoreResource(url=url, api_key="canary-key-never-shown")
     with resource.open() as store, pytest.raises(VectorStoreError) as failure:
         store.ensure_collection("frames", "m", 8)

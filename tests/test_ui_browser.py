@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,17 +19,12 @@ from helpers import browser_page, require_chromium
 
 from curation_assets.core.ids import video_id_for
 from curation_assets.demo.scenes import Scene, default_events, write_video
+from curation_assets.topology import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
 ASSETS = ["raw_frames", "frame_embeddings", "duplicate_groups", "outliers", "selected_batch", "labeled_set"]
 NEW_VIDEO = "cam-c/dropped-while-running.mp4"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def graphql(url: str, query: str, variables: dict | None = None) -> dict:
@@ -57,7 +51,7 @@ def dagster_ui(tmp_path_factory):
     )
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
 
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = open(base / "dagster-dev.log", "w")  # noqa: SIM115 - closed below
     server = subprocess.Popen(
