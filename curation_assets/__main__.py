@@ -3,6 +3,9 @@
     python -m curation_assets run --landing PATH_OR_S3_URI --root PATH_OR_S3_URI \\
         [--select ingest,curate,select,label] [--round round-0001 --budget 50 --strategy diversity] \\
         [--summary-json summary.json]
+    python -m curation_assets search --image q.jpg | --frame VIDEO/000042 | --text "a forklift" \\
+        [--top 20] [--camera cam-a] [--video ID] [--from-s 10 --to-s 60] [--split val] \\
+        [--exclude-outliers] [--exclude-duplicates] [--root ...] [--json hits.json]
 
 Same definitions, checks and lineage as the UI: with DAGSTER_HOME set, the runs appear
 there. Exit status: 0 when every run succeeded and no blocking check failed, 1 otherwise,
@@ -35,7 +38,26 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     run.add_argument("--strategy", default="diversity")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--summary-json", type=Path, help="also write the summary here as JSON")
+    find = sub.add_parser("search", help="frames like an image, a stored frame or a text")
+    query = find.add_mutually_exclusive_group(required=True)
+    query.add_argument("--image", help="query image: a file path or s3:// URI")
+    query.add_argument("--frame", help="query by a stored frame id (video/000042)")
+    query.add_argument("--text", help="query by text (open_clip models only)")
+    find.add_argument("--root", help="storage root folder or s3:// prefix (default $CURATION_STORAGE_URI or .curation)")
+    find.add_argument("--top", type=int, default=20)
+    find.add_argument("--camera", action="append", default=[], help="only this camera (repeatable)")
+    find.add_argument("--video", action="append", default=[], help="only this video (repeatable)")
+    find.add_argument("--from-s", type=float, help="only frames at or after this time in their video")
+    find.add_argument("--to-s", type=float, help="only frames at or before this time in their video")
+    find.add_argument("--split", default="", help="only frames of this split (labeled datasets)")
+    find.add_argument("--exclude-outliers", action="store_true")
+    find.add_argument("--exclude-duplicates", action="store_true")
+    find.add_argument("--json", type=Path, help="also write the hits here as JSON")
     args = parser.parse_args(argv)
+    if args.command == "search":
+        if args.top < 1:
+            parser.error("--top must be at least 1")
+        return args
     unknown = set(args.select.split(",")) - set(STAGES)
     if unknown:
         parser.error(f"--select: unknown stage(s) {', '.join(sorted(unknown))}; choose from {', '.join(STAGES)}")
@@ -85,8 +107,40 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def search(args: argparse.Namespace) -> int:
+    from curation_assets.core.embedder import EmbedderError
+    from curation_assets.core.search import SearchError
+    from curation_assets.defs.resources import resources_from_env
+    from curation_assets.defs.search import SearchConfig, write_report
+    from curation_assets.defs.search import search as run_search
+
+    env = dict(os.environ)
+    if args.root:
+        env["CURATION_STORAGE_URI"] = args.root
+    resources = resources_from_env(env)
+    config = SearchConfig(image=args.image or "", frame=args.frame or "", text=args.text or "", top=args.top,
+                          cameras=args.camera, videos=args.video, time_from_s=args.from_s, time_to_s=args.to_s,
+                          split=args.split, exclude_outliers=args.exclude_outliers,
+                          exclude_duplicates=args.exclude_duplicates)  # fmt: skip
+    try:
+        result = run_search(config, resources["object_store"], resources["embedder"], resources["vector_store"])
+    except (SearchError, EmbedderError) as exc:
+        print(f"search: {exc}", file=sys.stderr)
+        return 1
+    store = resources["object_store"].store()
+    pictures, _ = write_report(store, result, time.strftime("cli-%Y%m%d-%H%M%S"))
+    print(f"{result.query.describe()}: {len(result.hits)} hits from {result.model} in {result.seconds * 1000:.1f} ms")
+    print(result.hits.drop(columns="uri").to_string(index=False) if len(result.hits) else "no hits")
+    print(f"contact sheet: {pictures['search_hits_report'].value}")
+    if args.json:
+        args.json.write_text(result.hits.to_json(orient="records", indent=1))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.command == "search":
+        return search(args)
     # SIGTERM (timeout, cron, Kubernetes) stops the command as Ctrl-C does: the step in
     # progress is abandoned (every write is atomic, so nothing half-written is published),
     # no new step starts, and a re-run resumes what is left.

@@ -215,8 +215,9 @@ def stop_model_processes() -> None:
             proc.process.kill()
         proc.requests.close()
         proc.answers.close()
-    del found, proc
-    gc.collect()  # the queues' semaphores unregister from multiprocessing's tracker when collected
+    if found:
+        del found, proc
+        gc.collect()  # the queues' semaphores unregister from multiprocessing's tracker when collected
 
 
 class RemoteEmbedder:

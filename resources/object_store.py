@@ -280,6 +280,12 @@ class ObjectStoreResource(dg.ConfigurableResource):
     def store(self) -> ObjectStore:
         return open_store(self.root, self.endpoint_url, self.region_name)
 
+    def read(self, uri: str) -> bytes:
+        """One object named by its own URI (a file path or s3://bucket/key), with this
+        resource's endpoint and credentials: e.g. a query image outside the storage root."""
+        parent, _, name = uri.rstrip("/").rpartition("/")
+        return open_store(parent or ".", self.endpoint_url, self.region_name).get_bytes(name)
+
     def landing_store(self) -> ObjectStore:
         uri = self.landing or f"{self.root.rstrip('/')}/landing"
         return open_store(uri, self.endpoint_url, self.region_name)

@@ -16,17 +16,48 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 import numpy as np
 from pydantic import Field
 
+from curation_assets.core.ids import point_id_for
+
 PAYLOAD_INDEXES = ("video_id", "camera_id")
 
 
 class VectorStoreError(RuntimeError):
     pass
+
+
+@dataclass(frozen=True)
+class Where:
+    """Which stored points a query may return: every condition given must hold (an empty
+    ``Where`` admits all). Frames are named by frame id; the stores turn them into point ids."""
+
+    cameras: Sequence[str] = ()
+    videos: Sequence[str] = ()
+    exclude_videos: Sequence[str] = ()
+    time_from_s: float | None = None  # the frame's timestamp in its video, inclusive
+    time_to_s: float | None = None
+    only_frames: Sequence[str] | None = None  # e.g. the frames of one split; empty admits none
+    exclude_frames: Sequence[str] = ()  # e.g. outliers, duplicates of a kept frame
+
+    def clauses(self) -> tuple[list[tuple], list[tuple]]:
+        """(must, must not), each clause ("any", payload key, values), ("range", payload key,
+        (min, max)) or ("ids", point ids): what both stores translate into their filter types."""
+        must: list[tuple] = [("any", key, list(v)) for key, v in (("camera_id", self.cameras),
+                                                                  ("video_id", self.videos)) if v]  # fmt: skip
+        if self.time_from_s is not None or self.time_to_s is not None:
+            must.append(("range", "timestamp_s", (self.time_from_s, self.time_to_s)))
+        if self.only_frames is not None:
+            must.append(("ids", [point_id_for(f) for f in self.only_frames]))
+        must_not: list[tuple] = [("any", "video_id", list(self.exclude_videos))] if self.exclude_videos else []
+        if self.exclude_frames:
+            must_not.append(("ids", [point_id_for(f) for f in self.exclude_frames]))
+        return must, must_not
 
 
 def _stack(vectors: list) -> np.ndarray:
@@ -56,15 +87,34 @@ class VectorStore(ABC):
 
     @abstractmethod
     def nearest(
-        self, collection: str, vector_name: str, vector: np.ndarray, limit: int, exclude_videos: Sequence[str] = ()
+        self, collection: str, vector_name: str, vector: np.ndarray, limit: int, where: Where | None = None
     ) -> list[tuple[str, float, dict]]:
-        """(point id, cosine similarity, payload) of the ``limit`` nearest points outside ``exclude_videos``."""
+        """(point id, cosine similarity, payload) of the ``limit`` nearest points ``where`` admits."""
 
     def nearest_many(
-        self, collection: str, vector_name: str, vectors: np.ndarray, limit: int, exclude_videos: Sequence[str] = ()
+        self, collection: str, vector_name: str, vectors: np.ndarray, limit: int, where: Where | None = None
     ) -> list[list[tuple[str, float, dict]]]:
         """``nearest`` for each row of ``vectors``."""
-        return [self.nearest(collection, vector_name, v, limit, exclude_videos) for v in vectors]
+        return [self.nearest(collection, vector_name, v, limit, where) for v in vectors]
+
+    @abstractmethod
+    def collections(self) -> list[str]:
+        """Names of the collections that exist."""
+
+    def _filter(self, where: Where | None):
+        """``where`` in the store's own filter type (None admits all)."""
+        must, must_not = where.clauses() if where else ([], [])
+        if not must and not must_not:
+            return None
+        return self._make_filter([self._condition(c) for c in must] or None,
+                                 [self._condition(c) for c in must_not] or None)  # fmt: skip
+
+    @abstractmethod
+    def _condition(self, clause: tuple):
+        """One clause of ``Where.clauses`` as the store's condition."""
+
+    @abstractmethod
+    def _make_filter(self, must: list | None, must_not: list | None): ...
 
     def retrieve(self, collection: str, vector_name: str, ids: Sequence[str]) -> tuple[np.ndarray, list[dict]]:
         """Vectors and payloads of the points ``ids`` (all must exist), in that order."""
@@ -178,13 +228,20 @@ class EdgeVectorStore(VectorStore):
         flt = self._video_filter(video_id) if video_id is not None else None
         return self._shard(collection).count(qe.CountRequest(exact=True, filter=flt))
 
-    def _query(self, vector_name, vector, limit, exclude_videos):
+    def _condition(self, clause: tuple):
+        qe, (kind, *args) = self._qe, clause
+        if kind == "ids":
+            return qe.HasIdCondition(set(args[0]))
+        key, value = args
+        if kind == "any":
+            return qe.FieldCondition(key=key, match=qe.MatchAny(value))
+        return qe.FieldCondition(key=key, range=qe.RangeFloat(gte=value[0], lte=value[1]))
+
+    def _make_filter(self, must, must_not):
+        return self._qe.Filter(must=must, must_not=must_not)
+
+    def _query(self, vector_name, vector, limit, flt):
         qe = self._qe
-        flt = (
-            qe.Filter(must_not=[qe.FieldCondition(key="video_id", match=qe.MatchAny(list(exclude_videos)))])
-            if exclude_videos
-            else None
-        )
         return qe.QueryRequest(
             limit=limit,
             query=qe.Query.Nearest(np.asarray(vector, dtype=np.float32).tolist(), using=vector_name),
@@ -193,14 +250,15 @@ class EdgeVectorStore(VectorStore):
         )
 
     def nearest(
-        self, collection: str, vector_name: str, vector: np.ndarray, limit: int, exclude_videos: Sequence[str] = ()
+        self, collection: str, vector_name: str, vector: np.ndarray, limit: int, where: Where | None = None
     ) -> list[tuple[str, float, dict]]:
-        return self.nearest_many(collection, vector_name, np.asarray(vector)[None], limit, exclude_videos)[0]
+        return self.nearest_many(collection, vector_name, np.asarray(vector)[None], limit, where)[0]
 
     def nearest_many(
-        self, collection: str, vector_name: str, vectors: np.ndarray, limit: int, exclude_videos: Sequence[str] = ()
+        self, collection: str, vector_name: str, vectors: np.ndarray, limit: int, where: Where | None = None
     ) -> list[list[tuple[str, float, dict]]]:
-        requests = [self._query(vector_name, v, limit, exclude_videos) for v in vectors]
+        flt = self._filter(where)  # built once: a split or an exclusion list can name many frames
+        requests = [self._query(vector_name, v, limit, flt) for v in vectors]
         results = []
         for start in range(0, len(requests), 256):  # one planned pass over the segments per batch
             batch = self._shard(collection).query_batch(self._qe.QueryBatchRequest(requests[start : start + 256]))
@@ -212,6 +270,11 @@ class EdgeVectorStore(VectorStore):
             str(r.id): (r.vector, dict(r.payload or {}))
             for r in self._shard(collection).retrieve(list(ids), True, True)
         }
+
+    def collections(self) -> list[str]:
+        if not self.path.is_dir():
+            return []
+        return sorted(p.name for p in self.path.iterdir() if (p / "edge_config.json").exists())
 
     def build_index(self, collection: str) -> None:
         self._shard(collection).optimize()  # HNSW over segments past the engine's threshold; cheap when little changed
@@ -289,15 +352,22 @@ class QdrantClientVectorStore(VectorStore):
         flt = self._video_filter(video_id) if video_id is not None else None
         return self._call("count", self.client.count, collection, count_filter=flt, exact=True).count
 
+    def _condition(self, clause: tuple):
+        m, (kind, *args) = self.models, clause
+        if kind == "ids":
+            return m.HasIdCondition(has_id=args[0])
+        key, value = args
+        if kind == "any":
+            return m.FieldCondition(key=key, match=m.MatchAny(any=value))
+        return m.FieldCondition(key=key, range=m.Range(gte=value[0], lte=value[1]))
+
+    def _make_filter(self, must, must_not):
+        return self.models.Filter(must=must, must_not=must_not)
+
     def nearest(
-        self, collection: str, vector_name: str, vector: np.ndarray, limit: int, exclude_videos: Sequence[str] = ()
+        self, collection: str, vector_name: str, vector: np.ndarray, limit: int, where: Where | None = None
     ) -> list[tuple[str, float, dict]]:
-        m = self.models
-        flt = (
-            m.Filter(must_not=[m.FieldCondition(key="video_id", match=m.MatchAny(any=list(exclude_videos)))])
-            if exclude_videos
-            else None
-        )
+        flt = self._filter(where)
         res = self._call(
             "query_points",
             self.client.query_points,
@@ -309,6 +379,9 @@ class QdrantClientVectorStore(VectorStore):
             query_filter=flt,
         )
         return [(str(p.id), float(p.score), dict(p.payload or {})) for p in res.points]
+
+    def collections(self) -> list[str]:
+        return sorted(c.name for c in self._call("get_collections", self.client.get_collections).collections)
 
     def _records(self, collection: str, ids: Sequence[str]) -> dict[str, tuple[dict, dict]]:
         found = self._call(

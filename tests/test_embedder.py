@@ -121,6 +121,16 @@ def test_open_clip_stays_one_setting_away():
     assert model.calibration.source.startswith("random init")
 
 
+def test_a_clip_model_embeds_text_into_the_images_space_and_others_say_what_to_set():
+    clip = Embedder("open_clip:ViT-S-32", "none", batch_size=2)  # small; random init offline
+    texts = clip.embed_text(["a forklift in a warehouse", "a forklift in a warehouse", "an empty shelf"])
+    assert texts.shape == (3, clip.embed(_images(1)).shape[1])
+    assert np.allclose(np.linalg.norm(texts, axis=1), 1.0, atol=1e-5)
+    assert np.allclose(texts[0], texts[1]) and not np.allclose(texts[0], texts[2])
+    with pytest.raises(EmbedderError, match="text search needs an open_clip model.*CURATION_EMBEDDER_MODEL"):
+        Embedder().embed_text(["a forklift"])
+
+
 def test_unreachable_hub_weights_fail_fast_naming_the_offline_setting():
     code = (
         "import time\nfrom curation_assets.core.embedder import Embedder, EmbedderError\nstarted = time.time()\n"

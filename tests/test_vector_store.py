@@ -7,7 +7,13 @@ import pytest
 from qdrant_client import QdrantClient
 
 from curation_assets.core.ids import point_id_for
-from resources.vector_store import EdgeVectorStore, QdrantClientVectorStore, VectorStoreError, VectorStoreResource
+from resources.vector_store import (
+    EdgeVectorStore,
+    QdrantClientVectorStore,
+    VectorStoreError,
+    VectorStoreResource,
+    Where,
+)
 
 
 @pytest.fixture(params=["embedded", "qdrant-client", "server"])
@@ -75,7 +81,7 @@ def test_batched_search_can_leave_videos_out_and_points_come_back_with_their_vec
     store.build_index(COLLECTION)
     both = store.nearest_many(COLLECTION, "m", vectors[:3], limit=2)
     assert [{h[2]["video_id"] for h in hits} for hits in both] == [{"v1", "v2"}] * 3
-    old_only = store.nearest_many(COLLECTION, "m", vectors[:3], limit=2, exclude_videos=["v2"])
+    old_only = store.nearest_many(COLLECTION, "m", vectors[:3], limit=2, where=Where(exclude_videos=["v2"]))
     assert [hits[0][0] for hits in old_only] == ids[:3] and all(h[2]["video_id"] == "v1" for r in old_only for h in r)
     got, got_payloads = store.retrieve(COLLECTION, "m", [ids[5], ids[2]])
     assert np.allclose(got, vectors[[5, 2]], atol=1e-5) and [p["frame_id"] for p in got_payloads] == [
@@ -84,6 +90,33 @@ def test_batched_search_can_leave_videos_out_and_points_come_back_with_their_vec
     ]
     with pytest.raises(VectorStoreError, match="missing"):
         store.retrieve(COLLECTION, "m", [point_id_for("nowhere/000000")])
+
+
+def _filmed(video, camera, n, dim=8, seed=0):
+    """Points of one video with its camera and a timestamp per frame (0.5 s apart)."""
+    ids, v, payloads = _points(video, n, dim, seed)
+    return ids, v, [{**p, "camera_id": camera, "timestamp_s": i * 0.5} for i, p in enumerate(payloads)]
+
+
+def test_where_admits_only_the_points_every_condition_allows(store):
+    store.ensure_collection(COLLECTION, "m", 8)
+    ids, vectors, _ = _filmed("v1", "cam-a", 10)
+    store.replace_video(COLLECTION, "m", "v1", *_filmed("v1", "cam-a", 10))
+    store.replace_video(COLLECTION, "m", "v2", *_filmed("v2", "cam-b", 10))  # the same vectors, another camera
+    store.replace_video(COLLECTION, "m", "v3", *_filmed("v3", "cam-b", 10, seed=1))
+
+    def found(where):
+        return {h[2]["frame_id"] for h in store.nearest(COLLECTION, "m", vectors[4], 30, where)}
+
+    assert len(found(None)) == len(found(Where())) == 30
+    assert found(Where(cameras=["cam-a"])) == {f"v1/{i:06d}" for i in range(10)}
+    assert {f.split("/")[0] for f in found(Where(cameras=["cam-b"], videos=["v2", "v1"]))} == {"v2"}
+    assert found(Where(videos=["v1"], time_from_s=1.0, time_to_s=2.0)) == {f"v1/{i:06d}" for i in (2, 3, 4)}
+    assert found(Where(only_frames=["v1/000004", "v3/000000"])) == {"v1/000004", "v3/000000"}
+    assert found(Where(only_frames=[])) == set()
+    top = store.nearest(COLLECTION, "m", vectors[4], 2, Where(exclude_frames=["v1/000004", "v2/000004"]))
+    assert {h[2]["frame_id"] for h in top} & {"v1/000004", "v2/000004"} == set()
+    assert COLLECTION in store.collections()
 
 
 def test_embedded_data_survives_reopening(tmp_path):

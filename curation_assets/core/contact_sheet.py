@@ -85,3 +85,34 @@ def embedding_map(
     buf = io.BytesIO()
     image.save(buf, format="PNG", optimize=True)
     return buf.getvalue()
+
+
+def captioned_sheet(
+    title: str, query: Image.Image | None, tiles: Sequence[tuple[Image.Image, str]], thumb: int = 128, per_row: int = 6
+) -> bytes:
+    """A query beside its results: the query (framed) first, then each tile with its caption
+    under it (e.g. rank, score and frame id); returns PNG bytes."""
+    pad, caption, header = 6, 26, 18
+    cells = ([(query, "query")] if query is not None else []) + list(tiles)
+    rows = max(1, -(-len(cells) // per_row))
+    width = pad + per_row * (thumb + pad)
+    sheet = Image.new("RGB", (width, header + pad + rows * (thumb + caption + pad)), (32, 32, 32))
+    draw = ImageDraw.Draw(sheet)
+    draw.text((pad, pad), title[: width // 6], fill=(230, 230, 230))
+    for i, (image, text) in enumerate(cells):
+        x = pad + (i % per_row) * (thumb + pad)
+        y = header + pad + (i // per_row) * (thumb + caption + pad)
+        tile = image.convert("RGB")
+        tile.thumbnail((thumb, thumb))
+        sheet.paste(tile, (x + (thumb - tile.width) // 2, y + (thumb - tile.height) // 2))
+        if query is not None and i == 0:
+            draw.rectangle((x - 2, y - 2, x + thumb + 1, y + thumb + 1), outline=(255, 200, 0), width=2)
+        fits = thumb // 6
+        for n, line in enumerate(text.split("\n")[:2]):  # a long id keeps its end: the frame number
+            shown = line if len(line) <= fits else ".." + line[-(fits - 2) :]
+            draw.text((x, y + thumb + 2 + 12 * n), shown, fill=(230, 230, 230))
+    if not cells:
+        draw.text((pad, header + pad), "nothing to show", fill=(230, 230, 230))
+    buf = io.BytesIO()
+    sheet.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()

@@ -240,6 +240,25 @@ class Embedder:
             raise EmbedderError(f"unknown precision {precision!r}: use fp32, bf16 or fp16")
         return torch.nn.functional.normalize(features.float(), dim=-1)
 
+    @property
+    def has_text_tower(self) -> bool:
+        return self.backend == "open_clip"
+
+    def embed_text(self, texts: list[str]) -> np.ndarray:
+        """Unit-norm vectors of ``texts`` in the images' space (CLIP models only)."""
+        import torch
+
+        if not self.has_text_tower:
+            raise EmbedderError(
+                f"text search needs an open_clip model (one with a text tower); {self.model} embeds images only. "
+                "Set CURATION_EMBEDDER_MODEL=open_clip:<architecture> and CURATION_EMBEDDER_PRETRAINED=<tag or "
+                "checkpoint>, and embed the frames with it, or search by --image / --frame"
+            )
+        self.load()
+        with torch.inference_mode():
+            features = self._loaded.encode_text(list(texts))
+        return torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy()
+
     def classify(self, batch) -> np.ndarray:
         """Class logits of an image classifier (timm backends), for checking the weights."""
         import torch
@@ -273,6 +292,7 @@ class _Loaded:
     dim: int
     weights_sha256: str | None
     normalize: Callable = lambda batch: batch  # preprocessed batch -> the model's input
+    encode_text: Callable | None = None  # list of strings -> features in the images' space (CLIP models)
 
 
 _MODEL_CACHE: dict[tuple, _Loaded] = {}
@@ -433,7 +453,13 @@ def _open_clip(architecture: str, pretrained: str, seed: int) -> _Loaded:
     model = reparameterize_model(model)
     size = model.visual.image_size
     side = size[0] if isinstance(size, tuple | list) else int(size)
-    return _Loaded(model, model.encode_image, preprocess, side, int(model.visual.output_dim), sha)
+    tokenizer = open_clip.get_tokenizer(architecture)
+
+    def encode_text(texts: list[str]):
+        return model.encode_text(tokenizer(texts))
+
+    return _Loaded(model, model.encode_image, preprocess, side, int(model.visual.output_dim), sha,
+                   encode_text=encode_text)  # fmt: skip
 
 
 def _local_checkpoint(uri: str) -> Path:

@@ -20,6 +20,7 @@ from curation_assets.defs.retries import TRANSIENT, transient_only
 from curation_assets.quality import suites
 from resources import EmbedderResource, ExpectationsResource, ObjectStoreResource, VectorStoreResource
 from resources.object_store import ObjectStore
+from resources.vector_store import Where
 
 # Re-run when any video's embeddings land, not on a timer; wait while some are in flight.
 # (eager() would wait forever for a video that failed and never materialised.)
@@ -141,7 +142,7 @@ def _extend(store: ObjectStore, vs, collection: str, vector_name: str, new: set[
     vs.build_index(collection)
     group_of = dict(zip(previous["frame_id"], previous["group_id"]))
     hits = vs.nearest_many(
-        collection, vector_name, corpus.vectors[leader_rows], params.neighbors, exclude_videos=sorted(new)
+        collection, vector_name, corpus.vectors[leader_rows], params.neighbors, Where(exclude_videos=sorted(new))
     )
     # per leader, the existing groups its neighbours belong to, nearest first
     hit_groups = [

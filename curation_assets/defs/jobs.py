@@ -8,6 +8,7 @@ from curation_assets.defs.embedding import frame_embeddings
 from curation_assets.defs.ingestion import raw_frames
 from curation_assets.defs.labeling import labeled_set
 from curation_assets.defs.partitions import labeling_rounds, videos
+from curation_assets.defs.search import search_frames
 from curation_assets.defs.selection import selected_batch
 
 ingest_video_job = dg.define_asset_job(
@@ -31,4 +32,4 @@ import_labels_job = dg.define_asset_job(
     "import_labels", selection=dg.AssetSelection.assets(labeled_set), description="Import annotations, split, version."
 )
 
-JOBS = [ingest_video_job, curate_job, labeling_round_job, import_labels_job]
+JOBS = [ingest_video_job, curate_job, labeling_round_job, import_labels_job, search_frames]

@@ -1,0 +1,67 @@
+"""Similarity search over stored frames: what a query may return, and its hits as a table.
+
+The query vector comes from the embedder (an image, a stored frame's own vector, or a text
+for CLIP models); the search itself is the vector store's, with payload filters. This
+module holds the parts that need neither: which frames a query leaves out, and the hits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+HIT_COLUMNS = ["rank", "score", "frame_id", "video_id", "camera_id", "frame_index", "timestamp_s", "uri"]
+
+
+class SearchError(ValueError):
+    """A query that cannot be answered as asked (the message says what to change)."""
+
+
+@dataclass(frozen=True)
+class Query:
+    """Exactly one of ``image`` (a file path or s3:// URI), ``frame`` (a stored frame id) or ``text``."""
+
+    image: str | None = None
+    frame: str | None = None
+    text: str | None = None
+
+    def __post_init__(self):
+        given = [name for name in ("image", "frame", "text") if getattr(self, name)]
+        if len(given) != 1:
+            raise SearchError(f"give exactly one of an image, a frame id or a text to search by (got {len(given)})")
+
+    def describe(self) -> str:
+        return f"image {self.image}" if self.image else f"frame {self.frame}" if self.frame else f"text {self.text!r}"
+
+
+def left_out(
+    outliers: pd.DataFrame | None, groups: pd.DataFrame | None, exclude_outliers: bool, exclude_duplicates: bool
+) -> list[str]:
+    """Frame ids a query should not return: flagged outliers, and frames that duplicate a kept
+    one (every member of a duplicate group but its representative)."""
+    out: set[str] = set()
+    if exclude_outliers:
+        if outliers is None:
+            raise SearchError("excluding outliers needs the outliers table: materialize outliers first")
+        out |= set(outliers.loc[outliers["is_outlier"], "frame_id"])
+    if exclude_duplicates:
+        if groups is None:
+            raise SearchError("excluding duplicates needs the duplicate_groups table: materialize it first")
+        out |= set(groups.loc[~groups["is_representative"], "frame_id"])
+    return sorted(out)
+
+
+def frames_of_split(frames: pd.DataFrame, split: str) -> list[str]:
+    """Frame ids of one split (a labeled dataset's own split: train, val, test)."""
+    known = sorted(s for s in frames["split"].dropna().unique() if s)
+    if split not in known:
+        raise SearchError(f"no frames in split {split!r}; the stored frames have {known or 'no splits'}")
+    return list(frames.loc[frames["split"] == split, "frame_id"])
+
+
+def hits_table(hits: list[tuple[str, float, dict]]) -> pd.DataFrame:
+    """The store's (point id, score, payload) hits, best first, as rows with their rank."""
+    rows = [{"rank": i + 1, "score": round(score, 4), **payload} for i, (_, score, payload) in enumerate(hits)]
+    table = pd.DataFrame(rows, columns=HIT_COLUMNS + ["phash"])
+    return table[HIT_COLUMNS]

@@ -1,0 +1,181 @@
+"""Similarity search: ``search`` (what the headless command calls) and the Launchpad job.
+
+"Frames like this one": the query (an image file or s3:// URI, a stored frame, or a text
+for CLIP models) is embedded with the configured model and looked up in the vector store,
+with payload filters (camera, video, time range, split) and, optionally, without outliers
+and without the frames that duplicate a kept one. The job's run shows the query beside its
+hits (scores under each) and writes the sheet and the hits to ``reports/search/``.
+"""
+
+import time
+from dataclasses import dataclass
+
+import dagster as dg
+import pandas as pd
+from PIL import Image
+from pydantic import Field
+
+from curation_assets.core import layout
+from curation_assets.core.contact_sheet import captioned_sheet
+from curation_assets.core.embedder import Embedder, EmbedderError
+from curation_assets.core.frames import decode_image
+from curation_assets.core.ids import point_id_for
+from curation_assets.core.search import Query, SearchError, frames_of_split, hits_table, left_out
+from curation_assets.core.sources import load_image
+from curation_assets.defs.reports import png_metadata
+from resources import EmbedderResource, ObjectStoreResource, VectorStoreResource
+from resources.object_store import ObjectStore
+from resources.vector_store import VectorStoreError, Where
+
+
+class SearchConfig(dg.Config):
+    image: str = Field(default="", description="Search by an image: a file path or s3:// URI.")
+    frame: str = Field(default="", description="Search by a stored frame id (e.g. cam-a--lobby/000042).")
+    text: str = Field(default="", description="Search by text (open_clip models, which have a text tower).")
+    top: int = Field(default=20, ge=1, le=1000, description="How many hits.")
+    cameras: list[str] = Field(default=[], description="Only these cameras.")
+    videos: list[str] = Field(default=[], description="Only these videos (source ids).")
+    time_from_s: float | None = Field(default=None, description="Only frames at or after this time in their video.")
+    time_to_s: float | None = Field(default=None, description="... and at or before this one.")
+    split: str = Field(default="", description="Only frames of this split (labeled datasets: train, val, test).")
+    exclude_outliers: bool = Field(default=False, description="Leave flagged outliers out.")
+    exclude_duplicates: bool = Field(default=False, description="Leave out frames that duplicate a kept frame.")
+
+
+@dataclass
+class SearchResult:
+    query: Query
+    model: str
+    collection: str
+    hits: pd.DataFrame  # core.search.HIT_COLUMNS, best first
+    seconds: float  # the store's query alone
+    query_image: Image.Image | None
+
+
+def _table(store: ObjectStore, asset: str) -> pd.DataFrame | None:
+    key = layout.table_key(asset)
+    return store.read_table(key) if store.exists(key) else None
+
+
+def _where(config: SearchConfig, store: ObjectStore) -> Where:
+    only = None
+    if config.split:
+        frames = store.read_tables(layout.table_prefix("raw_frames"))
+        if frames is None:
+            raise SearchError("no frames are stored yet: ingest a landing zone first")
+        only = frames_of_split(frames, config.split)
+    skip = left_out(
+        _table(store, "outliers") if config.exclude_outliers else None,
+        _table(store, "duplicate_groups") if config.exclude_duplicates else None,
+        config.exclude_outliers,
+        config.exclude_duplicates,
+    )
+    return Where(cameras=config.cameras, videos=config.videos, time_from_s=config.time_from_s,
+                 time_to_s=config.time_to_s, only_frames=only, exclude_frames=skip)  # fmt: skip
+
+
+def _no_vectors(model: Embedder, collection: str, existing: list[str]) -> SearchError:
+    if not existing:
+        return SearchError("the vector store is empty: ingest a landing zone first (python -m curation_assets run)")
+    return SearchError(
+        f"the store holds no vectors from {model.model} ({collection} does not exist; it has {', '.join(existing)}): "
+        "a query must use the model that embedded the frames. Set CURATION_EMBEDDER_MODEL (and "
+        "CURATION_EMBEDDER_PRETRAINED) to that model, or re-embed the frames with this one"
+    )
+
+
+def search(
+    config: SearchConfig,
+    object_store: ObjectStoreResource,
+    embedder: EmbedderResource,
+    vector_store: VectorStoreResource,
+) -> SearchResult:
+    """Run one query; a query that cannot be answered raises SearchError saying why."""
+    query = Query(config.image or None, config.frame or None, config.text or None)
+    store = object_store.store()
+    model = Embedder(**embedder.settings())  # here, not in a model process: one query, maybe a text
+    if query.text and not model.has_text_tower:
+        model.embed_text([query.text])  # raises the error that says which setting to change
+    collection = vector_store.collection_for(model.vector_name)
+    where = _where(config, store)
+    query_image = None
+    if query.image:
+        try:
+            loaded = load_image(object_store.read(query.image), query.image)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise SearchError(f"query image {query.image}: cannot be read ({exc})") from exc
+        if loaded.rgb is None:
+            raise SearchError(f"query image {query.image}: {loaded.error}")
+        query_image = Image.fromarray(loaded.rgb)
+    with vector_store.open() as vs:
+        existing = vs.collections()
+        if collection not in existing or vs.count(collection) == 0:
+            raise _no_vectors(model, collection, existing)
+        if query.frame:
+            try:
+                vectors, payloads = vs.retrieve(collection, model.vector_name, [point_id_for(query.frame)])
+            except VectorStoreError as exc:
+                raise SearchError(f"frame {query.frame} has no vector from {model.model} in the store") from exc
+            vector = vectors[0]
+            where = Where(**{**where.__dict__, "exclude_frames": [*where.exclude_frames, query.frame]})
+            query_image = decode_image(store.get_bytes(store.key_for_uri(payloads[0]["uri"])))
+        elif query.text:
+            vector = model.embed_text([query.text])[0]
+        else:
+            vector = model.embed([lambda: query_image])[0]
+        started = time.perf_counter()
+        hits = vs.nearest(collection, model.vector_name, vector, config.top, where)
+        seconds = time.perf_counter() - started
+    return SearchResult(query, model.model, collection, hits_table(hits), seconds, query_image)
+
+
+def sheet(store: ObjectStore, result: SearchResult) -> bytes:
+    """The query beside its hits, rank and score under each."""
+    tiles = [
+        (decode_image(store.get_bytes(store.key_for_uri(row.uri))), f"#{row.rank} {row.score:.3f}\n{row.frame_id}")
+        for row in result.hits.itertuples()
+    ]
+    title = f"{result.query.describe()}: top {len(tiles)} from {result.model}"
+    return captioned_sheet(title, result.query_image, tiles)
+
+
+def write_report(store: ObjectStore, result: SearchResult, name: str) -> tuple[dict, str]:
+    """The sheet (PNG) and hits (parquet) under reports/search/; returns picture metadata and the table's URI."""
+    pictures = png_metadata(store, "search_hits", sheet(store, result), f"search/{name}.png")
+    return pictures, store.write_table(layout.report_key(f"search/{name}.parquet"), result.hits)
+
+
+@dg.op(pool="qdrant", description="Frames like an image, a stored frame or a text, with filters (Launchpad config).")
+def similarity_search(
+    context: dg.OpExecutionContext,
+    config: SearchConfig,
+    object_store: ObjectStoreResource,
+    embedder: EmbedderResource,
+    vector_store: VectorStoreResource,
+) -> str:
+    try:
+        result = search(config, object_store, embedder, vector_store)
+    except (SearchError, EmbedderError) as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
+    store = object_store.store()
+    pictures, table_uri = write_report(store, result, context.run_id)
+    top = result.hits.head(10)[["rank", "score", "frame_id", "camera_id", "timestamp_s"]]
+    context.log.info(f"{result.query.describe()}: {len(result.hits)} hits in {result.seconds * 1000:.1f} ms")
+    context.add_output_metadata(
+        {
+            "query": result.query.describe(),
+            "model": result.model,
+            "hits": len(result.hits),
+            "best_score": float(result.hits["score"].iloc[0]) if len(result.hits) else None,
+            "query_ms": round(result.seconds * 1000, 2),
+            "top_hits": dg.MetadataValue.md(top.to_markdown(index=False) if len(top) else "no hits"),
+            "table": dg.MetadataValue.path(table_uri),
+            **pictures,
+        }
+    )
+    return table_uri
+
+
+@dg.job(description="Similarity search over the stored frames: set the query and filters in the Launchpad.")
+def search_frames():
+    similarity_search()
