@@ -1,7 +1,7 @@
 """Headless command: run the graph for any landing location and storage root.
 
     python -m curation_assets run --landing PATH_OR_S3_URI --root PATH_OR_S3_URI \\
-        [--select ingest,curate,select,label] [--round round-0001 --budget 50 --strategy diversity] \\
+        [--select ingest,curate,map,select,label] [--round round-0001 --budget 50 --strategy diversity] \\
         [--summary-json summary.json]
     python -m curation_assets search --image q.jpg | --frame VIDEO/000042 | --text "a forklift" \\
         [--top 20] [--camera cam-a] [--video ID] [--from-s 10 --to-s 60] [--split val] \\
@@ -23,7 +23,7 @@ from pathlib import Path
 
 STARTED = time.perf_counter()  # before the heavy imports: start-up is part of the summary's timings
 
-STAGES = ("ingest", "curate", "select", "label")
+STAGES = ("ingest", "curate", "map", "select", "label")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -95,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
         videos = headless.ingest_landing(defs, instance)
     if "curate" in stages:
         outcomes.append(headless.timed_run(defs, instance, "curate", "curate"))
+    if "map" in stages:
+        outcomes.append(headless.timed_run(defs, instance, "map", "draw_map"))
     if "select" in stages:
         outcomes.append(headless.run_round(defs, instance, args.round, args.budget, args.strategy, args.seed))
     if "label" in stages:

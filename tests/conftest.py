@@ -117,3 +117,36 @@ def s3_bucket(s3_endpoint, request) -> str:
     name = ("c-" + digest + "-" + re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()))[:60].strip("-")
     boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=name)
     return name
+
+
+CORPUS_FOLDER = "cam-a/photos"
+CORPUS_PHOTOS = [photo(seed, size=(320, 240)) for seed in range(10)]
+
+
+def shifted(image):
+    """A near copy: 6 px to the side and a touch brighter (not what is stored)."""
+    from PIL import Image
+
+    moved = image.transform(image.size, Image.Transform.AFFINE, (1, 0, 6, 0, 1, 0), fillcolor=(128, 128, 128))
+    return moved.point(lambda v: min(255, int(v * 1.08)))
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory, video_dir):
+    """Ten photographs and a planted copy of the fourth (``p99-copy-of-p03.jpg``) in one
+    camera's folder, a video in another camera's; ingested and curated through the real
+    graph once per session. (defs, instance, resources, folder)."""
+    from curation_assets import headless
+
+    tmp = tmp_path_factory.mktemp("corpus")
+    resources = make_resources(str(tmp / "root"), tmp / "qdrant")
+    landing = resources["object_store"].landing_store()
+    for i, image in enumerate(CORPUS_PHOTOS):
+        landing.put_bytes(f"{CORPUS_FOLDER}/p{i:02d}.jpg", encoded(image, quality=92))
+    landing.put_bytes(f"{CORPUS_FOLDER}/p99-copy-of-p03.jpg", encoded(shifted(CORPUS_PHOTOS[3]), quality=80))
+    landing.put_bytes("cam-b/shelf.mp4", (video_dir / SCENE_A.name).read_bytes())
+    defs = build_defs(resources)
+    with dg.instance_for_test() as instance:
+        assert all(o.success for o in headless.ingest_landing(defs, instance, log=lambda _: None))
+        assert headless.run_job(defs, instance, "curate").success
+        yield defs, instance, resources, tmp

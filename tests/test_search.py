@@ -1,5 +1,5 @@
-"""Similarity search over ingested frames: real photographs and a real video, the packaged
-model, the embedded Qdrant store, the headless command and the Launchpad job."""
+"""Similarity search over ingested frames (the ``corpus`` fixture: real photographs and a real
+video, the packaged model, the embedded Qdrant store), the headless command and the Launchpad job."""
 
 import io
 import json
@@ -11,42 +11,15 @@ import dagster as dg
 import pytest
 from PIL import Image
 
-from curation_assets import headless
 from curation_assets.core import layout
 from curation_assets.core.embedder import EmbedderError
 from curation_assets.core.ids import video_id_for
 from curation_assets.core.search import SearchError
-from curation_assets.definitions import build_defs
 from curation_assets.defs.search import SearchConfig, search
 from resources import EmbedderResource
-from tests.conftest import SCENE_A, encoded, make_resources, photo
-
-PHOTOS = [photo(seed, size=(320, 240)) for seed in range(10)]
-FOLDER = "cam-a/photos"
-
-
-def _shifted(image: Image.Image) -> Image.Image:
-    """A near copy: 6 px to the side and a touch brighter (not what is stored)."""
-    moved = image.transform(image.size, Image.Transform.AFFINE, (1, 0, 6, 0, 1, 0), fillcolor=(128, 128, 128))
-    return moved.point(lambda v: min(255, int(v * 1.08)))
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory, video_dir):
-    """Ten photographs and a planted copy of the fourth in one camera's folder, a video in
-    another camera's; ingested and curated through the real graph."""
-    tmp = tmp_path_factory.mktemp("search")
-    resources = make_resources(str(tmp / "root"), tmp / "qdrant")
-    landing = resources["object_store"].landing_store()
-    for i, image in enumerate(PHOTOS):
-        landing.put_bytes(f"{FOLDER}/p{i:02d}.jpg", encoded(image, quality=92))
-    landing.put_bytes(f"{FOLDER}/p99-copy-of-p03.jpg", encoded(_shifted(PHOTOS[3]), quality=80))
-    landing.put_bytes("cam-b/shelf.mp4", (video_dir / SCENE_A.name).read_bytes())
-    defs = build_defs(resources)
-    with dg.instance_for_test() as instance:
-        assert all(o.success for o in headless.ingest_landing(defs, instance, log=lambda _: None))
-        assert headless.run_job(defs, instance, "curate").success
-        yield defs, instance, resources, tmp
+from tests.conftest import CORPUS_FOLDER as FOLDER
+from tests.conftest import CORPUS_PHOTOS as PHOTOS
+from tests.conftest import make_resources, shifted
 
 
 def _search(resources, **config):
@@ -61,7 +34,7 @@ def _photo_frame(index: int) -> str:
 def test_an_image_finds_the_stored_photo_it_copies_first(corpus, tmp_path):
     _, _, resources, _ = corpus
     query = tmp_path / "query.png"
-    _shifted(PHOTOS[7]).save(query)
+    shifted(PHOTOS[7]).save(query)
     hits = _search(resources, image=str(query), top=5).hits
     assert hits.loc[0, "frame_id"] == _photo_frame(7)
     assert list(hits["rank"]) == [1, 2, 3, 4, 5] and hits["score"].is_monotonic_decreasing

@@ -47,16 +47,6 @@ def thumbnail_png(png: bytes, max_side: int = 480) -> bytes:
 PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
 
 
-def pca_2d(vectors: np.ndarray) -> np.ndarray:
-    """First two principal components (UMAP would need another dependency)."""
-    x = np.asarray(vectors, dtype=np.float64)
-    x = x - x.mean(axis=0)
-    if len(x) < 2:
-        return np.zeros((len(x), 2))
-    _, _, vt = np.linalg.svd(x, full_matrices=False)
-    return x @ vt[:2].T if vt.shape[0] >= 2 else np.hstack([x @ vt[:1].T, np.zeros((len(x), 1))])
-
-
 def embedding_map(
     points: np.ndarray, colour_by: Sequence[str], selected: np.ndarray, labeled: np.ndarray, size: int = 640
 ) -> bytes:

@@ -7,6 +7,7 @@ from curation_assets.defs.curation import duplicate_groups, outliers
 from curation_assets.defs.embedding import frame_embeddings
 from curation_assets.defs.ingestion import raw_frames
 from curation_assets.defs.labeling import labeled_set
+from curation_assets.defs.maps import embedding_map
 from curation_assets.defs.partitions import labeling_rounds, videos
 from curation_assets.defs.search import search_frames
 from curation_assets.defs.selection import selected_batch
@@ -28,8 +29,13 @@ labeling_round_job = dg.define_asset_job(
     partitions_def=labeling_rounds,
     description="Select and export one labeling round (config: budget, strategy, seed).",
 )
+map_job = dg.define_asset_job(
+    "draw_map",
+    selection=dg.AssetSelection.assets(embedding_map),
+    description="The 2-D embedding map (UMAP), coloured by camera, group size, outlier reason and round.",
+)
 import_labels_job = dg.define_asset_job(
     "import_labels", selection=dg.AssetSelection.assets(labeled_set), description="Import annotations, split, version."
 )
 
-JOBS = [ingest_video_job, curate_job, labeling_round_job, import_labels_job, search_frames]
+JOBS = [ingest_video_job, curate_job, map_job, labeling_round_job, import_labels_job, search_frames]

@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 
 from curation_assets.core import layout
-from curation_assets.core.contact_sheet import PER_ROW, contact_sheet, embedding_map, pca_2d, thumbnail_png
+from curation_assets.core.contact_sheet import PER_ROW, contact_sheet, embedding_map, thumbnail_png
 from curation_assets.core.frames import decode_image
+from curation_assets.core.maps import pca_plane
 from resources.object_store import ObjectStore
 
 
@@ -28,7 +29,7 @@ def picture_metadata(
 
 def embedding_map_metadata(store: ObjectStore, vectors, cameras, selected, labeled, file_name: str) -> dict:
     """A 2-D PCA map of the embeddings coloured by camera, with the batch and labeled frames marked."""
-    png = embedding_map(pca_2d(vectors), list(cameras), np.asarray(selected), np.asarray(labeled))
+    png = embedding_map(pca_plane(vectors), list(cameras), np.asarray(selected), np.asarray(labeled))
     return png_metadata(store, "embedding_map", png, file_name)
 
 

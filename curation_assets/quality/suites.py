@@ -145,3 +145,17 @@ def cleaned_dataset():
         ]
 
     return suite
+
+
+def map_points(placed: int):
+    """Over the map table: each placed frame once, with finite coordinates."""
+
+    def suite(gxe):
+        return [
+            gxe.ExpectTableRowCountToEqual(value=placed),
+            gxe.ExpectColumnValuesToBeUnique(column="frame_id"),
+            *(gxe.ExpectColumnValuesToNotBeNull(column=c) for c in ("x", "y")),
+            *(gxe.ExpectColumnValuesToBeBetween(column=c, min_value=-1e6, max_value=1e6) for c in ("x", "y")),
+        ]
+
+    return suite
