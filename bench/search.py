@@ -163,7 +163,7 @@ def draw_map(size: int) -> None:
     draw_s = time.perf_counter() - started
     print(
         f"\n(3) map of {size:,} vectors: {placed.method} layout {layout_s:.1f} s (numba's compile included), "
-        f"two panels drawn in {draw_s:.1f} s ({len(png) / 1e6:.1f} MB PNG), peak RSS {peak_rss_mb(os.getpid())} MB"
+        f"two panels drawn in {draw_s:.1f} s ({len(png) // 1024} KB PNG), peak RSS {peak_rss_mb(os.getpid())} MB"
     )
 
 

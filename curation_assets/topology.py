@@ -47,11 +47,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def instance_config(qdrant_server: bool) -> dict:
-    """``docker/dagster.yaml`` as it is, but for the pool limit when there is no Qdrant server."""
+def instance_config(qdrant_server: bool, lost_after_seconds: float | None = None) -> dict:
+    """``docker/dagster.yaml`` as it is, but for the pool limit when there is no Qdrant server
+    (and, for tests that kill a code server, how soon its lost runs are failed)."""
     config = yaml.safe_load((DOCKER / "dagster.yaml").read_text())
     if not qdrant_server:
         config.setdefault("concurrency", {}).setdefault("pools", {})["default_limit"] = EMBEDDED_STORE_POOL_LIMIT
+    if lost_after_seconds is not None:
+        config["run_launcher"].setdefault("config", {})["lost_after_seconds"] = lost_after_seconds
     return config
 
 
@@ -136,7 +139,9 @@ class Topology:
         env: Mapping[str, str] | None = None,
         webserver_port: int | None = None,
         postgres_folder: Path | None = None,
+        lost_after_seconds: float | None = None,  # None: docker/dagster.yaml's
     ):
+        self.lost_after_seconds = lost_after_seconds
         self.base = Path(base).resolve()
         self.home = self.base / "dagster_home"
         self.logs = self.base / "logs"
@@ -168,7 +173,8 @@ class Topology:
         self.home.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(parents=True, exist_ok=True)
         qdrant_server = bool(self.env.get("QDRANT_URL"))
-        (self.home / "dagster.yaml").write_text(yaml.safe_dump(instance_config(qdrant_server), sort_keys=False))
+        instance = instance_config(qdrant_server, self.lost_after_seconds)
+        (self.home / "dagster.yaml").write_text(yaml.safe_dump(instance, sort_keys=False))
         (self.home / "workspace.yaml").write_text(yaml.safe_dump(workspace_config(self.grpc_port), sort_keys=False))
         self.postgres.init()
         self.postgres.start()

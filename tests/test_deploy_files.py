@@ -68,6 +68,8 @@ def test_production_instance_config_names_postgres_the_queue_and_a_launcher_that
         launcher["class"] == CodeServerRunLauncher.__name__ and launcher["module"] == CodeServerRunLauncher.__module__
     )
     assert CodeServerRunLauncher().supports_check_run_worker_health
+    configured = CodeServerRunLauncher.from_config_value(None, launcher["config"])
+    assert configured.lost_after_seconds == 60 and CodeServerRunLauncher().lost_after_seconds == 60
     assert config["run_monitoring"]["enabled"] and config["run_monitoring"]["free_slots_after_run_end_seconds"] > 0
 
 

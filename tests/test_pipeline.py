@@ -184,6 +184,7 @@ def test_definitions_hold_the_lineage_assets_with_blocking_checks():
         "frame_embeddings",
         "duplicate_groups",
         "outliers",
+        "embedding_map",
         "dataset_audit",
         "selected_batch",
         "labeled_set",
@@ -193,7 +194,7 @@ def test_definitions_hold_the_lineage_assets_with_blocking_checks():
         "raw_frames_table_valid", "raw_frames_images_exist", "raw_frames_source_complete",
         "frame_embeddings_vectors_valid", "frame_embeddings_qdrant_count",
         "duplicate_groups_cover_frames", "duplicate_groups_one_representative",
-        "outliers_every_frame_scored", "outliers_flagged_fraction",
+        "outliers_every_frame_scored", "outliers_flagged_fraction", "embedding_map_places_frames",
         "dataset_audit_cleaned_is_leak_free",
         "selected_batch_valid", "selected_batch_exports_valid",
         "labeled_set_annotations_valid", "labeled_set_groups_in_one_split", "labeled_set_labels_consistent",
@@ -202,7 +203,7 @@ def test_definitions_hold_the_lineage_assets_with_blocking_checks():
     assert frame_embeddings.op.pool == "qdrant"  # serialised on the embedded store
 
 
-def test_new_embeddings_trigger_duplicates_and_outliers_once(tmp_path, instance, video_dir):
+def test_new_embeddings_trigger_duplicates_outliers_and_the_map_once(tmp_path, instance, video_dir):
     resources = make_resources(str(tmp_path / "root"), tmp_path / "qdrant")
     defs = build_defs(resources)
     drop(resources["object_store"].landing_store(), video_dir, SCENE_B.name)
@@ -214,7 +215,7 @@ def test_new_embeddings_trigger_duplicates_and_outliers_once(tmp_path, instance,
 
     first = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=quiet.cursor)
     requested = {r.key.to_user_string() for r in first.results if r.true_subset.size}
-    assert requested == {"duplicate_groups", "outliers", "dataset_audit"}
+    assert requested == {"duplicate_groups", "outliers", "embedding_map", "dataset_audit"}
     again = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
     assert again.total_requested == 0  # handled; waits for the next video
 

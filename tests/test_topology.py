@@ -55,7 +55,8 @@ def topology(s3_endpoint, tmp_path_factory):
         "CURATION_QDRANT_PATH": str(base / "qdrant"),
     }
     try:
-        with Topology(base, env=env, postgres_folder=postgres_folder) as running:
+        # a run lost with its code server is failed after 15 s of silence, not production's 60
+        with Topology(base, env=env, postgres_folder=postgres_folder, lost_after_seconds=15) as running:
             yield running
     finally:
         shutil.rmtree(postgres_folder, ignore_errors=True)

@@ -21,10 +21,22 @@ from dagster._grpc.client import DagsterGrpcClient
 from dagster._grpc.types import CanCancelExecutionRequest, CanCancelExecutionResult
 from dagster_shared.serdes import deserialize_value
 
-SILENCE_S = 60.0  # a run the server does not know is lost once it has said nothing this long
+LOST_AFTER_S = 60.0  # default: a run the server does not know is lost once it has said nothing this long
 
 
 class CodeServerRunLauncher(dg.DefaultRunLauncher):
+    def __init__(self, inst_data=None, lost_after_seconds: float = LOST_AFTER_S):
+        super().__init__(inst_data=inst_data)
+        self.lost_after_seconds = lost_after_seconds
+
+    @classmethod
+    def config_type(cls):
+        return {"lost_after_seconds": dg.Field(float, is_required=False, default_value=LOST_AFTER_S)}
+
+    @classmethod
+    def from_config_value(cls, inst_data, config_value):
+        return cls(inst_data=inst_data, **config_value)
+
     @property
     def supports_check_run_worker_health(self) -> bool:
         return True
@@ -45,7 +57,7 @@ class CodeServerRunLauncher(dg.DefaultRunLauncher):
         if running_there:
             return CheckRunHealthResult(WorkerStatus.RUNNING)
         silent = time.time() - self._last_event_time(run.run_id)
-        if silent < SILENCE_S:
+        if silent < self.lost_after_seconds:
             return CheckRunHealthResult(WorkerStatus.RUNNING, f"not known to {where}, but spoke {silent:.0f} s ago")
         return CheckRunHealthResult(
             WorkerStatus.FAILED,
