@@ -8,8 +8,9 @@ from PIL import Image
 
 from curation_assets import headless
 from curation_assets.core import layout
-from curation_assets.core.datasets import read_coco, split_name
 from curation_assets.core.ids import source_id_for
+from curation_assets.core.label_formats import read_labeled, split_name
+from curation_assets.core.sources import is_image
 from tests.conftest import encoded, photo
 
 CATEGORIES = [{"id": 1, "name": "bottle"}, {"id": 2, "name": "can"}]
@@ -131,7 +132,7 @@ def _broken_coco() -> bytes:
 def test_malformed_coco_rows_are_reported_with_file_and_row_never_raised():
     files = {"ds/a.jpg": b"", "ds/b.jpg": b"", "ds/c.jpg": b"", "ds/annotations/train.json": _broken_coco()}
     problems: list[str] = []
-    entries = {e.file_name: e for e in read_coco("ds/", tuple(files), files.__getitem__, problems)}
+    entries = {e.file_name: e for e in read_labeled("coco", "ds/", tuple(files), files.__getitem__, is_image, problems)}
     assert entries["a.jpg"].problem is None and len(entries["a.jpg"].annotations) == 1
     assert "used twice" in entries["b.jpg"].problem and "used twice" in entries["c.jpg"].problem
     assert entries["../../../etc/passwd"].member is None  # never resolved to a file outside the dataset

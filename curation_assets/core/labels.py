@@ -370,6 +370,14 @@ def group_label_report(annotations: pd.DataFrame, groups: pd.Series, rare_share:
     )
 
 
+def _annotation(i: int, image_id: int, category_id: int, r) -> dict:
+    """A box, or an image-level label (no box: classification, attributes) with no bbox."""
+    if pd.isna(r.w):
+        return {"id": i, "image_id": image_id, "category_id": category_id, "iscrowd": 0}
+    return {"id": i, "image_id": image_id, "category_id": category_id, "bbox": [r.x, r.y, r.w, r.h],
+            "area": r.w * r.h, "iscrowd": 0}  # fmt: skip
+
+
 def coco_dataset(frames: pd.DataFrame, annotations: pd.DataFrame, categories: list[str]) -> dict:
     """COCO JSON for ``frames`` (frame_id, uri, width, height) and their annotations."""
     image_ids = {fid: i + 1 for i, fid in enumerate(frames["frame_id"])}
@@ -387,15 +395,7 @@ def coco_dataset(frames: pd.DataFrame, annotations: pd.DataFrame, categories: li
             for r in frames.itertuples()
         ],
         "annotations": [
-            {
-                "id": i + 1,
-                "image_id": image_ids[r.frame_id],
-                "category_id": cat_ids[r.category],
-                "bbox": [r.x, r.y, r.w, r.h],
-                "area": r.w * r.h,
-                "iscrowd": 0,
-            }
-            for i, r in enumerate(ann.itertuples())
-        ],
+            _annotation(i + 1, image_ids[r.frame_id], cat_ids[r.category], r) for i, r in enumerate(ann.itertuples())
+        ],  # fmt: skip
         "categories": [{"id": i, "name": n} for n, i in cat_ids.items()],
     }

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from curation_assets.core.frames import MAX_PIXELS, UnreadableSourceError
+from curation_assets.core.label_formats import belongs, dataset_root
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 ARCHIVE_EXTENSIONS = (".zip", ".tar", ".tar.gz", ".tgz")
@@ -27,7 +28,7 @@ ARCHIVE_EXTENSIONS = (".zip", ".tar", ".tar.gz", ".tgz")
 @dataclass(frozen=True)
 class Source:
     key: str  # a landing key, or a folder key ending in "/" ("" for the landing root)
-    kind: str  # "video" (or anything PyAV may read), "images" (a folder), "archive", "coco"
+    kind: str  # "video" (or anything PyAV may read), "images" (a folder), "archive", or a labeled dataset's format
     fingerprint: str  # changes whenever any of its content changes
     members: tuple[str, ...] = field(default=())  # image (and annotation) keys of a folder source
 
@@ -40,14 +41,6 @@ def is_archive(name: str) -> bool:
     return name.lower().endswith(ARCHIVE_EXTENSIONS)
 
 
-def coco_root(key: str) -> str | None:
-    """``ds/annotations/instances_val.json`` -> ``ds/``: the folder of a COCO dataset."""
-    parts = key.split("/")
-    if key.endswith(".json") and len(parts) >= 2 and parts[-2] == "annotations":
-        return "/".join(parts[:-2]) + "/" if len(parts) > 2 else ""
-    return None
-
-
 def _folder_source(key: str, kind: str, objects: list) -> Source:
     objects = sorted(objects, key=lambda o: o.key)
     digest = hashlib.sha256("\n".join(f"{o.key}\t{o.fingerprint}" for o in objects).encode()).hexdigest()
@@ -57,23 +50,25 @@ def _folder_source(key: str, kind: str, objects: list) -> Source:
 def group_sources(objects: Iterable) -> list[Source]:
     """``objects`` have ``key`` and ``fingerprint`` (a store listing); returns sources by key.
 
-    A COCO dataset folder (one holding ``annotations/*.json``) is one source with all its
-    images; other images form one source per folder; anything else stands alone.
+    A labeled dataset's folder (COCO, YOLO, Pascal VOC, class folders, Ground Truth
+    manifests, attribute tables: see core/label_formats.py) is one source with its images and
+    label files; other images form one source per folder; anything else stands alone.
     """
     objects = list(objects)
-    roots = sorted({r for o in objects if (r := coco_root(o.key)) is not None}, key=len, reverse=True)
+    found = {root: kind for o in objects if (marked := dataset_root(o.key, is_image)) for root, kind in [marked]}
+    roots = sorted(found, key=len, reverse=True)  # the innermost dataset claims a file
     datasets: dict[str, list] = {r: [] for r in roots}
     folders: dict[str, list] = {}
     sources = []
     for obj in objects:
         root = next((r for r in roots if obj.key.startswith(r)), None)
-        if root is not None and (is_image(obj.key) or coco_root(obj.key) == root):
+        if root is not None and belongs(found[root], obj.key[len(root) :], is_image):
             datasets[root].append(obj)
         elif is_image(obj.key):
             folders.setdefault(obj.key.rsplit("/", 1)[0] + "/" if "/" in obj.key else "", []).append(obj)
-        else:
+        elif root is None:
             sources.append(Source(obj.key, "archive" if is_archive(obj.key) else "video", obj.fingerprint))
-    sources += [_folder_source(key, "coco", objs) for key, objs in datasets.items()]
+    sources += [_folder_source(key, found[key], objs) for key, objs in datasets.items()]
     sources += [_folder_source(key, "images", objs) for key, objs in folders.items()]
     return sorted(sources, key=lambda s: s.key)
 

@@ -125,7 +125,7 @@ def _write_cleaned(store, source_id: str, frames: pd.DataFrame, labels: pd.DataF
     files = {}
     for split in sorted(kept_frames["split"].unique()):
         split_frames = kept_frames[kept_frames["split"] == split]
-        files[f"{split}.json"] = json.dumps(
+        files[f"{split or 'all'}.json"] = json.dumps(
             coco_dataset(split_frames, labels[labels["frame_id"].isin(split_frames["frame_id"])], categories),
             indent=1,
             sort_keys=True,

@@ -15,12 +15,12 @@ import pandas as pd
 from pydantic import Field
 
 from curation_assets.core import layout
-from curation_assets.core.datasets import CocoEntry, read_coco
 from curation_assets.core.frames import MAX_PIXELS, UnreadableSourceError, encode_jpeg, sample_frames
 from curation_assets.core.ids import camera_id_for, frame_id_for, source_id_for
 from curation_assets.core.image_stats import METRICS, image_stats
+from curation_assets.core.label_formats import LABELED_KINDS, LabeledEntry, read_labeled
 from curation_assets.core.progress import Progress, Stopwatch
-from curation_assets.core.sources import LoadedImage, Source, archive_images, group_sources, load_image
+from curation_assets.core.sources import LoadedImage, Source, archive_images, group_sources, is_image, load_image
 from curation_assets.defs import checks
 from curation_assets.defs.partitions import videos
 from curation_assets.defs.retries import TRANSIENT, transient_only
@@ -71,7 +71,7 @@ class Item(NamedTuple):
 
 @contextmanager
 def read_source(
-    landing: ObjectStore, source: Source, config: RawFramesConfig, entries: list[CocoEntry], on_damage
+    landing: ObjectStore, source: Source, config: RawFramesConfig, entries: list[LabeledEntry], on_damage
 ) -> Iterator[Iterator[Item]]:
     name = f"landing/{source.key}"
 
@@ -84,7 +84,7 @@ def read_source(
     if source.kind == "images":
         yield (Item(i, 0.0, key, "", image(key)) for i, key in enumerate(source.members))
         return
-    if source.kind == "coco":
+    if source.kind in LABELED_KINDS:
         missing = "missing: no such file in the dataset folder"
         yield (
             Item(
@@ -181,7 +181,11 @@ def raw_frames(
     damage: list[str] = []  # a video damaged part-way keeps the frames before the damage
     progress = Progress(f"{source.key or 'landing root'} frames", len(source.members) or None, context.log.info)
     try:
-        entries = read_coco(source.key, source.members, landing.get_bytes, damage) if source.kind == "coco" else []
+        entries = (
+            read_labeled(source.kind, source.key, source.members, landing.get_bytes, is_image, damage)
+            if source.kind in LABELED_KINDS
+            else []
+        )
         with (
             read_source(landing, source, config, entries, damage.append) as items,
             ThreadPoolExecutor(WORKERS) as pool,
@@ -235,7 +239,7 @@ def raw_frames(
     with watch.stage("write table"):
         verdict = checks.publish(store, results, ASSET, source_id, table)
         if entries and verdict.published:  # a labeled dataset brings its labels along
-            store.write_table(layout.table_key("source_labels", source_id), source_labels(source_id, entries))
+            store.write_table(layout.table_key("source_labels", source_id), source_labels(source_id, entries, table))
         if verdict.published:
             keep = {store.key_for_uri(uri) for uri in readable["uri"]} if len(readable) else set()
             pruned = store.prune(layout.frame_prefix(source_id), keep)
@@ -268,12 +272,16 @@ def raw_frames(
     )
 
 
-def source_labels(source_id: str, entries: list[CocoEntry]) -> pd.DataFrame:
-    rows = [
-        {"frame_id": frame_id_for(source_id, i), "split": e.split, "category": c, "x": x, "y": y, "w": w, "h": h}
-        for i, e in enumerate(entries)
-        for c, x, y, w, h in e.annotations
-    ]
+def source_labels(source_id: str, entries: list[LabeledEntry], frames: pd.DataFrame) -> pd.DataFrame:
+    """One row per label: boxes in pixels (normalised ones scaled by the image read), image-level
+    labels with no box (NaN)."""
+    size = frames.set_index("frame_index")[["width", "height"]] if len(frames) else None
+    rows = []
+    for i, e in enumerate(entries):
+        sx, sy = (size.at[i, "width"], size.at[i, "height"]) if e.normalized and size is not None else (1, 1)
+        for c, x, y, w, h in e.annotations:
+            rows.append({"frame_id": frame_id_for(source_id, i), "split": e.split, "category": c,
+                         "x": x * sx, "y": y * sy, "w": w * sx, "h": h * sy})  # fmt: skip
     return pd.DataFrame(rows, columns=["frame_id", "split", "category", "x", "y", "w", "h"])
 
 
