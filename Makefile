@@ -21,7 +21,7 @@ demo: install $(DAGSTER_HOME)/dagster.yaml
 	$(PY) -m curation_assets.demo
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile  # two workers, a test file each: the topology and browser tests mostly wait
 
 ui: install $(DAGSTER_HOME)/dagster.yaml
 	$(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml

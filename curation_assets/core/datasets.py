@@ -9,6 +9,8 @@ a cleaned, leak-free version. Source images are never modified or deleted.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import pandas as pd
 
 SPLIT_PRIORITY = ("train", "val", "test")  # on a leak, the copy in the earliest split is kept
@@ -20,6 +22,7 @@ def audit(
     outliers: pd.DataFrame,
     labels: pd.DataFrame,
     remove_outliers: bool = False,
+    relabel: Collection[str] = (),
 ) -> pd.DataFrame:
     """One row per frame of a labeled source: keep or remove, and why.
 
@@ -48,6 +51,7 @@ def audit(
     error = frames["error"] if "error" in frames else pd.Series("unreadable image", index=frames.index)
     t["error"] = error.to_numpy()
     remove(t["corrupt"], "corrupt: " + t["error"].where(t["error"] != "", "unreadable image"))
+    remove(t["frame_id"].isin(set(relabel)), "labels disagree with its near copies (label cleaning)")
     if remove_outliers:
         remove(t["is_outlier"].fillna(False).astype(bool), "outlier: " + t["reasons"].fillna(""))
     conflicting = t[t["keep"]].groupby("group_id")["labels"].nunique()

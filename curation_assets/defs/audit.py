@@ -9,9 +9,11 @@ from pydantic import Field
 
 from curation_assets.core import layout
 from curation_assets.core.datasets import audit
+from curation_assets.core.label_cleaning import RULES, CleaningRule, clean_labels
 from curation_assets.core.labels import coco_dataset
 from curation_assets.defs import checks
 from curation_assets.defs.curation import ON_NEW_EMBEDDINGS, outliers
+from curation_assets.defs.reports import picture_metadata
 from curation_assets.defs.retries import TRANSIENT, transient_only
 from curation_assets.quality import suites
 from resources import ExpectationsResource, ObjectStoreResource
@@ -19,8 +21,27 @@ from resources import ExpectationsResource, ObjectStoreResource
 ASSET = "dataset_audit"
 
 
+DEFAULT_RULE = CleaningRule()
+
+
 class AuditConfig(dg.Config):
+    """Label cleaning by component (core/label_cleaning.py): thresholds default to CleaningRule's."""
+
     remove_outliers: bool = Field(default=False, description="Also drop outliers from the cleaned copy.")
+    label_rule: str = Field(default=DEFAULT_RULE.name, description=f"One of {', '.join(RULES)}, or 'none'.")
+    max_variance: float = Field(default=DEFAULT_RULE.max_variance, description="component_pruning threshold.")
+    min_share: float = Field(default=DEFAULT_RULE.min_share, description="label_pruning: minority share dropped.")
+    min_agreement: float = Field(default=DEFAULT_RULE.min_agreement, description="image_pruning threshold.")
+    min_members: int = Field(default=DEFAULT_RULE.min_members, description="Smallest component a rule acts on.")
+
+    def rule(self) -> CleaningRule | None:
+        if self.label_rule == "none":
+            return None
+        try:
+            return CleaningRule(self.label_rule, self.max_variance, self.min_share, self.min_agreement,
+                                self.min_members)  # fmt: skip
+        except ValueError as exc:
+            raise dg.Failure(str(exc), allow_retries=False) from exc
 
 
 def findings(report: pd.DataFrame) -> dict[str, int]:
@@ -57,7 +78,7 @@ def dataset_audit(
     object_store: ObjectStoreResource,
     expectations: ExpectationsResource,
 ):
-    """Audit every labeled dataset source (COCO) and write a cleaned, leak-free copy of it.
+    """Audit every labeled dataset source (any format) and write a cleaned, leak-free copy of it.
 
     The copy lives under ``datasets/<source>-cleaned-<hash>/`` (one COCO file per split,
     ``removals.json`` with every removed image and why); source images are never touched.
@@ -77,16 +98,25 @@ def dataset_audit(
     labeled = frames[frames["video_id"].isin(set(labels["frame_id"].str.rsplit("/", n=1).str[0]))]
     sources = sorted(labeled["video_id"].unique())
 
-    reports, summary, written = [], {}, {}
+    reports, summary, written, cleaning, worst = [], {}, {}, {}, []
+    rule = config.rule()
     for source_id in sources:
         source_frames = labeled[labeled["video_id"] == source_id]
         source_labels = labels[labels["frame_id"].isin(source_frames["frame_id"])]
-        report = audit(source_frames, groups, scored, source_labels, config.remove_outliers)
+        cleaned = None
+        if rule is not None:
+            cleaned = clean_labels(source_labels, groups[groups["frame_id"].isin(source_frames["frame_id"])], rule)
+            source_labels = cleaned.labels
+            cleaning[source_id] = {"rule": rule.name, "labels_removed": int((cleaned.removals["category"] != "").sum()),
+                                   "images_removed": len(cleaned.dropped_images)}  # fmt: skip
+            worst += [(source_id, r) for r in cleaned.disagreement.head(6).itertuples() if r.variance > 0]
+        relabel = cleaned.dropped_images if cleaned is not None else ()
+        report = audit(source_frames, groups, scored, source_labels, config.remove_outliers, relabel)
         reports.append(report.assign(source=source_id))
         summary[source_id] = findings(report)
         # the cleaned copy points at the original images in the landing zone, untouched
         originals = source_frames.assign(uri=[_landing_uri(landing, name) for name in source_frames["source_name"]])
-        written[source_id] = _write_cleaned(store, source_id, originals, source_labels, report)
+        written[source_id] = _write_cleaned(store, source_id, originals, source_labels, report, rule, cleaned)
 
     everything = pd.concat(reports, ignore_index=True)
     kept = everything[everything["keep"]].merge(labeled[["frame_id", "corrupt"]], on="frame_id")
@@ -100,6 +130,8 @@ def dataset_audit(
             "labeled_sources": len(sources),
             "findings": dg.MetadataValue.json(summary),
             "cleaned_datasets": dg.MetadataValue.json(written),
+            "label_cleaning": dg.MetadataValue.json(cleaning or "no rule"),
+            **picture_metadata(store, "disagreeing_components", _worst_components(worst, labeled, groups)),
             "removal_examples": dg.MetadataValue.json(
                 everything.loc[~everything["keep"], ["source_name", "split", "reason"]].head(20).to_dict("records")
             ),
@@ -118,7 +150,20 @@ def _landing_uri(landing, name: str) -> str:
         return ""
 
 
-def _write_cleaned(store, source_id: str, frames: pd.DataFrame, labels: pd.DataFrame, report: pd.DataFrame) -> str:
+def _worst_components(worst: list, frames: pd.DataFrame, groups: pd.DataFrame) -> list[tuple[str, list[str]]]:
+    """Contact-sheet rows of the components whose members' labels disagree most."""
+    uri = frames.set_index("frame_id")["uri"]
+    members = groups.groupby("group_id")["frame_id"].apply(list)
+    rows = []
+    for source_id, r in sorted(worst, key=lambda w: -w[1].variance)[:6]:
+        label = f"{source_id} {r.group_id}: {r.members} images, label variance {r.variance}"
+        rows.append((label, [uri[f] for f in members.get(r.group_id, []) if f in uri.index]))
+    return rows
+
+
+def _write_cleaned(
+    store, source_id: str, frames: pd.DataFrame, labels: pd.DataFrame, report: pd.DataFrame, rule=None, cleaned=None
+) -> str:
     keep = set(report.loc[report["keep"], "frame_id"])
     kept_frames = frames[frames["frame_id"].isin(keep)]
     categories = sorted(labels["category"].unique())
@@ -132,6 +177,9 @@ def _write_cleaned(store, source_id: str, frames: pd.DataFrame, labels: pd.DataF
         ).encode()
     removals = report.loc[~report["keep"], ["frame_id", "source_name", "split", "reason", "related"]]
     files["removals.json"] = json.dumps(removals.to_dict("records"), indent=1).encode()
+    if cleaned is not None:  # what the label-cleaning rule dropped, and with which thresholds
+        record = {"rule": rule.__dict__, "removals": cleaned.removals.to_dict("records")}
+        files["label_cleaning.json"] = json.dumps(record, indent=1).encode()
     version = hashlib.sha256(b"".join(files[k] for k in sorted(files))).hexdigest()[:10]
     folder = f"{source_id}-cleaned-{version}"
     if not store.exists(layout.dataset_key(folder, "manifest.json")):  # a version is never rewritten
