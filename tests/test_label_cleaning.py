@@ -24,10 +24,18 @@ def _kept(rule: str, **thresholds) -> dict[str, set[str]]:
     return {f: set(c["category"]) for f, c in cleaned.labels.groupby("frame_id")}
 
 
-def test_label_pruning_drops_a_minority_label_and_keeps_the_rest():
+def test_majority_vote_gives_each_member_what_most_of_its_component_holds():
+    cleaned = clean_labels(LABELS, GROUPS)  # the default rule
+    kept = {f: set(c["category"]) for f, c in cleaned.labels.groupby("frame_id")}
+    assert kept["p1"] == kept["p2"] == kept["p3"] == kept["p4"] == {"female", "backpack"} and kept["p5"] == {"hat"}
+    assert sorted(cleaned.removals[["frame_id", "category", "change", "share"]].values.tolist()) == [
+        ["p3", "hat", "removed", 0.25], ["p4", "backpack", "added", 0.75]]  # fmt: skip
+
+
+def test_label_pruning_drops_a_minority_label_and_adds_nothing():
     kept = _kept("label_pruning")
     assert kept["p3"] == {"female", "backpack"} and kept["p4"] == {"female"} and kept["p5"] == {"hat"}
-    removals = clean_labels(LABELS, GROUPS).removals
+    removals = clean_labels(LABELS, GROUPS, CleaningRule("label_pruning")).removals
     assert removals[["frame_id", "category", "share"]].values.tolist() == [["p3", "hat", 0.25]]
 
 
@@ -74,8 +82,8 @@ def test_the_audit_cleans_an_attribute_dataset_by_its_duplicate_groups(local_def
     curate = headless.run_job(local_defs, instance, "curate")
     assert curate.success
     metadata = curate.asset_materializations_for_node("dataset_audit")[0].metadata
-    assert metadata["label_cleaning"].value == {"peds": {"rule": "label_pruning", "labels_removed": 1,
-                                                         "images_removed": 0}}  # fmt: skip
+    assert metadata["label_cleaning"].value == {"peds": {"rule": "majority_vote", "labels_removed": 1,
+                                                         "labels_added": 0, "images_removed": 0}}  # fmt: skip
     store = local_defs.resources["object_store"].store()
     folder = metadata["cleaned_datasets"].value["peds"].rstrip("/") + "/"
     record = json.loads(store.get_bytes(store.key_for_uri(folder + "label_cleaning.json")))

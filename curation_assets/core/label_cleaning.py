@@ -1,13 +1,17 @@
 """Cleaning labels by component: near-identical images should carry the same labels.
 
 A component is a duplicate group (the same person, product or scene shot again). Where its
-members' labels disagree, some annotation is wrong; each rule below decides what to drop,
-with its threshold, and says what it dropped. Components of one image are left alone, and
-nothing is ever added: a rule only removes labels or images.
+members' labels disagree, some annotation is wrong; each rule below decides what to change,
+with its threshold, and says what it changed. Components smaller than ``min_members`` are
+left alone (two images cannot outvote each other).
 
+- ``majority_vote`` (default): each member gets the labels most of its component holds: a
+  label fewer than half hold is dropped from the members holding it (an annotator's slip),
+  one more than half hold is given to the members missing it (an annotator's miss; only
+  image-level labels: a box cannot be invented); an even split is left alone;
 - ``component_pruning``: drop every image of a component whose labels disagree too much
   (mean over its labels of the Bernoulli variance p(1-p) above ``max_variance``);
-- ``label_pruning`` (default): drop a label from the members holding it when fewer than
+- ``label_pruning``: drop a label from the members holding it when fewer than
   ``min_share`` of the component holds it (a minority label is an annotator's slip);
 - ``label_intersection``: keep only the labels every member holds;
 - ``image_pruning``: drop an image whose labels are rare in its component (the mean share
@@ -24,8 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-RULES = ("component_pruning", "label_pruning", "label_intersection", "image_pruning")
-DEFAULT_RULE = "label_pruning"
+RULES = ("majority_vote", "component_pruning", "label_pruning", "label_intersection", "image_pruning")
+DEFAULT_RULE = "majority_vote"
 
 
 @dataclass(frozen=True)
@@ -43,9 +47,9 @@ class CleaningRule:
 
 @dataclass
 class Cleaned:
-    labels: pd.DataFrame  # the labels kept (the input's columns)
+    labels: pd.DataFrame  # the labels after the rule (the input's columns)
     dropped_images: list[str]  # frames the rule removed whole
-    removals: pd.DataFrame  # rule, group_id, frame_id, category ("" for a whole image), share
+    removals: pd.DataFrame  # rule, group_id, frame_id, category ("" for a whole image), change, share
     disagreement: pd.DataFrame  # group_id, members, variance: every component, most disagreeing first
 
 
@@ -60,6 +64,13 @@ def _matrix(members: list[str], labels: pd.DataFrame) -> tuple[np.ndarray, list[
     return matrix, categories
 
 
+def _label_row(held: pd.DataFrame, frame_id: str, category: str) -> dict:
+    """An image-level label for ``frame_id``, with its split (from its own rows or the component's)."""
+    own = held[held["frame_id"] == frame_id]
+    template = (own if len(own) else held).iloc[0].to_dict()
+    return {**template, **dict.fromkeys(("x", "y", "w", "h"), np.nan), "frame_id": frame_id, "category": category}
+
+
 def clean_labels(labels: pd.DataFrame, groups: pd.DataFrame, rule: CleaningRule = CleaningRule()) -> Cleaned:
     """Apply ``rule`` over the components of ``groups`` (frame_id, group_id) to ``labels``
     (frame_id, category, ...); frames outside ``groups`` are their own component."""
@@ -67,6 +78,7 @@ def clean_labels(labels: pd.DataFrame, groups: pd.DataFrame, rule: CleaningRule 
     frames = pd.Series(sorted(set(labels["frame_id"]) | set(groups["frame_id"])))
     component = frames.map(lambda f: group_of.get(f, f))
     drop_pairs: set[tuple[str, str]] = set()
+    added: list[dict] = []
     dropped: list[str] = []
     removals, disagreement = [], []
     for group_id, members in frames.groupby(component):
@@ -81,7 +93,7 @@ def clean_labels(labels: pd.DataFrame, groups: pd.DataFrame, rule: CleaningRule 
         if rule.name == "component_pruning":
             if variance > rule.max_variance:
                 dropped += members
-                removals += [(rule.name, group_id, f, "", variance) for f in members]
+                removals += [(rule.name, group_id, f, "", "image dropped", variance) for f in members]
             continue
         if rule.name == "image_pruning":
             majority = share > 0.5
@@ -92,21 +104,31 @@ def clean_labels(labels: pd.DataFrame, groups: pd.DataFrame, rule: CleaningRule 
                 agreement = float(votes.mean()) if votes.size else 1.0
                 if agreement < rule.min_agreement:
                     dropped.append(f)
-                    removals.append((rule.name, group_id, f, "", agreement))
+                    removals.append((rule.name, group_id, f, "", "image dropped", agreement))
             continue
-        floor = 1.0 if rule.name == "label_intersection" else rule.min_share
+        if rule.name == "majority_vote":
+            for j in np.flatnonzero(share > 0.5):
+                image_level = held.loc[held["category"] == categories[j], "w"].isna().all() if "w" in held else True
+                change = "added" if image_level else "missing (a box: not invented)"
+                for i in np.flatnonzero(matrix[:, j] == 0):
+                    removals.append((rule.name, group_id, members[i], categories[j], change, float(share[j])))
+                    if image_level:
+                        added.append(_label_row(held, members[i], categories[j]))
+        floor = {"label_intersection": 1.0, "majority_vote": 0.5}.get(rule.name, rule.min_share)
         for j in np.flatnonzero(share < floor - 1e-9):
             for i in np.flatnonzero(matrix[:, j]):
                 drop_pairs.add((members[i], categories[j]))
-                removals.append((rule.name, group_id, members[i], categories[j], float(share[j])))
+                removals.append((rule.name, group_id, members[i], categories[j], "removed", float(share[j])))
     pairs = list(zip(labels["frame_id"], labels["category"]))
     keep = [(f not in dropped) and ((f, c) not in drop_pairs) for f, c in pairs]
     dropped_set = set(dropped)
     kept = labels[np.asarray(keep, dtype=bool)] if len(labels) else labels
     kept = kept[~kept["frame_id"].isin(dropped_set)]
+    if added:
+        kept = pd.concat([kept, pd.DataFrame(added, columns=labels.columns)], ignore_index=True)
     return Cleaned(
-        kept.reset_index(drop=True),
+        kept.sort_values(["frame_id", "category"], kind="stable").reset_index(drop=True),
         sorted(dropped_set),
-        pd.DataFrame(removals, columns=["rule", "group_id", "frame_id", "category", "share"]),
+        pd.DataFrame(removals, columns=["rule", "group_id", "frame_id", "category", "change", "share"]),
         pd.DataFrame(disagreement).sort_values(["variance", "members"], ascending=False, ignore_index=True),
     )

@@ -107,7 +107,9 @@ def dataset_audit(
         if rule is not None:
             cleaned = clean_labels(source_labels, groups[groups["frame_id"].isin(source_frames["frame_id"])], rule)
             source_labels = cleaned.labels
-            cleaning[source_id] = {"rule": rule.name, "labels_removed": int((cleaned.removals["category"] != "").sum()),
+            changes = cleaned.removals["change"].value_counts()
+            cleaning[source_id] = {"rule": rule.name, "labels_removed": int(changes.get("removed", 0)),
+                                   "labels_added": int(changes.get("added", 0)),
                                    "images_removed": len(cleaned.dropped_images)}  # fmt: skip
             worst += [(source_id, r) for r in cleaned.disagreement.head(6).itertuples() if r.variance > 0]
         relabel = cleaned.dropped_images if cleaned is not None else ()
