@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from curation_assets import headless
+from curation_assets.core.datasets import class_balance
 from curation_assets.core.label_cleaning import CleaningRule, clean_labels
 from tests.conftest import encoded, photo, shifted
 
@@ -93,3 +94,21 @@ def test_the_audit_cleans_an_attribute_dataset_by_its_duplicate_groups(local_def
     hats = {a["image_id"] for a in doc["annotations"] if doc["categories"][a["category_id"] - 1]["name"] == "hat"}
     assert [i["file_name"].rsplit("/", 1)[-1] for i in doc["images"] if i["id"] in hats] == ["other.jpg"]
     assert "disagreeing_components_preview" in metadata
+    kept = metadata["class_balance"].value["peds"]["classes"]  # the one copy kept, and "other"
+    assert kept["female"]["images"] == kept["backpack"]["images"] == kept["hat"]["images"] == 1
+
+
+def test_class_balance_counts_images_boxes_splits_and_the_imbalance():
+    labels = pd.DataFrame({"frame_id": ["a", "a", "a", "b", "c"], "split": ["train", "train", "train", "val", "val"],
+                           "category": ["tool", "tool", "box", "tool", "hat"],
+                           "x": [0, 0, 0, 0, None], "y": [0, 0, 0, 0, None], "w": [1, 1, 1, 1, None],
+                           "h": [1, 1, 1, 1, None]})  # fmt: skip
+    frames = pd.DataFrame({"frame_id": ["a", "b", "c"], "camera_id": ["cam-a", "cam-a", "cam-b"]})
+    balance = class_balance(labels, frames)
+    assert balance["classes"]["tool"] == {"images": 2, "boxes": 3, "boxes_per_image": 1.5}
+    assert balance["classes"]["hat"] == {"images": 1, "boxes": 0, "boxes_per_image": 0.0}
+    assert balance["by_split"] == {"train": {"box": 1, "tool": 1}, "val": {"hat": 1, "tool": 1}}
+    assert balance["by_camera"]["cam-b"] == {"hat": 1}
+    assert (
+        balance["imbalance"] == 2.0 and balance["dominant"] == "tool" and balance["dominant_share_of_images"] == 0.667
+    )

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 import numpy as np
+import pandas as pd
 
 from curation_assets import headless
 from curation_assets.core import layout
@@ -250,6 +251,38 @@ def test_a_balanced_hybrid_round_uses_predictions_and_reports_shares(local_defs,
     tasks = json.loads(store.get_bytes(layout.export_key("round-0002", "label_studio_tasks.json")))
     assert sorted(t["data"]["image"] for t in tasks) == sorted(batch["uri"])
     assert meta["embedding_map_preview"].startswith("![embedding_map](data:image/png;base64,")
+
+
+def test_class_caps_keep_a_dominant_predicted_class_to_its_share(corpus):
+    defs, instance, resources, _ = corpus
+    store = resources["object_store"].store()
+    frames = store.read_tables(layout.table_prefix("raw_frames"))
+    photo = ~frames["video_id"].str.endswith(".mp4")
+    tool = photo & (frames["frame_index"] % 2 == 0)  # the detector sees a tool in every other photograph
+    boxes = frames[["frame_id"]].assign(category=np.where(tool, "tool", "box"), confidence=0.9)
+    store.write_table("predictions/detector-v2.parquet", boxes)
+    config = {"budget": 8, "predictions": "predictions/detector-v2.parquet", "balance_on": "predicted_class"}
+
+    def round_with(**changes) -> tuple[pd.DataFrame, dict]:
+        run_config = {"ops": {"selected_batch": {"config": {**config, **changes}}}}
+        outcome = headless.outcome("round-caps", headless.run_job(defs, instance, "labeling_round", "round-caps",
+                                                                  run_config=run_config))  # fmt: skip
+        assert outcome.success, outcome.error
+        batch = store.read_table(layout.table_key("selected_batch", "round-caps"))
+        return batch.assign(tool=batch["frame_id"].isin(boxes.loc[tool, "frame_id"])), outcome.metadata
+
+    instance.add_dynamic_partitions("labeling_rounds", ["round-caps"])
+    balanced, meta = round_with()  # equal shares of the predicted classes
+    assert balanced["tool"].sum() == 4 and meta["selected_batch"]["predicted_class_shares"] == {"box": 0.5, "tool": 0.5}
+    capped, meta = round_with(balance_on="", class_caps={"tool": 0.25})
+    flagged = store.read_table(layout.table_key("outliers")).query("is_outlier")["frame_id"]
+    candidates = store.read_table(layout.table_key("duplicate_groups")).query("is_representative")["frame_id"]
+    others = (~candidates.isin([*boxes.loc[tool, "frame_id"], *flagged])).sum()
+    assert capped["tool"].sum() == 2 and len(capped) == min(8, 2 + others)  # a quarter; the rest: other classes
+    assert meta["selected_batch"]["class_caps"] == {"tool": 0.25}
+    no_predictions = {"ops": {"selected_batch": {"config": {**config, "predictions": ""}}}}
+    failed = headless.run_job(defs, instance, "labeling_round", "round-caps", run_config=no_predictions)
+    assert "class-aware selection needs config 'predictions'" in headless.outcome("x", failed).error
 
 
 def test_a_failed_import_leaves_the_previous_labeled_set_intact(local_defs, instance, video_dir):

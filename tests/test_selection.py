@@ -5,8 +5,10 @@ import pytest
 from curation_assets.core.selection import (
     UNCERTAINTY_MEASURES,
     candidate_mask,
+    cap_shares,
     coverage_radius,
     k_center_greedy,
+    predicted_classes,
     resolve_budget,
     select,
     select_balanced,
@@ -130,3 +132,26 @@ def test_balance_fills_a_shortfall_from_the_other_values():
     by_value = {q.value: q for q in plan}
     assert by_value["cam-b"].chosen == 5 and by_value["cam-b"].target == 15  # all there is, shortfall reported
     assert len(picks) == 30
+
+
+def test_predicted_classes_from_class_probabilities_and_from_boxes():
+    probs = pd.DataFrame({"frame_id": ["a", "b"], "probs": [[0.1, 0.9], [0.8, 0.2]]})
+    assert predicted_classes(probs, ["bottle", "can"]).to_dict() == {"a": "can", "b": "bottle"}
+    boxes = pd.DataFrame({"frame_id": ["a", "a", "a", "b"], "category": ["tool", "tool", "box", "box"],
+                          "confidence": [0.9, 0.8, 0.9, 0.2]})  # fmt: skip
+    assert predicted_classes(boxes, []).to_dict() == {"a": "tool", "b": "none"}  # b's only box is unsure
+    with pytest.raises(ValueError, match="'category' and 'confidence'"):
+        predicted_classes(boxes[["frame_id", "confidence"]], [])
+
+
+@pytest.mark.parametrize("strategy", ["random", "diversity"])
+def test_a_cap_keeps_a_dominant_class_to_its_share_and_refills_from_the_others(strategy):
+    vectors, cameras = _two_cameras(n_major=80, n_minor=20)
+    classes = np.where(np.arange(100) % 5 == 0, "can", np.where(np.arange(100) < 90, "tool", "box"))
+    picks, scores, _ = select_balanced(strategy, vectors, pd.Series(["all"] * 100), 20, seed=0)
+    capped, capped_scores = cap_shares(strategy, vectors, classes, picks, scores, {"tool": 0.25}, seed=0)
+    counts = pd.Series(classes[capped]).value_counts().to_dict()
+    assert len(capped) == len(set(capped)) == 20 == len(capped_scores)
+    assert counts["tool"] == 5 and counts.get("can", 0) + counts.get("box", 0) == 15  # 20 cans and 8 boxes exist
+    kept = [p for p in picks if classes[p] == "tool"][:5]
+    assert [p for p in capped if classes[p] == "tool"] == kept  # the capped class keeps its first picks

@@ -70,3 +70,32 @@ def audit(
     remove(dup, "duplicate inside " + t["split"] + " of " + survivor.fillna(""), survivor)
     t["outlier_reasons"] = t["reasons"].fillna("")
     return t[["frame_id", "source_name", "split", "group_id", "labels", "outlier_reasons", "keep", "reason", "related"]]
+
+
+def class_balance(labels: pd.DataFrame, frames: pd.DataFrame) -> dict:
+    """How the classes of a labeled set are spread: per class the images holding it, its
+    boxes and boxes per image; images per class in each split and camera; and the imbalance
+    (the commonest class's images over the rarest's)."""
+    if labels.empty:
+        return {"classes": {}, "imbalance": None}
+    t = labels.merge(frames[["frame_id", "camera_id"]], on="frame_id", how="left")
+    boxed = t["w"].notna() if "w" in t else pd.Series(False, index=t.index)
+    images = t.groupby("category")["frame_id"].nunique()
+    boxes = t[boxed].groupby("category").size().reindex(images.index, fill_value=0)
+    per = {
+        c: {"images": int(images[c]), "boxes": int(boxes[c]), "boxes_per_image": round(boxes[c] / images[c], 2)}
+        for c in images.index
+    }
+
+    def spread(by: str) -> dict:
+        table = t.groupby([by, "category"])["frame_id"].nunique()
+        return {str(k or "(none)"): {c: int(n) for c, n in g.droplevel(0).items()} for k, g in table.groupby(level=0)}
+
+    return {
+        "classes": per,
+        "by_split": spread("split"),
+        "by_camera": spread("camera_id"),
+        "imbalance": round(float(images.max() / images.min()), 2),
+        "dominant": str(images.idxmax()),
+        "dominant_share_of_images": round(float(images.max() / t["frame_id"].nunique()), 3),
+    }

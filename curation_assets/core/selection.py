@@ -9,8 +9,9 @@ what is already labeled), ``typicality`` (TypiClust: 1 / mean distance to the k 
 neighbours), ``uncertainty`` (from a predictions table) and ``hybrid`` (diversity weighted
 by uncertainty: each pick maximises distance x uncertainty, Lightly's product of
 objectives). Balance targets on a metadata column split the budget into quotas, filled as
-far as the candidates allow, with the shortfall reported. Everything is deterministic
-given the seed.
+far as the candidates allow, with the shortfall reported; caps bound a value's share of the
+batch (e.g. the class a model predicts most, so one dominant class cannot fill the round).
+Everything is deterministic given the seed.
 """
 
 from __future__ import annotations
@@ -141,6 +142,22 @@ def uncertainty(predictions: pd.DataFrame, measure: str = "entropy", aggregate: 
     raise ValueError("predictions need a 'probs' column (classification) or 'confidence' (detection)")
 
 
+def predicted_classes(predictions: pd.DataFrame, categories: list[str], min_confidence: float = 0.5) -> pd.Series:
+    """frame_id -> the class a model predicts for it: the most probable class (classification,
+    ``probs`` in the order of ``categories``) or the commonest class among its boxes of at least
+    ``min_confidence`` (detection, ``category`` per box; "none" when no box is that sure)."""
+    if "probs" in predictions:
+        best = predictions["probs"].map(lambda p: int(np.argmax(np.asarray(p, dtype=np.float64))))
+        names = best.map(lambda i: categories[i] if i < len(categories) else f"class {i}")
+        return pd.Series(names.to_numpy(), index=predictions["frame_id"].to_numpy()).groupby(level=0).first()
+    if "category" in predictions and "confidence" in predictions:
+        sure = predictions[predictions["confidence"].astype(float) >= min_confidence]
+        common = sure.groupby("frame_id")["category"].agg(lambda c: c.value_counts().index[0])
+        return common.reindex(predictions["frame_id"].unique(), fill_value="none")
+    raise ValueError("class-aware selection needs predictions with 'probs' (classification) or 'category' and "
+                     "'confidence' per box (detection)")  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Quota:
     value: str
@@ -221,6 +238,56 @@ def select_balanced(
         chosen = vectors[idx[local]]
         covered = chosen if covered is None or not len(covered) else np.concatenate([covered, chosen])
     return np.array(picks, dtype=np.int64), np.array(scores), plan
+
+
+def capped_size(values: pd.Series, caps: dict[str, float], budget: int) -> int:
+    """How many frames a round of ``budget`` can hold when no value may pass its cap."""
+    available = pd.Series(np.asarray(values, dtype=object)).value_counts()
+    room = sum(min(n, int(np.floor(caps[v] * budget + 1e-9))) if v in caps else n for v, n in available.items())
+    return min(budget, int(room))
+
+
+def cap_shares(
+    strategy: str,
+    vectors: np.ndarray,
+    values: pd.Series,
+    picks: np.ndarray,
+    scores: np.ndarray,
+    caps: dict[str, float],
+    seed: int,
+    already: np.ndarray | None = None,
+    uncertainty_scores: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``picks`` with no value above its cap (a share of the batch): a capped value keeps its
+    first picks, and the places it gives back go to the same strategy over the other values
+    (a smaller batch when they run out: see ``capped_size``)."""
+    values = np.asarray(values, dtype=object)
+    budget = len(picks)
+    limit = {v: int(np.floor(share * budget + 1e-9)) for v, share in caps.items()}
+    picks, scores = list(picks), list(scores)
+    closed: set[str] = set()
+    for _ in range(len(limit) + 1):
+        seen: dict[str, int] = {}
+        kept = []
+        for p, s in zip(picks, scores):
+            v = values[p]
+            if v in limit and seen.get(v, 0) >= limit[v]:
+                closed.add(v)
+                continue
+            seen[v] = seen.get(v, 0) + 1
+            kept.append((p, s))
+        if len(kept) == len(picks):
+            break
+        picks, scores = [p for p, _ in kept], [s for _, s in kept]
+        open_rows = ~np.isin(values, list(closed)) & ~np.isin(np.arange(len(values)), picks)
+        rest = np.flatnonzero(open_rows)
+        chosen = vectors[picks]
+        covered = chosen if already is None or not len(already) else np.concatenate([already, chosen])
+        u = None if uncertainty_scores is None else uncertainty_scores[rest]
+        extra, extra_scores = select(strategy, vectors[rest], budget - len(picks), seed, covered, u)
+        picks += list(rest[extra])
+        scores += list(extra_scores)
+    return np.array(picks, dtype=np.int64), np.array(scores, dtype=float)
 
 
 def coverage_radius(vectors: np.ndarray, chosen: np.ndarray) -> float:

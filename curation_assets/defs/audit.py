@@ -8,7 +8,7 @@ import pandas as pd
 from pydantic import Field
 
 from curation_assets.core import layout
-from curation_assets.core.datasets import audit
+from curation_assets.core.datasets import audit, class_balance
 from curation_assets.core.label_cleaning import RULES, CleaningRule, clean_labels
 from curation_assets.core.labels import coco_dataset
 from curation_assets.defs import checks
@@ -98,7 +98,7 @@ def dataset_audit(
     labeled = frames[frames["video_id"].isin(set(labels["frame_id"].str.rsplit("/", n=1).str[0]))]
     sources = sorted(labeled["video_id"].unique())
 
-    reports, summary, written, cleaning, worst = [], {}, {}, {}, []
+    reports, summary, written, cleaning, worst, balance = [], {}, {}, {}, [], {}
     rule = config.rule()
     for source_id in sources:
         source_frames = labeled[labeled["video_id"] == source_id]
@@ -119,6 +119,8 @@ def dataset_audit(
         # the cleaned copy points at the original images in the landing zone, untouched
         originals = source_frames.assign(uri=[_landing_uri(landing, name) for name in source_frames["source_name"]])
         written[source_id] = _write_cleaned(store, source_id, originals, source_labels, report, rule, cleaned)
+        kept_ids = set(report.loc[report["keep"], "frame_id"])
+        balance[source_id] = class_balance(source_labels[source_labels["frame_id"].isin(kept_ids)], source_frames)
 
     everything = pd.concat(reports, ignore_index=True)
     kept = everything[everything["keep"]].merge(labeled[["frame_id", "corrupt"]], on="frame_id")
@@ -133,6 +135,8 @@ def dataset_audit(
             "findings": dg.MetadataValue.json(summary),
             "cleaned_datasets": dg.MetadataValue.json(written),
             "label_cleaning": dg.MetadataValue.json(cleaning or "no rule"),
+            "class_balance": dg.MetadataValue.json(balance),
+            "class_imbalance": max((b["imbalance"] or 1.0 for b in balance.values()), default=None),
             **picture_metadata(store, "disagreeing_components", _worst_components(worst, labeled, groups)),
             "removal_examples": dg.MetadataValue.json(
                 everything.loc[~everything["keep"], ["source_name", "split", "reason"]].head(20).to_dict("records")

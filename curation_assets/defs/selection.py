@@ -11,7 +11,10 @@ from curation_assets.core import labels, layout
 from curation_assets.core.selection import (
     STRATEGIES,
     candidate_mask,
+    cap_shares,
+    capped_size,
     coverage_radius,
+    predicted_classes,
     resolve_budget,
     select_balanced,
     uncertainty,
@@ -34,7 +37,9 @@ class SelectionConfig(dg.Config):
     budget_fraction: float = Field(default=0.0, description="If > 0: this fraction of the candidates instead.")
     strategy: str = Field(default="diversity", description=f"One of {', '.join(STRATEGIES)}.")
     seed: int = 0
-    balance_on: str = Field(default="", description="Metadata column to balance, e.g. camera_id ('' = none).")
+    balance_on: str = Field(
+        default="", description="Column to balance, e.g. camera_id, or predicted_class (needs predictions); '' = none."
+    )
     balance_targets: dict[str, float] = Field(
         default={}, description="Target proportions per value of balance_on; empty = equal shares."
     )
@@ -44,6 +49,10 @@ class SelectionConfig(dg.Config):
         "frame_id + probs (classification) or frame_id + confidence per box (detection).",
     )
     uncertainty_measure: str = Field(default="entropy", description="least_confidence, margin or entropy.")
+    class_caps: dict[str, float] = Field(
+        default={},
+        description="Largest share of the batch per predicted class, e.g. {bottle: 0.3} (needs predictions).",
+    )
     categories: list[str] = Field(default=list(labels.DEFAULT_CATEGORIES), description="Classes the labelers may use.")
 
 
@@ -122,28 +131,32 @@ def selected_batch(
     budget = resolve_budget(config.budget, config.budget_fraction, len(candidates))
     taken_rows = table["frame_id"].isin(taken).to_numpy()
     u = None
-    if config.strategy in ("uncertainty", "hybrid"):
-        if not config.predictions:
-            raise dg.Failure(
-                f"strategy {config.strategy!r} needs config 'predictions' (a table under the root)", allow_retries=False
-            )
-        per_frame = uncertainty(read_predictions(store, config.predictions), config.uncertainty_measure)
-        u = table["frame_id"].map(per_frame).to_numpy(dtype=float)
-        u = np.where(np.isnan(u), np.nanmedian(u) if np.isfinite(u).any() else 0.5, u)[candidates]
-    balance = table[config.balance_on].astype(str) if config.balance_on else pd.Series("all", index=table.index)
+    class_aware = bool(config.class_caps) or config.balance_on == "predicted_class"
+    needs = [why for why, on in (((f"strategy {config.strategy!r}"), config.strategy in ("uncertainty", "hybrid")),
+                                 ("class-aware selection", class_aware)) if on]  # fmt: skip
+    if needs and not config.predictions:
+        raise dg.Failure(f"{needs[0]} needs config 'predictions' (a table under the root)", allow_retries=False)
+    predictions = read_predictions(store, config.predictions) if needs else None
     try:
-        picks, scores, plan = select_balanced(
-            config.strategy,
-            vectors[candidates],
-            balance.iloc[candidates],
-            budget,
-            config.seed,
-            config.balance_targets or None,
-            vectors[taken_rows],
-            u,
-        )
-    except ValueError as exc:
-        raise dg.Failure(str(exc), allow_retries=False) from exc
+        if config.strategy in ("uncertainty", "hybrid"):
+            per_frame = uncertainty(predictions, config.uncertainty_measure)
+            u = table["frame_id"].map(per_frame).to_numpy(dtype=float)
+            u = np.where(np.isnan(u), np.nanmedian(u) if np.isfinite(u).any() else 0.5, u)[candidates]
+        if class_aware:
+            classes = predicted_classes(predictions, config.categories)
+            table["predicted_class"] = table["frame_id"].map(classes).fillna("unpredicted")
+        balance = table[config.balance_on].astype(str) if config.balance_on else pd.Series("all", index=table.index)
+        args = (config.strategy, vectors[candidates])
+        picks, scores, plan = select_balanced(*args, balance.iloc[candidates], budget, config.seed,
+                                              config.balance_targets or None, vectors[taken_rows], u)  # fmt: skip
+        expected = budget
+        if config.class_caps:
+            expected = capped_size(table["predicted_class"].iloc[candidates], config.class_caps, budget)
+            picks, scores = cap_shares(*args, table["predicted_class"].iloc[candidates], picks, scores,
+                                       config.class_caps, config.seed, vectors[taken_rows], u)  # fmt: skip
+    except (ValueError, KeyError) as exc:
+        raise dg.Failure(f"{type(exc).__name__}: {exc}" if isinstance(exc, KeyError) else str(exc),
+                         allow_retries=False) from exc  # fmt: skip
     chosen = candidates[picks]
     batch = table.iloc[chosen][[*BATCH_COLUMNS, "is_outlier"]].reset_index(drop=True)
     batch = batch.assign(strategy=config.strategy, score=scores, rank=np.arange(1, len(batch) + 1), round=round_id)
@@ -158,9 +171,11 @@ def selected_batch(
         + labels.validate_coco_images(json.loads(exports["coco_images.json"]))
         + labels.validate_label_studio_tasks(json.loads(exports["label_studio_tasks.json"]))
     )
-    validation = expectations.validate(batch, ASSET, suites.selected_batch(budget, sorted(taken)))
+    validation = expectations.validate(batch, ASSET, suites.selected_batch(expected, sorted(taken)))
     results = [
-        checks.from_validation("selected_batch_valid", validation, candidates=len(candidates), budget=budget),
+        checks.from_validation(
+            "selected_batch_valid", validation, candidates=len(candidates), budget=budget, expected=expected
+        ),
         checks.from_assertion(
             "selected_batch_exports_valid", not export_problems, problems=export_problems[:10] or "none"
         ),
@@ -189,6 +204,10 @@ def selected_batch(
                 [{"value": q.value, "target": q.target, "available": q.available, "chosen": q.chosen} for q in plan]
             ),
             "balance_shortfall": int(sum(max(q.target - q.chosen, 0) for q in plan)),
+            "predicted_class_shares": dg.MetadataValue.json(
+                shares(table["predicted_class"].iloc[chosen]) if class_aware else "no predictions"
+            ),
+            "class_caps": dg.MetadataValue.json(config.class_caps or "none"),
             "coverage_radius_before": None if np.isnan(radius_before) else round(radius_before, 4),
             "coverage_radius_after": None if np.isnan(radius_after) else round(radius_after, 4),
             "score_min": round(float(finite.min()), 4) if len(finite) else None,
