@@ -1,6 +1,5 @@
 """dataset_audit: what is wrong with each labeled dataset that landed, and a cleaned copy."""
 
-import hashlib
 import json
 
 import dagster as dg
@@ -15,6 +14,7 @@ from curation_assets.defs import checks
 from curation_assets.defs.curation import ON_NEW_EMBEDDINGS, outliers
 from curation_assets.defs.reports import picture_metadata
 from curation_assets.defs.retries import TRANSIENT, transient_only
+from curation_assets.defs.versions import content_sha256, publish_dataset_files
 from curation_assets.quality import suites
 from resources import ExpectationsResource, ObjectStoreResource
 
@@ -186,11 +186,6 @@ def _write_cleaned(
     if cleaned is not None:  # what the label-cleaning rule dropped, and with which thresholds
         record = {"rule": rule.__dict__, "removals": cleaned.removals.to_dict("records")}
         files["label_cleaning.json"] = json.dumps(record, indent=1).encode()
-    version = hashlib.sha256(b"".join(files[k] for k in sorted(files))).hexdigest()[:10]
-    folder = f"{source_id}-cleaned-{version}"
-    if not store.exists(layout.dataset_key(folder, "manifest.json")):  # a version is never rewritten
-        for name, data in files.items():
-            store.put_bytes(layout.dataset_key(folder, name), data)
-        manifest = {"source": source_id, "findings": findings(report), "files": sorted(files)}
-        store.put_bytes(layout.dataset_key(folder, "manifest.json"), json.dumps(manifest, indent=1).encode())
+    folder = f"{source_id}-cleaned-{content_sha256(files)[:10]}"
+    publish_dataset_files(store, folder, files, {"source": source_id, "findings": findings(report)})
     return store.uri(layout.dataset_key(folder, ""))

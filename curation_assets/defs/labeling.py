@@ -1,6 +1,5 @@
 """labeled_set: labels brought back from the labeling tool, validated, split and versioned."""
 
-import hashlib
 import json
 import re
 from datetime import UTC, datetime
@@ -13,6 +12,7 @@ from curation_assets.core import labels, layout
 from curation_assets.defs import checks
 from curation_assets.defs.retries import TRANSIENT, transient_only
 from curation_assets.defs.selection import selected_batch
+from curation_assets.defs.versions import content_sha256, publish_dataset_files
 from curation_assets.quality import suites
 from resources import ExpectationsResource, ObjectStoreResource
 from resources.object_store import ObjectStore
@@ -204,14 +204,12 @@ def publish_dataset(store, frames, annotations, categories, rounds) -> tuple[str
         ).encode()
         for split, _ in labels.SPLITS
     }
-    content_hash = hashlib.sha256(b"".join(files[name] for name in sorted(files))).hexdigest()
+    content_hash = content_sha256(files)
     versions = dataset_versions(store)
     for version in versions:
         if json.loads(store.get_bytes(layout.dataset_key(version, "manifest.json")))["content_sha256"] == content_hash:
             return version, True
     version = f"v{len(versions) + 1:04d}"
-    for name, data in files.items():
-        store.put_bytes(layout.dataset_key(version, name), data)
     in_split = {split: frames.loc[frames["split"] == split, "frame_id"] for split, _ in labels.SPLITS}
     manifest = {
         "version": version,
@@ -222,7 +220,6 @@ def publish_dataset(store, frames, annotations, categories, rounds) -> tuple[str
             split: {"images": len(ids), "annotations": int(annotations["frame_id"].isin(ids).sum())}
             for split, ids in in_split.items()
         },
-        "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
     }
-    store.put_bytes(layout.dataset_key(version, "manifest.json"), json.dumps(manifest, indent=1).encode())
+    publish_dataset_files(store, version, files, manifest)
     return version, False
