@@ -153,3 +153,51 @@ def test_a_yolo_and_an_attribute_dataset_are_ingested_with_labels_and_audited(lo
     cleaned = [o.key for o in store.list("datasets/") if o.key.endswith("/all.json") and "peds" in o.key]
     doc = json.loads(store.get_bytes(cleaned[0]))
     assert doc["annotations"] and all("bbox" not in a for a in doc["annotations"])  # classification labels
+
+
+def test_sources_in_several_formats_merge_into_one_coco_dataset(local_defs, instance):
+    landing = local_defs.resources["object_store"].landing_store()
+    shared = encoded(photo(500, size=(200, 100)), quality=92)  # the same picture in both datasets
+    landing.put_bytes("yolo-ds/classes.txt", b"person\nforklift\n")
+    for i in range(3):
+        data = shared if i == 0 else encoded(photo(510 + i, size=(200, 100)), quality=92)
+        landing.put_bytes(f"yolo-ds/images/train/y{i}.jpg", data)
+        landing.put_bytes(f"yolo-ds/labels/train/y{i}.txt", b"0 0.5 0.5 0.5 0.5\n1 0.2 0.2 0.1 0.1\n")
+    voc = ("<annotation><filename>{}</filename><object><name>{}</name><bndbox><xmin>1</xmin><ymin>2</ymin>"
+           "<xmax>30</xmax><ymax>40</ymax></bndbox></object></annotation>")  # fmt: skip
+    others = [encoded(photo(520 + i, size=(200, 100))) for i in range(2)]
+    for i, (data, name) in enumerate([(shared, "dog"), (others[0], "pedestrian"), (others[1], "dog")]):
+        landing.put_bytes(f"voc-ds/JPEGImages/v{i}.jpg", data)
+        landing.put_bytes(f"voc-ds/Annotations/v{i}.xml", voc.format(f"v{i}.jpg", name).encode())
+    landing.put_bytes("voc-ds/JPEGImages/v9.jpg", b"not a jpeg")
+    landing.put_bytes("voc-ds/Annotations/v9.xml", voc.format("v9.jpg", "dog").encode())
+    assert all(o.success for o in headless.ingest_landing(local_defs, instance, log=lambda _: None))
+    assert headless.run_job(local_defs, instance, "curate").success
+
+    config = {"sources": ["yolo-ds", "voc-ds"], "category_map": {"pedestrian": "person", "dog": ""}}
+    result = headless.run_job(local_defs, instance, "merge_datasets",
+                              run_config={"ops": {"merged_dataset": {"config": config}}})  # fmt: skip
+    assert result.success
+    meta = result.asset_materializations_for_node("merged_dataset")[0].metadata
+    counts = {k: meta[k].value for k in ("images_in", "images_out", "images_dropped", "labels_in", "labels_out",
+                                         "labels_dropped_by_map", "labels_of_dropped_images")}  # fmt: skip
+    assert counts == {
+        "images_in": 7,
+        "images_out": 5,
+        "images_dropped": {"duplicate": 1, "unreadable image": 1},
+        "labels_in": 10,
+        "labels_out": 7,
+        "labels_dropped_by_map": 1,
+        "labels_of_dropped_images": 2,
+    }
+    assert counts["images_in"] == counts["images_out"] + sum(counts["images_dropped"].values())
+    assert counts["labels_in"] == counts["labels_out"] + counts["labels_dropped_by_map"] + 2
+    store = local_defs.resources["object_store"].store()
+    folder = store.key_for_uri(meta["dataset"].value).rstrip("/")
+    doc = json.loads(store.get_bytes(f"{folder}/train.json"))  # the YOLO split; VOC's images had none
+    assert sorted(c["name"] for c in doc["categories"]) == ["forklift", "person"] and len(doc["images"]) == 3
+    assert len(json.loads(store.get_bytes(f"{folder}/all.json"))["images"]) == 2
+    provenance = json.loads(store.get_bytes(f"{folder}/provenance.json"))
+    drop = next(d for d in provenance["drops"] if d["reason"].startswith("duplicate"))
+    assert drop["source"] == "voc-ds" and drop["reason"] == "duplicate of yolo-ds/000000 in yolo-ds"
+    assert {(p["category"], p["source_category"]) for p in provenance["labels"]} >= {("person", "pedestrian")}

@@ -187,6 +187,7 @@ def test_definitions_hold_the_lineage_assets_with_blocking_checks():
         "outliers",
         "embedding_map",
         "dataset_audit",
+        "merged_dataset",
         "selected_batch",
         "labeled_set",
     }
@@ -196,7 +197,7 @@ def test_definitions_hold_the_lineage_assets_with_blocking_checks():
         "frame_embeddings_vectors_valid", "frame_embeddings_qdrant_count",
         "duplicate_groups_cover_frames", "duplicate_groups_one_representative",
         "outliers_every_frame_scored", "outliers_flagged_fraction", "embedding_map_places_frames",
-        "dataset_audit_cleaned_is_leak_free",
+        "dataset_audit_cleaned_is_leak_free", "merged_dataset_accounts_for_everything",
         "selected_batch_valid", "selected_batch_exports_valid",
         "labeled_set_annotations_valid", "labeled_set_groups_in_one_split", "labeled_set_labels_consistent",
         "labeled_set_rejections_under_limit",

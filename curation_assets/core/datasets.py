@@ -99,3 +99,49 @@ def class_balance(labels: pd.DataFrame, frames: pd.DataFrame) -> dict:
         "dominant": str(images.idxmax()),
         "dominant_share_of_images": round(float(images.max() / t["frame_id"].nunique()), 3),
     }
+
+
+def merge_sources(
+    frames: pd.DataFrame,
+    labels: pd.DataFrame,
+    groups: pd.DataFrame,
+    sources: list[str],
+    category_map: dict[str, str],
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Several labeled sources as one dataset: (images, labels, drops).
+
+    Categories are renamed by ``category_map`` (source category -> target; "" drops it;
+    unmapped ones keep their name). An image whose duplicate group already has an image from
+    an earlier source in ``sources`` (or earlier in the same source) is kept once: the first.
+    Unreadable images are dropped. Every image and label keeps its provenance (source, file,
+    original category); every drop says why, so images in = images out + drops.
+    """
+    images = frames[frames["video_id"].isin(sources)].copy()
+    images["source"] = images["video_id"]
+    images["_order"] = images["source"].map({s: i for i, s in enumerate(sources)})
+    images = images.merge(groups[["frame_id", "group_id"]], on="frame_id", how="left")
+    images["group_id"] = images["group_id"].fillna(images["frame_id"])
+    images = images.sort_values(["_order", "frame_index"], kind="stable")
+    first = images.loc[~images["corrupt"]].drop_duplicates("group_id").set_index("group_id")["frame_id"]
+    survivor = images["group_id"].map(first)
+    corrupt = images["corrupt"].to_numpy()
+    duplicate = ~corrupt & (images["frame_id"] != survivor).to_numpy()
+    reason = pd.Series("", index=images.index, dtype=object)
+    reason[corrupt] = "unreadable image"
+    source_of = images.set_index("frame_id")["source"]
+    reason[duplicate] = [f"duplicate of {s} in {source_of[s]}" for s in survivor[duplicate]]
+    dropped_images = images.loc[reason != "", ["frame_id", "source", "source_name"]]
+    dropped_images = dropped_images.assign(kind="image", category="", reason=reason[reason != ""])
+    kept = images[reason == ""].drop(columns=["_order"]).reset_index(drop=True)
+
+    t = labels[labels["frame_id"].isin(kept["frame_id"])].copy()
+    t["source_category"] = t["category"]
+    t["category"] = t["category"].map(lambda c: category_map.get(c, c))
+    unmapped = t[t["category"] == ""]
+    dropped_labels = pd.DataFrame({
+        "frame_id": unmapped["frame_id"], "source": unmapped["frame_id"].map(source_of),
+        "source_name": unmapped["frame_id"].map(images.set_index("frame_id")["source_name"]), "kind": "label",
+        "category": unmapped["source_category"], "reason": "dropped by the category map",
+    })  # fmt: skip
+    drops = pd.concat([dropped_images, dropped_labels], ignore_index=True)
+    return kept, t[t["category"] != ""].reset_index(drop=True), drops

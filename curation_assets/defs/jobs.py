@@ -8,6 +8,7 @@ from curation_assets.defs.embedding import frame_embeddings
 from curation_assets.defs.ingestion import raw_frames
 from curation_assets.defs.labeling import labeled_set
 from curation_assets.defs.maps import embedding_map
+from curation_assets.defs.merge import merged_dataset
 from curation_assets.defs.partitions import labeling_rounds, videos
 from curation_assets.defs.search import search_frames
 from curation_assets.defs.selection import selected_batch
@@ -34,8 +35,13 @@ map_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(embedding_map),
     description="The 2-D embedding map (UMAP), coloured by camera, group size, outlier reason and round.",
 )
+merge_job = dg.define_asset_job(
+    "merge_datasets",
+    selection=dg.AssetSelection.assets(merged_dataset),
+    description="Labeled sources as one COCO dataset (config: sources, category_map, name).",
+)
 import_labels_job = dg.define_asset_job(
     "import_labels", selection=dg.AssetSelection.assets(labeled_set), description="Import annotations, split, version."
 )
 
-JOBS = [ingest_video_job, curate_job, map_job, labeling_round_job, import_labels_job, search_frames]
+JOBS = [ingest_video_job, curate_job, map_job, merge_job, labeling_round_job, import_labels_job, search_frames]

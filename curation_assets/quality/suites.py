@@ -159,3 +159,16 @@ def map_points(placed: int):
         ]
 
     return suite
+
+
+def merged_images(expected_out: int):
+    """Over the merged images: every image in is out or dropped, and none is there twice."""
+
+    def suite(gxe):
+        return [
+            gxe.ExpectTableRowCountToEqual(value=expected_out),
+            gxe.ExpectColumnValuesToBeUnique(column="frame_id"),
+            gxe.ExpectColumnValuesToBeUnique(column="group_id"),
+        ]
+
+    return suite
