@@ -10,8 +10,11 @@ a cleaned, leak-free version. Source images are never modified or deleted.
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass
 
 import pandas as pd
+
+from curation_assets.core.label_cleaning import Cleaned, CleaningRule, clean_labels
 
 SPLIT_PRIORITY = ("train", "val", "test")  # on a leak, the copy in the earliest split is kept
 
@@ -70,6 +73,33 @@ def audit(
     remove(dup, "duplicate inside " + t["split"] + " of " + survivor.fillna(""), survivor)
     t["outlier_reasons"] = t["reasons"].fillna("")
     return t[["frame_id", "source_name", "split", "group_id", "labels", "outlier_reasons", "keep", "reason", "related"]]
+
+
+@dataclass
+class SourceAudit:
+    report: pd.DataFrame  # one row per frame: keep or remove, and why (``audit``)
+    labels: pd.DataFrame  # the labels after cleaning
+    cleaning: Cleaned | None  # what the label-cleaning rule changed (None: no rule)
+    balance: dict  # ``class_balance`` of what the cleaned copy keeps
+
+
+def audit_source(
+    frames: pd.DataFrame,
+    labels: pd.DataFrame,
+    groups: pd.DataFrame,
+    outliers: pd.DataFrame,
+    rule: CleaningRule | None,
+    remove_outliers: bool = False,
+) -> SourceAudit:
+    """One labeled source: labels cleaned over its duplicate groups, then the audit."""
+    cleaning = None
+    if rule is not None:
+        cleaning = clean_labels(labels, groups[groups["frame_id"].isin(frames["frame_id"])], rule)
+        labels = cleaning.labels
+    relabel = cleaning.dropped_images if cleaning is not None else ()
+    report = audit(frames, groups, outliers, labels, remove_outliers, relabel)
+    kept = set(report.loc[report["keep"], "frame_id"])
+    return SourceAudit(report, labels, cleaning, class_balance(labels[labels["frame_id"].isin(kept)], frames))
 
 
 def class_balance(labels: pd.DataFrame, frames: pd.DataFrame) -> dict:

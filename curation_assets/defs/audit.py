@@ -7,8 +7,8 @@ import pandas as pd
 from pydantic import Field
 
 from curation_assets.core import layout
-from curation_assets.core.datasets import audit, class_balance
-from curation_assets.core.label_cleaning import RULES, CleaningRule, clean_labels
+from curation_assets.core.datasets import SourceAudit, audit_source
+from curation_assets.core.label_cleaning import RULES, CleaningRule
 from curation_assets.core.labels import coco_dataset
 from curation_assets.defs import checks
 from curation_assets.defs.curation import ON_NEW_EMBEDDINGS, outliers
@@ -103,24 +103,18 @@ def dataset_audit(
     for source_id in sources:
         source_frames = labeled[labeled["video_id"] == source_id]
         source_labels = labels[labels["frame_id"].isin(source_frames["frame_id"])]
-        cleaned = None
-        if rule is not None:
-            cleaned = clean_labels(source_labels, groups[groups["frame_id"].isin(source_frames["frame_id"])], rule)
-            source_labels = cleaned.labels
-            changes = cleaned.removals["change"].value_counts()
+        result = audit_source(source_frames, source_labels, groups, scored, rule, config.remove_outliers)
+        reports.append(result.report.assign(source=source_id))
+        summary[source_id], balance[source_id] = findings(result.report), result.balance
+        if result.cleaning is not None:
+            changes = result.cleaning.removals["change"].value_counts()
             cleaning[source_id] = {"rule": rule.name, "labels_removed": int(changes.get("removed", 0)),
                                    "labels_added": int(changes.get("added", 0)),
-                                   "images_removed": len(cleaned.dropped_images)}  # fmt: skip
-            worst += [(source_id, r) for r in cleaned.disagreement.head(6).itertuples() if r.variance > 0]
-        relabel = cleaned.dropped_images if cleaned is not None else ()
-        report = audit(source_frames, groups, scored, source_labels, config.remove_outliers, relabel)
-        reports.append(report.assign(source=source_id))
-        summary[source_id] = findings(report)
+                                   "images_removed": len(result.cleaning.dropped_images)}  # fmt: skip
+            worst += [(source_id, r) for r in result.cleaning.disagreement.head(6).itertuples() if r.variance > 0]
         # the cleaned copy points at the original images in the landing zone, untouched
         originals = source_frames.assign(uri=[_landing_uri(landing, name) for name in source_frames["source_name"]])
-        written[source_id] = _write_cleaned(store, source_id, originals, source_labels, report, rule, cleaned)
-        kept_ids = set(report.loc[report["keep"], "frame_id"])
-        balance[source_id] = class_balance(source_labels[source_labels["frame_id"].isin(kept_ids)], source_frames)
+        written[source_id] = _write_cleaned(store, source_id, originals, result, rule)
 
     everything = pd.concat(reports, ignore_index=True)
     kept = everything[everything["keep"]].merge(labeled[["frame_id", "corrupt"]], on="frame_id")
@@ -167,9 +161,8 @@ def _worst_components(worst: list, frames: pd.DataFrame, groups: pd.DataFrame) -
     return rows
 
 
-def _write_cleaned(
-    store, source_id: str, frames: pd.DataFrame, labels: pd.DataFrame, report: pd.DataFrame, rule=None, cleaned=None
-) -> str:
+def _write_cleaned(store, source_id: str, frames: pd.DataFrame, result: SourceAudit, rule: CleaningRule | None) -> str:
+    report, labels, cleaned = result.report, result.labels, result.cleaning
     keep = set(report.loc[report["keep"], "frame_id"])
     kept_frames = frames[frames["frame_id"].isin(keep)]
     categories = sorted(labels["category"].unique())
