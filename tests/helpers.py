@@ -39,3 +39,24 @@ def browser_page(width: int = 1600, height: int = 1000):
             yield page
         finally:
             browser.close()
+
+
+def frame_table(n, video="v1", videos=None, sha=None, phash=None, sharpness=None, brightness=None):
+    """The frame columns duplicate grouping reads: ``n`` frames of ``video``, or one frame of
+    each of ``videos``; unrelated by default (distinct pixels, hashes about 32 bits apart)."""
+    import numpy as np
+    import pandas as pd
+
+    video_ids = list(videos) if videos is not None else [video] * n
+    index = [0] * n if videos is not None else list(range(n))
+    return pd.DataFrame(
+        {
+            "frame_id": [f"{v}/{i:06d}" for v, i in zip(video_ids, index)],
+            "video_id": video_ids,
+            "frame_index": index,
+            "sha256": sha if sha is not None else [f"{v}-{i}-{k}" for k, (v, i) in enumerate(zip(video_ids, index))],
+            "phash": phash if phash is not None else np.random.default_rng(len(video) + n).integers(0, 2**62, n),
+            "sharpness": sharpness if sharpness is not None else np.full(n, 0.01),
+            "brightness": brightness if brightness is not None else np.full(n, 0.5),
+        }
+    )

@@ -2,21 +2,7 @@ import numpy as np
 import pandas as pd
 
 from curation_assets.core.duplicates import DuplicateParams, embedding_sources, find_duplicate_groups
-
-
-def _frames(n, video="v1", sha=None, phash=None, sharpness=None, brightness=None):
-    return pd.DataFrame(
-        {
-            "frame_id": [f"{video}/{i:06d}" for i in range(n)],
-            "video_id": video,
-            "frame_index": range(n),
-            "sha256": sha if sha is not None else [f"{video}-{i}" for i in range(n)],
-            # unrelated frames: hashes about 32 bits apart
-            "phash": phash if phash is not None else np.random.default_rng(len(video) + n).integers(0, 2**62, n),
-            "sharpness": sharpness if sharpness is not None else np.full(n, 0.01),
-            "brightness": brightness if brightness is not None else np.full(n, 0.5),
-        }
-    )
+from tests.helpers import frame_table
 
 
 def _unit(rows):
@@ -29,7 +15,9 @@ def _random_unit(n, dim=16, seed=0):
 
 
 def test_identical_pixels_form_one_exact_group_across_videos():
-    frames = pd.concat([_frames(3, "v1", sha=["a", "b", "c"]), _frames(2, "v2", sha=["x", "a"])], ignore_index=True)
+    frames = pd.concat(
+        [frame_table(3, "v1", sha=["a", "b", "c"]), frame_table(2, "v2", sha=["x", "a"])], ignore_index=True
+    )
     groups = find_duplicate_groups(frames, _random_unit(5)).set_index("frame_id")
     assert groups.loc["v1/000000", "group_id"] == groups.loc["v2/000001", "group_id"]
     assert groups.loc["v2/000001", "reason"] in ("exact", "representative")
@@ -39,7 +27,7 @@ def test_identical_pixels_form_one_exact_group_across_videos():
 def test_consecutive_near_copies_group_temporally():
     vectors = _unit([[1, 0.01 * i, 0] for i in range(5)] + [[0, 0, 1]])
     phash = np.array([0, 1, 3, 7, 15, -1], dtype=np.int64)  # 0-4 bits apart, last far away
-    groups = find_duplicate_groups(_frames(6, phash=phash), vectors)
+    groups = find_duplicate_groups(frame_table(6, phash=phash), vectors)
     assert groups["group_id"].iloc[:5].nunique() == 1
     assert groups["group_id"].iloc[5] != groups["group_id"].iloc[0]
     assert set(groups["reason"].iloc[:5]) <= {"temporal", "representative"}
@@ -49,7 +37,7 @@ def test_a_slow_pan_does_not_chain_into_one_group():
     angles = np.arange(30) * 0.1  # each step cos 0.995, ends 2.9 rad away from the start
     vectors = _unit(np.stack([np.cos(angles), np.sin(angles), np.zeros(30)], axis=1))
     params = DuplicateParams(near_cosine=0.95, near_phash_distance=64, identical_phash_distance=-1)
-    groups = find_duplicate_groups(_frames(30), vectors, params)
+    groups = find_duplicate_groups(frame_table(30), vectors, params)
     by_id = dict(zip(groups["frame_id"], vectors))
     sim_to_rep = [float(by_id[f] @ by_id[g]) for f, g in zip(groups["frame_id"], groups["group_id"])]
     assert min(sim_to_rep) >= 0.95  # every member is near its representative
@@ -60,8 +48,8 @@ def test_a_slow_pan_does_not_chain_into_one_group():
 def test_near_copies_in_different_videos_join_one_group():
     base = _random_unit(4, seed=1)
     copy = _unit([base[2] + 0.01 * _random_unit(1, seed=2)[0]])
-    v1 = _frames(4, "v1")
-    frames = pd.concat([v1, _frames(1, "v2", phash=np.array([v1["phash"][2] ^ 0b111]))], ignore_index=True)
+    v1 = frame_table(4, "v1")
+    frames = pd.concat([v1, frame_table(1, "v2", phash=np.array([v1["phash"][2] ^ 0b111]))], ignore_index=True)
     groups = find_duplicate_groups(frames, np.vstack([base, copy])).set_index("frame_id")
     assert groups.loc["v2/000000", "group_id"] == groups.loc["v1/000002", "group_id"]
     assert "near" in set(groups.loc[["v2/000000", "v1/000002"], "reason"])
@@ -69,7 +57,7 @@ def test_near_copies_in_different_videos_join_one_group():
 
 
 def test_representative_is_the_sharpest_well_exposed_member():
-    frames = _frames(
+    frames = frame_table(
         3, sha=["s", "s", "s"], sharpness=np.array([0.01, 0.5, 0.9]), brightness=np.array([0.5, 0.5, 0.02])
     )
     groups = find_duplicate_groups(frames, _random_unit(3))
@@ -82,14 +70,14 @@ def test_representative_is_the_sharpest_well_exposed_member():
 def test_every_frame_lands_in_exactly_one_group_with_one_representative():
     rng = np.random.default_rng(3)
     n = 200
-    frames = _frames(n, sha=[f"h{h}" for h in rng.integers(0, 150, n)], phash=rng.integers(0, 2**62, n))
+    frames = frame_table(n, sha=[f"h{h}" for h in rng.integers(0, 150, n)], phash=rng.integers(0, 2**62, n))
     groups = find_duplicate_groups(frames, _random_unit(n, seed=4))
     assert groups["frame_id"].is_unique and len(groups) == n
     assert (groups.groupby("group_id")["is_representative"].sum() == 1).all()
 
 
 def test_copies_of_the_last_embedded_frame_reuse_its_vector_and_drift_does_not():
-    frames = _frames(
+    frames = frame_table(
         7,
         sha=["a", "a", "b", "c", "d", "e", "f"],
         phash=np.array([0, 0, 0b1, 0b11, 0b111, 0b1111, -1], dtype=np.int64),
@@ -100,18 +88,18 @@ def test_copies_of_the_last_embedded_frame_reuse_its_vector_and_drift_does_not()
 
 
 def test_reuse_never_crosses_videos():
-    frames = pd.concat([_frames(2, "v1", sha=["s", "s"]), _frames(2, "v2", sha=["s", "s"])], ignore_index=True)
+    frames = pd.concat([frame_table(2, "v1", sha=["s", "s"]), frame_table(2, "v2", sha=["s", "s"])], ignore_index=True)
     assert list(embedding_sources(frames)) == [0, 0, 2, 2]
 
 
 def test_a_new_leader_joins_the_existing_group_whose_representative_it_copies_and_never_chains():
     from curation_assets.core.duplicates import extend_groups, match_to_corpus
 
-    previous = find_duplicate_groups(_frames(2, "old", phash=np.array([0, -1])), _unit([[1, 0, 0], [0, 1, 0]]))
+    previous = find_duplicate_groups(frame_table(2, "old", phash=np.array([0, -1])), _unit([[1, 0, 0], [0, 1, 0]]))
     reps = pd.DataFrame({"frame_id": ["old/000000", "old/000001"], "phash": [0, -1]})
     rep_vectors = _unit([[1, 0, 0], [0, 1, 0]])
     new_vectors = _unit([[1, 0.05, 0], [0.6, 0.8, 0], [0, 0, 1]])  # a copy of rep 0; halfway; something new
-    new = _frames(3, "new", phash=np.array([0b1, 0xFFFF << 20, 0x0F0F0F0F]))
+    new = frame_table(3, "new", phash=np.array([0b1, 0xFFFF << 20, 0x0F0F0F0F]))
     new_groups = find_duplicate_groups(new, new_vectors)
     # the store found every old representative near every new leader
     match, cosine = match_to_corpus(new, new_vectors, reps, rep_vectors, np.array([[0, 1]] * 3))
@@ -127,8 +115,8 @@ def test_a_new_leader_joins_the_existing_group_whose_representative_it_copies_an
 
 
 def test_a_mirrored_copy_in_another_video_is_a_near_copy():
-    a = _frames(1, "v1", phash=np.array([0x0123456789ABCDEF]))
-    b = _frames(2, "v2", phash=np.array([0x7EDCBA9876543210, 0x0F0F0F0F0F0F0F0F]))
+    a = frame_table(1, "v1", phash=np.array([0x0123456789ABCDEF]))
+    b = frame_table(2, "v2", phash=np.array([0x7EDCBA9876543210, 0x0F0F0F0F0F0F0F0F]))
     a["phash_mirror"] = [0x7EDCBA9876543211]  # its mirror image hashes 1 bit from v2's first frame
     b["phash_mirror"] = [0x0123456789ABCDEE, 0x00FF00FF00FF00FF]
     vectors = _unit([[1, 0.1, 0], [1, 0.12, 0], [0, 0, 1]])

@@ -1,8 +1,8 @@
 import numpy as np
-import pandas as pd
 
 from curation_assets.core.duplicates import DuplicateParams, find_duplicate_groups
 from curation_assets.core.neighbors import clustered_knn, knn, knn_graph
+from tests.helpers import frame_table
 
 
 def _clustered(n, dim=32, centres=40, spread=0.3, seed=0):
@@ -61,17 +61,8 @@ def test_duplicate_groups_from_the_clustered_graph_match_the_exact_graph():
     rng = np.random.default_rng(5)
     phash = rng.integers(0, 2**62, len(x))
     phash[copies] = phash[originals] ^ 0b101  # 2 bits apart
-    frames = pd.DataFrame(
-        {
-            "frame_id": [f"v{i:04d}/000000" for i in range(len(x))],
-            "video_id": [f"v{i:04d}" for i in range(len(x))],
-            "frame_index": 0,
-            "sha256": [f"h{i}" for i in range(len(x))],
-            "phash": phash,
-            "sharpness": rng.uniform(0.005, 0.02, len(x)),
-            "brightness": 0.5,
-        }
-    )
+    frames = frame_table(len(x), videos=[f"v{i:04d}" for i in range(len(x))], phash=phash,
+                         sharpness=rng.uniform(0.005, 0.02, len(x)))  # fmt: skip
     exact = find_duplicate_groups(frames, x, DuplicateParams(exact_search_below=10**9))
     clustered = find_duplicate_groups(frames, x, DuplicateParams(exact_search_below=0))
     assert (exact["group_id"].to_numpy() == clustered["group_id"].to_numpy()).all()
