@@ -19,9 +19,9 @@ def object_store(request, tmp_path):
     return ObjectStoreResource(root=f"s3://{bucket}/curation", endpoint_url=endpoint, region_name="us-east-1")
 
 
-def tick(instance, object_store, cursor=None):
+def tick(instance, object_store, cursor=None, sensor=sensors.new_video_sensor):
     with dg.build_sensor_context(instance=instance, cursor=cursor, resources={"object_store": object_store}) as ctx:
-        result = sensors.new_video_sensor(ctx)
+        result = sensor(ctx)
     # build_sensor_context does not apply partition requests; the daemon would
     for request in result.dynamic_partitions_requests or []:
         instance.add_dynamic_partitions(videos.name, list(request.partition_keys))
@@ -57,9 +57,8 @@ def test_a_changed_object_is_ingested_again_into_the_same_partition(instance, ob
     assert instance.get_dynamic_partitions(videos.name) == [video_id_for(SCENE_A.name)]
 
 
-def test_many_objects_are_registered_across_ticks_without_loss(instance, object_store, monkeypatch):
-    monkeypatch.setattr(sensors, "MAX_RUNS_PER_TICK", 4)
-    monkeypatch.setattr(sensors, "LIST_PAGE_SIZE", 3)  # several listing pages per tick
+def test_many_objects_are_registered_across_ticks_without_loss(instance, object_store):
+    sensor = sensors.build_new_video_sensor(max_runs_per_tick=4, page_size=3)  # several listing pages per tick
     landing = object_store.landing_store()
     for i in range(10):
         landing.put_bytes(f"cam-x/{i:03d}.mp4", b"video %d" % i)
@@ -67,7 +66,7 @@ def test_many_objects_are_registered_across_ticks_without_loss(instance, object_
     landing.put_bytes("cam-x/uploading.mp4.part", b"x")
     cursor, seen = None, []
     for _ in range(5):
-        result = tick(instance, object_store, cursor)
+        result = tick(instance, object_store, cursor, sensor)
         assert len(result.run_requests) <= 4
         seen += [r.partition_key for r in result.run_requests]
         cursor = result.cursor

@@ -10,6 +10,7 @@ from curation_assets.defs.audit import dataset_audit
 from curation_assets.defs.curation import duplicate_groups, outliers
 from curation_assets.defs.ingestion import landing_sources
 from curation_assets.defs.jobs import ingest_video_job
+from curation_assets.defs.maps import embedding_map
 from curation_assets.defs.partitions import videos
 from resources import ObjectStoreResource
 
@@ -40,6 +41,8 @@ def plan_ingest(
     max_failed: int | None = MAX_FAILED_ATTEMPTS,
     skip: set[str] = frozenset(),
     log=None,
+    max_runs: int = MAX_RUNS_PER_TICK,
+    page_size: int = LIST_PAGE_SIZE,
 ) -> tuple[list[dg.RunRequest], list[str], dict[str, dict[str, str]]]:
     """What to ingest now: (run requests, new partition keys, the updated cursor).
 
@@ -56,7 +59,7 @@ def plan_ingest(
     done, requested = dict(cursor["done"]), dict(cursor["requested"])
     known = set(instance.get_dynamic_partitions(videos.name))
     requests, new_keys = [], []
-    for source in landing_sources(landing, page_size=LIST_PAGE_SIZE):
+    for source in landing_sources(landing, page_size=page_size):
         if done.get(source.key) == source.fingerprint:
             continue
         source_id = source_id_for(source.key)
@@ -78,7 +81,7 @@ def plan_ingest(
             or requested.get(source.key) == run_key
         ):
             continue
-        if len(requests) >= MAX_RUNS_PER_TICK:
+        if len(requests) >= max_runs:
             break  # the rest on the next tick
         if source_id not in known and source_id not in new_keys:
             new_keys.append(source_id)
@@ -95,29 +98,39 @@ def plan_ingest(
     return requests, new_keys, {"done": done, "requested": requested}
 
 
-@dg.sensor(
-    job=ingest_video_job,
-    minimum_interval_seconds=10,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Registers a partition and requests a run for every new, changed or failed landing source.",
-)
-def new_video_sensor(context: dg.SensorEvaluationContext, object_store: ObjectStoreResource):
-    landing = object_store.landing_store()
-    requests, new_keys, cursor = plan_ingest(
-        context.instance, landing, load_cursor(context.cursor), log=context.log.info
+def build_new_video_sensor(
+    max_runs_per_tick: int = MAX_RUNS_PER_TICK, page_size: int = LIST_PAGE_SIZE
+) -> dg.SensorDefinition:
+    """The landing-zone sensor, requesting at most ``max_runs_per_tick`` runs a tick and
+    listing ``page_size`` objects a page (tests make both small)."""
+
+    @dg.sensor(
+        name="new_video_sensor",
+        job=ingest_video_job,
+        minimum_interval_seconds=10,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Registers a partition and requests a run for every new, changed or failed landing source.",
     )
-    if requests:
-        context.log.info(f"{len(requests)} landing objects to ingest ({len(new_keys)} new partitions)")
-    return dg.SensorResult(
-        run_requests=requests,
-        dynamic_partitions_requests=[videos.build_add_request(new_keys)] if new_keys else [],
-        cursor=json.dumps(cursor, sort_keys=True),
-    )
+    def new_video_sensor(context: dg.SensorEvaluationContext, object_store: ObjectStoreResource):
+        landing = object_store.landing_store()
+        requests, new_keys, cursor = plan_ingest(context.instance, landing, load_cursor(context.cursor),
+                                                 log=context.log.info, max_runs=max_runs_per_tick,
+                                                 page_size=page_size)  # fmt: skip
+        if requests:
+            context.log.info(f"{len(requests)} landing objects to ingest ({len(new_keys)} new partitions)")
+        return dg.SensorResult(
+            run_requests=requests,
+            dynamic_partitions_requests=[videos.build_add_request(new_keys)] if new_keys else [],
+            cursor=json.dumps(cursor, sort_keys=True),
+        )
+
+    return new_video_sensor
 
 
+new_video_sensor = build_new_video_sensor()
 automation_sensor = dg.AutomationConditionSensorDefinition(
     "curation_automation",
-    target=dg.AssetSelection.assets(duplicate_groups, outliers, dataset_audit),
+    target=dg.AssetSelection.assets(duplicate_groups, outliers, embedding_map, dataset_audit),
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=10,  # a new video's groups follow its embeddings within seconds
 )
