@@ -108,6 +108,10 @@ def test_a_second_round_never_reselects_and_excludes_labeled_groups(local_defs, 
     again = headless.run_round(local_defs, instance, "round-0002", budget=50, strategy="random")
     assert again.success
     assert store.read_table(layout.table_key("selected_batch", "round-0002")).equals(batch)
+    # ... also after its labels came back: round-0001 was labeled, re-running it selects its frames again
+    rerun = headless.run_round(local_defs, instance, "round-0001", budget=2, strategy="diversity")
+    assert rerun.success, rerun.error
+    assert store.read_table(layout.table_key("selected_batch", "round-0001")).equals(first)
 
 
 def _materialize_video(resources, instance, video_id, **raw_config):

@@ -56,10 +56,14 @@ class SelectionConfig(dg.Config):
     categories: list[str] = Field(default=list(labels.DEFAULT_CATEGORIES), description="Classes the labelers may use.")
 
 
-def labeled_frame_ids(store: ObjectStore) -> set[str]:
+def labeled_frame_ids(store: ObjectStore, except_round: str | None = None) -> set[str]:
+    """Frames with imported labels, but those of ``except_round`` (a round re-run after its
+    labels came back selects its own frames again, not an empty batch)."""
     if not store.exists(layout.table_key("labeled_set", "frames")):
         return set()
-    return set(store.read_table(layout.table_key("labeled_set", "frames"))["frame_id"])
+    labeled = store.read_table(layout.table_key("labeled_set", "frames"))
+    own = labeled["round"] == except_round if "round" in labeled else False
+    return set(labeled.loc[~own, "frame_id"]) if "round" in labeled else set(labeled["frame_id"])
 
 
 def earlier_selections(store: ObjectStore, round_id: str) -> pd.DataFrame:
@@ -126,7 +130,7 @@ def selected_batch(
     vectors = corpus.vectors[corpus.frames["frame_id"].isin(table["frame_id"]).to_numpy()]
 
     already_labeled = set(table.loc[table["split"] != "", "frame_id"])  # frames of labeled datasets
-    taken = set(earlier_selections(store, round_id)["frame_id"]) | labeled_frame_ids(store) | already_labeled
+    taken = set(earlier_selections(store, round_id)["frame_id"]) | labeled_frame_ids(store, round_id) | already_labeled
     candidates = np.flatnonzero(candidate_mask(table, table, taken))
     budget = resolve_budget(config.budget, config.budget_fraction, len(candidates))
     taken_rows = table["frame_id"].isin(taken).to_numpy()
