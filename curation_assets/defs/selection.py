@@ -62,8 +62,9 @@ def labeled_frame_ids(store: ObjectStore, except_round: str | None = None) -> se
     if not store.exists(layout.table_key("labeled_set", "frames")):
         return set()
     labeled = store.read_table(layout.table_key("labeled_set", "frames"))
-    own = labeled["round"] == except_round if "round" in labeled else False
-    return set(labeled.loc[~own, "frame_id"]) if "round" in labeled else set(labeled["frame_id"])
+    if "round" not in labeled:
+        return set(labeled["frame_id"])
+    return set(labeled.loc[labeled["round"] != except_round, "frame_id"])
 
 
 def earlier_selections(store: ObjectStore, round_id: str) -> pd.DataFrame:
