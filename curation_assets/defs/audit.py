@@ -113,7 +113,7 @@ def dataset_audit(
                                    "images_removed": len(result.cleaning.dropped_images)}  # fmt: skip
             worst += [(source_id, r) for r in result.cleaning.disagreement.head(6).itertuples() if r.variance > 0]
         # the cleaned copy points at the original images in the landing zone, untouched
-        originals = source_frames.assign(uri=[_landing_uri(landing, name) for name in source_frames["source_name"]])
+        originals = source_frames.assign(uri=[landing_uri(landing, name) for name in source_frames["source_name"]])
         written[source_id] = _write_cleaned(store, source_id, originals, result, rule)
 
     everything = pd.concat(reports, ignore_index=True)
@@ -141,7 +141,7 @@ def dataset_audit(
     )
 
 
-def _landing_uri(landing, name: str) -> str:
+def landing_uri(landing, name: str) -> str:
     """Where an image of the dataset lives; "" for a name that is no landing key (a missing or
     hostile ``file_name`` such as ``../../etc/passwd``: that image is already left out)."""
     try:

@@ -16,6 +16,7 @@ from curation_assets.defs import checks
 from curation_assets.defs.curation import ON_NEW_EMBEDDINGS, load_corpus, outliers
 from curation_assets.defs.reports import png_metadata
 from curation_assets.defs.retries import TRANSIENT, transient_only
+from curation_assets.defs.selection import earlier_selections
 from curation_assets.quality import suites
 from resources import EmbedderResource, ExpectationsResource, ObjectStoreResource
 from resources.object_store import ObjectStore
@@ -25,13 +26,11 @@ ASSET = "embedding_map"
 
 def _selection_rounds(store: ObjectStore) -> dict[str, str]:
     """frame_id -> the labeling round that selected it (the first, where several did)."""
-    prefix = layout.table_prefix("selected_batch")
-    rounds = {}
-    for obj in sorted(store.list(prefix), key=lambda o: o.key, reverse=True):
-        if obj.key.endswith(".parquet"):
-            round_id = layout.partition_of(obj.key, "selected_batch")
-            rounds.update(dict.fromkeys(store.read_table(obj.key)["frame_id"], round_id))
-    return rounds
+    batches = earlier_selections(store)
+    if batches.empty:
+        return {}
+    first = batches.sort_values("round").drop_duplicates("frame_id")
+    return dict(zip(first["frame_id"], first["round"]))
 
 
 def panels(frames: pd.DataFrame, groups: pd.DataFrame, scored: pd.DataFrame, rounds: dict[str, str]) -> list:

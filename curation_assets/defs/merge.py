@@ -16,7 +16,7 @@ from curation_assets.core import layout
 from curation_assets.core.datasets import class_balance, merge_sources
 from curation_assets.core.labels import coco_dataset
 from curation_assets.defs import checks
-from curation_assets.defs.audit import dataset_audit
+from curation_assets.defs.audit import dataset_audit, landing_uri
 from curation_assets.defs.retries import TRANSIENT, transient_only
 from curation_assets.defs.versions import content_sha256, publish_dataset_files
 from curation_assets.quality import suites
@@ -72,7 +72,7 @@ def merged_dataset(
     validation = expectations.validate(images[["frame_id", "group_id"]], ASSET, expected, "frame_id")
     results = [checks.from_validation("merged_dataset_accounts_for_everything", validation)]
     landing = object_store.landing_store()
-    images = images.assign(uri=[landing.uri(name) for name in images["source_name"]])
+    images = images.assign(uri=[landing_uri(landing, name) for name in images["source_name"]])
     categories = sorted(merged["category"].unique())
     files = {
         f"{split or 'all'}.json": json.dumps(

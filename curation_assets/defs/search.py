@@ -8,7 +8,7 @@ hits (scores under each) and writes the sheet and the hits to ``reports/search/`
 """
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import dagster as dg
 import pandas as pd
@@ -117,7 +117,7 @@ def search(
             except VectorStoreError as exc:
                 raise SearchError(f"frame {query.frame} has no vector from {model.model} in the store") from exc
             vector = vectors[0]
-            where = Where(**{**where.__dict__, "exclude_frames": [*where.exclude_frames, query.frame]})
+            where = replace(where, exclude_frames=[*where.exclude_frames, query.frame])  # not itself
             query_image = decode_image(store.get_bytes(store.key_for_uri(payloads[0]["uri"])))
         elif query.text:
             vector = model.embed_text([query.text])[0]

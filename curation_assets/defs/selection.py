@@ -67,7 +67,8 @@ def labeled_frame_ids(store: ObjectStore, except_round: str | None = None) -> se
     return set(labeled.loc[labeled["round"] != except_round, "frame_id"])
 
 
-def earlier_selections(store: ObjectStore, round_id: str) -> pd.DataFrame:
+def earlier_selections(store: ObjectStore, round_id: str | None = None) -> pd.DataFrame:
+    """Every published batch but ``round_id``'s (None: every batch), with its ``round`` column."""
     tables = [
         store.read_table(obj.key)
         for obj in store.list(layout.table_prefix(ASSET))
