@@ -12,12 +12,13 @@ from curation_assets.defs.jobs import JOBS
 from curation_assets.defs.labeling import labeled_set
 from curation_assets.defs.maps import embedding_map
 from curation_assets.defs.merge import merged_dataset
+from curation_assets.defs.objects import object_embeddings, object_outliers
 from curation_assets.defs.resources import resources_from_env
 from curation_assets.defs.selection import selected_batch
 from curation_assets.defs.sensors import SENSORS
 
 ASSETS = [raw_frames, frame_embeddings, duplicate_groups, outliers, embedding_map, dataset_audit, merged_dataset,
-          selected_batch, labeled_set]  # fmt: skip
+          object_embeddings, object_outliers, selected_batch, labeled_set]  # fmt: skip
 
 
 def build_defs(resources: dict, executor: dg.ExecutorDefinition | None = None) -> dg.Definitions:

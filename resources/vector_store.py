@@ -402,8 +402,13 @@ class VectorStoreResource(dg.ConfigurableResource):
     collection_prefix: str = "frames"
     lock_timeout_s: float = 120.0
 
-    def collection_for(self, vector_name: str) -> str:
-        return f"{self.collection_prefix}__{vector_name}"
+    def collection_for(self, vector_name: str, items: str = "frames") -> str:
+        """Frames' vectors, or (``items="objects"``) the crops of their boxes, each in their own collection."""
+        return (
+            f"{self.collection_prefix}__{vector_name}"
+            if items == "frames"
+            else f"{self.collection_prefix}-{items}__{vector_name}"
+        )
 
     def describe(self) -> str:
         """Where vectors live, safe to show (never the API key)."""

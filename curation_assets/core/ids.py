@@ -50,3 +50,8 @@ def frame_id_for(video_id: str, frame_index: int) -> str:
 def point_id_for(frame_id: str) -> str:
     """Qdrant point id: uuid5 of the frame id, so re-ingesting a video overwrites its points."""
     return str(uuid.uuid5(POINT_NAMESPACE, frame_id))
+
+
+def object_id_for(frame_id: str, index: int, origin: str = "labels") -> str:
+    """A box's id: its frame, where it came from (labels or predictions), its place in the frame."""
+    return f"{frame_id}/{origin}-{index:03d}"

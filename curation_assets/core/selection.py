@@ -8,7 +8,8 @@ Strategies: ``random`` (the baseline), ``diversity`` (k-center greedy coreset se
 what is already labeled), ``typicality`` (TypiClust: 1 / mean distance to the k nearest
 neighbours), ``uncertainty`` (from a predictions table) and ``hybrid`` (diversity weighted
 by uncertainty: each pick maximises distance x uncertainty, Lightly's product of
-objectives). Balance targets on a metadata column split the budget into quotas, filled as
+objectives); ``object_diversity`` (frames chosen for the boxes they add) lives in
+core.objects. Balance targets on a metadata column split the budget into quotas, filled as
 far as the candidates allow, with the shortfall reported; caps bound a value's share of the
 batch (e.g. the class a model predicts most, so one dominant class cannot fill the round).
 Everything is deterministic given the seed.
@@ -23,7 +24,8 @@ import pandas as pd
 
 from curation_assets.core.neighbors import knn_graph
 
-STRATEGIES = ("random", "diversity", "typicality", "uncertainty", "hybrid")
+STRATEGIES = ("random", "diversity", "typicality", "uncertainty", "hybrid", "object_diversity")
+FRAME_STRATEGIES = STRATEGIES[:-1]  # object_diversity chooses frames by their boxes: core.objects.select_frames
 UNCERTAINTY_MEASURES = ("least_confidence", "margin", "entropy")
 
 
@@ -211,7 +213,7 @@ def select(
         return order, uncertainty_scores[order]
     if strategy == "hybrid":
         return k_center_greedy(vectors, budget, seed, already, weights=uncertainty_scores)
-    raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(FRAME_STRATEGIES)}")
 
 
 def select_balanced(

@@ -45,12 +45,12 @@ def vector_table(frames: pd.DataFrame, vectors: np.ndarray, vector_name: str) ->
     )
 
 
-def vector_summary(table: pd.DataFrame) -> pd.DataFrame:
+def vector_summary(table: pd.DataFrame, id_column: str = "frame_id") -> pd.DataFrame:
     """One row per vector with what the contract bounds: dimension, finiteness, norm."""
     vectors = [np.asarray(v, dtype=np.float64) for v in table["vector"]]
     return pd.DataFrame(
         {
-            "frame_id": table["frame_id"],
+            id_column: table[id_column],
             "dim": [len(v) for v in vectors],
             "finite": [bool(np.isfinite(v).all()) for v in vectors],
             "norm": [float(np.linalg.norm(v)) if np.isfinite(v).all() else np.nan for v in vectors],

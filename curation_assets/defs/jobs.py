@@ -9,6 +9,7 @@ from curation_assets.defs.ingestion import raw_frames
 from curation_assets.defs.labeling import labeled_set
 from curation_assets.defs.maps import embedding_map
 from curation_assets.defs.merge import merged_dataset
+from curation_assets.defs.objects import object_embeddings, object_outliers
 from curation_assets.defs.partitions import labeling_rounds, videos
 from curation_assets.defs.search import search_frames
 from curation_assets.defs.selection import selected_batch
@@ -40,8 +41,23 @@ merge_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(merged_dataset),
     description="Labeled sources as one COCO dataset (config: sources, category_map, name).",
 )
+objects_job = dg.define_asset_job(
+    "curate_objects",
+    selection=dg.AssetSelection.assets(object_embeddings, object_outliers),
+    description="Every labeled or predicted box cropped and embedded; box outliers and duplicates "
+    "(config: predictions).",
+)
 import_labels_job = dg.define_asset_job(
     "import_labels", selection=dg.AssetSelection.assets(labeled_set), description="Import annotations, split, version."
 )
 
-JOBS = [ingest_video_job, curate_job, map_job, merge_job, labeling_round_job, import_labels_job, search_frames]
+JOBS = [
+    ingest_video_job,
+    curate_job,
+    map_job,
+    merge_job,
+    objects_job,
+    labeling_round_job,
+    import_labels_job,
+    search_frames,
+]

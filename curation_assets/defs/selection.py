@@ -8,6 +8,7 @@ import pandas as pd
 from pydantic import Field
 
 from curation_assets.core import labels, layout
+from curation_assets.core.objects import select_frames
 from curation_assets.core.selection import (
     STRATEGIES,
     candidate_mask,
@@ -21,6 +22,7 @@ from curation_assets.core.selection import (
 )
 from curation_assets.defs import checks
 from curation_assets.defs.curation import load_corpus, outliers
+from curation_assets.defs.objects import object_outliers, selectable_objects
 from curation_assets.defs.partitions import labeling_rounds
 from curation_assets.defs.reports import embedding_map_metadata, picture_metadata
 from curation_assets.defs.retries import TRANSIENT, transient_only
@@ -54,6 +56,10 @@ class SelectionConfig(dg.Config):
         description="Largest share of the batch per predicted class, e.g. {bottle: 0.3} (needs predictions).",
     )
     categories: list[str] = Field(default=list(labels.DEFAULT_CATEGORIES), description="Classes the labelers may use.")
+    object_class_strength: float = Field(
+        default=1.0,
+        description="object_diversity: a box counts by its class's rarity ** this (0: classes ignored).",
+    )
 
 
 def labeled_frame_ids(store: ObjectStore, except_round: str | None = None) -> set[str]:
@@ -93,7 +99,7 @@ def shares(values: pd.Series) -> dict[str, float]:
 @dg.asset(
     retry_policy=TRANSIENT,
     partitions_def=labeling_rounds,
-    deps=[outliers],
+    deps=[outliers, object_outliers],  # object_outliers: for strategy object_diversity
     group_name="labeling",
     kinds={"numpy", "json"},
     check_specs=[
@@ -153,9 +159,21 @@ def selected_batch(
             table["predicted_class"] = table["frame_id"].map(classes).fillna("unpredicted")
         balance = table[config.balance_on].astype(str) if config.balance_on else pd.Series("all", index=table.index)
         args = (config.strategy, vectors[candidates])
-        picks, scores, plan = select_balanced(*args, balance.iloc[candidates], budget, config.seed,
-                                              config.balance_targets or None, vectors[taken_rows], u)  # fmt: skip
         expected = budget
+        box_classes = None
+        if config.strategy == "object_diversity":
+            if config.balance_on or config.class_caps:
+                raise ValueError("object_diversity balances box classes itself (object_class_strength); "
+                                 "balance_on and class_caps apply to the frame strategies")  # fmt: skip
+            objects = selectable_objects(store)
+            picks, scores = select_frames(objects, table["frame_id"].to_numpy()[candidates], taken, budget,
+                                          config.seed, config.object_class_strength)  # fmt: skip
+            plan = []
+            box_classes = objects.loc[objects["frame_id"].isin(table["frame_id"].to_numpy()[candidates[picks]]),
+                                      "category"]  # fmt: skip
+        else:
+            picks, scores, plan = select_balanced(*args, balance.iloc[candidates], budget, config.seed,
+                                                  config.balance_targets or None, vectors[taken_rows], u)  # fmt: skip
         if config.class_caps:
             expected = capped_size(table["predicted_class"].iloc[candidates], config.class_caps, budget)
             picks, scores = cap_shares(*args, table["predicted_class"].iloc[candidates], picks, scores,
@@ -214,6 +232,9 @@ def selected_batch(
                 shares(table["predicted_class"].iloc[chosen]) if class_aware else "no predictions"
             ),
             "class_caps": dg.MetadataValue.json(config.class_caps or "none"),
+            "box_class_shares": dg.MetadataValue.json(
+                shares(box_classes) if box_classes is not None else "object_diversity only"
+            ),
             "coverage_radius_before": None if np.isnan(radius_before) else round(radius_before, 4),
             "coverage_radius_after": None if np.isnan(radius_after) else round(radius_after, 4),
             "score_min": round(float(finite.min()), 4) if len(finite) else None,

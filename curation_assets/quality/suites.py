@@ -40,16 +40,29 @@ def frame_table(min_frames: int = 1):
     return suite
 
 
-def vector_summary(expected_rows: int, dim: int):
-    """Over a per-vector summary: frame_id, dim, norm, finite."""
+def vector_summary(expected_rows: int, dim: int, id_column: str = "frame_id"):
+    """Over a per-vector summary: the item's id, dim, norm, finite."""
 
     def suite(gxe):
         return [
             gxe.ExpectTableRowCountToEqual(value=expected_rows),
-            gxe.ExpectColumnValuesToBeUnique(column="frame_id"),
+            gxe.ExpectColumnValuesToBeUnique(column=id_column),
             gxe.ExpectColumnValuesToBeBetween(column="dim", min_value=dim, max_value=dim),
             gxe.ExpectColumnValuesToBeInSet(column="finite", value_set=[True]),
             gxe.ExpectColumnValuesToBeBetween(column="norm", min_value=0.999, max_value=1.001),
+        ]
+
+    return suite
+
+
+def object_outliers(object_ids: list[str]):
+    def suite(gxe):
+        return [
+            gxe.ExpectTableRowCountToEqual(value=len(object_ids)),
+            gxe.ExpectColumnValuesToBeUnique(column="object_id"),
+            gxe.ExpectColumnValuesToBeInSet(column="object_id", value_set=object_ids),
+            gxe.ExpectColumnValuesToBeInSet(column="object_group", value_set=object_ids),
+            gxe.ExpectColumnValuesToNotBeNull(column="reason"),
         ]
 
     return suite

@@ -1,0 +1,296 @@
+"""object_embeddings and object_outliers: every labeled or predicted box as an item of its own."""
+
+import io
+import time
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+from PIL import Image
+from pydantic import Field
+
+from curation_assets.core import layout
+from curation_assets.core.contact_sheet import contact_sheet
+from curation_assets.core.ids import point_id_for
+from curation_assets.core.objects import (
+    OBJECT_COLUMNS,
+    CropParams,
+    ObjectOutlierParams,
+    boxes_table,
+    crop,
+    encoded_crops,
+    object_duplicates,
+)
+from curation_assets.core.objects import object_outliers as score_object_outliers
+from curation_assets.core.progress import Stopwatch
+from curation_assets.defs import checks
+from curation_assets.defs.embedding import vector_summary
+from curation_assets.defs.ingestion import raw_frames
+from curation_assets.defs.reports import png_metadata
+from curation_assets.defs.retries import TRANSIENT, transient_only
+from curation_assets.quality import suites
+from resources import EmbedderResource, ExpectationsResource, ObjectStoreResource, VectorStoreResource
+from resources.object_store import ObjectStore
+
+EMBEDDINGS, OUTLIERS = "object_embeddings", "object_outliers"
+PAYLOAD_COLUMNS = ["object_id", "frame_id", "video_id", "category", "origin"]
+SAME_BOX = ["object_id", "category", "x", "y", "w", "h", "uri"]  # a stored vector is reused while these match
+
+
+class ObjectsConfig(dg.Config):
+    predictions: str = Field(
+        default="",
+        description="Key under the root of a detection predictions table (Parquet/CSV: frame_id, category, "
+        "confidence, x, y, w, h in pixels) whose boxes join the labeled ones; '' = labeled boxes only.",
+    )
+    min_confidence: float = Field(default=0.5, description="Predicted boxes less sure than this are left out.")
+    context: float = Field(default=CropParams.context, description="Margin around each box, as a share of its side.")
+    min_side: int = Field(default=CropParams.min_side, description="Crops are padded to at least this square.")
+
+
+def read_table_file(store: ObjectStore, key: str) -> pd.DataFrame:
+    """A Parquet or CSV table under the root (predictions tables come as either)."""
+    if not store.exists(key):
+        raise dg.Failure(f"no table at {store.uri(key)}", allow_retries=False)
+    return pd.read_csv(io.BytesIO(store.get_bytes(key))) if key.endswith(".csv") else store.read_table(key)
+
+
+def all_boxes(store: ObjectStore, frames: pd.DataFrame, config: ObjectsConfig, params: CropParams) -> pd.DataFrame:
+    """Labeled boxes of every labeled source, then (for frames with no labeled box) the predicted ones."""
+    labeled = store.read_tables(layout.table_prefix("source_labels"))
+    objects = [boxes_table(labeled, frames, "labels", params)] if labeled is not None else []
+    if config.predictions:
+        predicted = read_table_file(store, config.predictions)
+        missing = {"frame_id", "category", "confidence", "x", "y", "w", "h"} - set(predicted.columns)
+        if missing:
+            raise dg.Failure(f"{config.predictions}: predictions need columns {sorted(missing)}", allow_retries=False)
+        predicted = predicted[predicted["confidence"].astype(float) >= config.min_confidence]
+        if objects:
+            predicted = predicted[~predicted["frame_id"].isin(objects[0]["frame_id"])]
+        objects.append(boxes_table(predicted, frames, "predictions", params))
+    objects = [o for o in objects if len(o)]
+    return pd.concat(objects, ignore_index=True) if objects else pd.DataFrame(columns=OBJECT_COLUMNS)
+
+
+def readable_frames(store: ObjectStore) -> pd.DataFrame:
+    frames = store.read_tables(layout.table_prefix("raw_frames"))
+    if frames is None:
+        raise dg.Failure("no published frames yet: materialize raw_frames first", allow_retries=False)
+    return frames[~frames["corrupt"]][["frame_id", "video_id", "uri", "width", "height"]]
+
+
+@dg.asset(
+    retry_policy=TRANSIENT,
+    deps=[raw_frames],
+    group_name="objects",
+    kinds={"pytorch", "qdrant", "parquet"},
+    pool="qdrant",  # the embedded store admits one process at a time
+    check_specs=[
+        checks.blocking(
+            "object_embeddings_vectors_valid",
+            EMBEDDINGS,
+            "one vector per croppable box, configured dimension, finite, unit norm (GX)",
+        ),
+        checks.blocking(
+            "object_embeddings_qdrant_count", EMBEDDINGS, "Qdrant holds exactly one point per croppable box"
+        ),
+    ],
+)
+@transient_only
+def object_embeddings(
+    context: dg.AssetExecutionContext,
+    config: ObjectsConfig,
+    object_store: ObjectStoreResource,
+    vector_store: VectorStoreResource,
+    embedder: EmbedderResource,
+    expectations: ExpectationsResource,
+):
+    """Crop every labeled (and, with ``predictions``, predicted) box from its stored frame and
+    embed it with the frames' model, into its own Qdrant collection (payload: the parent frame,
+    its video, the box's class). Boxes whose crop and model are unchanged keep their vector:
+    a re-run embeds only new or moved boxes. Boxes with no area are kept in the table with the
+    reason, and no vector."""
+    store = object_store.store()
+    params = CropParams(context=config.context, min_side=config.min_side)
+    watch = Stopwatch()
+    frames = readable_frames(store)
+    objects = all_boxes(store, frames, config, params)
+    objects = objects.merge(frames[["frame_id", "uri"]], on="frame_id").sort_values("object_id", ignore_index=True)
+    model = embedder.embedder(load=True)
+    usable = objects[objects["problem"] == ""].reset_index(drop=True)
+
+    earlier = store.read_table(layout.table_key(EMBEDDINGS)) if store.exists(layout.table_key(EMBEDDINGS)) else None
+    vectors = np.zeros((len(usable), model.dim), dtype=np.float32)
+    reuse = np.zeros(len(usable), dtype=bool)
+    if earlier is not None and len(earlier) and (earlier["vector_name"] == model.vector_name).all():
+        known = earlier[earlier["problem"] == ""].set_index(SAME_BOX)["vector"]
+        found = usable.set_index(SAME_BOX).index.isin(known.index)
+        reuse[found] = True
+        if found.any():
+            vectors[found] = np.stack(known.loc[usable.set_index(SAME_BOX).index[found]].to_numpy())
+    todo = usable[~reuse]  # sorted by object id, so a frame's boxes are together: one read each
+
+    uri_of = dict(zip(frames["frame_id"], frames["uri"]))
+
+    def read_frame(frame_id: str) -> Image.Image:
+        return Image.open(io.BytesIO(store.get_bytes(store.key_for_uri(uri_of[frame_id])))).convert("RGB")
+
+    started = time.perf_counter()
+    if len(todo):
+        vectors[todo.index.to_numpy()] = model.embed_encoded(encoded_crops(todo, read_frame, params), watch)
+    embed_s = time.perf_counter() - started
+
+    row_of = dict(zip(usable["object_id"], range(len(usable))))
+    table = objects.copy()  # a broken box keeps its row and reason, with an empty vector
+    table["vector"] = [vectors[row_of[o]] if o in row_of else np.zeros(0, np.float32) for o in table["object_id"]]
+    table["point_id"] = [point_id_for(o) for o in table["object_id"]]
+    table["vector_name"] = model.vector_name
+    collection = vector_store.collection_for(model.vector_name, items="objects")
+    videos = set(table["video_id"]) | (set(earlier["video_id"]) if earlier is not None else set())
+    with watch.stage("vector store"), vector_store.open() as vs:
+        vs.ensure_collection(collection, model.vector_name, model.dim)
+        for video in sorted(videos):  # each video's points become exactly its usable boxes
+            rows = usable.index[usable["video_id"] == video].to_numpy()
+            ids = [point_id_for(o) for o in usable["object_id"].iloc[rows]]
+            payloads = usable.iloc[rows][PAYLOAD_COLUMNS].to_dict("records")
+            vs.replace_video(collection, model.vector_name, video, ids, vectors[rows], payloads)
+        stored = vs.count(collection)
+    with watch.stage("checks"):
+        validation = expectations.validate(
+            vector_summary(usable.assign(vector=list(vectors)), "object_id"),
+            EMBEDDINGS,
+            suites.vector_summary(len(usable), model.dim, "object_id"),
+        )
+    results = [
+        checks.from_validation("object_embeddings_vectors_valid", validation, dim=model.dim),
+        checks.from_assertion(
+            "object_embeddings_qdrant_count",
+            stored == len(usable),
+            qdrant_points=stored,
+            boxes=len(usable),
+            collection=collection,
+        ),  # fmt: skip
+    ]
+    verdict = checks.publish(store, results, EMBEDDINGS, table=table)
+    return dg.MaterializeResult(
+        metadata={
+            "objects": len(objects),
+            "by_origin": dg.MetadataValue.json(objects["origin"].value_counts().to_dict()),
+            "by_class": dg.MetadataValue.json(objects["category"].value_counts().to_dict()),
+            "broken_boxes": int((objects["problem"] != "").sum()),
+            "embedded": len(todo),
+            "reused": int(reuse.sum()),
+            "embed_seconds": round(embed_s, 2),
+            "collection": collection,
+            "vector_name": model.vector_name,
+            "timings": dg.MetadataValue.json(watch.rounded()),
+            "table": dg.MetadataValue.path(store.uri(verdict.key)),
+            "published": verdict.published,
+        },
+        check_results=results,
+    )
+
+
+def selectable_objects(store: ObjectStore) -> pd.DataFrame:
+    """Embedded boxes that may steer a selection: not broken, not flagged by object_outliers."""
+    if not store.exists(layout.table_key(EMBEDDINGS)):
+        raise dg.Failure("object_diversity needs boxes: materialize object_embeddings (job curate_objects) "
+                         "with labeled sources or a predictions table first", allow_retries=False)  # fmt: skip
+    objects = store.read_table(layout.table_key(EMBEDDINGS))
+    objects = objects[objects["problem"] == ""]
+    if store.exists(layout.table_key(OUTLIERS)):
+        flags = store.read_table(layout.table_key(OUTLIERS))
+        objects = objects[~objects["object_id"].isin(flags.loc[flags["is_outlier"], "object_id"])]
+    return objects.reset_index(drop=True)
+
+
+class ObjectOutlierConfig(dg.Config):
+    neighbors: int = Field(default=ObjectOutlierParams.neighbors, description="Crops that vote on what a crop shows.")
+    other_class_share: float = Field(
+        default=ObjectOutlierParams.other_class_share,
+        description="This share of a crop's nearest crops with one other label (none its own): 'looks like'.",
+    )
+    isolation_z: float = Field(
+        default=ObjectOutlierParams.isolation_z, description="Robust z-score of the distance to its own class."
+    )
+    duplicate_cosine: float = Field(
+        default=ObjectOutlierParams.duplicate_cosine, description="Crops this similar (same label): one object."
+    )
+    max_flagged_fraction: float = Field(default=0.1, description="Above this share flagged, a WARN check fails.")
+
+
+def flagged_sheet(store: ObjectStore, table: pd.DataFrame, per_reason: int = 8) -> bytes:
+    """The most certain flags of each reason, cropped from their frames."""
+    rows = []
+    flagged = table[table["is_outlier"]].sort_values("score", ascending=False)
+    for reason, group in flagged.groupby(flagged["reason"].str.split(":").str[0], sort=False):
+        images = []
+        for r in group.head(per_reason).itertuples():
+            image = Image.open(io.BytesIO(store.get_bytes(store.key_for_uri(r.uri)))).convert("RGB")
+            images.append(crop(image, r.x, r.y, max(r.w, 1), max(r.h, 1)) if r.problem == "" else image)
+        rows.append((f"{reason} ({len(group)})", images))
+    return contact_sheet(rows)
+
+
+@dg.asset(
+    deps=[object_embeddings],
+    group_name="objects",
+    kinds={"numpy", "parquet"},
+    check_specs=[
+        checks.blocking(
+            "object_outliers_every_object_scored",
+            OUTLIERS,
+            "one row per box, unique ids, each in one duplicate group (GX)",
+        ),  # fmt: skip
+        checks.warning("object_outliers_flagged_fraction", OUTLIERS, "flagged share under the configured ceiling"),
+    ],
+)
+def object_outliers(
+    context: dg.AssetExecutionContext,
+    config: ObjectOutlierConfig,
+    object_store: ObjectStoreResource,
+    expectations: ExpectationsResource,
+):
+    """Boxes that do not fit their label (their nearest crops carry another class), crops far
+    from their whole class, boxes with no area, and crops of one object seen again."""
+    store = object_store.store()
+    if not store.exists(layout.table_key(EMBEDDINGS)):
+        raise dg.Failure("no object embeddings yet: materialize object_embeddings first", allow_retries=False)
+    objects = store.read_table(layout.table_key(EMBEDDINGS))
+    params = ObjectOutlierParams(neighbors=config.neighbors, other_class_share=config.other_class_share,
+                                 isolation_z=config.isolation_z, duplicate_cosine=config.duplicate_cosine)  # fmt: skip
+    dim = max((len(v) for v in objects["vector"]), default=0)
+    vectors = (
+        np.stack([v if len(v) else np.zeros(dim, np.float32) for v in objects["vector"]]) if len(objects) else None
+    )
+    flags = score_object_outliers(objects, vectors, params)
+    groups = object_duplicates(objects, vectors, params)
+    keep = ["object_id", "frame_id", "video_id", "category", "origin", "x", "y", "w", "h", "problem", "uri"]
+    table = objects[keep].merge(groups, on="object_id").merge(flags, on="object_id")
+    validation = expectations.validate(table, OUTLIERS, suites.object_outliers(list(objects["object_id"])))
+    fraction = float(table["is_outlier"].mean()) if len(table) else 0.0
+    results = [
+        checks.from_validation("object_outliers_every_object_scored", validation, objects=len(table)),
+        checks.from_assertion(
+            "object_outliers_flagged_fraction",
+            fraction <= config.max_flagged_fraction,
+            severity=dg.AssetCheckSeverity.WARN,
+            flagged_fraction=round(fraction, 4),
+            ceiling=config.max_flagged_fraction,
+        ),  # fmt: skip
+    ]
+    verdict = checks.publish(store, results, OUTLIERS, table=table)
+    reasons = table.loc[table["is_outlier"], "reason"].str.split(":").str[0].value_counts().to_dict()
+    return dg.MaterializeResult(
+        metadata={
+            "objects": len(table),
+            "flagged": int(table["is_outlier"].sum()),
+            "flagged_fraction": round(fraction, 4),
+            "reasons": dg.MetadataValue.json(reasons),
+            "duplicate_groups": int(table["is_representative"].sum()),
+            "table": dg.MetadataValue.path(store.uri(verdict.key)),
+            "published": verdict.published,
+            **png_metadata(store, "flagged_objects", flagged_sheet(store, table), f"{OUTLIERS}.png"),
+        },
+        check_results=results,
+    )
