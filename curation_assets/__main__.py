@@ -1,7 +1,8 @@
 """Headless command: run the graph for any landing location and storage root.
 
     python -m curation_assets run --landing PATH_OR_S3_URI --root PATH_OR_S3_URI \\
-        [--select ingest,curate,map,select,label] [--round round-0001 --budget 50 --strategy diversity] \\
+        [--select ingest,curate,objects,map,select,label] [--predictions boxes.parquet] \\
+        [--round round-0001 --budget 50 --strategy diversity|object_diversity|...] \\
         [--summary-json summary.json]
     python -m curation_assets search --image q.jpg | --frame VIDEO/000042 | --text "a forklift" \\
         [--top 20] [--camera cam-a] [--video ID] [--from-s 10 --to-s 60] [--split val] \\
@@ -23,7 +24,7 @@ from pathlib import Path
 
 STARTED = time.perf_counter()  # before the heavy imports: start-up is part of the summary's timings
 
-STAGES = ("ingest", "curate", "map", "select", "label")
+STAGES = ("ingest", "curate", "objects", "map", "select", "label")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -33,6 +34,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     run.add_argument("--landing", help="landing folder or s3:// prefix (default <root>/landing)")
     run.add_argument("--root", help="storage root folder or s3:// prefix (default $CURATION_STORAGE_URI or .curation)")
     run.add_argument("--select", default="ingest,curate", help=f"comma list of {', '.join(STAGES)}")
+    run.add_argument("--predictions", default="", help="for objects: key under the root of a detection "
+                     "predictions table whose boxes join the labeled ones")  # fmt: skip
     run.add_argument("--round", default="round-0001", help="labeling round for --select select")
     run.add_argument("--budget", type=int, default=20)
     run.add_argument("--strategy", default="diversity")
@@ -95,6 +98,9 @@ def run(args: argparse.Namespace) -> int:
         videos = headless.ingest_landing(defs, instance)
     if "curate" in stages:
         outcomes.append(headless.timed_run(defs, instance, "curate", "curate"))
+    if "objects" in stages:
+        config = {"ops": {"object_embeddings": {"config": {"predictions": args.predictions}}}}
+        outcomes.append(headless.timed_run(defs, instance, "objects", "curate_objects", run_config=config))
     if "map" in stages:
         outcomes.append(headless.timed_run(defs, instance, "map", "draw_map"))
     if "select" in stages:

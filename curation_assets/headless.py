@@ -235,6 +235,8 @@ FIGURES = (
     ("duplicate groups", "duplicate_groups", "groups"),
     ("duplicate frames", "duplicate_groups", "duplicate_frames"),
     ("outliers", "outliers", "outliers"),
+    ("boxes", "object_embeddings", "objects"),
+    ("box outliers", "object_outliers", "flagged"),
     ("selected", "selected_batch", "selected"),
     ("labeled frames", "labeled_set", "labeled_frames"),
     ("annotations accepted", "labeled_set", "annotations_accepted"),

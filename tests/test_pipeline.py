@@ -14,6 +14,7 @@ from curation_assets import headless
 from curation_assets.core import layout
 from curation_assets.core.ids import video_id_for
 from curation_assets.definitions import ASSETS, build_defs
+from curation_assets.defs.objects import object_embeddings
 from curation_assets.defs.embedding import frame_embeddings
 from curation_assets.defs.ingestion import raw_frames
 from curation_assets.defs.partitions import videos
@@ -192,6 +193,8 @@ def test_definitions_hold_the_lineage_assets_with_blocking_checks():
         "embedding_map",
         "dataset_audit",
         "merged_dataset",
+        "object_embeddings",
+        "object_outliers",
         "selected_batch",
         "labeled_set",
     }
@@ -202,11 +205,13 @@ def test_definitions_hold_the_lineage_assets_with_blocking_checks():
         "duplicate_groups_cover_frames", "duplicate_groups_one_representative",
         "outliers_every_frame_scored", "outliers_flagged_fraction", "embedding_map_places_frames",
         "dataset_audit_cleaned_is_leak_free", "merged_dataset_accounts_for_everything",
+        "object_embeddings_vectors_valid", "object_embeddings_qdrant_count", "object_outliers_every_object_scored",
+        "object_outliers_flagged_fraction",
         "selected_batch_valid", "selected_batch_exports_valid",
         "labeled_set_annotations_valid", "labeled_set_groups_in_one_split", "labeled_set_labels_consistent",
         "labeled_set_rejections_under_limit",
     }  # fmt: skip
-    assert frame_embeddings.op.pool == "qdrant"  # serialised on the embedded store
+    assert frame_embeddings.op.pool == object_embeddings.op.pool == "qdrant"  # serialised on the embedded store
 
 
 def test_new_embeddings_trigger_duplicates_outliers_and_the_map_once(tmp_path, instance, video_dir):
