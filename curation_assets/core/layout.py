@@ -1,4 +1,4 @@
-"""Where each thing lives under the storage root (see DESIGN.md, Storage)."""
+"""Where each thing lives under the storage root (README.md, Architecture: the storage layout)."""
 
 from __future__ import annotations
 

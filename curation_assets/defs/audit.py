@@ -11,7 +11,7 @@ from curation_assets.core.datasets import SourceAudit, audit_source
 from curation_assets.core.label_cleaning import RULES, CleaningRule
 from curation_assets.core.labels import coco_dataset
 from curation_assets.defs import checks
-from curation_assets.defs.curation import ON_NEW_EMBEDDINGS, outliers
+from curation_assets.defs.curation import ON_NEW_EMBEDDINGS
 from curation_assets.defs.reports import picture_metadata
 from curation_assets.defs.retries import TRANSIENT, transient_only
 from curation_assets.defs.versions import content_sha256, publish_dataset_files
@@ -59,7 +59,7 @@ def findings(report: pd.DataFrame) -> dict[str, int]:
 
 @dg.asset(
     retry_policy=TRANSIENT,
-    deps=[outliers],
+    deps=["raw_frames", "duplicate_groups", "outliers"],  # + raw_frames' source_labels tables
     group_name="curation",
     kinds={"coco", "parquet"},
     automation_condition=ON_NEW_EMBEDDINGS,

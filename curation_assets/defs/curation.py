@@ -14,7 +14,6 @@ from curation_assets.core.duplicates import DuplicateParams, extend_groups, find
 from curation_assets.core.ids import point_id_for
 from curation_assets.core.outliers import REASONS, OutlierParams, corrupt_outliers, score_outliers
 from curation_assets.defs import checks
-from curation_assets.defs.embedding import frame_embeddings
 from curation_assets.defs.reports import largest_groups, outliers_by_reason, picture_metadata
 from curation_assets.defs.retries import TRANSIENT, transient_only
 from curation_assets.quality import suites
@@ -167,7 +166,7 @@ def _extend(store: ObjectStore, vs, collection: str, vector_name: str, new: set[
 
 @dg.asset(
     retry_policy=TRANSIENT,
-    deps=[frame_embeddings],
+    deps=["raw_frames", "frame_embeddings"],
     pool="qdrant",  # new videos are matched through the vector store
     group_name="curation",
     kinds={"numpy", "parquet"},
@@ -275,7 +274,7 @@ class OutlierConfig(dg.Config):
 
 @dg.asset(
     retry_policy=TRANSIENT,
-    deps=[duplicate_groups],
+    deps=["raw_frames", "frame_embeddings", "duplicate_groups"],
     group_name="curation",
     kinds={"numpy", "parquet"},
     automation_condition=ON_NEW_EMBEDDINGS,

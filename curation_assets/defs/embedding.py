@@ -13,7 +13,6 @@ from curation_assets.core.ids import point_id_for
 from curation_assets.core.progress import Progress, Stopwatch
 from curation_assets.defs import checks
 from curation_assets.defs.executors import GPU_TAGS
-from curation_assets.defs.ingestion import raw_frames
 from curation_assets.defs.partitions import videos
 from curation_assets.defs.retries import TRANSIENT, transient_only
 from curation_assets.quality import suites
@@ -61,7 +60,7 @@ def vector_summary(table: pd.DataFrame, id_column: str = "frame_id") -> pd.DataF
 @dg.asset(
     retry_policy=TRANSIENT,
     partitions_def=videos,
-    deps=[raw_frames],
+    deps=["raw_frames"],
     group_name="embedding",
     kinds={"pytorch", "qdrant", "parquet"},
     pool="qdrant",  # the embedded store admits one process at a time

@@ -2,53 +2,46 @@
 
 import dagster as dg
 
-from curation_assets.defs.audit import dataset_audit
-from curation_assets.defs.curation import duplicate_groups, outliers
-from curation_assets.defs.embedding import frame_embeddings
-from curation_assets.defs.ingestion import raw_frames
-from curation_assets.defs.labeling import labeled_set
-from curation_assets.defs.maps import embedding_map
-from curation_assets.defs.merge import merged_dataset
-from curation_assets.defs.objects import object_embeddings, object_outliers
 from curation_assets.defs.partitions import labeling_rounds, videos
 from curation_assets.defs.search import search_frames
-from curation_assets.defs.selection import selected_batch
 
 ingest_video_job = dg.define_asset_job(
     "ingest_video",
-    selection=dg.AssetSelection.assets(raw_frames, frame_embeddings),
+    selection=dg.AssetSelection.assets("raw_frames", "frame_embeddings"),
     partitions_def=videos,
     description="Frames and embeddings for one landing video.",
 )
 curate_job = dg.define_asset_job(
     "curate",
-    selection=dg.AssetSelection.assets(duplicate_groups, outliers, dataset_audit),
+    selection=dg.AssetSelection.assets("duplicate_groups", "outliers", "dataset_audit"),
     description="Duplicates, outliers and labeled-dataset audits over all sources.",
 )
 labeling_round_job = dg.define_asset_job(
     "labeling_round",
-    selection=dg.AssetSelection.assets(selected_batch),
+    selection=dg.AssetSelection.assets("selected_batch"),
     partitions_def=labeling_rounds,
     description="Select and export one labeling round (config: budget, strategy, seed).",
 )
 map_job = dg.define_asset_job(
     "draw_map",
-    selection=dg.AssetSelection.assets(embedding_map),
+    selection=dg.AssetSelection.assets("embedding_map"),
     description="The 2-D embedding map (UMAP), coloured by camera, group size, outlier reason and round.",
 )
 merge_job = dg.define_asset_job(
     "merge_datasets",
-    selection=dg.AssetSelection.assets(merged_dataset),
+    selection=dg.AssetSelection.assets("merged_dataset"),
     description="Labeled sources as one COCO dataset (config: sources, category_map, name).",
 )
 objects_job = dg.define_asset_job(
     "curate_objects",
-    selection=dg.AssetSelection.assets(object_embeddings, object_outliers),
+    selection=dg.AssetSelection.assets("object_embeddings", "object_outliers"),
     description="Every labeled or predicted box cropped and embedded; box outliers and duplicates "
     "(config: predictions).",
 )
 import_labels_job = dg.define_asset_job(
-    "import_labels", selection=dg.AssetSelection.assets(labeled_set), description="Import annotations, split, version."
+    "import_labels",
+    selection=dg.AssetSelection.assets("labeled_set"),
+    description="Import annotations, split, version.",
 )
 
 JOBS = [

@@ -11,7 +11,6 @@ from pydantic import Field
 from curation_assets.core import labels, layout
 from curation_assets.defs import checks
 from curation_assets.defs.retries import TRANSIENT, transient_only
-from curation_assets.defs.selection import selected_batch
 from curation_assets.defs.versions import content_sha256, publish_dataset_files
 from curation_assets.quality import suites
 from resources import ExpectationsResource, ObjectStoreResource
@@ -63,7 +62,7 @@ def previous_splits(store: ObjectStore) -> dict[str, str]:
 
 @dg.asset(
     retry_policy=TRANSIENT,
-    deps=[selected_batch],
+    deps=["selected_batch", "duplicate_groups"],
     group_name="labeling",
     kinds={"coco", "parquet"},
     check_specs=[

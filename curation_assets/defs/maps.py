@@ -13,7 +13,7 @@ import pandas as pd
 from curation_assets.core import layout
 from curation_assets.core.maps import MAX_POINTS, draw_panels, group_size_bins, layout_2d, map_table
 from curation_assets.defs import checks
-from curation_assets.defs.curation import ON_NEW_EMBEDDINGS, load_corpus, outliers
+from curation_assets.defs.curation import ON_NEW_EMBEDDINGS, load_corpus
 from curation_assets.defs.reports import png_metadata
 from curation_assets.defs.retries import TRANSIENT, transient_only
 from curation_assets.defs.selection import earlier_selections
@@ -53,7 +53,7 @@ class MapConfig(dg.Config):
 
 @dg.asset(
     retry_policy=TRANSIENT,
-    deps=[outliers],
+    deps=["raw_frames", "frame_embeddings", "duplicate_groups", "outliers", "selected_batch"],
     group_name="curation",
     kinds={"umap", "parquet"},
     automation_condition=ON_NEW_EMBEDDINGS,

@@ -16,7 +16,7 @@ from curation_assets.core import layout
 from curation_assets.core.datasets import class_balance, merge_sources
 from curation_assets.core.labels import coco_dataset
 from curation_assets.defs import checks
-from curation_assets.defs.audit import dataset_audit, landing_uri
+from curation_assets.defs.audit import landing_uri
 from curation_assets.defs.retries import TRANSIENT, transient_only
 from curation_assets.defs.versions import content_sha256, publish_dataset_files
 from curation_assets.quality import suites
@@ -37,7 +37,7 @@ class MergeConfig(dg.Config):
 
 @dg.asset(
     retry_policy=TRANSIENT,
-    deps=[dataset_audit],
+    deps=["raw_frames", "duplicate_groups", "dataset_audit"],  # + raw_frames' source_labels tables
     group_name="datasets",
     kinds={"coco", "parquet"},
     check_specs=[

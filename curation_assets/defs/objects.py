@@ -25,7 +25,6 @@ from curation_assets.core.objects import object_outliers as score_object_outlier
 from curation_assets.core.progress import Stopwatch
 from curation_assets.defs import checks
 from curation_assets.defs.embedding import vector_summary
-from curation_assets.defs.ingestion import raw_frames
 from curation_assets.defs.reports import png_metadata
 from curation_assets.defs.retries import TRANSIENT, transient_only
 from curation_assets.quality import suites
@@ -81,7 +80,7 @@ def readable_frames(store: ObjectStore) -> pd.DataFrame:
 
 @dg.asset(
     retry_policy=TRANSIENT,
-    deps=[raw_frames],
+    deps=["raw_frames"],  # its frames and its source_labels tables
     group_name="objects",
     kinds={"pytorch", "qdrant", "parquet"},
     pool="qdrant",  # the embedded store admits one process at a time
@@ -233,7 +232,7 @@ def flagged_sheet(store: ObjectStore, table: pd.DataFrame, per_reason: int = 8) 
 
 
 @dg.asset(
-    deps=[object_embeddings],
+    deps=["object_embeddings"],
     group_name="objects",
     kinds={"numpy", "parquet"},
     check_specs=[

@@ -21,8 +21,8 @@ from curation_assets.core.selection import (
     uncertainty,
 )
 from curation_assets.defs import checks
-from curation_assets.defs.curation import load_corpus, outliers
-from curation_assets.defs.objects import object_outliers, selectable_objects
+from curation_assets.defs.curation import load_corpus
+from curation_assets.defs.objects import selectable_objects
 from curation_assets.defs.partitions import labeling_rounds
 from curation_assets.defs.reports import embedding_map_metadata, picture_metadata
 from curation_assets.defs.retries import TRANSIENT, transient_only
@@ -99,7 +99,8 @@ def shares(values: pd.Series) -> dict[str, float]:
 @dg.asset(
     retry_policy=TRANSIENT,
     partitions_def=labeling_rounds,
-    deps=[outliers, object_outliers],  # object_outliers: for strategy object_diversity
+    # what it reads (labeled_set's table too, which cannot be a dep: labeled_set follows it)
+    deps=["raw_frames", "frame_embeddings", "duplicate_groups", "outliers", "object_embeddings", "object_outliers"],
     group_name="labeling",
     kinds={"numpy", "json"},
     check_specs=[

@@ -6,11 +6,8 @@ import json
 import dagster as dg
 
 from curation_assets.core.ids import source_id_for
-from curation_assets.defs.audit import dataset_audit
-from curation_assets.defs.curation import duplicate_groups, outliers
 from curation_assets.defs.ingestion import landing_sources
 from curation_assets.defs.jobs import ingest_video_job
-from curation_assets.defs.maps import embedding_map
 from curation_assets.defs.partitions import videos
 from resources import ObjectStoreResource
 
@@ -130,7 +127,7 @@ def build_new_video_sensor(
 new_video_sensor = build_new_video_sensor()
 automation_sensor = dg.AutomationConditionSensorDefinition(
     "curation_automation",
-    target=dg.AssetSelection.assets(duplicate_groups, outliers, embedding_map, dataset_audit),
+    target=dg.AssetSelection.assets("duplicate_groups", "outliers", "embedding_map", "dataset_audit"),
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=10,  # a new video's groups follow its embeddings within seconds
 )
