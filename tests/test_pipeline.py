@@ -14,9 +14,9 @@ from curation_assets import headless
 from curation_assets.core import layout
 from curation_assets.core.ids import video_id_for
 from curation_assets.definitions import ASSETS, build_defs
-from curation_assets.defs.objects import object_embeddings
 from curation_assets.defs.embedding import frame_embeddings
 from curation_assets.defs.ingestion import raw_frames
+from curation_assets.defs.objects import object_embeddings
 from curation_assets.defs.partitions import videos
 from curation_assets.demo.labeler import annotate_round
 from tests.conftest import SCENE_A, SCENE_B, drop, make_resources

@@ -11,7 +11,7 @@ import dagster as dg
 import pandas as pd
 
 from curation_assets.core import layout
-from curation_assets.quality import Validation
+from resources.expectations import Validation
 from resources.object_store import ObjectStore
 
 
