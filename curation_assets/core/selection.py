@@ -297,3 +297,86 @@ def coverage_radius(vectors: np.ndarray, chosen: np.ndarray) -> float:
     if len(chosen) == 0 or len(vectors) == 0:
         return float("nan")
     return float(_min_distance_to(np.asarray(vectors, dtype=np.float32), chosen).max())
+
+
+@dataclass(frozen=True)
+class RoundSettings:
+    """How one labeling round chooses (the selected_batch config, without the budget)."""
+
+    strategy: str = "diversity"
+    seed: int = 0
+    balance_on: str = ""  # a table column, or "predicted_class"
+    balance_targets: dict[str, float] | None = None
+    class_caps: dict[str, float] | None = None
+    uncertainty_measure: str = "entropy"
+    categories: tuple[str, ...] = ()
+    object_class_strength: float = 1.0
+
+    @property
+    def class_aware(self) -> bool:
+        return bool(self.class_caps) or self.balance_on == "predicted_class"
+
+    def needs_predictions(self) -> str:
+        """What needs a predictions table ("" when nothing does)."""
+        if self.strategy in ("uncertainty", "hybrid"):
+            return f"strategy {self.strategy!r}"
+        return "class-aware selection" if self.class_aware else ""
+
+
+@dataclass(frozen=True)
+class Round:
+    picks: np.ndarray  # rows of the table, in pick order
+    scores: np.ndarray
+    plan: list[Quota]  # the balance quotas (empty for object_diversity)
+    expected: int  # the batch size the round can reach (caps may hold it under the budget)
+    predicted_class: pd.Series | None  # per table row, when class-aware
+    box_classes: pd.Series | None  # the chosen frames' boxes' classes, for object_diversity
+
+
+def choose_round(
+    table: pd.DataFrame,
+    vectors: np.ndarray,
+    candidates: np.ndarray,
+    taken_rows: np.ndarray,
+    budget: int,
+    settings: RoundSettings,
+    predictions: pd.DataFrame | None = None,
+    objects: pd.DataFrame | None = None,
+) -> Round:
+    """One round over ``table`` (a row per frame, ``vectors`` in its order): ``candidates`` are
+    the rows that may be chosen, ``taken_rows`` those selected or labeled before. Raises
+    ValueError (or KeyError for a missing column) for settings the inputs cannot serve."""
+    from curation_assets.core.objects import select_frames
+
+    frame_ids = table["frame_id"].to_numpy()
+    u = None
+    if settings.strategy in ("uncertainty", "hybrid"):
+        per_frame = uncertainty(predictions, settings.uncertainty_measure)
+        u = table["frame_id"].map(per_frame).to_numpy(dtype=float)
+        u = np.where(np.isnan(u), np.nanmedian(u) if np.isfinite(u).any() else 0.5, u)[candidates]
+    classes = None
+    if settings.class_aware:
+        classes = table["frame_id"].map(predicted_classes(predictions, list(settings.categories))).fillna("unpredicted")
+    if settings.strategy == "object_diversity":
+        if settings.balance_on or settings.class_caps:
+            raise ValueError("object_diversity balances box classes itself (object_class_strength); "
+                             "balance_on and class_caps apply to the frame strategies")  # fmt: skip
+        taken = set(frame_ids[taken_rows])
+        local, scores = select_frames(objects, frame_ids[candidates], taken, budget, settings.seed,
+                                      settings.object_class_strength)  # fmt: skip
+        chosen = set(frame_ids[candidates[local]])
+        boxes = objects.loc[objects["frame_id"].isin(chosen), "category"]
+        return Round(candidates[local], scores, [], budget, None, boxes)
+    if settings.balance_on == "predicted_class":
+        balance = classes
+    else:
+        balance = table[settings.balance_on].astype(str) if settings.balance_on else pd.Series("all", index=table.index)
+    args = (settings.strategy, vectors[candidates])
+    local, scores, plan = select_balanced(*args, balance.iloc[candidates], budget, settings.seed,
+                                          settings.balance_targets or None, vectors[taken_rows], u)  # fmt: skip
+    expected = budget
+    if settings.class_caps:
+        expected = capped_size(classes.iloc[candidates], settings.class_caps, budget)
+        local, scores = cap_shares(*args, classes.iloc[candidates], local, scores, settings.class_caps, settings.seed,
+                                   vectors[taken_rows], u)  # fmt: skip
+    return Round(candidates[local], scores, plan, expected, classes, None)

@@ -8,17 +8,13 @@ import pandas as pd
 from pydantic import Field
 
 from curation_assets.core import labels, layout
-from curation_assets.core.objects import select_frames
 from curation_assets.core.selection import (
     STRATEGIES,
+    RoundSettings,
     candidate_mask,
-    cap_shares,
-    capped_size,
+    choose_round,
     coverage_radius,
-    predicted_classes,
     resolve_budget,
-    select_balanced,
-    uncertainty,
 )
 from curation_assets.defs import checks
 from curation_assets.defs.curation import load_corpus
@@ -143,46 +139,20 @@ def selected_batch(
     candidates = np.flatnonzero(candidate_mask(table, table, taken))
     budget = resolve_budget(config.budget, config.budget_fraction, len(candidates))
     taken_rows = table["frame_id"].isin(taken).to_numpy()
-    u = None
-    class_aware = bool(config.class_caps) or config.balance_on == "predicted_class"
-    needs = [why for why, on in (((f"strategy {config.strategy!r}"), config.strategy in ("uncertainty", "hybrid")),
-                                 ("class-aware selection", class_aware)) if on]  # fmt: skip
+    settings = RoundSettings(config.strategy, config.seed, config.balance_on, config.balance_targets or None,
+                             config.class_caps or None, config.uncertainty_measure, tuple(config.categories),
+                             config.object_class_strength)  # fmt: skip
+    needs = settings.needs_predictions()
     if needs and not config.predictions:
-        raise dg.Failure(f"{needs[0]} needs config 'predictions' (a table under the root)", allow_retries=False)
+        raise dg.Failure(f"{needs} needs config 'predictions' (a table under the root)", allow_retries=False)
     predictions = read_predictions(store, config.predictions) if needs else None
+    objects = selectable_objects(store) if config.strategy == "object_diversity" else None
     try:
-        if config.strategy in ("uncertainty", "hybrid"):
-            per_frame = uncertainty(predictions, config.uncertainty_measure)
-            u = table["frame_id"].map(per_frame).to_numpy(dtype=float)
-            u = np.where(np.isnan(u), np.nanmedian(u) if np.isfinite(u).any() else 0.5, u)[candidates]
-        if class_aware:
-            classes = predicted_classes(predictions, config.categories)
-            table["predicted_class"] = table["frame_id"].map(classes).fillna("unpredicted")
-        balance = table[config.balance_on].astype(str) if config.balance_on else pd.Series("all", index=table.index)
-        args = (config.strategy, vectors[candidates])
-        expected = budget
-        box_classes = None
-        if config.strategy == "object_diversity":
-            if config.balance_on or config.class_caps:
-                raise ValueError("object_diversity balances box classes itself (object_class_strength); "
-                                 "balance_on and class_caps apply to the frame strategies")  # fmt: skip
-            objects = selectable_objects(store)
-            picks, scores = select_frames(objects, table["frame_id"].to_numpy()[candidates], taken, budget,
-                                          config.seed, config.object_class_strength)  # fmt: skip
-            plan = []
-            box_classes = objects.loc[objects["frame_id"].isin(table["frame_id"].to_numpy()[candidates[picks]]),
-                                      "category"]  # fmt: skip
-        else:
-            picks, scores, plan = select_balanced(*args, balance.iloc[candidates], budget, config.seed,
-                                                  config.balance_targets or None, vectors[taken_rows], u)  # fmt: skip
-        if config.class_caps:
-            expected = capped_size(table["predicted_class"].iloc[candidates], config.class_caps, budget)
-            picks, scores = cap_shares(*args, table["predicted_class"].iloc[candidates], picks, scores,
-                                       config.class_caps, config.seed, vectors[taken_rows], u)  # fmt: skip
+        picked = choose_round(table, vectors, candidates, taken_rows, budget, settings, predictions, objects)
     except (ValueError, KeyError) as exc:
         raise dg.Failure(f"{type(exc).__name__}: {exc}" if isinstance(exc, KeyError) else str(exc),
                          allow_retries=False) from exc  # fmt: skip
-    chosen = candidates[picks]
+    chosen, scores, plan, expected = picked.picks, picked.scores, picked.plan, picked.expected
     batch = table.iloc[chosen][[*BATCH_COLUMNS, "is_outlier"]].reset_index(drop=True)
     batch = batch.assign(strategy=config.strategy, score=scores, rank=np.arange(1, len(batch) + 1), round=round_id)
 
@@ -230,11 +200,11 @@ def selected_batch(
             ),
             "balance_shortfall": int(sum(max(q.target - q.chosen, 0) for q in plan)),
             "predicted_class_shares": dg.MetadataValue.json(
-                shares(table["predicted_class"].iloc[chosen]) if class_aware else "no predictions"
+                shares(picked.predicted_class.iloc[chosen]) if settings.class_aware else "no predictions"
             ),
             "class_caps": dg.MetadataValue.json(config.class_caps or "none"),
             "box_class_shares": dg.MetadataValue.json(
-                shares(box_classes) if box_classes is not None else "object_diversity only"
+                shares(picked.box_classes) if picked.box_classes is not None else "object_diversity only"
             ),
             "coverage_radius_before": None if np.isnan(radius_before) else round(radius_before, 4),
             "coverage_radius_after": None if np.isnan(radius_after) else round(radius_after, 4),
