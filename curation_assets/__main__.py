@@ -169,7 +169,7 @@ if __name__ == "__main__":
     code = main()
     # Everything is written and closed by now (every write is atomic and complete); skip the
     # interpreter's teardown of GX and Dagster: 2.4 s here, for nothing.
-    from resources.embedder import stop_model_processes
+    from curation_assets.model_process import stop_model_processes
 
     stop_model_processes()
     logging.shutdown()
