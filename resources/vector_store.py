@@ -116,6 +116,11 @@ class VectorStore(ABC):
     @abstractmethod
     def _make_filter(self, must: list | None, must_not: list | None): ...
 
+    def _video_filter(self, video_id: str, keep_ids: Sequence[str] = ()):
+        """The video's points but ``keep_ids`` (point ids), in the store's own filter type."""
+        must_not = [self._condition(("ids", list(keep_ids)))] if keep_ids else None
+        return self._make_filter([self._condition(("any", "video_id", [video_id]))], must_not)
+
     def retrieve(self, collection: str, vector_name: str, ids: Sequence[str]) -> tuple[np.ndarray, list[dict]]:
         """Vectors and payloads of the points ``ids`` (all must exist), in that order."""
         records = self._records(collection, ids)
@@ -210,12 +215,6 @@ class EdgeVectorStore(VectorStore):
             for pid, vec, payload in zip(ids, np.asarray(vectors, dtype=np.float32), payloads)
         ]
         self._shard(collection).update(qe.UpdateOperation.upsert_points(points))
-
-    def _video_filter(self, video_id: str, keep_ids: Sequence[str] = ()):
-        qe = self._qe
-        must = [qe.FieldCondition(key="video_id", match=qe.MatchValue(video_id))]
-        must_not = [qe.HasIdCondition(set(keep_ids))] if keep_ids else None
-        return qe.Filter(must=must, must_not=must_not)
 
     def delete_video(self, collection: str, video_id: str, keep_ids: Sequence[str] = ()) -> None:
         qe = self._qe
@@ -330,13 +329,6 @@ class QdrantClientVectorStore(VectorStore):
             for pid, vec, payload in zip(ids, np.asarray(vectors, dtype=np.float32), payloads)
         ]
         self._call("upsert", self.client.upsert, collection, points=points, wait=True)
-
-    def _video_filter(self, video_id: str, keep_ids: Sequence[str] = ()):
-        m = self.models
-        return m.Filter(
-            must=[m.FieldCondition(key="video_id", match=m.MatchValue(value=video_id))],
-            must_not=[m.HasIdCondition(has_id=list(keep_ids))] if keep_ids else None,
-        )
 
     def delete_video(self, collection: str, video_id: str, keep_ids: Sequence[str] = ()) -> None:
         m = self.models
