@@ -35,13 +35,15 @@ class EmbedderResource(dg.ConfigurableResource):
         default="auto", description="auto (bf16 where the hardware has it), fp32, bf16 (autocast) or fp16 (CUDA)."
     )
     channels_last: bool = True
+    cache_dir: str = Field(default="~/.cache/curation", description="Where s3:// checkpoints are downloaded.")
+    s3_endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint for s3:// checkpoints.")
     process: str = Field(
         default="separate", description="'separate': the model in a process of its own; 'inline': in this one."
     )
 
     def settings(self) -> dict:
         return {k: getattr(self, k) for k in ("model", "pretrained", "seed", "device", "batch_size", "precision",
-                                               "channels_last")}  # fmt: skip
+                                               "channels_last", "cache_dir", "s3_endpoint_url")}  # fmt: skip
 
     def warm_up(self) -> None:
         """Start loading the model now, to overlap whatever the caller does next; a model that

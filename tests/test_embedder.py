@@ -99,6 +99,20 @@ def test_a_checkpoint_that_does_not_fit_names_the_keys(timm_checkpoint, tmp_path
         Embedder("timm:tf_efficientnet_lite0", str(path)).load()
 
 
+def test_an_s3_checkpoint_is_downloaded_once_into_the_configured_cache(timm_checkpoint, s3_endpoint, tmp_path):
+    import boto3
+
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="models")
+    boto3.client("s3", endpoint_url=s3_endpoint).upload_file(str(timm_checkpoint), "models", "lite0/ckpt.pth")
+    settings = {"cache_dir": str(tmp_path / "cache"), "s3_endpoint_url": s3_endpoint}
+    model = Embedder("timm:tf_efficientnet_lite0", "s3://models/lite0/ckpt.pth", **settings)
+    assert model.dim == 1280
+    [cached] = list((tmp_path / "cache" / "checkpoints").rglob("ckpt.pth"))
+    assert cached.read_bytes() == timm_checkpoint.read_bytes()
+    with pytest.raises(EmbedderError, match="could not download checkpoint s3://models/nope.pth"):
+        Embedder("timm:tf_efficientnet_lite0", "s3://models/nope.pth", **settings).load()
+
+
 def test_a_missing_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(EmbedderError, match="checkpoint .*missing.pt does not exist"):
         Embedder("timm:tf_efficientnet_lite0", str(tmp_path / "missing.pt")).load()

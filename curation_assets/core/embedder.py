@@ -62,6 +62,8 @@ class Embedder:
     batch_size: int = DEFAULT_BATCH_SIZE
     precision: str = "auto"  # "auto", "fp32", "bf16" (autocast; CPUs with AVX512-BF16/AMX, CUDA) or "fp16" (CUDA)
     channels_last: bool = True  # convnets on CPU: 1.3-2x the images per second, same vectors
+    cache_dir: str = "~/.cache/curation"  # where s3:// checkpoints are downloaded
+    s3_endpoint_url: str | None = None  # for s3:// checkpoints on MinIO and other S3-compatibles
     precision_min_cosine: float | None = None  # measured against fp32 on the first batch
     _loaded: _Loaded | None = field(default=None, repr=False)
 
@@ -140,15 +142,19 @@ class Embedder:
         import torch
 
         if self.backend == "open_clip":
-            loaded = _open_clip(self.architecture, self.pretrained, self.seed)
+            loaded = _open_clip(self.architecture, self.pretrained, self.seed, self.checkpoint_file)
         elif self.backend == "timm":
-            loaded = _timm(self.architecture, self.pretrained, self.seed)
+            loaded = _timm(self.architecture, self.pretrained, self.seed, self.checkpoint_file)
         else:
             loaded = _packaged(PACKAGED[self.model], self.pretrained, self.seed)
         loaded.module.to(self.resolved_device())
         if self.channels_last:  # weights in the layout the inputs come in
             loaded.module.to(memory_format=torch.channels_last)
         return loaded
+
+    def checkpoint_file(self, uri: str) -> Path:
+        """A checkpoint path as is, or an ``s3://`` URI downloaded once into ``cache_dir``."""
+        return _local_checkpoint(uri, Path(self.cache_dir).expanduser(), self.s3_endpoint_url)
 
     def decode(self, data: bytes) -> Image.Image:
         """Decode a stored JPEG straight at the scale the model needs (libjpeg DCT scaling).
@@ -353,7 +359,7 @@ def _normalizer(mean, std) -> Callable:
     return normalize
 
 
-def _timm(architecture: str, pretrained: str, seed: int) -> _Loaded:
+def _timm(architecture: str, pretrained: str, seed: int, fetch: Callable[[str], Path]) -> _Loaded:
     import timm
     import torch
 
@@ -369,7 +375,7 @@ def _timm(architecture: str, pretrained: str, seed: int) -> _Loaded:
                 f"path or s3:// URI (hub downloads are not used), or 'none' for a seeded random init; "
                 f"{OFFLINE_ADVICE}"
             )
-        path = _local_checkpoint(pretrained)
+        path = fetch(pretrained)
         sha = _sha256(path)
         state = torch.load(path, map_location="cpu", weights_only=True)
         state = state.get("state_dict", state) if isinstance(state, dict) else state
@@ -410,7 +416,7 @@ def _packaged_weights(spec: ModelSpec) -> Path:
     return path
 
 
-def _open_clip(architecture: str, pretrained: str, seed: int) -> _Loaded:
+def _open_clip(architecture: str, pretrained: str, seed: int, fetch: Callable[[str], Path]) -> _Loaded:
     import open_clip
     import torch
 
@@ -421,7 +427,7 @@ def _open_clip(architecture: str, pretrained: str, seed: int) -> _Loaded:
         torch.manual_seed(seed)
         weights = None
     elif _is_checkpoint(pretrained):
-        path = _local_checkpoint(pretrained)
+        path = fetch(pretrained)
         weights, sha = str(path), _sha256(path)
     else:
         tags = open_clip.list_pretrained_tags_by_model(architecture)
@@ -454,14 +460,13 @@ def _open_clip(architecture: str, pretrained: str, seed: int) -> _Loaded:
                    encode_text=encode_text)  # fmt: skip
 
 
-def _local_checkpoint(uri: str) -> Path:
+def _local_checkpoint(uri: str, cache: Path, endpoint_url: str | None) -> Path:
     if not uri.startswith("s3://"):
         path = Path(uri).expanduser()
         if not path.is_file():
             raise EmbedderError(f"checkpoint {uri} does not exist (CURATION_EMBEDDER_PRETRAINED); {OFFLINE_ADVICE}")
         return path
-    cache = Path(os.environ.get("CURATION_CACHE", "~/.cache/curation")).expanduser() / "checkpoints"
-    target = cache / hashlib.sha256(uri.encode()).hexdigest()[:16] / Path(uri).name
+    target = cache / "checkpoints" / hashlib.sha256(uri.encode()).hexdigest()[:16] / Path(uri).name
     if not target.is_file():
         import boto3
 
@@ -469,7 +474,7 @@ def _local_checkpoint(uri: str) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(f".part{os.getpid()}")
         try:
-            client = boto3.client("s3", endpoint_url=os.environ.get("CURATION_S3_ENDPOINT_URL") or None)
+            client = boto3.client("s3", endpoint_url=endpoint_url or None)
             client.download_file(bucket, key, str(tmp))
         except Exception as exc:
             raise EmbedderError(f"could not download checkpoint {uri}: {exc}; {OFFLINE_ADVICE}") from exc

@@ -49,6 +49,8 @@ def resources_from_env(env: Mapping[str, str] = os.environ) -> dict:
             precision=env.get("CURATION_EMBEDDER_PRECISION", "auto"),
             channels_last=env.get("CURATION_EMBEDDER_CHANNELS_LAST", "1") not in ("0", "false"),
             process=env.get("CURATION_EMBEDDER_PROCESS", "separate"),
+            cache_dir=env.get("CURATION_CACHE") or "~/.cache/curation",
+            s3_endpoint_url=env.get("CURATION_S3_ENDPOINT_URL") or None,
         ),
         "expectations": ExpectationsResource(),
     }
