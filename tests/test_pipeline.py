@@ -4,11 +4,14 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+import boto3
 import dagster as dg
 import numpy as np
 import pandas as pd
+import pytest
 
 from curation_assets import headless
 from curation_assets.core import layout
@@ -35,65 +38,104 @@ def run_everything(defs, instance, video_dir):
     return ingested, curate, round_1, labeled
 
 
-def assert_graph_ran(ingested, curate, round_1, labeled, store):
-    good = [video_id_for(SCENE_A.name), video_id_for(SCENE_B.name)]
-    assert all(ingested[v].success for v in good)
-    for outcome in [*(ingested[v] for v in good), curate, round_1, labeled]:
+@dataclass
+class Graph:
+    """One run of the whole graph: every input landed, curated, a round selected and labeled."""
+
+    ingested: dict
+    curate: headless.RunOutcome
+    round_1: headless.RunOutcome
+    labeled: headless.RunOutcome
+    store: object
+
+    @property
+    def good(self) -> list:
+        return [self.ingested[video_id_for(SCENE_A.name)], self.ingested[video_id_for(SCENE_B.name)]]
+
+
+@pytest.fixture(scope="module", params=["local", "s3"])
+def graph(request, tmp_path_factory, video_dir):
+    """The whole graph once per storage: a local folder, then a bucket on moto's S3 server."""
+    tmp = tmp_path_factory.mktemp(request.param)
+    if request.param == "local":
+        resources = make_resources(str(tmp / "root"), tmp / "qdrant")
+    else:
+        endpoint = request.getfixturevalue("s3_endpoint")
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="whole-graph")
+        resources = make_resources("s3://whole-graph/curation", tmp / "qdrant", endpoint)
+    defs = build_defs(resources)
+    with dg.instance_for_test() as instance:
+        yield Graph(*run_everything(defs, instance, video_dir), resources["object_store"].store())
+
+
+def test_every_good_run_succeeds_with_each_stage_s_checks_passed_or_warned(graph):
+    stages = {
+        "curate": (graph.curate, {"duplicate_groups_cover_frames", "duplicate_groups_one_representative",
+                                  "outliers_every_frame_scored", "outliers_flagged_fraction",
+                                  "dataset_audit_cleaned_is_leak_free"}),
+        "round": (graph.round_1, {"selected_batch_valid", "selected_batch_exports_valid"}),
+        "labels": (graph.labeled, {"labeled_set_annotations_valid", "labeled_set_groups_in_one_split",
+                                   "labeled_set_labels_consistent", "labeled_set_rejections_under_limit"}),
+    }  # fmt: skip
+    for outcome in [*graph.good, *(o for o, _ in stages.values())]:
         assert outcome.success, outcome.error
-        assert all(verdict in ("passed", "WARN") for verdict in outcome.checks.values()), outcome.checks
-    assert len(curate.checks) == 5 and len(round_1.checks) == 2 and len(labeled.checks) == 4
+        assert set(outcome.checks.values()) <= {"passed", "WARN"}, outcome.checks
+    for name, (outcome, checks) in stages.items():
+        assert set(outcome.checks) == checks, name
 
-    frames = sum(ingested[v].metadata["raw_frames"]["frames"] for v in good)
-    embedded = sum(ingested[v].metadata["frame_embeddings"]["frames_embedded"] for v in good)
-    reused = sum(ingested[v].metadata["frame_embeddings"]["frames_reused_copies"] for v in good)
-    assert embedded + reused == frames and reused > 0  # static stretches skip CLIP
-    assert frames == 2 * (SCENE_A.duration_s + SCENE_B.duration_s)  # 2 fps sampling
-    groups = curate.metadata["duplicate_groups"]
-    assert groups["frames"] == frames and 1 < groups["groups"] < frames  # static stretches collapse
-    assert curate.metadata["outliers"]["flag_dark"] >= 1  # the lights-off stretch
 
+def test_frames_are_sampled_at_2_fps_and_static_stretches_reuse_a_vector(graph):
+    frames = sum(o.metadata["raw_frames"]["frames"] for o in graph.good)
+    embedded = sum(o.metadata["frame_embeddings"]["frames_embedded"] for o in graph.good)
+    reused = sum(o.metadata["frame_embeddings"]["frames_reused_copies"] for o in graph.good)
+    assert frames == 2 * (SCENE_A.duration_s + SCENE_B.duration_s)
+    assert embedded + reused == frames and reused > 0
+
+
+def test_static_stretches_collapse_into_groups_and_the_lights_off_stretch_is_dark(graph):
+    frames = sum(o.metadata["raw_frames"]["frames"] for o in graph.good)
+    groups = graph.curate.metadata["duplicate_groups"]
+    assert groups["frames"] == frames and 1 < groups["groups"] < frames
+    assert graph.curate.metadata["outliers"]["flag_dark"] >= 1
+
+
+def test_groups_outliers_and_the_batch_come_with_pictures_inline_and_full_size(graph):
     for asset, picture in [("duplicate_groups", "largest_groups"), ("outliers", "outliers_by_reason")]:
-        preview = curate.metadata[asset][f"{picture}_preview"]
+        preview = graph.curate.metadata[asset][f"{picture}_preview"]
         assert preview.startswith(f"![{picture}](data:image/png;base64,") and len(preview) < 1_000_000
-        png = store.get_bytes(layout.report_key(f"{picture}.png"))
-        assert png.startswith(b"\x89PNG")
-    assert store.get_bytes(layout.report_key("selected_batch/round-0001.png")).startswith(b"\x89PNG")
+        assert graph.store.get_bytes(layout.report_key(f"{picture}.png")).startswith(b"\x89PNG")
+    assert graph.store.get_bytes(layout.report_key("selected_batch/round-0001.png")).startswith(b"\x89PNG")
 
-    batch = store.read_table(layout.table_key("selected_batch", "round-0001"))
+
+def test_the_batch_is_one_frame_per_group_no_outlier_and_its_manifest_names_stored_frames(graph):
+    batch = graph.store.read_table(layout.table_key("selected_batch", "round-0001"))
     assert len(batch) == 2 and batch["group_id"].is_unique and not batch["is_outlier"].any()
-    manifest = store.get_bytes(layout.export_key("round-0001", "manifest.jsonl")).decode().splitlines()
+    manifest = graph.store.get_bytes(layout.export_key("round-0001", "manifest.jsonl")).decode().splitlines()
     assert sorted(json.loads(line)["source-ref"] for line in manifest) == sorted(batch["uri"])
-    assert all(store.exists(store.key_for_uri(uri)) for uri in batch["uri"])
+    assert all(graph.store.exists(graph.store.key_for_uri(uri)) for uri in batch["uri"])
 
-    dataset = json.loads(store.get_bytes(layout.dataset_key("v0001", "manifest.json")))
+
+def test_the_dataset_version_holds_the_labeled_frames_and_rejects_the_labelers_mistakes(graph):
+    dataset = json.loads(graph.store.get_bytes(layout.dataset_key("v0001", "manifest.json")))
+    labeled = graph.labeled.metadata["labeled_set"]
     assert dataset["rounds"] == ["round-0001"]
-    assert sum(c["images"] for c in dataset["counts"].values()) == labeled.metadata["labeled_set"]["labeled_frames"]
-    assert labeled.metadata["labeled_set"]["annotations_rejected"] == 2  # the labelers' deliberate mistakes
+    assert sum(c["images"] for c in dataset["counts"].values()) == labeled["labeled_frames"]
+    assert labeled["annotations_rejected"] == 2  # the demo labelers' deliberate mistakes
 
 
-def assert_bad_inputs_failed_alone(ingested):
-    broken, notes = ingested[video_id_for("cam-b/broken.mp4")], ingested[video_id_for("cam-a/notes.txt")]
+def test_bad_inputs_fail_alone_naming_the_file_and_leave_nothing_behind(graph):
+    broken, notes = graph.ingested[video_id_for("cam-b/broken.mp4")], graph.ingested[video_id_for("cam-a/notes.txt")]
     assert not broken.success and "landing/cam-b/broken.mp4: not a readable video" in broken.error
     assert not notes.success and "landing/cam-a/notes.txt: not a readable video" in notes.error
+    assert not graph.store.exists(layout.table_key("raw_frames", video_id_for("cam-b/broken.mp4")))
+    assert list(graph.store.list(f"frames/{video_id_for('cam-b/broken.mp4')}")) == []
 
 
-def test_whole_graph_on_local_storage(local_defs, instance, video_dir):
-    ingested, curate, round_1, labeled = run_everything(local_defs, instance, video_dir)
-    store = local_defs.resources["object_store"].store()
-    assert_graph_ran(ingested, curate, round_1, labeled, store)
-    assert_bad_inputs_failed_alone(ingested)
-    assert not store.exists(layout.table_key("raw_frames", video_id_for("cam-b/broken.mp4")))
-    assert list(store.list(f"frames/{video_id_for('cam-b/broken.mp4')}")) == []
-
-
-def test_whole_graph_on_s3(s3_endpoint, s3_bucket, tmp_path, instance, video_dir):
-    defs = build_defs(make_resources(f"s3://{s3_bucket}/curation", tmp_path / "qdrant", s3_endpoint))
-    ingested, curate, round_1, labeled = run_everything(defs, instance, video_dir)
-    store = defs.resources["object_store"].store()
-    assert_graph_ran(ingested, curate, round_1, labeled, store)
-    assert_bad_inputs_failed_alone(ingested)
-    assert store.uri("x").startswith(f"s3://{s3_bucket}/curation/")
-    assert any(o.key.startswith("frames/") for o in store.list("frames"))
+def test_everything_lives_under_the_storage_root(graph):
+    keys = [o.key for o in graph.store.list("")]
+    assert any(k.startswith("frames/") for k in keys) and any(k.startswith("tables/") for k in keys)
+    assert all(k.split("/", 1)[0] in {"landing", "frames", "tables", "exports", "datasets", "reports", "annotations"}
+               for k in keys), sorted({k.split("/", 1)[0] for k in keys})  # fmt: skip
 
 
 def test_a_second_round_never_reselects_and_excludes_labeled_groups(local_defs, instance, video_dir):

@@ -59,7 +59,7 @@ def findings(report: pd.DataFrame) -> dict[str, int]:
 
 @dg.asset(
     retry_policy=TRANSIENT,
-    deps=["raw_frames", "duplicate_groups", "outliers"],  # + raw_frames' source_labels tables
+    deps=["outliers"],  # and its ancestors (raw_frames with its source_labels tables, duplicate_groups)
     group_name="curation",
     kinds={"coco", "parquet"},
     automation_condition=ON_NEW_EMBEDDINGS,

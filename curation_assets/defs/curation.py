@@ -22,7 +22,9 @@ from resources.object_store import ObjectStore
 from resources.vector_store import Where
 
 # Re-run when any video's embeddings land, not on a timer; wait while some are in flight.
-# (eager() would wait forever for a video that failed and never materialised.)
+# (eager() would wait forever for a video that failed and never materialised.) The assets it
+# drives declare the step before them only, so a new video refreshes them in one run in
+# order; the tables they read further up (raw_frames, frame_embeddings) are their ancestors.
 ON_NEW_EMBEDDINGS = (
     dg.AutomationCondition.any_deps_updated().since_last_handled()
     & ~dg.AutomationCondition.any_deps_in_progress()
@@ -166,7 +168,7 @@ def _extend(store: ObjectStore, vs, collection: str, vector_name: str, new: set[
 
 @dg.asset(
     retry_policy=TRANSIENT,
-    deps=["raw_frames", "frame_embeddings"],
+    deps=["frame_embeddings"],  # and its ancestor raw_frames
     pool="qdrant",  # new videos are matched through the vector store
     group_name="curation",
     kinds={"numpy", "parquet"},
@@ -274,7 +276,7 @@ class OutlierConfig(dg.Config):
 
 @dg.asset(
     retry_policy=TRANSIENT,
-    deps=["raw_frames", "frame_embeddings", "duplicate_groups"],
+    deps=["duplicate_groups"],  # and its ancestors raw_frames, frame_embeddings
     group_name="curation",
     kinds={"numpy", "parquet"},
     automation_condition=ON_NEW_EMBEDDINGS,

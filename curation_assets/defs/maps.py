@@ -53,7 +53,7 @@ class MapConfig(dg.Config):
 
 @dg.asset(
     retry_policy=TRANSIENT,
-    deps=["raw_frames", "frame_embeddings", "duplicate_groups", "outliers", "selected_batch"],
+    deps=["outliers", "selected_batch"],  # and their ancestors; a new round redraws the map
     group_name="curation",
     kinds={"umap", "parquet"},
     automation_condition=ON_NEW_EMBEDDINGS,
