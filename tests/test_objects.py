@@ -219,6 +219,23 @@ def test_a_moved_box_is_embedded_again_and_nothing_else(street):
         _curate_objects(defs, instance)
 
 
+def test_boxes_imported_from_a_labeling_round_replace_the_predictions_of_their_frame(street):
+    defs, instance, resources, frame_of = street
+    store = resources["object_store"].store()
+    imported = layout.table_key("labeled_set", "annotations")
+    box = {"frame_id": frame_of["f02.jpg"], "category": "person", "x": 10.0, "y": 10.0, "w": 90.0, "h": 90.0}
+    store.write_table(imported, pd.DataFrame([box]))  # what labeled_set publishes
+    try:
+        _curate_objects(defs, instance)
+        table = store.read_table(layout.table_key("object_embeddings"))
+        mine = table[table["frame_id"] == frame_of["f02.jpg"]]
+        assert list(mine["origin"]) == ["labeled_set"] and list(mine["category"]) == ["person"]
+        assert (table["origin"] == "predictions").sum() == 14  # the other frames' boxes
+    finally:
+        store.delete(imported)
+        _curate_objects(defs, instance)
+
+
 def test_object_outliers_flag_the_broken_box_and_group_every_box(street):
     defs, instance, resources, _ = street
     result = _curate_objects(defs, instance)

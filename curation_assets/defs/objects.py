@@ -55,19 +55,24 @@ def read_table_file(store: ObjectStore, key: str) -> pd.DataFrame:
 
 
 def all_boxes(store: ObjectStore, frames: pd.DataFrame, config: ObjectsConfig, params: CropParams) -> pd.DataFrame:
-    """Labeled boxes of every labeled source, then (for frames with no labeled box) the predicted ones."""
-    labeled = store.read_tables(layout.table_prefix("source_labels"))
-    objects = [boxes_table(labeled, frames, "labels", params)] if labeled is not None else []
+    """Every box, one source per frame: a labeled dataset's own labels, else the labels imported
+    from our labeling rounds (labeled_set), else (with ``predictions``) a model's boxes."""
+    sources = [("labels", store.read_tables(layout.table_prefix("source_labels")))]
+    imported = layout.table_key("labeled_set", "annotations")
+    sources.append(("labeled_set", store.read_table(imported) if store.exists(imported) else None))
     if config.predictions:
         predicted = read_table_file(store, config.predictions)
         missing = {"frame_id", "category", "confidence", "x", "y", "w", "h"} - set(predicted.columns)
         if missing:
             raise dg.Failure(f"{config.predictions}: predictions need columns {sorted(missing)}", allow_retries=False)
-        predicted = predicted[predicted["confidence"].astype(float) >= config.min_confidence]
-        if objects:
-            predicted = predicted[~predicted["frame_id"].isin(objects[0]["frame_id"])]
-        objects.append(boxes_table(predicted, frames, "predictions", params))
-    objects = [o for o in objects if len(o)]
+        sources.append(("predictions", predicted[predicted["confidence"].astype(float) >= config.min_confidence]))
+    objects, boxed = [], set()
+    for origin, boxes in sources:
+        if boxes is None or boxes.empty:
+            continue
+        table = boxes_table(boxes[~boxes["frame_id"].isin(boxed)], frames, origin, params)
+        boxed |= set(table["frame_id"])
+        objects.append(table)
     return pd.concat(objects, ignore_index=True) if objects else pd.DataFrame(columns=OBJECT_COLUMNS)
 
 
@@ -80,7 +85,9 @@ def readable_frames(store: ObjectStore) -> pd.DataFrame:
 
 @dg.asset(
     retry_policy=TRANSIENT,
-    deps=["raw_frames"],  # its frames and its source_labels tables
+    # its frames and source_labels tables; it reads labeled_set's boxes too, which cannot be a dep
+    # (labeled_set follows selected_batch, which follows this asset: a cycle)
+    deps=["raw_frames"],
     group_name="objects",
     kinds={"pytorch", "qdrant", "parquet"},
     pool="qdrant",  # the embedded store admits one process at a time
@@ -104,11 +111,12 @@ def object_embeddings(
     embedder: EmbedderResource,
     expectations: ExpectationsResource,
 ):
-    """Crop every labeled (and, with ``predictions``, predicted) box from its stored frame and
-    embed it with the frames' model, into its own Qdrant collection (payload: the parent frame,
-    its video, the box's class). Boxes whose crop and model are unchanged keep their vector:
-    a re-run embeds only new or moved boxes. Boxes with no area are kept in the table with the
-    reason, and no vector."""
+    """Crop every labeled box (a labeled dataset's, or imported from our labeling rounds) and,
+    with ``predictions``, every predicted box from its stored frame, and embed it with the
+    frames' model into its own Qdrant collection (payload: the parent frame, its video, the
+    box's class). Boxes whose crop and model are unchanged keep their vector: a re-run embeds
+    only new or moved boxes. Boxes with no area are kept in the table with the reason, and no
+    vector."""
     store = object_store.store()
     params = CropParams(context=config.context, min_side=config.min_side)
     watch = Stopwatch()
