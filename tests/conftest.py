@@ -16,6 +16,16 @@ from curation_assets.demo.scenes import Event, Scene, write_corrupt_video, write
 from curation_assets.topology import free_port  # noqa: E402
 from resources import EmbedderResource, ExpectationsResource, ObjectStoreResource, VectorStoreResource  # noqa: E402
 
+# The files that take minutes (mostly waiting on servers) start first, so the two workers of
+# `make test` (a file each, `--dist loadfile`) finish together instead of one waiting on the other.
+SLOW_FIRST = ("test_topology.py", "test_reliability.py", "test_ui_browser.py")
+
+
+def pytest_collection_modifyitems(items):
+    order = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: order.get(item.path.name, len(SLOW_FIRST)))  # stable: files stay whole
+
+
 # Small scenes: seconds, not minutes, of video; the same generator as the demo.
 SMALL = {"width": 160, "height": 120, "fps": 5}
 SCENE_A = Scene(
