@@ -2,7 +2,7 @@
 
 A detection set's value is in its boxes, not its frames: a street scene with one rare
 cyclist among twenty cars is worth labeling for the cyclist. Boxes come from labels (a
-labeled dataset's ``source_labels``) or from a model's predictions. Each box is cropped
+labeled dataset's, or those imported from a labeling round) or from a model's predictions. Each box is cropped
 from its stored frame with a little context, padded to a square (the embedder squashes
 its input to a square: padding keeps a tall box's shape) of at least ``min_side`` pixels
 (a tiny box is not blown up into blur), and embedded by the frames' own model.
@@ -26,19 +26,8 @@ from curation_assets.core.frames import encode_jpeg
 from curation_assets.core.ids import object_id_for
 from curation_assets.core.neighbors import knn_graph
 
-OBJECT_COLUMNS = [
-    "object_id",
-    "frame_id",
-    "video_id",
-    "category",
-    "origin",
-    "confidence",
-    "x",
-    "y",
-    "w",
-    "h",
-    "problem",
-]
+OBJECT_COLUMNS = ["object_id", "frame_id", "video_id", "category", "origin", "confidence", "x", "y", "w", "h",
+                  "problem"]  # fmt: skip
 BOX_COLUMNS = ["x", "y", "w", "h"]
 BROKEN_SCORE = 10.0  # above any other reason's score: broken boxes sort first
 
