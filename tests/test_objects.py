@@ -245,6 +245,9 @@ def test_object_outliers_flag_the_broken_box_and_group_every_box(street):
     broken = table[table["problem"] != ""]
     assert len(broken) == 1 and broken["is_outlier"].all() and broken["reason"].iloc[0].startswith("broken box")
     assert meta["reasons"].get("broken box", 0) == 1
+    assert meta["flagged_objects_preview"].startswith("![flagged_objects](data:image/png;base64,")
+    sheet = resources["object_store"].store().get_bytes(layout.report_key("object_outliers.png"))
+    assert Image.open(io.BytesIO(sheet)).size[0] > 400
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks["object_outliers_every_object_scored"] and checks["object_embeddings_qdrant_count"]
 

@@ -10,7 +10,7 @@ from PIL import Image
 from pydantic import Field
 
 from curation_assets.core import layout
-from curation_assets.core.contact_sheet import contact_sheet
+from curation_assets.core.contact_sheet import captioned_sheet
 from curation_assets.core.ids import point_id_for
 from curation_assets.core.objects import (
     OBJECT_COLUMNS,
@@ -226,17 +226,21 @@ class ObjectOutlierConfig(dg.Config):
     max_flagged_fraction: float = Field(default=0.1, description="Above this share flagged, a WARN check fails.")
 
 
-def flagged_sheet(store: ObjectStore, table: pd.DataFrame, per_reason: int = 8) -> bytes:
-    """The most certain flags of each reason, cropped from their frames."""
-    rows = []
+def flagged_sheet(store: ObjectStore, table: pd.DataFrame, per_reason: int = 6) -> bytes:
+    """The most certain flags of each reason, cropped from their frames, each with its label
+    and why (a broken box shows its whole frame)."""
     flagged = table[table["is_outlier"]].sort_values("score", ascending=False)
-    for reason, group in flagged.groupby(flagged["reason"].str.split(":").str[0], sort=False):
-        images = []
-        for r in group.head(per_reason).itertuples():
-            image = Image.open(io.BytesIO(store.get_bytes(store.key_for_uri(r.uri)))).convert("RGB")
-            images.append(crop(image, r.x, r.y, max(r.w, 1), max(r.h, 1)) if r.problem == "" else image)
-        rows.append((f"{reason} ({len(group)})", images))
-    return contact_sheet(rows)
+    kind = flagged["reason"].str.split(":").str[0].str.split(" in ").str[0].str.split(" like ").str[0]
+    shown = flagged.groupby(kind, sort=False).head(per_reason)
+    tiles = []
+    for r in shown.itertuples():
+        image = Image.open(io.BytesIO(store.get_bytes(store.key_for_uri(r.uri)))).convert("RGB")
+        if r.problem:  # the whole frame: a broken box has nothing to crop
+            tiles.append((image, f"{r.category}\nbroken box"))
+        else:
+            tiles.append((crop(image, r.x, r.y, r.w, r.h), f"{r.category}\n{r.reason}"))
+    title = f"{len(flagged)} of {len(table)} boxes flagged (label, then why); the most certain of each kind"
+    return captioned_sheet(title, None, tiles)
 
 
 @dg.asset(
