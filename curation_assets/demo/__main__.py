@@ -62,10 +62,11 @@ def main() -> int:
     if round_.success and store.exists(f"exports/{ROUND}/coco_images.json"):
         annotate_round(store, ROUND)
     labeled = headless.outcome("import_labels", headless.run_job(defs, instance, "import_labels"))
+    objects = headless.outcome("objects", headless.run_job(defs, instance, "curate_objects"))  # the labeled boxes
     mapped = headless.outcome("map", headless.run_job(defs, instance, "draw_map"))  # coloured by round too
     elapsed = time.perf_counter() - started
 
-    summary = headless.summarize(videos, [curate, round_, labeled, mapped], elapsed)
+    summary = headless.summarize(videos, [curate, round_, labeled, objects, mapped], elapsed)
     print(headless.format_summary(summary))
     expected_failures = {video_id_for(CORRUPT_VIDEO), video_id_for(NOT_A_VIDEO)}
     bad = [v for v in videos if not v.success and v.name not in expected_failures]
