@@ -96,7 +96,9 @@ class ObjectStore(ABC):
         return self.put_bytes(key, buf.getvalue())
 
     def read_table(self, key: str) -> pd.DataFrame:
-        return pd.read_parquet(io.BytesIO(self.get_bytes(key)))
+        """A Parquet table, or CSV when the key ends in ``.csv`` (tables users bring, e.g. predictions)."""
+        data = io.BytesIO(self.get_bytes(key))
+        return pd.read_csv(data) if key.endswith(".csv") else pd.read_parquet(data)
 
     def read_tables(self, prefix: str, keep: Callable[[str], bool] | None = None) -> pd.DataFrame | None:
         """Concatenate every Parquet table under ``prefix`` whose key ``keep`` accepts (default

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from curation_assets.core.neighbors import knn_graph
+from curation_assets.core.objects import select_frames
 
 STRATEGIES = ("random", "diversity", "typicality", "uncertainty", "hybrid", "object_diversity")
 FRAME_STRATEGIES = STRATEGIES[:-1]  # object_diversity chooses frames by their boxes: core.objects.select_frames
@@ -346,8 +347,6 @@ def choose_round(
     """One round over ``table`` (a row per frame, ``vectors`` in its order): ``candidates`` are
     the rows that may be chosen, ``taken_rows`` those selected or labeled before. Raises
     ValueError (or KeyError for a missing column) for settings the inputs cannot serve."""
-    from curation_assets.core.objects import select_frames
-
     frame_ids = table["frame_id"].to_numpy()
     u = None
     if settings.strategy in ("uncertainty", "hybrid"):

@@ -57,6 +57,24 @@ def vector_summary(table: pd.DataFrame, id_column: str = "frame_id") -> pd.DataF
     )
 
 
+def vector_checks(expectations, asset: str, table: pd.DataFrame, dim: int, stored: int, collection: str,
+                  items: str, id_column: str = "frame_id") -> list[dg.AssetCheckResult]:  # fmt: skip
+    """The two checks of an asset that writes vectors: one valid vector per row of ``table``
+    (GX), and Qdrant holding exactly one point per row (``items`` names the rows in metadata)."""
+    summary = vector_summary(table, id_column)
+    validation = expectations.validate(summary, asset, suites.vector_summary(len(table), dim, id_column))
+    return [
+        checks.from_validation(f"{asset}_vectors_valid", validation, dim=dim),
+        checks.from_assertion(
+            f"{asset}_qdrant_count",
+            stored == len(table),
+            qdrant_points=stored,
+            collection=collection,
+            **{items: len(table)},
+        ),  # fmt: skip
+    ]
+
+
 @dg.asset(
     retry_policy=TRANSIENT,
     partitions_def=videos,
@@ -126,19 +144,7 @@ def frame_embeddings(
     upsert_s = time.perf_counter() - started - embed_s
 
     with watch.stage("checks"):
-        validation = expectations.validate(
-            vector_summary(table), "frame_embeddings", suites.vector_summary(len(frames), model.dim)
-        )
-    results = [
-        checks.from_validation("frame_embeddings_vectors_valid", validation, dim=model.dim),
-        checks.from_assertion(
-            "frame_embeddings_qdrant_count",
-            stored == len(frames),
-            qdrant_points=stored,
-            frames=len(frames),
-            collection=collection,
-        ),
-    ]
+        results = vector_checks(expectations, ASSET, table, model.dim, stored, collection, "frames")
     with watch.stage("write table"):
         verdict = checks.publish(store, results, ASSET, video_id, table)
     return dg.MaterializeResult(

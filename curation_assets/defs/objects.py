@@ -24,7 +24,7 @@ from curation_assets.core.objects import (
 from curation_assets.core.objects import object_outliers as score_object_outliers
 from curation_assets.core.progress import Stopwatch
 from curation_assets.defs import checks
-from curation_assets.defs.embedding import vector_summary
+from curation_assets.defs.embedding import vector_checks
 from curation_assets.defs.reports import png_metadata
 from curation_assets.defs.retries import TRANSIENT, transient_only
 from curation_assets.quality import suites
@@ -47,13 +47,6 @@ class ObjectsConfig(dg.Config):
     min_side: int = Field(default=CropParams.min_side, description="Crops are padded to at least this square.")
 
 
-def read_table_file(store: ObjectStore, key: str) -> pd.DataFrame:
-    """A Parquet or CSV table under the root (predictions tables come as either)."""
-    if not store.exists(key):
-        raise dg.Failure(f"no table at {store.uri(key)}", allow_retries=False)
-    return pd.read_csv(io.BytesIO(store.get_bytes(key))) if key.endswith(".csv") else store.read_table(key)
-
-
 def all_boxes(store: ObjectStore, frames: pd.DataFrame, config: ObjectsConfig, params: CropParams) -> pd.DataFrame:
     """Every box, one source per frame: a labeled dataset's own labels, else the labels imported
     from our labeling rounds (labeled_set), else (with ``predictions``) a model's boxes."""
@@ -61,7 +54,9 @@ def all_boxes(store: ObjectStore, frames: pd.DataFrame, config: ObjectsConfig, p
     imported = layout.table_key("labeled_set", "annotations")
     sources.append(("labeled_set", store.read_table(imported) if store.exists(imported) else None))
     if config.predictions:
-        predicted = read_table_file(store, config.predictions)
+        if not store.exists(config.predictions):
+            raise dg.Failure(f"no predictions table at {store.uri(config.predictions)}", allow_retries=False)
+        predicted = store.read_table(config.predictions)
         missing = {"frame_id", "category", "confidence", "x", "y", "w", "h"} - set(predicted.columns)
         if missing:
             raise dg.Failure(f"{config.predictions}: predictions need columns {sorted(missing)}", allow_retries=False)
@@ -131,10 +126,10 @@ def object_embeddings(
     reuse = np.zeros(len(usable), dtype=bool)
     if earlier is not None and len(earlier) and (earlier["vector_name"] == model.vector_name).all():
         known = earlier[earlier["problem"] == ""].set_index(SAME_BOX)["vector"]
-        found = usable.set_index(SAME_BOX).index.isin(known.index)
-        reuse[found] = True
-        if found.any():
-            vectors[found] = np.stack(known.loc[usable.set_index(SAME_BOX).index[found]].to_numpy())
+        boxes = usable.set_index(SAME_BOX).index
+        reuse = boxes.isin(known.index)
+        if reuse.any():
+            vectors[reuse] = np.stack(known.loc[boxes[reuse]].to_numpy())
     todo = usable[~reuse]  # sorted by object id, so a frame's boxes are together: one read each
 
     uri_of = dict(zip(frames["frame_id"], frames["uri"]))
@@ -147,37 +142,26 @@ def object_embeddings(
         vectors[todo.index.to_numpy()] = model.embed_encoded(encoded_crops(todo, read_frame, params), watch)
     embed_s = time.perf_counter() - started
 
-    row_of = dict(zip(usable["object_id"], range(len(usable))))
     table = objects.copy()  # a broken box keeps its row and reason, with an empty vector
-    table["vector"] = [vectors[row_of[o]] if o in row_of else np.zeros(0, np.float32) for o in table["object_id"]]
+    croppable = (table["problem"] == "").to_numpy()  # the rows of usable, in the same order
+    table["vector"] = [np.zeros(0, np.float32)] * len(table)
+    table.loc[croppable, "vector"] = pd.Series(list(vectors), index=table.index[croppable])
     table["point_id"] = [point_id_for(o) for o in table["object_id"]]
     table["vector_name"] = model.vector_name
+    usable = usable.assign(point_id=table.loc[croppable, "point_id"].to_numpy())
     collection = vector_store.collection_for(model.vector_name, items="objects")
     videos = set(table["video_id"]) | (set(earlier["video_id"]) if earlier is not None else set())
     with watch.stage("vector store"), vector_store.open() as vs:
         vs.ensure_collection(collection, model.vector_name, model.dim)
         for video in sorted(videos):  # each video's points become exactly its usable boxes
-            rows = usable.index[usable["video_id"] == video].to_numpy()
-            ids = [point_id_for(o) for o in usable["object_id"].iloc[rows]]
+            rows = np.flatnonzero(usable["video_id"].to_numpy() == video)
             payloads = usable.iloc[rows][PAYLOAD_COLUMNS].to_dict("records")
-            vs.replace_video(collection, model.vector_name, video, ids, vectors[rows], payloads)
+            vs.replace_video(collection, model.vector_name, video, list(usable["point_id"].iloc[rows]), vectors[rows],
+                             payloads)  # fmt: skip
         stored = vs.count(collection)
     with watch.stage("checks"):
-        validation = expectations.validate(
-            vector_summary(usable.assign(vector=list(vectors)), "object_id"),
-            EMBEDDINGS,
-            suites.vector_summary(len(usable), model.dim, "object_id"),
-        )
-    results = [
-        checks.from_validation("object_embeddings_vectors_valid", validation, dim=model.dim),
-        checks.from_assertion(
-            "object_embeddings_qdrant_count",
-            stored == len(usable),
-            qdrant_points=stored,
-            boxes=len(usable),
-            collection=collection,
-        ),  # fmt: skip
-    ]
+        summary = usable.assign(vector=list(vectors))
+        results = vector_checks(expectations, EMBEDDINGS, summary, model.dim, stored, collection, "boxes", "object_id")
     verdict = checks.publish(store, results, EMBEDDINGS, table=table)
     return dg.MaterializeResult(
         metadata={

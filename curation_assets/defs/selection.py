@@ -79,15 +79,6 @@ def earlier_selections(store: ObjectStore, round_id: str | None = None) -> pd.Da
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["frame_id"])
 
 
-def read_predictions(store: ObjectStore, key: str) -> pd.DataFrame:
-    data = store.get_bytes(key)
-    if key.endswith(".csv"):
-        import io
-
-        return pd.read_csv(io.BytesIO(data))
-    return store.read_table(key)
-
-
 def shares(values: pd.Series) -> dict[str, float]:
     return {k: round(v, 3) for k, v in values.value_counts(normalize=True).sort_index().items()}
 
@@ -145,7 +136,7 @@ def selected_batch(
     needs = settings.needs_predictions()
     if needs and not config.predictions:
         raise dg.Failure(f"{needs} needs config 'predictions' (a table under the root)", allow_retries=False)
-    predictions = read_predictions(store, config.predictions) if needs else None
+    predictions = store.read_table(config.predictions) if needs else None
     objects = selectable_objects(store) if config.strategy == "object_diversity" else None
     try:
         picked = choose_round(table, vectors, candidates, taken_rows, budget, settings, predictions, objects)
