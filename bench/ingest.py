@@ -27,7 +27,8 @@ import dagster as dg  # noqa: E402
 from bench.machine import describe  # noqa: E402
 from curation_assets.core.frames import encode_jpeg, sample_frames  # noqa: E402
 from curation_assets.core.ids import video_id_for  # noqa: E402
-from curation_assets.defs.ingestion import WORKERS, raw_frames  # noqa: E402
+from curation_assets.core.ingest import WORKERS  # noqa: E402
+from curation_assets.defs.ingestion import raw_frames  # noqa: E402
 from curation_assets.defs.partitions import videos  # noqa: E402
 from curation_assets.demo.scenes import Scene, default_events, write_video  # noqa: E402
 from resources import ExpectationsResource, ObjectStoreResource  # noqa: E402

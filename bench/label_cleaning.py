@@ -129,7 +129,7 @@ def main() -> None:
     import pandas as pd
 
     from curation_assets.core import layout
-    from curation_assets.defs.resources import resources_from_env
+    from curation_assets.defs.settings import resources_from_env
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -219,7 +219,7 @@ def topology_load(n_videos: int) -> dict:
     from curation_assets.core import layout
     from curation_assets.core.frames import sample_frames
     from curation_assets.core.ids import video_id_for
-    from curation_assets.defs.resources import resources_from_env
+    from curation_assets.defs.settings import resources_from_env
     from curation_assets.demo.scenes import Scene, write_video
     from curation_assets.topology import Topology, free_port
 

@@ -1,6 +1,7 @@
 """Similarity search: does it find what it should, and how fast at scale.
 
-    .venv/bin/python bench/search.py [--sizes 100000,1000000] [--queries 200] [--skip-recall] [--map 100000]
+    .venv/bin/python bench/search.py [--sizes 100000,1000000] [--quantization none|int8] [--queries 200]
+                                     [--skip-recall] [--map 100000]
 
 (1) Recall on the real-data benchmark (bench/quality_data.py: real photographs, designs,
     logos and text pages with planted near copies and real near duplicates), ingested by
@@ -12,6 +13,8 @@
     of the default model's width (1280), written in batches, indexed (HNSW; the build time
     is printed), then ``--queries`` single queries near stored points, with and without a
     camera filter: p50 / p95 milliseconds, and recall@10 of the index against exact search.
+    ``--quantization int8`` (the store's setting for millions of vectors): int8 vectors in RAM,
+    the originals on disk, the top hits rescored on them.
 (3) The embedding map (core/maps.py): UMAP layout and drawing of ``--map`` such vectors.
 """
 
@@ -46,8 +49,8 @@ def recall(work: Path) -> None:
     subprocess.run([sys.executable, "-m", "curation_assets", "run", "--landing", str(work / "landing"),
                     "--root", str(root)], cwd=ROOT, env=env, check=True, capture_output=True)  # fmt: skip
     from curation_assets.core import layout
-    from curation_assets.defs.resources import resources_from_env
     from curation_assets.defs.search import SearchConfig, search
+    from curation_assets.defs.settings import resources_from_env
 
     resources = resources_from_env({**env, "CURATION_STORAGE_URI": str(root)})
     store = resources["object_store"].store()
@@ -96,9 +99,9 @@ def clustered(n: int, rng: np.random.Generator, clusters: int = 2000) -> np.ndar
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def latency(size: int, queries: int, work: Path) -> None:
+def latency(size: int, queries: int, work: Path, quantization: str) -> None:
     rng = np.random.default_rng(size)
-    store = EdgeVectorStore(work / f"qdrant-{size}")
+    store = EdgeVectorStore(work / f"qdrant-{size}", quantization=quantization)
     collection = "bench"
     store.ensure_collection(collection, "v", DIM)
     started = time.perf_counter()
@@ -119,8 +122,9 @@ def latency(size: int, queries: int, work: Path) -> None:
     indexed = time.perf_counter() - started
     probes = sample + 0.05 * rng.normal(size=sample.shape).astype(np.float32)
     probes /= np.linalg.norm(probes, axis=1, keepdims=True)
-    print(f"\n(2) {size:,} vectors x {DIM}: written in {written:.1f} s, index built in {indexed:.1f} s, "
-          f"peak RSS {peak_rss_mb(os.getpid()):.0f} MB")  # fmt: skip
+    print(f"\n(2) {size:,} vectors x {DIM} ({quantization=}): written in {written:.1f} s, index built in "
+          f"{indexed:.1f} s, peak RSS {peak_rss_mb(os.getpid()):.0f} MB (memory-mapped files included), "
+          f"{_megabytes(work / f'qdrant-{size}')} MB on disk")  # fmt: skip
     for label, where in (("no filter", None), ("camera filter", Where(cameras=["cam-3"]))):
         store.nearest(collection, "v", probes[0], 10, where)  # warm
         ms, found = [], []
@@ -135,6 +139,10 @@ def latency(size: int, queries: int, work: Path) -> None:
     overlap = np.mean([len(a & e) / 10 for a, e in zip(approx, exact)])
     print(f"  recall@10 of the index against exact search (20 queries): {overlap:.3f}")
     store.close()
+
+
+def _megabytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) // 2**20
 
 
 def exact_top10(store: EdgeVectorStore, collection: str, probes: np.ndarray, size: int) -> list[set[str]]:
@@ -171,6 +179,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100000", help="comma list of store sizes for the latency part")
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--quantization", default="none", choices=["none", "int8"])
     parser.add_argument("--skip-recall", action="store_true")
     parser.add_argument("--map", type=int, default=0, help="also time the embedding map of this many vectors")
     args = parser.parse_args()
@@ -179,7 +188,7 @@ def main() -> None:
         if not args.skip_recall:
             recall(Path(tmp) / "recall")
         for size in (int(s) for s in args.sizes.split(",") if s):
-            latency(size, args.queries, Path(tmp))
+            latency(size, args.queries, Path(tmp), args.quantization)
     if args.map:
         draw_map(args.map)
 

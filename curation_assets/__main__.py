@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from curation_assets.core.progress import show_progress
     from curation_assets.definitions import build_defs
     from curation_assets.defs.executors import executor_from_env
-    from curation_assets.defs.resources import resources_from_env
+    from curation_assets.defs.settings import resources_from_env
     from curation_assets.terminal import TerminalProgress
 
     env = dict(os.environ)
@@ -118,9 +118,9 @@ def run(args: argparse.Namespace) -> int:
 def search(args: argparse.Namespace) -> int:
     from curation_assets.core.embedder import EmbedderError
     from curation_assets.core.search import SearchError
-    from curation_assets.defs.resources import resources_from_env
     from curation_assets.defs.search import SearchConfig, write_report
     from curation_assets.defs.search import search as run_search
+    from curation_assets.defs.settings import resources_from_env
 
     env = dict(os.environ)
     if args.root:

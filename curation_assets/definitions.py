@@ -9,13 +9,13 @@ from curation_assets.defs.embedding import frame_embeddings
 from curation_assets.defs.executors import executor_from_env
 from curation_assets.defs.ingestion import raw_frames
 from curation_assets.defs.jobs import JOBS
-from curation_assets.defs.labeling import labeled_set
+from curation_assets.defs.labeled_set import labeled_set
 from curation_assets.defs.maps import embedding_map
 from curation_assets.defs.merge import merged_dataset
 from curation_assets.defs.objects import object_embeddings, object_outliers
-from curation_assets.defs.resources import resources_from_env
-from curation_assets.defs.selection import selected_batch
+from curation_assets.defs.selected_batch import selected_batch
 from curation_assets.defs.sensors import SENSORS
+from curation_assets.defs.settings import resources_from_env
 
 ASSETS = [raw_frames, frame_embeddings, duplicate_groups, outliers, embedding_map, dataset_audit, merged_dataset,
           object_embeddings, object_outliers, selected_batch, labeled_set]  # fmt: skip

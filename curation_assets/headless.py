@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from curation_assets.defs.partitions import labeling_rounds, videos
-from curation_assets.defs.sensors import IN_FLIGHT, SOURCE_TAG, load_cursor, plan_ingest
+from curation_assets.defs.sensors import IN_FLIGHT, MAX_RUNS_PER_TICK, SOURCE_TAG, load_cursor, plan_ingest
 
 CURSOR_KEY = "curation/headless/new_video_sensor"
 
@@ -150,9 +150,12 @@ def run_job(
     return result
 
 
-def ingest_landing(defs: dg.Definitions, instance: dg.DagsterInstance, log=print) -> list[RunOutcome]:
-    """Ingest every landing source not yet ingested successfully, as the sensor would, and
-    retry what failed or died before: each command tries each source once."""
+def ingest_landing(
+    defs: dg.Definitions, instance: dg.DagsterInstance, log=print, max_runs_per_tick: int = MAX_RUNS_PER_TICK
+) -> list[RunOutcome]:
+    """Ingest every landing source not yet ingested successfully, as the sensor would (planning
+    at most ``max_runs_per_tick`` at a time), and retry what failed or died before: each
+    command tries each source once."""
     release_dead_runs(instance, log)
     outcomes, attempted = [], set()
     # the cursor lives in the instance's key-value store, so a second command skips what the
@@ -160,7 +163,9 @@ def ingest_landing(defs: dg.Definitions, instance: dg.DagsterInstance, log=print
     cursor = load_cursor(instance.run_storage.get_cursor_values({CURSOR_KEY}).get(CURSOR_KEY))
     landing = defs.resources["object_store"].landing_store()
     while True:
-        requests, new_keys, cursor = plan_ingest(instance, landing, cursor, max_failed=None, skip=attempted, log=log)
+        requests, new_keys, cursor = plan_ingest(
+            instance, landing, cursor, max_failed=None, skip=attempted, log=log, max_runs=max_runs_per_tick
+        )
         if new_keys:
             instance.add_dynamic_partitions(videos.name, new_keys)
         if requests and not attempted:  # the model loads while the first source is read

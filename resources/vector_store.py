@@ -26,6 +26,8 @@ from pydantic import Field
 from curation_assets.core.ids import point_id_for
 
 PAYLOAD_INDEXES = ("video_id", "camera_id")
+QUANTIZATIONS = ("none", "int8")
+OVERSAMPLING = 2.0  # int8 candidates fetched per result, then rescored on the full-precision vectors
 
 
 class VectorStoreError(RuntimeError):
@@ -58,6 +60,12 @@ class Where:
         if self.exclude_frames:
             must_not.append(("ids", [point_id_for(f) for f in self.exclude_frames]))
         return must, must_not
+
+
+def _checked(quantization: str) -> str:
+    if quantization not in QUANTIZATIONS:
+        raise VectorStoreError(f"unknown quantization {quantization!r}: use one of {', '.join(QUANTIZATIONS)}")
+    return quantization
 
 
 def _stack(vectors: list) -> np.ndarray:
@@ -160,12 +168,13 @@ class VectorStore(ABC):
 class EdgeVectorStore(VectorStore):
     """Qdrant's own engine in process (``qdrant-edge-py``); one shard folder per collection."""
 
-    def __init__(self, path: str | Path, lock_timeout_s: float = 60.0):
+    def __init__(self, path: str | Path, lock_timeout_s: float = 60.0, quantization: str = "none"):
         import qdrant_edge
 
         self._qe = qdrant_edge
         self.path = Path(path).expanduser().resolve()
         self.lock_timeout_s = lock_timeout_s
+        self.quantization = _checked(quantization)
         self._shards: dict[str, object] = {}
 
     def _shard(self, collection: str, vector_name: str | None = None, dim: int | None = None):
@@ -181,10 +190,7 @@ class EdgeVectorStore(VectorStore):
                 elif dim is None:
                     raise VectorStoreError(f"collection {collection!r} does not exist in {self.path}")
                 else:
-                    config = qe.EdgeConfig(
-                        vectors={vector_name: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)}
-                    )
-                    shard = qe.EdgeShard.create(str(folder), config)
+                    shard = qe.EdgeShard.create(str(folder), self._config(vector_name, dim))
                     for field in PAYLOAD_INDEXES:
                         shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword))
                 break
@@ -202,6 +208,15 @@ class EdgeVectorStore(VectorStore):
                 time.sleep(0.5)
         self._shards[collection] = shard
         return shard
+
+    def _config(self, vector_name: str, dim: int):
+        qe = self._qe
+        if self.quantization == "none":
+            return qe.EdgeConfig(vectors={vector_name: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)})
+        return qe.EdgeConfig(
+            vectors={vector_name: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine, on_disk=True)},
+            quantization_config=qe.ScalarQuantizationConfig(qe.ScalarType.Int8, quantile=0.99, always_ram=True),
+        )
 
     def ensure_collection(self, collection: str, vector_name: str, dim: int) -> None:
         self._shard(collection, vector_name, dim)
@@ -246,6 +261,7 @@ class EdgeVectorStore(VectorStore):
             query=qe.Query.Nearest(np.asarray(vector, dtype=np.float32).tolist(), using=vector_name),
             with_payload=True,
             filter=flt,
+            params=qe.SearchParams(quantization=qe.QuantizationSearchParams(rescore=True, oversampling=OVERSAMPLING)),
         )
 
     def nearest(
@@ -288,12 +304,13 @@ class EdgeVectorStore(VectorStore):
 class QdrantClientVectorStore(VectorStore):
     """A Qdrant server through qdrant-client (also runs on qdrant-client's in-memory mode)."""
 
-    def __init__(self, client, describe: str):
+    def __init__(self, client, describe: str, quantization: str = "none"):
         from qdrant_client import models
 
         self.client = client
         self.models = models
         self.describe = describe
+        self.quantization = _checked(quantization)
 
     def _call(self, what: str, fn, *args, **kwargs):
         try:
@@ -305,11 +322,17 @@ class QdrantClientVectorStore(VectorStore):
         m = self.models
         if self._call("collection_exists", self.client.collection_exists, collection):
             return
+        int8 = self.quantization == "int8"
         self._call(
             "create_collection",
             self.client.create_collection,
             collection,
-            vectors_config={vector_name: m.VectorParams(size=dim, distance=m.Distance.COSINE)},
+            vectors_config={vector_name: m.VectorParams(size=dim, distance=m.Distance.COSINE, on_disk=int8 or None)},
+            quantization_config=m.ScalarQuantization(
+                scalar=m.ScalarQuantizationConfig(type=m.ScalarType.INT8, quantile=0.99, always_ram=True)
+            )
+            if int8
+            else None,
         )
         for field in PAYLOAD_INDEXES:
             self._call(
@@ -369,6 +392,9 @@ class QdrantClientVectorStore(VectorStore):
             limit=limit,
             with_payload=True,
             query_filter=flt,
+            search_params=self.models.SearchParams(
+                quantization=self.models.QuantizationSearchParams(rescore=True, oversampling=OVERSAMPLING)
+            ),
         )
         return [(str(p.id), float(p.score), dict(p.payload or {})) for p in res.points]
 
@@ -393,6 +419,11 @@ class VectorStoreResource(dg.ConfigurableResource):
     api_key: str | None = Field(default=None, description="Qdrant server API key.")
     collection_prefix: str = "frames"
     lock_timeout_s: float = 120.0
+    quantization: str = Field(
+        default="none",
+        description="'int8': new collections keep int8 vectors in RAM (a quarter of the memory) and the "
+        "full-precision ones on disk, used to rescore the top hits; for millions of vectors.",
+    )
 
     def collection_for(self, vector_name: str, items: str = "frames") -> str:
         """Frames' vectors, or (``items="objects"``) the crops of their boxes, each in their own collection."""
@@ -413,10 +444,10 @@ class VectorStoreResource(dg.ConfigurableResource):
             from qdrant_client import QdrantClient
 
             store: VectorStore = QdrantClientVectorStore(
-                QdrantClient(url=self.url, api_key=self.api_key or None), self.url
+                QdrantClient(url=self.url, api_key=self.api_key or None), self.url, self.quantization
             )
         else:
-            store = EdgeVectorStore(self.path, self.lock_timeout_s)
+            store = EdgeVectorStore(self.path, self.lock_timeout_s, self.quantization)
         try:
             yield store
         finally:

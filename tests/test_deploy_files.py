@@ -85,7 +85,7 @@ def test_local_instance_config_loads_with_the_qdrant_pool_limit(tmp_path):
 def test_definitions_load_with_the_kubernetes_executor_and_a_gpu_embedding_step():
     from curation_assets.definitions import build_defs
     from curation_assets.defs.executors import executor_from_env
-    from curation_assets.defs.resources import resources_from_env
+    from curation_assets.defs.settings import resources_from_env
 
     defs = build_defs(resources_from_env({}), executor_from_env({"CURATION_EXECUTOR": "k8s"}))
     job = defs.resolve_job_def("ingest_video")

@@ -1,6 +1,6 @@
 import pytest
 
-from curation_assets.core.ids import camera_id_for, frame_id_for, point_id_for, video_id_for
+from curation_assets.core.ids import camera_id_for, frame_id_for, point_id_for, video_id_for, video_id_of
 
 
 def test_plain_keys_stay_readable():
@@ -33,3 +33,9 @@ def test_point_ids_are_deterministic_uuids_per_frame():
     a = point_id_for(frame_id_for("v1", 3))
     assert a == point_id_for("v1/000003")
     assert a != point_id_for(frame_id_for("v2", 3))
+
+
+def test_a_frame_id_names_its_source_even_when_the_source_id_is_hashed():
+    source = video_id_for("cam a/clip 1.mp4")  # unsafe characters: the id carries a hash
+    assert video_id_of(frame_id_for(source, 12)) == source
+    assert video_id_of(frame_id_for("landing-root", 0)) == "landing-root"

@@ -135,6 +135,9 @@ def test_a_yolo_and_an_attribute_dataset_are_ingested_with_labels_and_audited(lo
     outcomes = headless.ingest_landing(local_defs, instance, log=lambda _: None)
     assert sorted(o.name for o in outcomes) == ["peds", "yolo-ds"] and all(o.success for o in outcomes)
     assert "labels/val/copy.txt:2: class 9" in outcomes[1].metadata["raw_frames"]["damage"]
+    labels_of = {o.name: o.metadata["source_labels"] for o in outcomes}  # an asset of its own, beside the frames
+    assert (labels_of["yolo-ds"]["boxes"], labels_of["yolo-ds"]["per_class"]) == (5, {"forklift": 5})
+    assert (labels_of["peds"]["labels"], labels_of["peds"]["boxes"]) == (4, 0)
     store = local_defs.resources["object_store"].store()
     boxes = store.read_table(layout.table_key("source_labels", "yolo-ds"))
     assert len(boxes) == 5 and set(boxes["category"]) == {"forklift"}

@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 
 from curation_assets.core.labels import (
+    assemble_labeled_set,
     assign_splits,
     coco_images,
     group_label_report,
@@ -230,3 +231,19 @@ def test_groups_whose_frames_disagree_are_reported_with_class_counts_and_rare_la
     assert list(disagreeing["group_id"]) == ["A"]
     assert disagreeing.iloc[0]["class_counts"] == {"person": 2, "cart": 1}
     assert list(zip(rare["frame_id"], rare["category"])) == [("a3", "cart")]
+
+
+def test_a_labeled_set_follows_the_current_groups_and_counts_what_was_rejected():
+    # frame 2 was its own group when selected; since then it joined frame 1's group
+    selected = SELECTED.assign(group_id=["g1", "g2"], round=["r1", "r1"], video_id="v")
+    text = _coco([_ann(1), _ann(2, image_id=2, bbox=(300, 10, 50, 80)), _ann(3, category_id=9)])
+    imports = [import_coco(text, "a.json", selected, CATEGORIES)]
+    current = pd.Series({"v/000001": "g1", "v/000002": "g1"})
+
+    found = assemble_labeled_set(selected, imports, current, (("train", 0.5), ("val", 0.5), ("test", 0.0)))
+
+    assert list(found.frames["group_id"]) == ["g1", "g1"]
+    assert found.frames["split"].nunique() == 1  # one group, one split
+    assert found.splits_per_group.to_dict("records") == [{"group_id": "g1", "splits": 1}]
+    assert list(found.accepted["inside_image"]) == [True]  # 300 + 50 > 320 was refused at import
+    assert len(found.rejected) == 2 and found.rejected_fraction == pytest.approx(2 / 3)

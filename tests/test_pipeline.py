@@ -90,6 +90,7 @@ def test_frames_are_sampled_at_2_fps_and_static_stretches_reuse_a_vector(graph):
     reused = sum(o.metadata["frame_embeddings"]["frames_reused_copies"] for o in graph.good)
     assert frames == 2 * (SCENE_A.duration_s + SCENE_B.duration_s)
     assert embedded + reused == frames and reused > 0
+    assert not any("source_labels" in o.metadata for o in graph.good)  # videos bring no labels
 
 
 def test_static_stretches_collapse_into_groups_and_the_lights_off_stretch_is_dark(graph):
@@ -229,6 +230,7 @@ def test_definitions_hold_the_lineage_assets_with_blocking_checks():
     keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
     assert keys == {
         "raw_frames",
+        "source_labels",
         "frame_embeddings",
         "duplicate_groups",
         "outliers",
@@ -355,9 +357,9 @@ def test_a_failed_import_leaves_the_previous_labeled_set_intact(local_defs, inst
 
     assert not failed.success and failed.checks["labeled_set_rejections_under_limit"] == "FAILED"
     assert store.read_table(layout.table_key("labeled_set", "annotations")).equals(before)
-    from curation_assets.defs.labeling import dataset_versions
+    from curation_assets.defs.versions import labeled_versions
 
-    assert dataset_versions(store) == ["v0001"]
+    assert labeled_versions(store) == ["v0001"]
 
 
 def test_a_new_video_is_matched_against_existing_groups_through_the_vector_store(tmp_path, instance, video_dir):

@@ -21,7 +21,7 @@ from curation_assets.core.ids import source_id_for
 from curation_assets.definitions import build_defs
 from curation_assets.defs.ingestion import raw_frames
 from curation_assets.defs.partitions import videos
-from curation_assets.defs.resources import resources_from_env
+from curation_assets.defs.settings import resources_from_env
 from curation_assets.demo.scenes import Scene, default_events, write_video
 from curation_assets.topology import free_port
 from resources import ExpectationsResource, ObjectStoreResource
@@ -253,10 +253,7 @@ def test_an_unreachable_qdrant_server_is_a_clear_error_naming_the_url():
     assert "canary-key-never-shown" not in str(failure.value)
 
 
-def test_many_videos_at_once_are_all_registered_ingested_and_counted_exactly(local_defs, instance, monkeypatch):
-    from curation_assets.defs import sensors
-
-    monkeypatch.setattr(sensors, "MAX_RUNS_PER_TICK", 8)  # several ticks, as with 200 videos and 50 per tick
+def test_many_videos_at_once_are_all_registered_ingested_and_counted_exactly(local_defs, instance):
     landing = local_defs.resources["object_store"].landing_store()
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(24):
@@ -264,7 +261,8 @@ def test_many_videos_at_once_are_all_registered_ingested_and_counted_exactly(loc
             write_video(scene, Path(tmp) / scene.name)
             landing.put_bytes(scene.name, (Path(tmp) / scene.name).read_bytes())
 
-    outcomes = headless.ingest_landing(local_defs, instance, log=lambda _: None)
+    # 8 a tick: several ticks, as with 200 videos and the sensor's 50
+    outcomes = headless.ingest_landing(local_defs, instance, log=lambda _: None, max_runs_per_tick=8)
 
     assert len(outcomes) == 24 and all(o.success for o in outcomes)
     assert len(instance.get_dynamic_partitions(videos.name)) == 24

@@ -24,8 +24,8 @@ from helpers import browser_page, require_chromium
 from curation_assets.core import layout
 from curation_assets.core.frames import sample_frames
 from curation_assets.core.ids import video_id_for
-from curation_assets.defs.resources import resources_from_env
 from curation_assets.defs.sensors import SOURCE_TAG, load_cursor
+from curation_assets.defs.settings import resources_from_env
 from curation_assets.demo.scenes import Scene, write_video
 from curation_assets.topology import ROOT, Postgres, Topology
 

@@ -47,6 +47,11 @@ def frame_id_for(video_id: str, frame_index: int) -> str:
     return f"{video_id}/{frame_index:06d}"
 
 
+def video_id_of(frame_id: str) -> str:
+    """The source (partition) a frame id belongs to: ``frame_id_for``'s inverse."""
+    return frame_id.rsplit("/", 1)[0]
+
+
 def point_id_for(frame_id: str) -> str:
     """Qdrant point id: uuid5 of the frame id, so re-ingesting a video overwrites its points."""
     return str(uuid.uuid5(POINT_NAMESPACE, frame_id))

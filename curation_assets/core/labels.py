@@ -399,3 +399,57 @@ def coco_dataset(frames: pd.DataFrame, annotations: pd.DataFrame, categories: li
         ],  # fmt: skip
         "categories": [{"id": i, "name": n} for n, i in cat_ids.items()],
     }
+
+
+@dataclass
+class LabeledSet:
+    """One import of the labelers' files, split and checked (nothing written yet)."""
+
+    frames: pd.DataFrame  # the labeled frames: the selected batch's columns, group_id (current groups), split
+    accepted: pd.DataFrame  # ACCEPTED_COLUMNS + width, height, inside_image
+    rejected: pd.DataFrame  # source, row, reason
+    conflicts: pd.DataFrame  # the same object boxed twice with different classes (label_conflicts)
+    disagreeing_groups: pd.DataFrame  # duplicate groups whose frames disagree (group_label_report)
+    rare_labels: pd.DataFrame
+    splits_per_group: pd.DataFrame  # group_id, splits: how many splits each group's frames landed in
+
+    @property
+    def rejected_fraction(self) -> float:
+        return len(self.rejected) / max(len(self.rejected) + len(self.accepted), 1)
+
+
+def assemble_labeled_set(
+    selected: pd.DataFrame,
+    imports: list[ImportResult],
+    groups: pd.Series,
+    fractions: tuple[tuple[str, float], ...] = SPLITS,
+    by_video: bool = False,
+    previous: dict[str, str] | None = None,
+) -> LabeledSet:
+    """The labeled frames of ``selected`` (every round's batch) and their accepted labels, each
+    frame in the split of its duplicate group (``groups``: frame_id -> current group_id; a frame
+    grouped since its round moves with its new group), an earlier version's frames in their
+    earlier split."""
+    accepted = pd.concat([i.accepted for i in imports], ignore_index=True)
+    rejected = pd.concat([i.rejected for i in imports], ignore_index=True)
+    labeled = {f for i in imports for f in i.labeled_frames}
+    frames = selected[selected["frame_id"].isin(labeled)].drop_duplicates("frame_id").reset_index(drop=True)
+    frames["group_id"] = frames["frame_id"].map(groups).fillna(frames["group_id"])
+    frames["split"] = assign_splits(frames, accepted, fractions, by_video, previous).to_numpy()
+    accepted = accepted.join(frames.set_index("frame_id")[["width", "height"]], on="frame_id")
+    accepted["inside_image"] = (
+        (accepted["x"] >= 0)
+        & (accepted["y"] >= 0)
+        & (accepted["x"] + accepted["w"] <= accepted["width"] + 0.5)
+        & (accepted["y"] + accepted["h"] <= accepted["height"] + 0.5)
+    )  # fmt: skip  (half a pixel: tools round box corners)
+    disagreeing, rare = group_label_report(accepted, groups)
+    return LabeledSet(
+        frames=frames,
+        accepted=accepted,
+        rejected=rejected,
+        conflicts=label_conflicts(accepted),
+        disagreeing_groups=disagreeing,
+        rare_labels=rare,
+        splits_per_group=frames.groupby("group_id")["split"].nunique().rename("splits").reset_index(),
+    )

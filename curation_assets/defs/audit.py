@@ -8,6 +8,7 @@ from pydantic import Field
 
 from curation_assets.core import layout
 from curation_assets.core.datasets import SourceAudit, audit_source
+from curation_assets.core.ids import video_id_of
 from curation_assets.core.label_cleaning import RULES, CleaningRule
 from curation_assets.core.labels import coco_dataset
 from curation_assets.defs import checks
@@ -59,7 +60,9 @@ def findings(report: pd.DataFrame) -> dict[str, int]:
 
 @dg.asset(
     retry_policy=TRANSIENT,
-    deps=["outliers"],  # and its ancestors (raw_frames with its source_labels tables, duplicate_groups)
+    # the step before it; what it reads further up (raw_frames, source_labels, duplicate_groups)
+    # are its ancestors: automation waits for them
+    deps=["outliers"],
     group_name="curation",
     kinds={"coco", "parquet"},
     automation_condition=ON_NEW_EMBEDDINGS,
@@ -95,7 +98,7 @@ def dataset_audit(
         )
     groups = store.read_table(layout.table_key("duplicate_groups"))
     scored = store.read_table(layout.table_key("outliers"))
-    labeled = frames[frames["video_id"].isin(set(labels["frame_id"].str.rsplit("/", n=1).str[0]))]
+    labeled = frames[frames["video_id"].isin(set(labels["frame_id"].map(video_id_of)))]
     sources = sorted(labeled["video_id"].unique())
 
     reports, summary, written, cleaning, worst, balance = [], {}, {}, {}, [], {}

@@ -11,7 +11,7 @@ from pydantic import Field
 
 from curation_assets.core import geometry, layout
 from curation_assets.core.duplicates import DuplicateParams, extend_groups, find_duplicate_groups, match_to_corpus
-from curation_assets.core.ids import point_id_for
+from curation_assets.core.ids import point_id_for, video_id_of
 from curation_assets.core.outliers import REASONS, OutlierParams, corrupt_outliers, score_outliers
 from curation_assets.defs import checks
 from curation_assets.defs.reports import largest_groups, outliers_by_reason, picture_metadata
@@ -235,7 +235,7 @@ def duplicate_groups(
     n_groups = int(groups["group_id"].nunique())
     if new:  # only the pictured groups' videos: the old ones are not in memory
         top = groups.drop_duplicates("group_id").nlargest(6, "group_size")["group_id"]
-        pictured = {f.rsplit("/", 1)[0] for f in groups.loc[groups["group_id"].isin(top), "frame_id"]}
+        pictured = {video_id_of(f) for f in groups.loc[groups["group_id"].isin(top), "frame_id"]}
         picture_frames = _tables(store, "raw_frames", pictured)
     reason_counts = groups["reason"].value_counts().to_dict()
     return dg.MaterializeResult(

@@ -1,23 +1,17 @@
 """raw_frames: one landing source (video, image folder, archive) -> JPEG frames + a frame table."""
 
-import os
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict
-from typing import NamedTuple
 
 import dagster as dg
-import numpy as np
 import pandas as pd
 from pydantic import Field
 
 from curation_assets.core import layout
-from curation_assets.core.frames import MAX_PIXELS, UnreadableSourceError, encode_jpeg, sample_frames
-from curation_assets.core.ids import camera_id_for, frame_id_for, source_id_for
-from curation_assets.core.image_stats import METRICS, image_stats
+from curation_assets.core.frames import MAX_PIXELS, UnreadableSourceError, sample_frames
+from curation_assets.core.ids import camera_id_for, source_id_for
+from curation_assets.core.ingest import Item, frame_table, source_labels
 from curation_assets.core.label_formats import LABELED_KINDS, LabeledEntry, read_labeled
 from curation_assets.core.progress import Progress, Stopwatch
 from curation_assets.core.sources import LoadedImage, Source, archive_images, group_sources, is_image, load_image
@@ -29,7 +23,16 @@ from resources import ExpectationsResource, ObjectStoreResource
 from resources.object_store import ObjectStore
 
 ASSET = "raw_frames"
-WORKERS = max(2, os.cpu_count() or 2)  # numpy, PIL and hashlib release the GIL for the heavy parts
+DESCRIPTION = """Read one landing source, sample frames, store them as JPEG and measure each one.
+
+Unreadable images become rows flagged ``corrupt`` with the reason: never a crash of the
+partition, never silently dropped. A landing object that is not a readable video fails
+its own partition with the file and the cause (e.g. ``landing/cam-b/broken.mp4: not a
+readable video``), so this asset and frame_embeddings show that partition as failed (red)
+in the graph while every other partition and everything downstream goes on: red here
+means "a bad input was refused", not "the pipeline is broken". The Partitions tab lists
+which, the run's error says why; replacing the object re-ingests it.
+"""
 
 
 class RawFramesConfig(dg.Config):
@@ -56,17 +59,6 @@ def find_source(landing: ObjectStore, source_id: str) -> Source:
         if source_id_for(source.key) == source_id:
             return source
     raise dg.Failure(f"no landing source for partition {source_id!r} under {landing.root}", allow_retries=False)
-
-
-class Item(NamedTuple):
-    """One frame or image of a source. ``load`` gives its pixels (or the reason there are
-    none); for images it reads and decodes, so that runs on a worker, in parallel."""
-
-    index: int
-    timestamp_s: float
-    member: str  # the image's key or archive member ("" for video frames)
-    split: str  # a labeled dataset's split ("" otherwise)
-    load: Callable[[], LoadedImage]
 
 
 @contextmanager
@@ -128,22 +120,28 @@ def read_source(
         yield (Item(f.index, f.timestamp_s, "", "", lambda rgb=f.rgb: LoadedImage("", rgb)) for f in frames)
 
 
-def timed(items: Iterator, watch: Stopwatch, stage: str) -> Iterator:
-    """``items``, with the time spent producing each one added to ``watch``'s ``stage``."""
-    while True:
-        started = time.perf_counter()
-        item = next(items, None)
-        watch.add(stage, time.perf_counter() - started)
-        if item is None:
-            return
-        yield item
-
-
-@dg.asset(
+@dg.multi_asset(
+    name=ASSET,
+    specs=[
+        dg.AssetSpec(
+            ASSET,
+            group_name="ingestion",
+            kinds={"pyav", "parquet"},
+            description=DESCRIPTION,
+        ),
+        dg.AssetSpec(
+            "source_labels",
+            deps=[ASSET],
+            group_name="ingestion",
+            kinds={"parquet"},
+            skippable=True,  # labeled datasets only, with their published frames
+            description="A labeled dataset's own labels (YOLO, COCO, VOC, CVAT, classification folders, "
+            "attribute CSVs), one row per box or image-level label, in pixels of the frames as read. "
+            "Only labeled datasets have it: a video's partition stays empty.",
+        ),
+    ],
     retry_policy=TRANSIENT,
     partitions_def=videos,
-    group_name="ingestion",
-    kinds={"pyav", "parquet"},
     check_specs=[
         checks.blocking("raw_frames_table_valid", ASSET, "≥1 frame, unique ids, metrics present and in range (GX)"),
         checks.blocking("raw_frames_images_exist", ASSET, "every readable frame's image URI exists in object storage"),
@@ -159,99 +157,47 @@ def raw_frames(
     object_store: ObjectStoreResource,
     expectations: ExpectationsResource,
 ):
-    """Read one landing source, sample frames, store them as JPEG and measure each one.
-
-    Unreadable images become rows flagged ``corrupt`` with the reason: never a crash of the
-    partition, never silently dropped. A landing object that is not a readable video fails
-    its own partition with the file and the cause (e.g. ``landing/cam-b/broken.mp4: not a
-    readable video``), so this asset and frame_embeddings show that partition as failed (red)
-    in the graph while every other partition and everything downstream goes on: red here
-    means "a bad input was refused", not "the pipeline is broken". The Partitions tab lists
-    which, the run's error says why; replacing the object re-ingests it.
-    """
+    """The frame table of one landing source (and a labeled dataset's own labels); see DESCRIPTION."""
     expectations.warm_up()  # GX imports while frames are read
     source_id = context.partition_key
     store, landing = object_store.store(), object_store.landing_store()
     source = find_source(landing, source_id)
-    camera_id = camera_id_for(source.key)
-    started = time.perf_counter()
-    watch = Stopwatch()
-    rows: list = []
-    in_flight: deque = deque()  # frames being measured and stored; bounded, so memory is too
+    started, watch = time.perf_counter(), Stopwatch()
     damage: list[str] = []  # a video damaged part-way keeps the frames before the damage
     progress = Progress(f"{source.key or 'landing root'} frames", len(source.members) or None, context.log.info)
     try:
-        entries = (
-            read_labeled(source.kind, source.key, source.members, landing.get_bytes, is_image, damage)
-            if source.kind in LABELED_KINDS
-            else []
-        )
-        with (
-            read_source(landing, source, config, entries, damage.append) as items,
-            ThreadPoolExecutor(WORKERS) as pool,
-        ):
-            for item in timed(items, watch, "read source"):
-                row = {
-                    "frame_id": frame_id_for(source_id, item.index),
-                    "video_id": source_id,
-                    "camera_id": camera_id,
-                    "frame_index": item.index,
-                    "timestamp_s": item.timestamp_s,
-                    "source_name": item.member,
-                    "split": item.split,
-                }
-                # reading goes on while workers decode, measure, encode and store earlier frames
-                key = layout.frame_key(source_id, item.index)
-                in_flight.append(pool.submit(_frame_row, store, key, item, config.jpeg_quality, row, watch))
-                if len(in_flight) >= 4 * WORKERS:
-                    rows.append(in_flight.popleft().result())
-                progress.advance()
-            rows.extend(job.result() for job in in_flight)
-        progress.finish()
+        entries: list[LabeledEntry] = []
+        if source.kind in LABELED_KINDS:
+            entries = read_labeled(source.kind, source.key, source.members, landing.get_bytes, is_image, damage)
+        camera_id = camera_id_for(source.key)
+        with read_source(landing, source, config, entries, damage.append) as items:
+            table = frame_table(items, source_id, camera_id, store.put_bytes, config.jpeg_quality, watch, progress)
     except UnreadableSourceError as exc:
         raise dg.Failure(description=str(exc), metadata={"landing_key": source.key}, allow_retries=False) from exc
     watch.add("frames (wall)", time.perf_counter() - started)
-    table = pd.DataFrame(rows)
-    if len(table):
-        table = table.sort_values("frame_index", ignore_index=True)
     elapsed = time.perf_counter() - started
 
     readable = table[~table["corrupt"]] if len(table) else table
     with watch.stage("checks"):
-        validation = expectations.validate(readable, "raw_frames", suites.frame_table(config.min_frames))
-        missing = [u for u in readable["uri"] if not store.exists(store.key_for_uri(u))] if len(readable) else []
-    results = [
-        checks.from_validation("raw_frames_table_valid", validation, rows=len(table), readable=len(readable)),
-        checks.from_assertion(
-            "raw_frames_images_exist",
-            not missing,
-            missing=len(missing),
-            missing_examples=missing[:10] or "none",
-        ),
-        checks.from_assertion(
-            "raw_frames_source_complete",
-            not damage and not (len(table) and table["corrupt"].any()),
-            severity=dg.AssetCheckSeverity.WARN,
-            damage=damage or "none",
-            unreadable_images=int(table["corrupt"].sum()) if len(table) else 0,
-        ),
-    ]
+        results = frame_checks(store, expectations, table, readable, damage, config.min_frames)
     with watch.stage("write table"):
         verdict = checks.publish(store, results, ASSET, source_id, table)
-        if entries and verdict.published:  # a labeled dataset brings its labels along
-            store.write_table(layout.table_key("source_labels", source_id), source_labels(source_id, entries, table))
+        labeled = verdict.published and source.kind in LABELED_KINDS
+        if labeled:
+            labels = source_labels(source_id, entries, table)
+            store.write_table(layout.table_key("source_labels", source_id), labels)
         if verdict.published:
             keep = {store.key_for_uri(uri) for uri in readable["uri"]} if len(readable) else set()
-            pruned = store.prune(layout.frame_prefix(source_id), keep)
-            if pruned:
+            if pruned := store.prune(layout.frame_prefix(source_id), keep):
                 context.log.info(f"{source.key}: removed {pruned} stale frame files left by an earlier run")
     if not verdict.published:
-        failed, key = ", ".join(verdict.failed), verdict.key
-        context.log.error(f"{source.key}: blocking checks failed ({failed}); table kept at {key}")
+        failed = ", ".join(verdict.failed)
+        context.log.error(f"{source.key}: blocking checks failed ({failed}); table kept at {verdict.key}")
     for message in damage:
         context.log.warning(f"{message}; the {len(table)} frames before it were kept")
     corrupt = table[table["corrupt"]] if len(table) else table
-    return dg.MaterializeResult(
+    yield dg.MaterializeResult(
+        asset_key=ASSET,
         metadata={
             "landing_key": source.key or "(landing root)",
             "source_kind": source.kind,
@@ -270,34 +216,34 @@ def raw_frames(
         },
         check_results=results,
     )
+    if labeled:
+        yield dg.MaterializeResult(
+            asset_key="source_labels",
+            metadata={
+                "labels": len(labels),
+                "boxes": int(labels["w"].notna().sum()),
+                "per_class": dg.MetadataValue.json(labels["category"].value_counts().to_dict()),
+                "table": dg.MetadataValue.path(store.uri(layout.table_key("source_labels", source_id))),
+            },
+        )
 
 
-def source_labels(source_id: str, entries: list[LabeledEntry], frames: pd.DataFrame) -> pd.DataFrame:
-    """One row per label: boxes in pixels (normalised ones scaled by the image read), image-level
-    labels with no box (NaN)."""
-    size = frames.set_index("frame_index")[["width", "height"]] if len(frames) else None
-    rows = []
-    for i, e in enumerate(entries):
-        sx, sy = (size.at[i, "width"], size.at[i, "height"]) if e.normalized and size is not None else (1, 1)
-        for c, x, y, w, h in e.annotations:
-            rows.append({"frame_id": frame_id_for(source_id, i), "split": e.split, "category": c,
-                         "x": x * sx, "y": y * sy, "w": w * sx, "h": h * sy})  # fmt: skip
-    return pd.DataFrame(rows, columns=["frame_id", "split", "category", "x", "y", "w", "h"])
-
-
-def _frame_row(store: ObjectStore, key: str, item: Item, quality: int, row: dict, watch: Stopwatch) -> dict:
-    """Runs on a worker: its stages' busy seconds add up over the workers. An image that
-    cannot be read becomes a row flagged ``corrupt`` with the reason."""
-    with watch.stage("decode images"):
-        image = item.load()
-    if image.rgb is None:
-        empty = {"uri": "", "width": 0, "height": 0, "sha256": "", "phash": 0, "phash_mirror": 0}
-        return {**row, "corrupt": True, "error": image.error or "", **empty, **dict.fromkeys(METRICS, np.nan)}
-    rgb = image.rgb
-    with watch.stage("metrics and hashes"):
-        stats = asdict(image_stats(rgb))
-    with watch.stage("encode jpeg"):
-        data = image.jpeg or encode_jpeg(rgb, quality)
-    with watch.stage("store frames"):
-        uri = store.put_bytes(key, data)
-    return {**row, "corrupt": False, "error": "", "uri": uri, "width": rgb.shape[1], "height": rgb.shape[0], **stats}
+def frame_checks(store, expectations, table: pd.DataFrame, readable: pd.DataFrame, damage: list[str], min_frames: int):
+    validation = expectations.validate(readable, "raw_frames", suites.frame_table(min_frames))
+    missing = [u for u in readable["uri"] if not store.exists(store.key_for_uri(u))] if len(readable) else []
+    return [
+        checks.from_validation("raw_frames_table_valid", validation, rows=len(table), readable=len(readable)),
+        checks.from_assertion(
+            "raw_frames_images_exist",
+            not missing,
+            missing=len(missing),
+            missing_examples=missing[:10] or "none",
+        ),
+        checks.from_assertion(
+            "raw_frames_source_complete",
+            not damage and not (len(table) and table["corrupt"].any()),
+            severity=dg.AssetCheckSeverity.WARN,
+            damage=damage or "none",
+            unreadable_images=int(table["corrupt"].sum()) if len(table) else 0,
+        ),
+    ]

@@ -7,9 +7,9 @@ from curation_assets.defs.search import search_frames
 
 ingest_video_job = dg.define_asset_job(
     "ingest_video",
-    selection=dg.AssetSelection.assets("raw_frames", "frame_embeddings"),
+    selection=dg.AssetSelection.assets("raw_frames", "source_labels", "frame_embeddings"),
     partitions_def=videos,
-    description="Frames and embeddings for one landing video.",
+    description="Frames (and a labeled dataset's own labels) and embeddings for one landing source.",
 )
 curate_job = dg.define_asset_job(
     "curate",

@@ -16,7 +16,7 @@ from curation_assets.defs import checks
 from curation_assets.defs.curation import ON_NEW_EMBEDDINGS, load_corpus
 from curation_assets.defs.reports import png_metadata
 from curation_assets.defs.retries import TRANSIENT, transient_only
-from curation_assets.defs.selection import earlier_selections
+from curation_assets.defs.selected_batch import earlier_selections
 from curation_assets.quality import suites
 from resources import EmbedderResource, ExpectationsResource, ObjectStoreResource
 from resources.object_store import ObjectStore

@@ -14,6 +14,7 @@ from pydantic import Field
 
 from curation_assets.core import layout
 from curation_assets.core.datasets import class_balance, merge_sources
+from curation_assets.core.ids import video_id_of
 from curation_assets.core.labels import coco_dataset
 from curation_assets.defs import checks
 from curation_assets.defs.audit import landing_uri
@@ -37,7 +38,7 @@ class MergeConfig(dg.Config):
 
 @dg.asset(
     retry_policy=TRANSIENT,
-    deps=["raw_frames", "duplicate_groups", "dataset_audit"],  # + raw_frames' source_labels tables
+    deps=["raw_frames", "source_labels", "duplicate_groups", "dataset_audit"],
     group_name="datasets",
     kinds={"coco", "parquet"},
     check_specs=[
@@ -59,7 +60,7 @@ def merged_dataset(
     frames = store.read_tables(layout.table_prefix("raw_frames"))
     if labels is None or frames is None:
         raise dg.Failure("no labeled source has been ingested yet", allow_retries=False)
-    labeled = sorted(set(labels["frame_id"].str.rsplit("/", n=1).str[0]))
+    labeled = sorted(set(labels["frame_id"].map(video_id_of)))
     sources = config.sources or labeled
     unknown = sorted(set(sources) - set(labeled))
     if unknown:

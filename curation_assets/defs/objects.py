@@ -80,9 +80,9 @@ def readable_frames(store: ObjectStore) -> pd.DataFrame:
 
 @dg.asset(
     retry_policy=TRANSIENT,
-    # its frames and source_labels tables; it reads labeled_set's boxes too, which cannot be a dep
-    # (labeled_set follows selected_batch, which follows this asset: a cycle)
-    deps=["raw_frames"],
+    # it reads labeled_set's boxes too, which cannot be a dep (labeled_set follows selected_batch,
+    # which follows this asset: a cycle)
+    deps=["raw_frames", "source_labels"],
     group_name="objects",
     kinds={"pytorch", "qdrant", "parquet"},
     pool="qdrant",  # the embedded store admits one process at a time

@@ -7,6 +7,7 @@ say what broke instead of "Exceeded max_retries".
 """
 
 import functools
+import inspect
 
 import dagster as dg
 
@@ -18,7 +19,25 @@ TRANSIENT_ERRORS = (StorageError, VectorStoreError, ConnectionError, TimeoutErro
 
 
 def transient_only(fn):
-    """Wrap an asset body: transient faults propagate (and are retried), others fail at once."""
+    """Wrap an asset body (a function or a generator of results): transient faults propagate
+    (and are retried), others fail at once."""
+
+    def refuse(exc: Exception) -> dg.Failure:
+        cause = str(exc) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
+        return dg.Failure(description=f"{fn.__name__}: {cause[:2000]}", allow_retries=False)
+
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def results(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except (dg.Failure, *TRANSIENT_ERRORS):
+                raise
+            except Exception as exc:
+                raise refuse(exc) from exc
+
+        return results
 
     @functools.wraps(fn)
     def body(*args, **kwargs):
@@ -27,7 +46,6 @@ def transient_only(fn):
         except (dg.Failure, *TRANSIENT_ERRORS):
             raise
         except Exception as exc:
-            cause = str(exc) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
-            raise dg.Failure(description=f"{fn.__name__}: {cause[:2000]}", allow_retries=False) from exc
+            raise refuse(exc) from exc
 
     return body

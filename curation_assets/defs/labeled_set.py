@@ -1,8 +1,6 @@
 """labeled_set: labels brought back from the labeling tool, validated, split and versioned."""
 
 import json
-import re
-from datetime import UTC, datetime
 
 import dagster as dg
 import pandas as pd
@@ -11,13 +9,12 @@ from pydantic import Field
 from curation_assets.core import labels, layout
 from curation_assets.defs import checks
 from curation_assets.defs.retries import TRANSIENT, transient_only
-from curation_assets.defs.versions import content_sha256, publish_dataset_files
+from curation_assets.defs.versions import publish_labeled_version
 from curation_assets.quality import suites
 from resources import ExpectationsResource, ObjectStoreResource
 from resources.object_store import ObjectStore
 
 ASSET = "labeled_set"
-VERSION = re.compile(r"^v\d{4}$")
 
 
 class LabeledSetConfig(dg.Config):
@@ -102,28 +99,14 @@ def labeled_set(
     imports = import_all(store, config.annotations_prefix, selected, categories)
     if not imports:
         raise dg.Failure(f"no annotation files under {store.uri(config.annotations_prefix)}", allow_retries=False)
-    accepted = pd.concat([i.accepted for i in imports], ignore_index=True)
-    rejected = pd.concat([i.rejected for i in imports], ignore_index=True)
-    labeled = sorted({f for i in imports for f in i.labeled_frames})
-
     groups = store.read_table(layout.table_key("duplicate_groups")).set_index("frame_id")["group_id"]
-    frames = selected[selected["frame_id"].isin(labeled)].drop_duplicates("frame_id").reset_index(drop=True)
-    frames["group_id"] = frames["frame_id"].map(groups).fillna(frames["group_id"])
     fractions = (("train", config.train_fraction), ("val", config.val_fraction), ("test", config.test_fraction))
-    frames["split"] = labels.assign_splits(
-        frames, accepted, fractions, config.split_by_video, previous_splits(store)
-    ).to_numpy()
-    accepted = accepted.join(frames.set_index("frame_id")[["width", "height"]], on="frame_id")
-    accepted["inside_image"] = (
-        (accepted["x"] >= 0) & (accepted["y"] >= 0)
-        & (accepted["x"] + accepted["w"] <= accepted["width"] + 0.5)
-        & (accepted["y"] + accepted["h"] <= accepted["height"] + 0.5)
-    )  # fmt: skip
-    conflicts = labels.label_conflicts(accepted)
-    disagreeing, rare = labels.group_label_report(accepted, groups)
-    split_counts = frames.groupby("group_id")["split"].nunique().rename("splits").reset_index()
+    found = labels.assemble_labeled_set(
+        selected, imports, groups, fractions, config.split_by_video, previous_splits(store)
+    )
+    frames, accepted, rejected = found.frames, found.accepted, found.rejected
+    conflicts, disagreeing, rare = found.conflicts, found.disagreeing_groups, found.rare_labels
     per_class = accepted["category"].value_counts()
-    rejected_fraction = len(rejected) / max(len(rejected) + len(accepted), 1)
     results = [
         checks.from_validation(
             "labeled_set_annotations_valid",
@@ -134,12 +117,12 @@ def labeled_set(
         ),
         checks.from_validation(
             "labeled_set_groups_in_one_split",
-            expectations.validate(split_counts, "splits", suites.splits_by_group(), "group_id"),
+            expectations.validate(found.splits_per_group, "splits", suites.splits_by_group(), "group_id"),
         ),
         checks.from_assertion(
             "labeled_set_rejections_under_limit",
-            rejected_fraction <= config.max_rejected_fraction,
-            rejected_fraction=round(rejected_fraction, 3),
+            found.rejected_fraction <= config.max_rejected_fraction,
+            rejected_fraction=round(found.rejected_fraction, 3),
             limit=config.max_rejected_fraction,
         ),
         checks.from_assertion(
@@ -171,7 +154,7 @@ def labeled_set(
     }
     passed = not checks.blocking_failures(results)
     if passed:  # the dataset version first: published annotations always have their dataset
-        version, existed = publish_dataset(store, frames, accepted, categories, rounds)
+        version, existed = publish_labeled_version(store, frames, accepted, categories, rounds)
     checks.publish(store, results, ASSET, "annotations", accepted)
     if not passed:  # the previous labeled set and versions stay as they were
         return dg.MaterializeResult(metadata={**metadata, "published": False}, check_results=results)
@@ -187,38 +170,3 @@ def labeled_set(
         },
         check_results=results,
     )
-
-
-def dataset_versions(store: ObjectStore) -> list[str]:
-    """Complete versions only: a version's manifest is written last."""
-    keys = (obj.key.split("/") for obj in store.list("datasets"))
-    return sorted({k[1] for k in keys if len(k) == 3 and k[2] == "manifest.json" and VERSION.match(k[1])})
-
-
-def publish_dataset(store, frames, annotations, categories, rounds) -> tuple[str, bool]:
-    """Write ``datasets/vNNNN/``; identical content reuses its version, none is ever rewritten."""
-    files = {
-        f"{split}.json": json.dumps(
-            labels.coco_dataset(frames[frames["split"] == split], annotations, categories), indent=1, sort_keys=True
-        ).encode()
-        for split, _ in labels.SPLITS
-    }
-    content_hash = content_sha256(files)
-    versions = dataset_versions(store)
-    for version in versions:
-        if json.loads(store.get_bytes(layout.dataset_key(version, "manifest.json")))["content_sha256"] == content_hash:
-            return version, True
-    version = f"v{len(versions) + 1:04d}"
-    in_split = {split: frames.loc[frames["split"] == split, "frame_id"] for split, _ in labels.SPLITS}
-    manifest = {
-        "version": version,
-        "created_at": datetime.now(UTC).isoformat(),
-        "rounds": rounds,
-        "content_sha256": content_hash,
-        "counts": {
-            split: {"images": len(ids), "annotations": int(annotations["frame_id"].isin(ids).sum())}
-            for split, ids in in_split.items()
-        },
-    }
-    publish_dataset_files(store, version, files, manifest)
-    return version, False

@@ -37,6 +37,7 @@ def resources_from_env(env: Mapping[str, str] = os.environ) -> dict:
         "vector_store": VectorStoreResource(
             path=_absolute(env.get("CURATION_QDRANT_PATH") or _embedded_store_for(root)),
             url=env.get("QDRANT_URL") or None,
+            quantization=env.get("CURATION_QDRANT_QUANTIZATION") or "none",
             # an EnvVar is resolved at run time and never shown in the UI
             api_key=dg.EnvVar("QDRANT_API_KEY") if env.get("QDRANT_API_KEY") else None,
         ),
