@@ -7,6 +7,7 @@ from curation_assets.core.labels import (
     assemble_labeled_set,
     assign_splits,
     coco_images,
+    export_bundle,
     group_label_report,
     import_coco,
     import_sagemaker,
@@ -247,3 +248,10 @@ def test_a_labeled_set_follows_the_current_groups_and_counts_what_was_rejected()
     assert found.splits_per_group.to_dict("records") == [{"group_id": "g1", "splits": 1}]
     assert list(found.accepted["inside_image"]) == [True]  # 300 + 50 > 320 was refused at import
     assert len(found.rejected) == 2 and found.rejected_fraction == pytest.approx(2 / 3)
+
+
+def test_a_round_exports_three_files_and_a_frame_without_an_image_fails_each_format():
+    files, problems = export_bundle(SELECTED, CATEGORIES)
+    assert set(files) == {"manifest.jsonl", "coco_images.json", "label_studio_tasks.json"} and problems == []
+    _, problems = export_bundle(SELECTED.assign(uri=["", SELECTED.uri[1]]), CATEGORIES)
+    assert [p.split(":")[0] for p in problems] == ["line 1", "image 1", "task 0"]

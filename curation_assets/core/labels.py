@@ -93,6 +93,22 @@ def validate_label_studio_tasks(tasks) -> list[str]:
     return [f"task {i}: needs data.image" for i, t in enumerate(tasks) if not (t.get("data") or {}).get("image")]
 
 
+def export_bundle(batch: pd.DataFrame, categories: list[str]) -> tuple[dict[str, str], list[str]]:
+    """A round's files for the labeling tools (SageMaker Ground Truth input manifest, COCO
+    images, Label Studio tasks) and what is wrong with them, each checked in its own format."""
+    files = {
+        "manifest.jsonl": sagemaker_manifest(batch),
+        "coco_images.json": json.dumps(coco_images(batch, categories), indent=1),
+        "label_studio_tasks.json": json.dumps(label_studio_tasks(batch), indent=1),
+    }
+    problems = (
+        validate_sagemaker_manifest(files["manifest.jsonl"])
+        + validate_coco_images(json.loads(files["coco_images.json"]))
+        + validate_label_studio_tasks(json.loads(files["label_studio_tasks.json"]))
+    )
+    return files, problems
+
+
 @dataclass
 class ImportResult:
     accepted: pd.DataFrame  # frame_id, category, x, y, w, h, source, row

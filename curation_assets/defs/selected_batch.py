@@ -1,7 +1,5 @@
 """selected_batch: one labeling round (a partition) chosen within a budget, and its exports."""
 
-import json
-
 import dagster as dg
 import numpy as np
 import pandas as pd
@@ -147,16 +145,7 @@ def selected_batch(
     batch = table.iloc[chosen][[*BATCH_COLUMNS, "is_outlier"]].reset_index(drop=True)
     batch = batch.assign(strategy=config.strategy, score=scores, rank=np.arange(1, len(batch) + 1), round=round_id)
 
-    exports = {
-        "manifest.jsonl": labels.sagemaker_manifest(batch),
-        "coco_images.json": json.dumps(labels.coco_images(batch, config.categories), indent=1),
-        "label_studio_tasks.json": json.dumps(labels.label_studio_tasks(batch), indent=1),
-    }
-    export_problems = (
-        labels.validate_sagemaker_manifest(exports["manifest.jsonl"])
-        + labels.validate_coco_images(json.loads(exports["coco_images.json"]))
-        + labels.validate_label_studio_tasks(json.loads(exports["label_studio_tasks.json"]))
-    )
+    exports, export_problems = labels.export_bundle(batch, list(config.categories))
     validation = expectations.validate(batch, ASSET, suites.selected_batch(expected, sorted(taken)))
     results = [
         checks.from_validation(
