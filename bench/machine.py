@@ -24,3 +24,13 @@ def peak_rss_mb(pid: int) -> int | None:
             return next(int(line.split()[1]) // 1024 for line in f if line.startswith("VmHWM:"))
     except (OSError, StopIteration):
         return None
+
+
+def anon_rss_mb(pid: int) -> int | None:
+    """A process's resident memory of its own (RssAnon), leaving out memory-mapped file pages,
+    which the kernel can drop and read again at will."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(line.split()[1]) // 1024 for line in f if line.startswith("RssAnon:"))
+    except (OSError, StopIteration):
+        return None

@@ -34,7 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.machine import describe, peak_rss_mb  # noqa: E402
+from bench.machine import anon_rss_mb, describe, peak_rss_mb  # noqa: E402
 from bench.quality_data import NEAR_COPIES, generate_images  # noqa: E402
 from curation_assets.core.ids import point_id_for  # noqa: E402
 from resources.vector_store import EdgeVectorStore, Where  # noqa: E402
@@ -117,14 +117,18 @@ def latency(size: int, queries: int, work: Path, quantization: str) -> None:
         here = (sample_rows >= start) & (sample_rows < start + len(vectors))
         sample[here] = vectors[sample_rows[here] - start]
     written = time.perf_counter() - started
+    anon_written = anon_rss_mb(os.getpid())
     started = time.perf_counter()
     store.build_index(collection)
     indexed = time.perf_counter() - started
+    anon_indexed = anon_rss_mb(os.getpid())
     probes = sample + 0.05 * rng.normal(size=sample.shape).astype(np.float32)
     probes /= np.linalg.norm(probes, axis=1, keepdims=True)
+    disk = _megabytes(work / f"qdrant-{size}")
     print(f"\n(2) {size:,} vectors x {DIM} ({quantization=}): written in {written:.1f} s, index built in "
-          f"{indexed:.1f} s, peak RSS {peak_rss_mb(os.getpid()):.0f} MB (memory-mapped files included), "
-          f"{_megabytes(work / f'qdrant-{size}')} MB on disk")  # fmt: skip
+          f"{indexed:.1f} s, {disk} MB on disk;\n    resident: peak {peak_rss_mb(os.getpid())} MB with "
+          f"memory-mapped files, the process's own {anon_written} MB after writing, {anon_indexed} MB after "
+          "indexing")  # fmt: skip
     for label, where in (("no filter", None), ("camera filter", Where(cameras=["cam-3"]))):
         store.nearest(collection, "v", probes[0], 10, where)  # warm
         ms, found = [], []

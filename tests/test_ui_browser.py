@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from helpers import browser_page, require_chromium
+from playwright.sync_api import expect
 
 from curation_assets.core.ids import video_id_for
 from curation_assets.demo.scenes import Scene, default_events, write_video
@@ -94,38 +95,38 @@ def test_asset_graph_shows_all_six_assets(dagster_ui, page):
     url, _ = dagster_ui
     page.goto(f"{url}/assets/labeled_set?view=lineage&lineageScope=upstream&lineageDepth=6")
     for asset in ASSETS:
-        page.get_by_text(asset, exact=True).first.wait_for()
+        expect(page.get_by_text(asset, exact=True).first).to_be_visible(timeout=30_000)
     page.screenshot(path=ARTIFACTS / "01-lineage.png")
 
 
 def test_raw_frames_shows_its_partitions_and_check_results(dagster_ui, page):
     url, _ = dagster_ui
     page.goto(f"{url}/assets/raw_frames?view=partitions")
-    page.get_by_text(video_id_for("cam-a/aisle-3-morning.mp4")).first.wait_for()
+    expect(page.get_by_text(video_id_for("cam-a/aisle-3-morning.mp4")).first).to_be_visible(timeout=30_000)
     page.screenshot(path=ARTIFACTS / "02-raw-frames-partitions.png")
     page.goto(f"{url}/assets/raw_frames?view=checks")
     for check in ("raw_frames_table_valid", "raw_frames_images_exist"):
-        page.get_by_text(check).first.wait_for()
+        expect(page.get_by_text(check).first).to_be_visible(timeout=30_000)
     # the latest evaluation may be the corrupt video's failed run; the history holds the passes
     page.get_by_text("Execution history").first.click()
-    page.get_by_text("Passed").first.wait_for()
+    expect(page.get_by_text("Passed").first).to_be_visible(timeout=30_000)
     page.screenshot(path=ARTIFACTS / "03-raw-frames-checks.png")
 
 
 def test_raw_frames_explains_that_its_failed_partition_is_a_refused_input(dagster_ui, page):
     url, _ = dagster_ui
     page.goto(f"{url}/assets/raw_frames")
-    page.get_by_text("a bad input was refused", exact=False).first.wait_for()
+    expect(page.get_by_text("a bad input was refused", exact=False).first).to_be_visible(timeout=30_000)
     page.screenshot(path=ARTIFACTS / "03b-raw-frames-description.png")
 
 
 def test_duplicate_groups_shows_its_contact_sheet(dagster_ui, page):
     url, _ = dagster_ui
     page.goto(f"{url}/assets/duplicate_groups")
-    page.get_by_text("largest_groups_preview").first.wait_for()
+    expect(page.get_by_text("largest_groups_preview").first).to_be_visible(timeout=30_000)
     page.get_by_text("[Show Markdown]").first.click()
     picture = page.locator('img[src^="data:image/png"]').first
-    picture.wait_for(state="visible")
+    expect(picture).to_be_visible(timeout=30_000)
     assert picture.evaluate("img => img.naturalWidth") > 200  # a real, decoded picture
     page.screenshot(path=ARTIFACTS / "04-duplicate-groups-picture.png")
 
@@ -154,5 +155,5 @@ def test_a_video_dropped_while_running_is_ingested_by_the_sensor(dagster_ui, pag
     assert status == "SUCCESS", f"sensor run for {partition}: {status}"
     assert {t["key"]: t["value"] for t in runs[0]["tags"]}["dagster/sensor_name"] == "new_video_sensor"
     page.goto(f"{url}/runs/{runs[0]['runId']}")
-    page.get_by_text("Success").first.wait_for()
+    expect(page.get_by_text("Success").first).to_be_visible(timeout=30_000)
     page.screenshot(path=ARTIFACTS / "05-sensor-run.png")

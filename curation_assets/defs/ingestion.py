@@ -1,4 +1,5 @@
-"""raw_frames: one landing source (video, image folder, archive) -> JPEG frames + a frame table."""
+"""raw_frames (and source_labels): one landing source (video, image folder, archive, labeled dataset) -> JPEG
+frames + a frame table, and a labeled dataset's own labels."""
 
 import time
 from collections.abc import Callable, Iterator
