@@ -22,3 +22,19 @@ def test_a_table_whose_blocking_check_fails_is_kept_aside_never_published(tmp_pa
     assert failed.key == layout.rejected_table_key("t", "w") and store.exists(failed.key)
     assert not store.exists(layout.table_key("t", "w"))  # nothing downstream can read it
     pd.testing.assert_frame_equal(store.read_table(failed.key), table)
+
+
+def test_a_frame_whose_image_is_gone_from_storage_fails_the_images_check(tmp_path):
+    from curation_assets.defs.ingestion import frame_checks
+    from resources import ExpectationsResource
+
+    store = LocalObjectStore(tmp_path)
+    uris = [store.put_bytes(layout.frame_key("v", i), b"jpeg") for i in range(3)]
+    table = pd.DataFrame({"frame_id": [f"v/{i:06d}" for i in range(3)], "uri": uris, "corrupt": False})
+    stored = {obj.key for obj in store.list(layout.frame_prefix("v"))} - {layout.frame_key("v", 1)}
+
+    results = {r.check_name: r for r in frame_checks(store, ExpectationsResource(), table, table, stored, [], 1)}
+
+    assert not results["raw_frames_images_exist"].passed
+    assert results["raw_frames_images_exist"].metadata["missing_examples"].value == [uris[1]]
+    assert results["raw_frames_source_complete"].passed

@@ -180,7 +180,8 @@ def raw_frames(
 
     readable = table[~table["corrupt"]] if len(table) else table
     with watch.stage("checks"):
-        results = frame_checks(store, expectations, table, readable, damage, config.min_frames)
+        stored = {obj.key for obj in store.list(layout.frame_prefix(source_id))}  # a listing, not a request a frame
+        results = frame_checks(store, expectations, table, readable, stored, damage, config.min_frames)
     with watch.stage("write table"):
         verdict = checks.publish(store, results, ASSET, source_id, table)
         labeled = verdict.published and source.kind in LABELED_KINDS
@@ -229,9 +230,18 @@ def raw_frames(
         )
 
 
-def frame_checks(store, expectations, table: pd.DataFrame, readable: pd.DataFrame, damage: list[str], min_frames: int):
+def frame_checks(
+    store: ObjectStore,
+    expectations: ExpectationsResource,
+    table: pd.DataFrame,
+    readable: pd.DataFrame,
+    stored: set[str],
+    damage: list[str],
+    min_frames: int,
+) -> list[dg.AssetCheckResult]:
+    """The frame table's checks; ``stored``: the keys found under the source's frame folder."""
     validation = expectations.validate(readable, "raw_frames", suites.frame_table(min_frames))
-    missing = [u for u in readable["uri"] if not store.exists(store.key_for_uri(u))] if len(readable) else []
+    missing = [uri for uri in readable["uri"] if store.key_for_uri(uri) not in stored] if len(readable) else []
     return [
         checks.from_validation("raw_frames_table_valid", validation, rows=len(table), readable=len(readable)),
         checks.from_assertion(
