@@ -40,6 +40,8 @@ from curation_assets.core.ids import point_id_for  # noqa: E402
 from resources.vector_store import EdgeVectorStore, Where  # noqa: E402
 
 DIM = 1280  # efficientnet-lite0's embedding width
+RECALL_QUERIES = 50
+SEARCH_EFFORTS = [(None, 2.0), (128, 4.0), (256, 8.0)]  # (hnsw_ef, int8 oversampling): the store's default first
 
 
 def recall(work: Path) -> None:
@@ -129,19 +131,23 @@ def latency(size: int, queries: int, work: Path, quantization: str) -> None:
           f"{indexed:.1f} s, {disk} MB on disk;\n    resident: peak {peak_rss_mb(os.getpid())} MB with "
           f"memory-mapped files, the process's own {anon_written} MB after writing, {anon_indexed} MB after "
           "indexing")  # fmt: skip
-    for label, where in (("no filter", None), ("camera filter", Where(cameras=["cam-3"]))):
-        store.nearest(collection, "v", probes[0], 10, where)  # warm
-        ms, found = [], []
-        for probe in probes:
-            t = time.perf_counter()
-            found.append(store.nearest(collection, "v", probe, 10, where))
-            ms.append((time.perf_counter() - t) * 1000)
-        q = statistics.quantiles(ms, n=20)
-        print(f"  {label:14s} p50 {statistics.median(ms):7.2f} ms  p95 {q[18]:7.2f} ms  ({queries} queries, top 10)")
-    exact = exact_top10(store, collection, probes[:20], size)
-    approx = [{h[0] for h in store.nearest(collection, "v", p, 10)} for p in probes[:20]]
-    overlap = np.mean([len(a & e) / 10 for a, e in zip(approx, exact)])
-    print(f"  recall@10 of the index against exact search (20 queries): {overlap:.3f}")
+    exact = exact_top10(store, collection, probes[:RECALL_QUERIES], size)
+    for hnsw_ef, oversampling in SEARCH_EFFORTS if quantization == "int8" else SEARCH_EFFORTS[:1]:
+        store.hnsw_ef, store.oversampling = hnsw_ef, oversampling
+        effort = f"hnsw_ef {hnsw_ef or 'default'}"
+        effort += f", oversampling {oversampling}" if quantization == "int8" else ""
+        approx = [{h[0] for h in store.nearest(collection, "v", p, 10)} for p in probes[:RECALL_QUERIES]]
+        overlap = np.mean([len(a & e) / 10 for a, e in zip(approx, exact)])
+        print(f"  {effort}: recall@10 against exact search ({RECALL_QUERIES} queries) {overlap:.3f}")
+        for label, where in (("no filter", None), ("camera filter", Where(cameras=["cam-3"]))):
+            store.nearest(collection, "v", probes[0], 10, where)  # warm
+            ms = []
+            for probe in probes:
+                t = time.perf_counter()
+                store.nearest(collection, "v", probe, 10, where)
+                ms.append((time.perf_counter() - t) * 1000)
+            q = statistics.quantiles(ms, n=20)
+            print(f"    {label:14s} p50 {statistics.median(ms):7.2f} ms  p95 {q[18]:7.2f} ms  ({queries} queries)")
     store.close()
 
 

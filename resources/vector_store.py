@@ -168,13 +168,21 @@ class VectorStore(ABC):
 class EdgeVectorStore(VectorStore):
     """Qdrant's own engine in process (``qdrant-edge-py``); one shard folder per collection."""
 
-    def __init__(self, path: str | Path, lock_timeout_s: float = 60.0, quantization: str = "none"):
+    def __init__(
+        self,
+        path: str | Path,
+        lock_timeout_s: float = 60.0,
+        quantization: str = "none",
+        hnsw_ef: int | None = None,
+        oversampling: float = OVERSAMPLING,
+    ):
         import qdrant_edge
 
         self._qe = qdrant_edge
         self.path = Path(path).expanduser().resolve()
         self.lock_timeout_s = lock_timeout_s
         self.quantization = _checked(quantization)
+        self.hnsw_ef, self.oversampling = hnsw_ef, oversampling  # search effort: candidates visited, rescored
         self._shards: dict[str, object] = {}
 
     def _shard(self, collection: str, vector_name: str | None = None, dim: int | None = None):
@@ -261,7 +269,10 @@ class EdgeVectorStore(VectorStore):
             query=qe.Query.Nearest(np.asarray(vector, dtype=np.float32).tolist(), using=vector_name),
             with_payload=True,
             filter=flt,
-            params=qe.SearchParams(quantization=qe.QuantizationSearchParams(rescore=True, oversampling=OVERSAMPLING)),
+            params=qe.SearchParams(
+                hnsw_ef=self.hnsw_ef,
+                quantization=qe.QuantizationSearchParams(rescore=True, oversampling=self.oversampling),
+            ),
         )
 
     def nearest(
