@@ -41,7 +41,7 @@ from resources.vector_store import EdgeVectorStore, Where  # noqa: E402
 
 DIM = 1280  # efficientnet-lite0's embedding width
 RECALL_QUERIES = 50
-SEARCH_EFFORTS = [(None, 2.0), (128, 4.0), (256, 8.0)]  # (hnsw_ef, int8 oversampling): the store's default first
+SEARCH_EFFORTS = [(256, 8.0), (128, 4.0), (None, 2.0)]  # (hnsw_ef, int8 oversampling): the store's default first
 
 
 def recall(work: Path) -> None:
