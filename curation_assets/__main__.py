@@ -7,6 +7,8 @@
     python -m curation_assets search --image q.jpg | --frame VIDEO/000042 | --text "a forklift" \\
         [--top 20] [--camera cam-a] [--video ID] [--from-s 10 --to-s 60] [--split val] \\
         [--exclude-outliers] [--exclude-duplicates] [--root ...] [--json hits.json]
+    python -m curation_assets search --boxes --image crop.jpg | --box VIDEO/000042/labels-000 \\
+        [--category forklift] [--camera ...] [--exclude-outliers] [--exclude-duplicates] ...
 
 Same definitions, checks and lineage as the UI: with DAGSTER_HOME set, the runs appear
 there. Exit status: 0 when every run succeeded and no blocking check failed, 1 otherwise,
@@ -46,6 +48,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     query.add_argument("--image", help="query image: a file path or s3:// URI")
     query.add_argument("--frame", help="query by a stored frame id (video/000042)")
     query.add_argument("--text", help="query by text (open_clip models only)")
+    query.add_argument("--box", help="query by a stored box's object id (VIDEO/000042/labels-000); implies --boxes")
+    find.add_argument("--boxes", action="store_true", help="search the boxes' crops instead of whole frames")
+    find.add_argument("--category", action="append", default=[], help="boxes only: only this class (repeatable)")
     find.add_argument("--root", help="storage root folder or s3:// prefix (default $CURATION_STORAGE_URI or .curation)")
     find.add_argument("--top", type=int, default=20)
     find.add_argument("--camera", action="append", default=[], help="only this camera (repeatable)")
@@ -126,9 +131,10 @@ def search(args: argparse.Namespace) -> int:
     if args.root:
         env["CURATION_STORAGE_URI"] = args.root
     resources = resources_from_env(env)
-    config = SearchConfig(image=args.image or "", frame=args.frame or "", text=args.text or "", top=args.top,
-                          cameras=args.camera, videos=args.video, time_from_s=args.from_s, time_to_s=args.to_s,
-                          split=args.split, exclude_outliers=args.exclude_outliers,
+    config = SearchConfig(image=args.image or "", frame=args.frame or "", text=args.text or "", box=args.box or "",
+                          boxes=args.boxes, categories=args.category, top=args.top, cameras=args.camera,
+                          videos=args.video, time_from_s=args.from_s, time_to_s=args.to_s, split=args.split,
+                          exclude_outliers=args.exclude_outliers,
                           exclude_duplicates=args.exclude_duplicates)  # fmt: skip
     try:
         result = run_search(config, resources["object_store"], resources["embedder"], resources["vector_store"])
@@ -138,7 +144,7 @@ def search(args: argparse.Namespace) -> int:
     store = resources["object_store"].store()
     pictures, _ = write_report(store, result, time.strftime("cli-%Y%m%d-%H%M%S"))
     print(f"{result.query.describe()}: {len(result.hits)} hits from {result.model} in {result.seconds * 1000:.1f} ms")
-    print(result.hits.drop(columns="uri").to_string(index=False) if len(result.hits) else "no hits")
+    print(result.hits.drop(columns="uri", errors="ignore").to_string(index=False) if len(result.hits) else "no hits")
     print(f"contact sheet: {pictures['search_hits_report'].value}")
     if args.json:
         args.json.write_text(result.hits.to_json(orient="records", indent=1))

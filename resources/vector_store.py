@@ -25,7 +25,7 @@ from pydantic import Field
 
 from curation_assets.core.ids import point_id_for
 
-PAYLOAD_INDEXES = ("video_id", "camera_id")
+PAYLOAD_INDEXES = ("video_id", "camera_id", "category")  # category: boxes only
 QUANTIZATIONS = ("none", "int8")
 # Search effort (bench/search.py, 1 M clustered vectors x 1280, int8): Qdrant's defaults
 # (ef 100, oversampling 1-2) found 0.84 of the exact top 10; these find 0.98 at p95 12.7 ms
@@ -48,13 +48,14 @@ class Where:
     time_from_s: float | None = None  # the frame's timestamp in its video, inclusive
     time_to_s: float | None = None
     only_frames: Sequence[str] | None = None  # e.g. the frames of one split; empty admits none
-    exclude_frames: Sequence[str] = ()  # e.g. outliers, duplicates of a kept frame
+    exclude_frames: Sequence[str] = ()  # e.g. outliers, duplicates of a kept frame (or box ids, for boxes)
+    categories: Sequence[str] = ()  # boxes of these classes (the objects' collection)
 
     def clauses(self) -> tuple[list[tuple], list[tuple]]:
         """(must, must not), each clause ("any", payload key, values), ("range", payload key,
         (min, max)) or ("ids", point ids): what both stores translate into their filter types."""
-        must: list[tuple] = [("any", key, list(v)) for key, v in (("camera_id", self.cameras),
-                                                                  ("video_id", self.videos)) if v]  # fmt: skip
+        listed = (("camera_id", self.cameras), ("video_id", self.videos), ("category", self.categories))
+        must: list[tuple] = [("any", key, list(values)) for key, values in listed if values]
         if self.time_from_s is not None or self.time_to_s is not None:
             must.append(("range", "timestamp_s", (self.time_from_s, self.time_to_s)))
         if self.only_frames is not None:

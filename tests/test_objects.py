@@ -123,7 +123,8 @@ def test_crops_of_one_object_seen_again_form_one_group_led_by_the_largest_box():
 
 def _scene(seed: int, objects: list[tuple[str, int, int, int]]) -> tuple[Image.Image, list[dict]]:
     """A 320x240 photograph with real photographs pasted in as objects: (class, x, y, side)."""
-    sources = {"cup": 10, "person": 1, "cat": 8, "vehicle": 21}  # photo() seeds: coffee, astronaut, chelsea, rocket
+    # photo() seeds (astronaut, cell, coffee, clock): the class names are only labels
+    sources = {"cup": 10, "person": 1, "cat": 8, "vehicle": 21}
     background = photo([13, 14, 4][seed % 3] * 3 % 23, size=(320, 240))
     boxes = []
     for category, x, y, side in objects:
@@ -285,3 +286,32 @@ def test_object_diversity_without_boxes_and_predictions_without_columns_say_what
         bad = {"ops": {"object_embeddings": {"config": {"predictions": "p.csv"}}}}
         result = headless.run_job(defs, instance, "curate_objects", run_config=bad)
         assert "p.csv: predictions need columns ['confidence', 'h', 'w', 'x', 'y']" in _errors(result)
+
+
+def test_boxes_are_searched_by_a_picture_of_an_object_by_a_stored_box_and_by_class(street, tmp_path):
+    from curation_assets.core.search import SearchError
+    from curation_assets.defs.search import SearchConfig, search, write_report
+
+    defs, instance, resources, frame_of = street
+    _curate_objects(defs, instance)
+    args = resources["object_store"], resources["embedder"], resources["vector_store"]
+    cat = tmp_path / "cat.jpg"
+    cat.write_bytes(encoded(photo(8, size=(90, 90)), quality=92))  # the photograph pasted as the "cat", resized
+
+    by_picture = search(SearchConfig(image=str(cat), boxes=True, top=3), *args)
+    assert by_picture.hits.loc[0, "category"] == "cat" and by_picture.hits.loc[0, "frame_id"] == frame_of["f05.jpg"]
+
+    cups = by_picture.boxes[(by_picture.boxes["category"] == "cup") & (by_picture.boxes["problem"] == "")]
+    query = cups["object_id"].iloc[0]
+    by_box = search(SearchConfig(box=query, top=3), *args)
+    assert query not in set(by_box.hits["object_id"]) and by_box.hits.loc[0, "category"] == "cup"
+
+    vehicles = search(SearchConfig(image=str(cat), boxes=True, categories=["vehicle"], top=10), *args)
+    assert len(vehicles.hits) == 4 and set(vehicles.hits["category"]) == {"vehicle"}
+    pictures, _ = write_report(resources["object_store"].store(), by_box, "boxes-test")
+    assert pictures["search_hits_report"].value.endswith("search/boxes-test.png")
+
+    with pytest.raises(SearchError, match="classes filter boxes"):
+        search(SearchConfig(image=str(cat), categories=["cat"]), *args)
+    with pytest.raises(SearchError, match="not a frame id"):
+        search(SearchConfig(frame=frame_of["f05.jpg"], boxes=True), *args)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 HIT_COLUMNS = ["rank", "score", "frame_id", "video_id", "camera_id", "frame_index", "timestamp_s", "uri"]
+BOX_HIT_COLUMNS = ["rank", "score", "object_id", "category", "frame_id", "video_id", "camera_id", "origin"]
 
 
 class SearchError(ValueError):
@@ -20,19 +21,25 @@ class SearchError(ValueError):
 
 @dataclass(frozen=True)
 class Query:
-    """Exactly one of ``image`` (a file path or s3:// URI), ``frame`` (a stored frame id) or ``text``."""
+    """Exactly one of ``image`` (a file path or s3:// URI), ``frame`` (a stored frame id),
+    ``box`` (a stored box's object id) or ``text``."""
 
     image: str | None = None
     frame: str | None = None
     text: str | None = None
+    box: str | None = None
 
     def __post_init__(self):
-        given = [name for name in ("image", "frame", "text") if getattr(self, name)]
+        given = [name for name in ("image", "frame", "text", "box") if getattr(self, name)]
         if len(given) != 1:
-            raise SearchError(f"give exactly one of an image, a frame id or a text to search by (got {len(given)})")
+            raise SearchError(
+                f"give exactly one of an image, a frame id, a box id or a text to search by (got {len(given)})"
+            )
 
     def describe(self) -> str:
-        return f"image {self.image}" if self.image else f"frame {self.frame}" if self.frame else f"text {self.text!r}"
+        if self.image:
+            return f"image {self.image}"
+        return f"frame {self.frame}" if self.frame else f"box {self.box}" if self.box else f"text {self.text!r}"
 
 
 def left_out(
@@ -52,6 +59,18 @@ def left_out(
     return sorted(out)
 
 
+def boxes_left_out(object_outliers: pd.DataFrame | None, exclude_outliers: bool, exclude_duplicates: bool) -> list[str]:
+    """Box ids a query over boxes should not return: flagged boxes, and boxes that duplicate a
+    kept crop (object_outliers holds both)."""
+    if not (exclude_outliers or exclude_duplicates):
+        return []
+    if object_outliers is None:
+        raise SearchError("excluding boxes needs the object_outliers table: run the curate_objects job first")
+    out = object_outliers["is_outlier"] & exclude_outliers
+    out |= ~object_outliers["is_representative"] & exclude_duplicates
+    return sorted(object_outliers.loc[out, "object_id"])
+
+
 def frames_of_split(frames: pd.DataFrame, split: str) -> list[str]:
     """Frame ids of one split (a labeled dataset's own split: train, val, test)."""
     known = sorted(s for s in frames["split"].dropna().unique() if s)
@@ -60,8 +79,7 @@ def frames_of_split(frames: pd.DataFrame, split: str) -> list[str]:
     return list(frames.loc[frames["split"] == split, "frame_id"])
 
 
-def hits_table(hits: list[tuple[str, float, dict]]) -> pd.DataFrame:
+def hits_table(hits: list[tuple[str, float, dict]], columns: list[str] = HIT_COLUMNS) -> pd.DataFrame:
     """The store's (point id, score, payload) hits, best first, as rows with their rank."""
     rows = [{"rank": i + 1, "score": round(score, 4), **payload} for i, (_, score, payload) in enumerate(hits)]
-    table = pd.DataFrame(rows, columns=HIT_COLUMNS + ["phash"])
-    return table[HIT_COLUMNS]
+    return pd.DataFrame(rows, columns=list(dict.fromkeys([*columns, *(rows[0] if rows else [])])))[columns]

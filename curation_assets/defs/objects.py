@@ -32,7 +32,7 @@ from resources import EmbedderResource, ExpectationsResource, ObjectStoreResourc
 from resources.object_store import ObjectStore
 
 EMBEDDINGS, OUTLIERS = "object_embeddings", "object_outliers"
-PAYLOAD_COLUMNS = ["object_id", "frame_id", "video_id", "category", "origin"]
+PAYLOAD_COLUMNS = ["object_id", "frame_id", "video_id", "camera_id", "category", "origin"]
 SAME_BOX = ["object_id", "category", "x", "y", "w", "h", "uri"]  # a stored vector is reused while these match
 
 
@@ -75,7 +75,7 @@ def readable_frames(store: ObjectStore) -> pd.DataFrame:
     frames = store.read_tables(layout.table_prefix("raw_frames"))
     if frames is None:
         raise dg.Failure("no published frames yet: materialize raw_frames first", allow_retries=False)
-    return frames[~frames["corrupt"]][["frame_id", "video_id", "uri", "width", "height"]]
+    return frames[~frames["corrupt"]][["frame_id", "video_id", "camera_id", "uri", "width", "height"]]
 
 
 @dg.asset(
@@ -108,8 +108,8 @@ def object_embeddings(
 ):
     """Crop every labeled box (a labeled dataset's, or imported from our labeling rounds) and,
     with ``predictions``, every predicted box from its stored frame, and embed it with the
-    frames' model into its own Qdrant collection (payload: the parent frame, its video, the
-    box's class). Boxes whose crop and model are unchanged keep their vector: a re-run embeds
+    frames' model into its own Qdrant collection (payload: the parent frame, its video and
+    camera, the box's class). Boxes whose crop and model are unchanged keep their vector: a re-run embeds
     only new or moved boxes. Boxes with no area are kept in the table with the reason, and no
     vector."""
     store = object_store.store()
@@ -117,7 +117,8 @@ def object_embeddings(
     watch = Stopwatch()
     frames = readable_frames(store)
     objects = all_boxes(store, frames, config, params)
-    objects = objects.merge(frames[["frame_id", "uri"]], on="frame_id").sort_values("object_id", ignore_index=True)
+    objects = objects.merge(frames[["frame_id", "uri", "camera_id"]], on="frame_id")
+    objects = objects.sort_values("object_id", ignore_index=True)
     model = embedder.embedder(load=True)
     usable = objects[objects["problem"] == ""].reset_index(drop=True)
 

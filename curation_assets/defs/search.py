@@ -20,7 +20,17 @@ from curation_assets.core.contact_sheet import captioned_sheet
 from curation_assets.core.embedder import Embedder, EmbedderError
 from curation_assets.core.frames import decode_image
 from curation_assets.core.ids import point_id_for
-from curation_assets.core.search import Query, SearchError, frames_of_split, hits_table, left_out
+from curation_assets.core.objects import crop
+from curation_assets.core.search import (
+    BOX_HIT_COLUMNS,
+    HIT_COLUMNS,
+    Query,
+    SearchError,
+    boxes_left_out,
+    frames_of_split,
+    hits_table,
+    left_out,
+)
 from curation_assets.core.sources import load_image
 from curation_assets.defs.reports import png_metadata
 from resources import EmbedderResource, ObjectStoreResource, VectorStoreResource
@@ -40,6 +50,13 @@ class SearchConfig(dg.Config):
     split: str = Field(default="", description="Only frames of this split (labeled datasets: train, val, test).")
     exclude_outliers: bool = Field(default=False, description="Leave flagged outliers out.")
     exclude_duplicates: bool = Field(default=False, description="Leave out frames that duplicate a kept frame.")
+    boxes: bool = Field(
+        default=False,
+        description="Search the boxes' crops (the curate_objects job's collection) instead of whole frames: "
+        "an image query is then a picture of one object.",
+    )
+    box: str = Field(default="", description="Search by a stored box (its object id); implies boxes.")
+    categories: list[str] = Field(default=[], description="Boxes only: only these classes.")
 
 
 @dataclass
@@ -50,6 +67,7 @@ class SearchResult:
     hits: pd.DataFrame  # core.search.HIT_COLUMNS, best first
     seconds: float  # the store's query alone
     query_image: Image.Image | None
+    boxes: pd.DataFrame | None = None  # box searches: every stored box (object_embeddings' table), for the sheet
 
 
 def _table(store: ObjectStore, asset: str) -> pd.DataFrame | None:
@@ -58,6 +76,13 @@ def _table(store: ObjectStore, asset: str) -> pd.DataFrame | None:
 
 
 def _where(config: SearchConfig, store: ObjectStore) -> Where:
+    if config.boxes or config.box:
+        if config.split or config.time_from_s is not None or config.time_to_s is not None:
+            raise SearchError("splits and time ranges filter frames; boxes filter by camera, video and class")
+        skip = boxes_left_out(_table(store, "object_outliers"), config.exclude_outliers, config.exclude_duplicates)
+        return Where(cameras=config.cameras, videos=config.videos, categories=config.categories, exclude_frames=skip)
+    if config.categories:
+        raise SearchError("classes filter boxes: add boxes (search the boxes' crops)")
     only = None
     if config.split:
         frames = store.read_tables(layout.table_prefix("raw_frames"))
@@ -91,13 +116,17 @@ def search(
     vector_store: VectorStoreResource,
 ) -> SearchResult:
     """Run one query; a query that cannot be answered raises SearchError saying why."""
-    query = Query(config.image or None, config.frame or None, config.text or None)
+    query = Query(config.image or None, config.frame or None, config.text or None, config.box or None)
     store = object_store.store()
     model = Embedder(**embedder.settings())  # here, not in a model process: one query, maybe a text
     if query.text and not model.has_text_tower:
         model.embed_text([query.text])  # raises the error that says which setting to change
-    collection = vector_store.collection_for(model.vector_name)
+    over_boxes = config.boxes or bool(config.box)
+    if over_boxes and query.frame:
+        raise SearchError("a box search takes an image, a box id or a text, not a frame id")
+    collection = vector_store.collection_for(model.vector_name, items="objects" if over_boxes else "frames")
     where = _where(config, store)
+    boxes = _table(store, "object_embeddings") if over_boxes else None
     query_image = None
     if query.image:
         try:
@@ -110,8 +139,18 @@ def search(
     with vector_store.open() as vs:
         existing = vs.collections()
         if collection not in existing or vs.count(collection) == 0:
+            if over_boxes:
+                raise SearchError(f"no boxes embedded with {model.model} yet: run the curate_objects job first")
             raise _no_vectors(model, collection, existing)
-        if query.frame:
+        if query.box:
+            try:
+                vectors, _ = vs.retrieve(collection, model.vector_name, [point_id_for(query.box)])
+            except VectorStoreError as exc:
+                raise SearchError(f"box {query.box} has no vector from {model.model} in the store") from exc
+            vector = vectors[0]
+            where = replace(where, exclude_frames=[*where.exclude_frames, query.box])  # not itself
+            query_image = _crop(store, boxes, query.box)
+        elif query.frame:
             try:
                 vectors, payloads = vs.retrieve(collection, model.vector_name, [point_id_for(query.frame)])
             except VectorStoreError as exc:
@@ -126,15 +165,29 @@ def search(
         started = time.perf_counter()
         hits = vs.nearest(collection, model.vector_name, vector, config.top, where)
         seconds = time.perf_counter() - started
-    return SearchResult(query, model.model, collection, hits_table(hits), seconds, query_image)
+    table = hits_table(hits, BOX_HIT_COLUMNS if over_boxes else HIT_COLUMNS)
+    return SearchResult(query, model.model, collection, table, seconds, query_image, boxes)
+
+
+def _crop(store: ObjectStore, boxes: pd.DataFrame | None, object_id: str) -> Image.Image:
+    """A stored box's crop, as it was embedded."""
+    row = boxes.set_index("object_id").loc[object_id]
+    frame = decode_image(store.get_bytes(store.key_for_uri(row["uri"])))
+    return crop(frame, row["x"], row["y"], row["w"], row["h"])
 
 
 def sheet(store: ObjectStore, result: SearchResult) -> bytes:
-    """The query beside its hits, rank and score under each."""
-    tiles = [
-        (decode_image(store.get_bytes(store.key_for_uri(row.uri))), f"#{row.rank} {row.score:.3f}\n{row.frame_id}")
-        for row in result.hits.itertuples()
-    ]
+    """The query beside its hits (frames, or the boxes' crops), rank and score under each."""
+    if result.boxes is not None:
+        tiles = [
+            (_crop(store, result.boxes, row.object_id), f"#{row.rank} {row.score:.3f} {row.category}\n{row.object_id}")
+            for row in result.hits.itertuples()
+        ]
+    else:
+        tiles = [
+            (decode_image(store.get_bytes(store.key_for_uri(row.uri))), f"#{row.rank} {row.score:.3f}\n{row.frame_id}")
+            for row in result.hits.itertuples()
+        ]
     title = f"{result.query.describe()}: top {len(tiles)} from {result.model}"
     return captioned_sheet(title, result.query_image, tiles)
 
@@ -145,7 +198,10 @@ def write_report(store: ObjectStore, result: SearchResult, name: str) -> tuple[d
     return pictures, store.write_table(layout.report_key(f"search/{name}.parquet"), result.hits)
 
 
-@dg.op(pool="qdrant", description="Frames like an image, a stored frame or a text, with filters (Launchpad config).")
+@dg.op(
+    pool="qdrant",
+    description="Frames (or boxes) like an image, a stored frame or box, or a text, with filters (Launchpad config).",
+)
 def similarity_search(
     context: dg.OpExecutionContext,
     config: SearchConfig,
@@ -159,7 +215,8 @@ def similarity_search(
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
     store = object_store.store()
     pictures, table_uri = write_report(store, result, context.run_id)
-    top = result.hits.head(10)[["rank", "score", "frame_id", "camera_id", "timestamp_s"]]
+    shown = ["object_id", "category"] if result.boxes is not None else ["frame_id", "timestamp_s"]
+    top = result.hits.head(10)[["rank", "score", *shown, "camera_id"]]
     context.log.info(f"{result.query.describe()}: {len(result.hits)} hits in {result.seconds * 1000:.1f} ms")
     context.add_output_metadata(
         {
