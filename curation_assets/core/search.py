@@ -82,4 +82,4 @@ def frames_of_split(frames: pd.DataFrame, split: str) -> list[str]:
 def hits_table(hits: list[tuple[str, float, dict]], columns: list[str] = HIT_COLUMNS) -> pd.DataFrame:
     """The store's (point id, score, payload) hits, best first, as rows with their rank."""
     rows = [{"rank": i + 1, "score": round(score, 4), **payload} for i, (_, score, payload) in enumerate(hits)]
-    return pd.DataFrame(rows, columns=list(dict.fromkeys([*columns, *(rows[0] if rows else [])])))[columns]
+    return pd.DataFrame(rows, columns=columns)  # payload keys beyond ``columns`` are left out

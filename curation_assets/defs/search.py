@@ -142,22 +142,19 @@ def search(
             if over_boxes:
                 raise SearchError(f"no boxes embedded with {model.model} yet: run the curate_objects job first")
             raise _no_vectors(model, collection, existing)
-        if query.box:
+        stored = query.box or query.frame  # a stored point: its own vector, itself left out
+        if stored:
+            what = "box" if query.box else "frame"
             try:
-                vectors, _ = vs.retrieve(collection, model.vector_name, [point_id_for(query.box)])
+                vectors, payloads = vs.retrieve(collection, model.vector_name, [point_id_for(stored)])
             except VectorStoreError as exc:
-                raise SearchError(f"box {query.box} has no vector from {model.model} in the store") from exc
+                raise SearchError(f"{what} {stored} has no vector from {model.model} in the store") from exc
             vector = vectors[0]
-            where = replace(where, exclude_frames=[*where.exclude_frames, query.box])  # not itself
-            query_image = _crop(store, boxes, query.box)
-        elif query.frame:
-            try:
-                vectors, payloads = vs.retrieve(collection, model.vector_name, [point_id_for(query.frame)])
-            except VectorStoreError as exc:
-                raise SearchError(f"frame {query.frame} has no vector from {model.model} in the store") from exc
-            vector = vectors[0]
-            where = replace(where, exclude_frames=[*where.exclude_frames, query.frame])  # not itself
-            query_image = decode_image(store.get_bytes(store.key_for_uri(payloads[0]["uri"])))
+            where = replace(where, exclude_frames=[*where.exclude_frames, stored])
+            if query.box:
+                query_image = _crop(store, boxes, stored)
+            else:
+                query_image = decode_image(store.get_bytes(store.key_for_uri(payloads[0]["uri"])))
         elif query.text:
             vector = model.embed_text([query.text])[0]
         else:
