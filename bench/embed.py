@@ -2,6 +2,7 @@
 
     python bench/embed.py [--frames 128] [--batch 16] [--models efficientnet-lite0,open_clip:ViT-B-32]
                           [--precisions fp32,bf16] [--device auto] [--process separate|inline]
+                          [--runtime auto|torch|onnxruntime]
 
 "step" is what frame_embeddings does per video, through the resource as the asset calls it
 (the model in its own process by default, ``--process inline`` to keep it here): read each
@@ -9,7 +10,8 @@ stored JPEG, send it, decode at the model's scale, preprocess (in a background t
 overlapped with inference), forward, normalise, and replace the video's points in the
 embedded Qdrant store. The model process is started and loaded before the clock starts, as
 the headless command's warm-up does. "bare" is the model's forward alone on
-tensors already in memory, same model, batch and precision. The packaged model runs with
+images already decoded and preprocessed in memory, same model, runtime, batch and precision. The
+packaged model runs with
 its real weights; open_clip models with random-init weights (no hub offline; the
 arithmetic is the same as with pretrained ones). Prints images/s, the ratio, and for
 reduced precision the worst cosine similarity to fp32 over the first batch.
@@ -18,9 +20,11 @@ reduced precision the worst cosine similarity to fp32 over the first batch.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -41,18 +45,19 @@ def stored_frames(store: LocalObjectStore, n: int) -> list[str]:
     return [store.put_bytes(f"frames/bench/{i:06d}.jpg", encode_jpeg(render(scene, i / 10))) for i in range(n)]
 
 
-def bare_forward(model: Embedder, tensors, batch: int, device: str) -> float:
-    import torch
+def bare_forward(model: Embedder, prepared: list, batch: int) -> float:
+    """Images per second of the model alone on preprocessed images in memory, run as the step
+    runs it: onnxruntime one batch per core at once, torch one batch at a time on all cores."""
+    batches = [prepared[i : i + batch] for i in range(0, len(prepared), batch)]
+    model.vectors(batches[0])  # warm-up
+    start = time.perf_counter()
+    with ThreadPoolExecutor(len(os.sched_getaffinity(0)) if model.resolved_runtime() == "onnxruntime" else 1) as pool:
+        list(pool.map(model.vectors, batches))
+    if model.resolved_device().startswith("cuda"):
+        import torch
 
-    layout = torch.channels_last if model.channels_last else torch.contiguous_format
-    with torch.inference_mode():
-        model.forward(tensors[:batch].to(device).contiguous(memory_format=layout))  # warm-up
-        start = time.perf_counter()
-        for i in range(0, len(tensors), batch):
-            model.forward(tensors[i : i + batch].to(device).contiguous(memory_format=layout))
-    if device.startswith("cuda"):
         torch.cuda.synchronize()
-    return len(tensors) / (time.perf_counter() - start)
+    return len(prepared) / (time.perf_counter() - start)
 
 
 def whole_step(
@@ -77,8 +82,8 @@ def main() -> None:
     parser.add_argument("--models", default="efficientnet-lite0,open_clip:ViT-B-32")
     parser.add_argument("--precisions", default="fp32,bf16")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--runtime", default="auto", help="auto: onnxruntime for the packaged model at fp32 on CPU")
     args = parser.parse_args()
-    import torch
 
     print(f"machine: {describe()}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -86,23 +91,22 @@ def main() -> None:
         uris = stored_frames(store, args.frames)
         print(f"{args.frames} stored 768x576 JPEG frames, batch {args.batch}\n")
         print(
-            f"{'model':>16} {'precision':>9} {'bare img/s':>11} {'step img/s':>11} {'ratio':>6} {'min cos vs fp32':>16}"
+            f"{'model':>16} {'runtime':>11} {'precision':>9} {'bare img/s':>11} {'step img/s':>11} {'ratio':>6} "
+            f"{'min cos vs fp32':>16}"
         )
         for name in args.models.split(","):
             for precision in args.precisions.split(","):
                 weights = "none" if name.startswith("open_clip:") else ""
-                model = Embedder(name, weights, batch_size=args.batch, device=args.device, precision=precision)
-                model.load()
-                device = model.resolved_device()
-                tensors = torch.stack(
-                    [model._loaded.preprocess(decode_image(store.get_bytes(store.key_for_uri(u)))) for u in uris]
-                )
-                bare = bare_forward(model, tensors, args.batch, device)
-                resource = EmbedderResource(model=name, pretrained=weights, batch_size=args.batch, device=args.device,
-                                            precision=precision, process=args.process)  # fmt: skip
+                settings = dict(batch_size=args.batch, device=args.device, precision=precision, runtime=args.runtime)
+                model = Embedder(name, weights, **settings)
+                prepared = [model.preprocess(decode_image(store.get_bytes(store.key_for_uri(u)))) for u in uris]
+                bare = bare_forward(model, prepared, args.batch)
+                resource = EmbedderResource(model=name, pretrained=weights, process=args.process, **settings)
                 step, min_cos = whole_step(resource, store, uris, Path(tmp) / f"qdrant-{name}-{precision}")
                 cos = "-" if min_cos is None else f"{min_cos:.5f}"
-                print(f"{name:>16} {precision:>9} {bare:>11.1f} {step:>11.1f} {step / bare:>6.2f} {cos:>16}")
+                runtime = model.resolved_runtime()
+                print(f"{name:>16} {runtime:>11} {precision:>9} {bare:>11.1f} {step:>11.1f} {step / bare:>6.2f} "
+                      f"{cos:>16}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -35,7 +35,13 @@ class EmbedderResource(dg.ConfigurableResource):
         default="auto", description="auto (bf16 where the hardware has it), fp32, bf16 (autocast) or fp16 (CUDA)."
     )
     channels_last: bool = True
-    cache_dir: str = Field(default="~/.cache/curation", description="Where s3:// checkpoints are downloaded.")
+    runtime: str = Field(
+        default="auto",
+        description="auto (onnxruntime for the packaged weights on CPU, torch otherwise), torch or onnxruntime.",
+    )
+    cache_dir: str = Field(
+        default="~/.cache/curation", description="Where s3:// checkpoints are downloaded and models exported."
+    )
     s3_endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint for s3:// checkpoints.")
     process: str = Field(
         default="separate", description="'separate': the model in a process of its own; 'inline': in this one."
@@ -43,7 +49,7 @@ class EmbedderResource(dg.ConfigurableResource):
 
     def settings(self) -> dict:
         return {k: getattr(self, k) for k in ("model", "pretrained", "seed", "device", "batch_size", "precision",
-                                               "channels_last", "cache_dir", "s3_endpoint_url")}  # fmt: skip
+                                               "channels_last", "runtime", "cache_dir", "s3_endpoint_url")}  # fmt: skip
 
     def warm_up(self) -> None:
         """Start loading the model now, to overlap whatever the caller does next; a model that

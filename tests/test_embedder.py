@@ -36,12 +36,16 @@ def packaged():
 
 def test_the_default_is_the_packaged_pretrained_model_and_it_is_really_loaded(packaged):
     # ImageNet classes: 285 Egyptian cat (281-285 are domestic cats), 967 espresso, 872 tripod
-    packaged.load()
-    batch = torch.stack([packaged._loaded.preprocess(_photo(n)) for n in ("chelsea", "coffee", "camera")])
-    top = packaged.classify(batch).argmax(axis=1)
+    on_torch = Embedder(runtime="torch")
+    batch = torch.stack([on_torch.preprocess(_photo(n)) for n in ("chelsea", "coffee", "camera")])
+    top = on_torch.classify(batch).argmax(axis=1)
     assert 281 <= top[0] <= 285 and top[1] == 967 and top[2] == 872
     described = packaged.describe()
     assert described["model"] == "efficientnet-lite0" and described["random_init"] is False
+    # on a CPU the default runs the same weights exported to onnxruntime, at full precision
+    assert described["runtime"] == "onnxruntime" and described["precision"] == "fp32"
+    with pytest.raises(EmbedderError, match="classify needs the torch runtime"):
+        packaged.classify(batch)
     assert described["weights_sha256"].startswith("57934424")
     assert packaged.vector_name == "efficientnet-lite0__packaged-57934424"
 
@@ -83,11 +87,45 @@ def test_the_packaged_network_computes_what_timm_computes(packaged, timm_checkpo
     from_timm = Embedder("timm:tf_efficientnet_lite0", str(timm_checkpoint), channels_last=False, precision="fp32")
     assert from_timm.vector_name.startswith("timm-tf_efficientnet_lite0__ckpt-")
     photos = [lambda n=n: _photo(n) for n in ("chelsea", "coffee", "camera", "astronaut")]
-    ours, theirs = Embedder(precision="fp32").embed(photos), from_timm.embed(photos)
-    assert np.abs(ours - theirs).max() < 1e-4 and (ours * theirs).sum(axis=1).min() > 0.99999
+    theirs = from_timm.embed(photos)
+    for runtime in ("torch", "onnxruntime"):
+        ours = Embedder(precision="fp32", runtime=runtime).embed(photos)
+        assert np.abs(ours - theirs).max() < 1e-4 and (ours * theirs).sum(axis=1).min() > 0.99999, runtime
     # reduced precision where the hardware runs it: the same vectors, within what it reports
-    bf16 = Embedder(precision="bf16")
+    bf16 = Embedder(precision="bf16")  # torch's autocast
+    assert bf16.describe()["runtime"] == "torch"
     assert (bf16.embed(photos) * ours).sum(axis=1).min() > 0.99 and bf16.precision_min_cosine > 0.99
+
+
+def test_the_onnxruntime_export_is_made_once_then_embedding_never_imports_torch(tmp_path):
+    cache = tmp_path / "cache"
+    code = (
+        "import sys, numpy as np, skimage.data\n"
+        "from PIL import Image\n"
+        "from curation_assets.core.embedder import Embedder\n"
+        f"model = Embedder(cache_dir={str(cache)!r})\n"
+        "photo = Image.fromarray(skimage.data.chelsea())\n"
+        "print(model.embed([lambda: photo]).shape, 'torch' in sys.modules)\n"
+    )
+
+    def run() -> str:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return out.stdout.strip()
+
+    assert run() == "(1, 1280) True"  # the first use exports the network with torch
+    [exported] = (cache / "onnx").glob("efficientnet-lite0-57934424*.onnx")
+    assert run() == "(1, 1280) False"  # later ones load the export alone
+    exported.write_bytes(exported.read_bytes()[:1000])  # a damaged export (a full disk, a killed copy)
+    assert run() == "(1, 1280) True" and exported.stat().st_size > 1_000_000  # made again
+
+
+def test_runtimes_that_cannot_run_a_model_say_which_to_set():
+    with pytest.raises(EmbedderError, match="unknown embedder runtime 'tensorrt'"):
+        Embedder(runtime="tensorrt").load()
+    with pytest.raises(EmbedderError, match="runtime onnxruntime runs the packaged weights.*needs runtime torch"):
+        Embedder("open_clip:ViT-B-32", "none", runtime="onnxruntime").load()
+    assert Embedder(pretrained="none").describe()["runtime"] == "torch"  # random init: torch
 
 
 def test_a_checkpoint_that_does_not_fit_names_the_keys(timm_checkpoint, tmp_path):

@@ -49,6 +49,7 @@ def resources_from_env(env: Mapping[str, str] = os.environ) -> dict:
             batch_size=int(env.get("CURATION_EMBEDDER_BATCH_SIZE", DEFAULT_BATCH_SIZE)),
             precision=env.get("CURATION_EMBEDDER_PRECISION", "auto"),
             channels_last=env.get("CURATION_EMBEDDER_CHANNELS_LAST", "1") not in ("0", "false"),
+            runtime=env.get("CURATION_EMBEDDER_RUNTIME", "auto"),
             process=env.get("CURATION_EMBEDDER_PROCESS", "separate"),
             cache_dir=env.get("CURATION_CACHE") or "~/.cache/curation",
             s3_endpoint_url=env.get("CURATION_S3_ENDPOINT_URL") or None,
