@@ -1,6 +1,6 @@
 """Throughput of the frame_embeddings step against a bare model forward, measured in one run.
 
-    python bench/embed.py [--frames 128] [--batch 16] [--models efficientnet-lite0,open_clip:ViT-B-32]
+    python bench/embed.py [--frames 128] [--batch 0] [--models efficientnet-lite0,open_clip:ViT-B-32]
                           [--precisions fp32,bf16] [--device auto] [--process separate|inline]
                           [--runtime auto|torch|onnxruntime]
 
@@ -77,7 +77,7 @@ def whole_step(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--frames", type=int, default=128)
-    parser.add_argument("--batch", type=int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--batch", type=int, default=DEFAULT_BATCH_SIZE, help="0: the runtime's best")
     parser.add_argument("--process", default="separate", choices=["separate", "inline"])
     parser.add_argument("--models", default="efficientnet-lite0,open_clip:ViT-B-32")
     parser.add_argument("--precisions", default="fp32,bf16")
@@ -89,7 +89,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store = LocalObjectStore(Path(tmp) / "root")
         uris = stored_frames(store, args.frames)
-        print(f"{args.frames} stored 768x576 JPEG frames, batch {args.batch}\n")
+        print(f"{args.frames} stored 768x576 JPEG frames, batch {args.batch or 'best per runtime'}\n")
         print(
             f"{'model':>16} {'runtime':>11} {'precision':>9} {'bare img/s':>11} {'step img/s':>11} {'ratio':>6} "
             f"{'min cos vs fp32':>16}"
@@ -100,7 +100,7 @@ def main() -> None:
                 settings = dict(batch_size=args.batch, device=args.device, precision=precision, runtime=args.runtime)
                 model = Embedder(name, weights, **settings)
                 prepared = [model.preprocess(decode_image(store.get_bytes(store.key_for_uri(u)))) for u in uris]
-                bare = bare_forward(model, prepared, args.batch)
+                bare = bare_forward(model, prepared, model.resolved_batch_size())
                 resource = EmbedderResource(model=name, pretrained=weights, process=args.process, **settings)
                 step, min_cos = whole_step(resource, store, uris, Path(tmp) / f"qdrant-{name}-{precision}")
                 cos = "-" if min_cos is None else f"{min_cos:.5f}"

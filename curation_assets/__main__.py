@@ -73,6 +73,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> int:
+    from curation_assets import validation_process
+
+    if validation_process.configured(os.environ) == "separate":
+        validation_process.start()  # GX imports on the other core while Dagster does here
     import dagster as dg
 
     from curation_assets import headless
@@ -175,9 +179,11 @@ if __name__ == "__main__":
     code = main()
     # Everything is written and closed by now (every write is atomic and complete); skip the
     # interpreter's teardown of GX and Dagster: 2.4 s here, for nothing.
+    from curation_assets import validation_process
     from curation_assets.model_process import stop_model_processes
 
     stop_model_processes()
+    validation_process.stop()
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from curation_assets import validation_process
 from curation_assets.core.embedder import DEFAULT_BATCH_SIZE
 from curation_assets.core.models import DEFAULT_MODEL
 from resources import EmbedderResource, ExpectationsResource, ObjectStoreResource, VectorStoreResource
@@ -54,5 +55,5 @@ def resources_from_env(env: Mapping[str, str] = os.environ) -> dict:
             cache_dir=env.get("CURATION_CACHE") or "~/.cache/curation",
             s3_endpoint_url=env.get("CURATION_S3_ENDPOINT_URL") or None,
         ),
-        "expectations": ExpectationsResource(),
+        "expectations": ExpectationsResource(process=validation_process.configured(env)),
     }

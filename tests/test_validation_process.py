@@ -1,0 +1,88 @@
+"""Great Expectations in its own process: the same verdicts as inline, and it never holds up
+the caller (neither its import nor its end)."""
+
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from curation_assets import validation_process
+from curation_assets.quality import suites
+from resources import ExpectationsResource
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _groups(reps: list[int]) -> pd.DataFrame:
+    return pd.DataFrame({"group_id": [f"g{i}" for i in range(len(reps))], "representatives": reps})
+
+
+def test_the_separate_process_gives_the_inline_verdicts_with_the_failing_rows():
+    separate, inline = ExpectationsResource(), ExpectationsResource(process="inline")
+    bad = _groups([1, 2, 1, 0])
+    results = [r.validate(bad, "reps", suites.one_representative_per_group(), "group_id") for r in (separate, inline)]
+    assert results[0] == results[1]
+    assert not results[0].success
+    [failure] = results[0].failures
+    assert failure.unexpected_rows == ["g1", "g3"] and failure.unexpected_count == 2
+    assert separate.validate(_groups([1, 1]), "reps", suites.one_representative_per_group(), "group_id").success
+
+
+def test_every_suite_pickles_so_it_can_reach_the_validation_process():
+    bound = [
+        suites.frame_table(3),
+        suites.vector_summary(10, 1280, id_column="object_id"),
+        suites.duplicate_groups(["v/000000"]),
+        suites.cleaned_dataset(),
+    ]
+    for expectations in bound:
+        assert pickle.loads(pickle.dumps(expectations)).func is expectations.func
+
+
+def test_the_module_the_process_loads_imports_neither_dagster_nor_gx():
+    code = "import sys, curation_assets.validation_process, curation_assets.quality.suites\n"
+    code += "print([m for m in ('dagster', 'great_expectations', 'torch') if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_a_validation_process_that_dies_is_a_clear_error_and_the_next_check_starts_a_new_one():
+    resource = ExpectationsResource()
+    assert resource.validate(_groups([1]), "reps", suites.one_representative_per_group(), "group_id").success
+    [worker] = validation_process.start()._processes.values()
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.join(timeout=10)
+    with pytest.raises(RuntimeError, match="the validation process died while validating reps"):
+        resource.validate(_groups([1]), "reps", suites.one_representative_per_group(), "group_id")
+    assert resource.validate(_groups([1]), "reps", suites.one_representative_per_group(), "group_id").success
+
+
+def test_stopping_does_not_wait_for_the_import_and_leaves_no_process():
+    code = (
+        "import time\n"
+        "from curation_assets import validation_process\n"
+        "pool = validation_process.start()\n"
+        "time.sleep(0.5)\n"  # the import is under way
+        "[worker] = pool._processes.values()\n"
+        "started = time.perf_counter()\n"
+        "validation_process.stop()\n"
+        "print(worker.pid, worker.is_alive(), round(time.perf_counter() - started, 2))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    pid, alive, seconds = out.stdout.split()
+    assert alive == "False" and float(seconds) < 2.0  # GX's import takes about 4 s
+    time.sleep(0.2)
+    assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+
+
+def test_an_unknown_setting_fails_the_step_without_retries():
+    with pytest.raises(dg.Failure, match="expectations process 'elsewhere'"):
+        ExpectationsResource(process="elsewhere").warm_up()
