@@ -161,3 +161,19 @@ def test_isolation_is_off_for_a_random_init_model():
     images = [_real(n, 128) for n in PHOTOS + NOT_PHOTOS] + [_real("retina", 128)]
     reasons = _score(model, images, random_init=True)
     assert not reasons.str.contains("isolated").any()
+
+
+def test_isolation_counts_frames_not_the_groups_they_were_collapsed_into():
+    # one camera's scene collapsed into 4 groups (31, 7, 2 and 9 frames), 20 unrelated scenes
+    # and one odd frame: the scene's 2-frame group has 47 frames of its scene nearby, the odd
+    # frame none, yet by groups alone the 2-frame group's 5th neighbour is another scene
+    from curation_assets.core.outliers import isolation_scores
+
+    rng = np.random.default_rng(0)
+    scene = rng.normal(size=64)
+    vectors = np.vstack([scene + rng.normal(scale=0.3, size=(4, 64)), rng.normal(size=(21, 64))])
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    frames = np.array([31, 7, 2, 9] + [3] * 20 + [1])
+    by_groups, by_frames = isolation_scores(vectors, 5), isolation_scores(vectors, 5, frames)
+    assert by_groups[2] > 0.8 and by_frames[2] < 0.2  # the 2-frame group is as familiar as its scene
+    assert by_frames[-1] == pytest.approx(by_groups[-1], abs=0.2) and by_frames[-1] > 0.8  # the odd one stays far

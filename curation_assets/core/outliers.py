@@ -73,14 +73,22 @@ def robust_z(values: np.ndarray) -> np.ndarray:
     return (values - median) / spread
 
 
-def isolation_scores(vectors: np.ndarray, k: int) -> np.ndarray:
-    """Cosine distance to the k-th nearest other vector (0 when there are no others)."""
+def isolation_scores(vectors: np.ndarray, k: int, frames: np.ndarray | None = None) -> np.ndarray:
+    """Cosine distance to the k-th nearest other vector (0 when there are no others). With
+    ``frames`` (how many frames each vector stands for: its duplicate group's size), to the
+    nearest vector by which k frames are reached: a scene is as familiar as the frames that
+    show it, not the groups they were collapsed into."""
     n = len(vectors)
     if n < 2:
         return np.zeros(n, dtype=np.float32)
     kk = min(k, n - 1)
-    _, sims = knn_graph(vectors, kk)
-    return (1.0 - sims[:, kk - 1]).astype(np.float32)
+    nbr, sims = knn_graph(vectors, kk)
+    if frames is None:
+        return (1.0 - sims[:, kk - 1]).astype(np.float32)
+    valid = nbr >= 0
+    seen = np.cumsum(np.where(valid, np.asarray(frames)[np.where(valid, nbr, 0)], 0), axis=1)
+    reached = np.where((seen >= k).any(axis=1), np.argmax(seen >= k, axis=1), kk - 1)
+    return (1.0 - sims[np.arange(n), reached]).astype(np.float32)
 
 
 def _metric(frames: pd.DataFrame, column: str) -> np.ndarray:
@@ -132,7 +140,8 @@ def isolation(
     """Per frame: its group's k-th neighbour distance, robust z, and whether it is isolated."""
     n = len(groups)
     reps = np.flatnonzero(groups["is_representative"].to_numpy())
-    rep_isolation = isolation_scores(np.asarray(vectors, dtype=np.float32)[reps], params.isolation_k)
+    sizes = groups["group_size"].to_numpy()[reps]
+    rep_isolation = isolation_scores(np.asarray(vectors, dtype=np.float32)[reps], params.isolation_k, sizes)
     rep_z = robust_z(rep_isolation) if len(reps) > 2 else np.zeros(len(reps))
     by_group = pd.DataFrame({"isolation": rep_isolation, "score": rep_z}, index=groups["frame_id"].to_numpy()[reps])
     per_frame = by_group.reindex(groups["group_id"].to_numpy())
