@@ -1,9 +1,9 @@
-"""The model in a process of its own: torch and the weights never enter the Dagster process.
+"""The model in a process of its own: its runtime and weights never enter the Dagster process.
 
 The largest process stays under 1 GB (torch alone is 650 MB resident with its CUDA
-libraries), and the headless command starts this process first thing, so torch imports and
-the weights load on the second core while Dagster starts and the first source is read. The
-caller sends stored JPEGs and gets vectors back. Nothing here imports Dagster (nor does
+libraries; the default, onnxruntime, about 200 MB), and the headless command starts this
+process before the first source is read, so the model loads on the second core meanwhile.
+The caller sends stored JPEGs and gets vectors back. Nothing here imports Dagster (nor does
 anything the spawned process imports: it loads this module and ``core.embedder`` only).
 """
 

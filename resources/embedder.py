@@ -1,8 +1,8 @@
 """The embedder as a Dagster resource.
 
 By default the model runs in a process of its own (``process="separate"``,
-``curation_assets.model_process``): torch and the weights never enter the Dagster process.
-``process="inline"`` keeps it in the calling process.
+``curation_assets.model_process``): the model's runtime and weights never enter the Dagster
+process. ``process="inline"`` keeps it in the calling process.
 """
 
 from __future__ import annotations

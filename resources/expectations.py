@@ -3,8 +3,8 @@
 GX 1.x is called directly with an ephemeral context (dagster-ge pins GX < 1.0), by default
 in a process of its own (``curation_assets/validation_process.py``): its import costs
 seconds of CPU holding the interpreter lock, so it never happens at definition load nor in
-the step's process. Assets call ``warm_up`` first, and the import runs while they read
-frames. The suites themselves are plain functions in ``curation_assets.quality.suites``.
+the step's process. The resource starts it as a run (or step) begins, and the import runs
+while the assets read frames. The suites are plain functions in ``curation_assets.quality.suites``.
 """
 
 from __future__ import annotations
@@ -29,6 +29,10 @@ class ExpectationsResource(dg.ConfigurableResource):
         default="separate",
         description="'separate': GX in a process of its own (its import never stalls the step); 'inline': here.",
     )
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # every run or step that can validate starts the import with itself, not at its first check
+        self.warm_up()
 
     def warm_up(self) -> None:
         """Start importing GX in the background, to overlap the caller's own work."""

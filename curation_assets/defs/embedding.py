@@ -108,7 +108,6 @@ def frame_embeddings(
     Frames that copy the last embedded frame (same pixels, or pHash within a couple of bits)
     reuse its vector instead of going through the model: most frames of a static camera.
     """
-    expectations.warm_up()  # GX imports while the model runs
     video_id = context.partition_key
     store = object_store.store()
     watch = Stopwatch()

@@ -159,7 +159,6 @@ def raw_frames(
     expectations: ExpectationsResource,
 ):
     """The frame table of one landing source (and a labeled dataset's own labels); see DESCRIPTION."""
-    expectations.warm_up()  # GX imports while frames are read
     source_id = context.partition_key
     store, landing = object_store.store(), object_store.landing_store()
     source = find_source(landing, source_id)
