@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -167,7 +168,8 @@ def start() -> ProcessPoolExecutor:
 
     with _POOL_LOCK:
         if not _POOL:
-            pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            context = multiprocessing.get_context("spawn")
+            pool = ProcessPoolExecutor(1, mp_context=context, initializer=_follow_parent, initargs=(os.getpid(),))
             pool.submit(_ready)  # the import starts now, not at the first check
             _POOL.append(pool)
         return _POOL[0]
@@ -175,6 +177,19 @@ def start() -> ProcessPoolExecutor:
 
 def _ready() -> None:
     _context()
+
+
+def _follow_parent(parent: int) -> None:
+    """In the validation process: end when the process that started it is gone (killed, or
+    ended by ``os._exit``). Its queue's pipe never reports that (this side holds both ends),
+    so without this it would wait for requests forever."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="follow-parent", daemon=True).start()
 
 
 def validate_elsewhere(

@@ -83,6 +83,23 @@ def test_stopping_does_not_wait_for_the_import_and_leaves_no_process():
     assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
 
 
+def test_the_validation_process_ends_when_its_parent_is_killed():
+    code = (
+        "import os, signal\n"
+        "from curation_assets import validation_process\n"
+        "pool = validation_process.start()\n"
+        "print(pool.submit(os.getpid).result(), flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == -signal.SIGKILL
+    status = Path(f"/proc/{int(out.stdout.split()[0])}/status")
+    deadline = time.monotonic() + 30
+    while status.exists() and "zombie" not in status.read_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not status.exists() or "zombie" in status.read_text()
+
+
 def test_an_unknown_setting_fails_the_step_without_retries():
     with pytest.raises(dg.Failure, match="expectations process 'elsewhere'"):
         ExpectationsResource(process="elsewhere").warm_up()
