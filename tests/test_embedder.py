@@ -120,6 +120,13 @@ def test_the_onnxruntime_export_is_made_once_then_embedding_never_imports_torch(
     assert run() == "(1, 1280) True" and exported.stat().st_size > 1_000_000  # made again
 
 
+def test_an_unwritable_cache_is_a_clear_error_naming_the_settings(tmp_path):
+    (tmp_path / "cache").write_text("a file where the cache folder should be")
+    with pytest.raises(EmbedderError, match="cannot write efficientnet-lite0's onnxruntime export.*CURATION_CACHE"):
+        Embedder(cache_dir=str(tmp_path / "cache")).load()
+    assert list(tmp_path.iterdir()) == [tmp_path / "cache"]  # nothing half-written left behind
+
+
 def test_runtimes_that_cannot_run_a_model_say_which_to_set():
     with pytest.raises(EmbedderError, match="unknown embedder runtime 'tensorrt'"):
         Embedder(runtime="tensorrt").load()

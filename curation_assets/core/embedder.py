@@ -470,13 +470,23 @@ def _export_onnx(spec: ModelSpec, target: Path) -> None:
 
     side = spec.input_size
     example = torch.zeros((2, side, side, 3), dtype=torch.uint8)
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(f".part{os.getpid()}")
-    with torch.inference_mode(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer notes on the padding arithmetic: the input size is fixed
-        torch.onnx.export(Pixels().eval(), (example,), str(tmp), input_names=["pixels"], output_names=["features"],
-                          dynamic_axes={"pixels": {0: "n"}}, opset_version=17, dynamo=False)  # fmt: skip
-    os.replace(tmp, target)  # whole or absent: another process exporting at once writes its own part
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer notes on the padding arithmetic: the input size is fixed
+            torch.onnx.export(Pixels().eval(), (example,), str(tmp), input_names=["pixels"],
+                              output_names=["features"], dynamic_axes={"pixels": {0: "n"}}, opset_version=17,
+                              dynamo=False)  # fmt: skip
+        os.replace(tmp, target)  # whole or absent: another process exporting at once writes its own part
+    except OSError as exc:
+        raise EmbedderError(
+            f"cannot write {spec.name}'s onnxruntime export into {target.parent} ({exc}): set CURATION_CACHE to a "
+            "writable folder, or CURATION_EMBEDDER_RUNTIME=torch"
+        ) from exc
+    finally:
+        if tmp.exists():  # a part left by a failed export
+            tmp.unlink()
 
 
 def _normalizer(mean, std) -> Callable:
