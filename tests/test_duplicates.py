@@ -67,6 +67,14 @@ def test_representative_is_the_sharpest_well_exposed_member():
     assert np.isclose(reps["similarity"].iloc[0], 1.0)
 
 
+def test_a_runs_anchor_is_labelled_with_its_group_not_unique():
+    vectors = _unit([[1, 0.01 * i, 0] for i in range(5)])
+    sharper_later = np.array([0.01, 0.01, 0.01, 0.01, 0.05])  # the anchor (frame 0) is not the representative
+    groups = find_duplicate_groups(frame_table(5, sharpness=sharper_later, phash=np.zeros(5, dtype=np.int64)), vectors)
+    assert groups["group_id"].nunique() == 1
+    assert list(groups["reason"]) == ["temporal"] * 4 + ["representative"]
+
+
 def test_every_frame_lands_in_exactly_one_group_with_one_representative():
     rng = np.random.default_rng(3)
     n = 200
@@ -126,3 +134,28 @@ def test_a_mirrored_copy_in_another_video_is_a_near_copy():
     # without the mirror hashes the same frames stay apart
     plain = find_duplicate_groups(pd.concat([a, b], ignore_index=True).drop(columns="phash_mirror"), vectors)
     assert plain["group_id"].nunique() == 3
+
+
+def _folder(frames: pd.DataFrame) -> pd.DataFrame:
+    return frames.assign(timestamp_s=0.0)  # an image folder: no time, files in name order
+
+
+def test_a_folder_of_frames_from_one_pan_is_one_group_however_many_the_neighbour_graph_holds():
+    # 40 frames dumped from a slow pan, named in order, all near the first (cosine >= 0.93, hashes
+    # agreeing): the k-NN graph (k=10) alone split them into 5 groups of at most 11
+    vectors = _unit([[1, 0.01 * i, 0] for i in range(40)])
+    params = DuplicateParams(near_cosine=0.9, near_phash_distance=64, identical_phash_distance=-1, neighbors=10)
+    groups = find_duplicate_groups(_folder(frame_table(40, "dump")), vectors, params)
+    assert groups["group_id"].nunique() == 1
+    assert set(groups["reason"]) == {"near", "representative"}  # not "temporal": a folder has no time
+
+
+def test_in_a_folder_the_embedding_alone_never_joins_neighbours_by_name():
+    # two pages of text side by side: embeddings alike enough for the scene rule, hashes far
+    # apart, local features disagreeing; consecutive video frames that alike are one scene
+    vectors = _unit([[1, 0.3, 0], [1, 0.31, 0.05]])
+    params = DuplicateParams(near_cosine=0.9995, scene_cosine=0.99, verify_cosine=0.5)
+    as_video = find_duplicate_groups(frame_table(2, "cam"), vectors, params, verify=lambda a, b: 0)
+    as_folder = find_duplicate_groups(_folder(frame_table(2, "pages")), vectors, params, verify=lambda a, b: 0)
+    assert as_video["group_id"].nunique() == 1 and "temporal" in set(as_video["reason"])
+    assert as_folder["group_id"].nunique() == 2

@@ -9,6 +9,7 @@ leader absorbs only leaders near *itself* (FiftyOne's anti-chaining rule).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -191,6 +192,8 @@ def find_duplicate_groups(
             parent[members[small]] = large
             members[large].extend(members.pop(small))
         reason[member] = why
+        if reason[leader] == "unique":  # a run's anchor or a cluster's head is in a group now, for the same reason
+            reason[leader] = why
 
     # 1. exact copies, anywhere
     first_by_hash: dict[str, int] = {}
@@ -200,17 +203,23 @@ def find_duplicate_groups(
         else:
             first_by_hash[digest] = i
 
-    # 2. temporal runs inside each video, each frame compared to its run's anchor
+    # 2. runs inside each video (and each folder, in name order), each frame compared to its run's
+    # anchor, so a slow pan's copies join whatever their number (the k-NN graph below caps a head
+    # at its k nearest). In a folder, neighbours by name are not consecutive frames: only an edit
+    # of the same picture (embedding and hash agree) joins, never the embedding alone, which the
+    # geometric check must confirm there (two pages of text)
     video = pd.factorize(frames["video_id"])[0]
-    order = np.lexsort((frames["frame_index"].to_numpy(), video))
-    order = order[timed(frames)[order]]
+    order = np.lexsort((frames["frame_index"].to_numpy(), video)).tolist()
+    in_video = timed(frames)
+    by_name = dataclasses.replace(params, scene_cosine=None)
     bits = phash.view(np.uint64).tolist()  # Python ints: int.bit_count is the fastest popcount here
     anchor = -1
-    for i in order.tolist():
+    for i in order:
         if anchor >= 0 and video[i] == video[anchor]:
-            if _is_near(params, float(vectors[i] @ vectors[anchor]), (bits[i] ^ bits[anchor]).bit_count()):
+            rule = params if in_video[i] else by_name
+            if _is_near(rule, float(vectors[i] @ vectors[anchor]), (bits[i] ^ bits[anchor]).bit_count()):
                 if parent[i] != parent[anchor]:
-                    attach(i, anchor, "temporal")
+                    attach(i, anchor, "temporal" if in_video[i] else "near")
                 continue
         anchor = i
 
