@@ -12,6 +12,7 @@ Nothing here imports Dagster: the spawned process loads this module and the suit
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import threading
 import time
@@ -164,8 +165,6 @@ _POOL_LOCK = threading.Lock()
 
 def start() -> ProcessPoolExecutor:
     """The validation process, started (importing GX at once) on first call."""
-    import multiprocessing
-
     with _POOL_LOCK:
         if not _POOL:
             context = multiprocessing.get_context("spawn")

@@ -1,12 +1,17 @@
 """Helpers shared by test modules (fixtures live in conftest.py)."""
 
+import ast
 import os
 import shutil
+import subprocess
+import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
     "--no-sandbox",
@@ -60,3 +65,26 @@ def frame_table(n, video="v1", videos=None, sha=None, phash=None, sharpness=None
             "brightness": brightness if brightness is not None else np.full(n, 0.5),
         }
     )
+
+
+def modules_loaded_by(code: str, candidates: tuple[str, ...]) -> list[str]:
+    """Which of ``candidates`` a fresh interpreter has imported once it has run ``code``."""
+    probe = f"{code}\nimport sys\nprint(sorted(m for m in {candidates!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True)
+    return ast.literal_eval(out.stdout.strip().splitlines()[-1])
+
+
+def running(pid: int) -> bool:
+    """Is process ``pid`` alive (a zombie waiting for its parent's wait counts as gone)?"""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def gone_within(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while running(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return not running(pid)

@@ -2,7 +2,6 @@ import io
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import dagster as dg
@@ -16,6 +15,7 @@ from curation_assets.core.embedder import Embedder, EmbedderError
 from curation_assets.core.models import PACKAGED
 from curation_assets.core.progress import Stopwatch
 from resources import EmbedderResource
+from tests.helpers import gone_within, modules_loaded_by
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -252,10 +252,7 @@ def test_the_model_process_gives_the_inline_vectors_and_torch_stays_out_of_the_c
 
 def test_the_model_process_module_imports_neither_dagster_nor_pandas():
     # the spawned process loads the module its target lives in: seconds of CPU saved per run
-    code = "import sys, curation_assets.model_process\n"
-    code += "print([m for m in ('dagster', 'pandas', 'torch') if m in sys.modules])"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
-    assert out.stdout.strip() == "[]"
+    assert modules_loaded_by("import curation_assets.model_process", ("dagster", "pandas", "torch")) == []
 
 
 def test_the_model_process_ends_when_its_parent_is_killed():
@@ -269,20 +266,9 @@ def test_the_model_process_ends_when_its_parent_is_killed():
         child = int(parent.stdout.readline())
         parent.kill()
         parent.wait(timeout=10)
-        deadline = time.time() + 10
-        while time.time() < deadline and _running(child):
-            time.sleep(0.2)
-        assert not _running(child)
+        assert gone_within(child, 10)
     finally:
         parent.kill()
-
-
-def _running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[1][0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_a_model_process_that_dies_is_a_clear_error_and_the_next_call_starts_a_new_one():

@@ -1,11 +1,11 @@
 import io
 import re
-import subprocess
 import sys
 
 from curation_assets.allocator import keep_frame_buffers
 from curation_assets.core.progress import Progress, Stopwatch, show_progress
 from curation_assets.terminal import TerminalProgress
+from tests.helpers import modules_loaded_by
 
 
 class _Tty(io.StringIO):
@@ -63,9 +63,5 @@ def test_frame_buffers_are_kept_on_glibc():
 
 
 def test_the_packaged_model_loads_without_importing_timm_or_torchvision():
-    code = (
-        "import sys; from curation_assets.core.embedder import Embedder; Embedder().load(); "
-        "print(sorted(m for m in ('timm', 'torchvision', 'great_expectations') if m in sys.modules))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+    code = "from curation_assets.core.embedder import Embedder; Embedder().load()"
+    assert modules_loaded_by(code, ("timm", "torchvision", "great_expectations")) == []

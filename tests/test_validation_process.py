@@ -6,8 +6,6 @@ import pickle
 import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -16,8 +14,7 @@ import pytest
 from curation_assets import validation_process
 from curation_assets.quality import suites
 from resources import ExpectationsResource
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT, gone_within, modules_loaded_by
 
 
 def _groups(reps: list[int]) -> pd.DataFrame:
@@ -47,10 +44,8 @@ def test_every_suite_pickles_so_it_can_reach_the_validation_process():
 
 
 def test_the_module_the_process_loads_imports_neither_dagster_nor_gx():
-    code = "import sys, curation_assets.validation_process, curation_assets.quality.suites\n"
-    code += "print([m for m in ('dagster', 'great_expectations', 'torch') if m in sys.modules])"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
-    assert out.stdout.strip() == "[]"
+    code = "import curation_assets.validation_process, curation_assets.quality.suites"
+    assert modules_loaded_by(code, ("dagster", "great_expectations", "torch")) == []
 
 
 def test_a_validation_process_that_dies_is_a_clear_error_and_the_next_check_starts_a_new_one():
@@ -73,14 +68,15 @@ def test_stopping_does_not_wait_for_the_import_and_leaves_no_process():
         "[worker] = pool._processes.values()\n"
         "started = time.perf_counter()\n"
         "validation_process.stop()\n"
-        "print(worker.pid, worker.is_alive(), round(time.perf_counter() - started, 2))\n"
+        "print(worker.pid, round(time.perf_counter() - started, 2))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    pid, alive, seconds = out.stdout.split()
-    assert alive == "False" and float(seconds) < 2.0  # GX's import takes about 4 s
-    time.sleep(0.2)
-    assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+    pid, seconds = out.stdout.split()
+    # the process table, not worker.is_alive(): the executor's own thread may reap the worker
+    # first, and is_alive() then reports a process that is gone as alive
+    assert float(seconds) < 2.0  # GX's import takes about 4 s
+    assert gone_within(int(pid), 1)
 
 
 def test_the_validation_process_ends_when_its_parent_is_killed():
@@ -93,11 +89,7 @@ def test_the_validation_process_ends_when_its_parent_is_killed():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode == -signal.SIGKILL
-    status = Path(f"/proc/{int(out.stdout.split()[0])}/status")
-    deadline = time.monotonic() + 30
-    while status.exists() and "zombie" not in status.read_text() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not status.exists() or "zombie" in status.read_text()
+    assert gone_within(int(out.stdout.split()[0]), 30)
 
 
 def test_an_unknown_setting_fails_the_step_without_retries():

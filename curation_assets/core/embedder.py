@@ -288,11 +288,11 @@ class Embedder:
 
     def forward(self, batch, precision: str | None = None):
         """Unit-norm features of a preprocessed torch batch, in ``precision`` (default: configured)."""
-        import torch
-
         self.load()
         if self._loaded.session is not None:
             raise EmbedderError("forward takes torch batches: this embedder runs on onnxruntime; use vectors()")
+        import torch
+
         precision = precision or self.resolved_precision()
         device_type = "cuda" if str(batch.device).startswith("cuda") else "cpu"
         batch = self._loaded.normalize(batch)

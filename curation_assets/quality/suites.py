@@ -74,12 +74,19 @@ def vector_summary(gxe, expected_rows: int, dim: int, id_column: str = "frame_id
     ]
 
 
+def _each_once(gxe, column: str, ids: list[str]) -> list:
+    """Every one of ``ids`` in ``column`` exactly once, and nothing else."""
+    return [
+        gxe.ExpectTableRowCountToEqual(value=len(ids)),
+        gxe.ExpectColumnValuesToBeUnique(column=column),
+        gxe.ExpectColumnValuesToBeInSet(column=column, value_set=ids),
+    ]
+
+
 @suite
 def object_outliers(gxe, object_ids: list[str]):
     return [
-        gxe.ExpectTableRowCountToEqual(value=len(object_ids)),
-        gxe.ExpectColumnValuesToBeUnique(column="object_id"),
-        gxe.ExpectColumnValuesToBeInSet(column="object_id", value_set=object_ids),
+        *_each_once(gxe, "object_id", object_ids),
         gxe.ExpectColumnValuesToBeInSet(column="object_group", value_set=object_ids),
         gxe.ExpectColumnValuesToNotBeNull(column="reason"),
     ]
@@ -88,9 +95,7 @@ def object_outliers(gxe, object_ids: list[str]):
 @suite
 def duplicate_groups(gxe, embedded_frame_ids: list[str]):
     return [
-        gxe.ExpectTableRowCountToEqual(value=len(embedded_frame_ids)),
-        gxe.ExpectColumnValuesToBeUnique(column="frame_id"),
-        gxe.ExpectColumnValuesToBeInSet(column="frame_id", value_set=embedded_frame_ids),
+        *_each_once(gxe, "frame_id", embedded_frame_ids),
         gxe.ExpectColumnValuesToNotBeNull(column="group_id"),
         gxe.ExpectColumnValuesToBeInSet(
             column="reason", value_set=["unique", "representative", "exact", "temporal", "near"]
@@ -107,9 +112,7 @@ def one_representative_per_group(gxe):
 @suite
 def outlier_scores(gxe, frame_ids: list[str]):
     return [
-        gxe.ExpectTableRowCountToEqual(value=len(frame_ids)),
-        gxe.ExpectColumnValuesToBeUnique(column="frame_id"),
-        gxe.ExpectColumnValuesToBeInSet(column="frame_id", value_set=frame_ids),
+        *_each_once(gxe, "frame_id", frame_ids),
         gxe.ExpectColumnValuesToNotBeNull(column="score"),
         gxe.ExpectColumnValuesToNotBeNull(column="is_outlier"),
     ]
