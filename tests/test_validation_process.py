@@ -95,3 +95,23 @@ def test_the_validation_process_ends_when_its_parent_is_killed():
 def test_an_unknown_setting_fails_the_step_without_retries():
     with pytest.raises(dg.Failure, match="expectations process 'elsewhere'"):
         ExpectationsResource(process="elsewhere").warm_up()
+
+
+def test_gx_validates_without_loading_what_only_unused_expectations_need_and_loads_it_on_first_use():
+    probe = """
+import sys, pandas as pd
+from curation_assets import validation_process as vp
+from curation_assets.quality import suites
+table = pd.DataFrame({"group_id": ["g0", "g1"], "representatives": [1, 2]})
+verdict = vp.validate(table, "reps", suites.one_representative_per_group(), "group_id")
+loaded = [name for name in ("scipy.stats", "altair") if type(sys.modules.get(name, vp._Deferred("-"))) is not vp._Deferred]
+from scipy import stats
+import altair
+print(repr((verdict.success, verdict.failures[0].unexpected_rows, loaded, round(float(stats.entropy([0.5, 0.5])), 4),
+            altair.Chart.__name__, type(sys.modules["scipy.stats"]).__name__)))
+"""
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True)
+    success, failing, loaded, entropy, chart, module = eval(out.stdout.strip().splitlines()[-1])
+    assert (success, failing) == (False, ["g1"])  # GX ran for real: one group's two representatives
+    assert loaded == []  # neither scipy.stats nor altair executed for it
+    assert (entropy, chart, module) == (0.6931, "Chart", "module")  # a later user gets the real modules
