@@ -1,6 +1,6 @@
 """Great Expectations in a process of its own: its import never holds the step's interpreter lock.
 
-Importing GX costs 2-4 s of CPU (less with DEFERRED, below), nearly all of it holding the GIL: in a thread of the
+Importing GX costs 2-3 s of CPU (see DEFERRED), nearly all of it holding the GIL: in a thread of the
 step's process it stalled the frame workers beside it (raw_frames 8.9 s against 4.9 s with
 no import, 1 065 frames on 2 cores). Here the import runs in a spawned process, started as
 early as the caller knows checks will run (the headless command: first thing), on a core of
