@@ -104,7 +104,8 @@ from curation_assets import validation_process as vp
 from curation_assets.quality import suites
 table = pd.DataFrame({"group_id": ["g0", "g1"], "representatives": [1, 2]})
 verdict = vp.validate(table, "reps", suites.one_representative_per_group(), "group_id")
-loaded = [name for name in ("scipy.stats", "altair") if not isinstance(sys.modules.get(name, vp._Deferred("")), vp._Deferred)]
+stand_in = vp._Deferred("")
+loaded = [name for name in ("scipy.stats", "altair") if not isinstance(sys.modules.get(name, stand_in), vp._Deferred)]
 from scipy import stats
 import altair
 print(repr((verdict.success, verdict.failures[0].unexpected_rows, loaded, round(float(stats.entropy([0.5, 0.5])), 4),
