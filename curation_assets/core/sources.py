@@ -96,7 +96,8 @@ def load_image(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> LoadedIm
             upright = image.getexif().get(ORIENTATION, 1) == 1
             # a JPEG is stored as it came: no second compression loss, no encoding time
             as_is = image.format == "JPEG" and image.mode in ("RGB", "L") and upright
-            return LoadedImage(name, to_rgb(ImageOps.exif_transpose(image)), jpeg=data if as_is else None)
+            upright_image = image if upright else ImageOps.exif_transpose(image)  # (which copies even upright)
+            return LoadedImage(name, to_rgb(upright_image), jpeg=data if as_is else None)
     except UnidentifiedImageError:  # its message carries a repr that changes every run
         return LoadedImage(name, None, "unreadable image (not a recognised image format)")
     except Exception as exc:  # PIL raises many types for broken files; each becomes a reason
@@ -115,7 +116,7 @@ def to_rgb(image: Image.Image) -> np.ndarray:
         canvas = Image.new("RGBA", image.size, "white")
         canvas.alpha_composite(image.convert("RGBA"))
         image = canvas
-    return np.asarray(image.convert("RGB"))
+    return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))  # convert copies even RGB
 
 
 MAX_MEMBER_BYTES = 512 * 1024**2  # an archive member larger than this is refused unread
