@@ -24,8 +24,10 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from types import ModuleType
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # the command imports this module first thing: the process starts before pandas loads here
+    import pandas as pd
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 

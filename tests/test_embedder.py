@@ -255,6 +255,16 @@ def test_the_model_process_module_imports_neither_dagster_nor_pandas():
     assert modules_loaded_by("import curation_assets.model_process", ("dagster", "pandas", "torch")) == []
 
 
+def test_the_command_starts_the_model_process_the_run_then_uses_before_importing_dagster():
+    from curation_assets.defs.settings import embedder_settings, resources_from_env
+
+    env = {"CURATION_EMBEDDER_BATCH_SIZE": "4", "CURATION_CACHE": "/tmp/models", "CURATION_EMBEDDER_SEED": "3"}
+    early = embedder_settings(env)
+    assert early.pop("process") == "separate"
+    assert resources_from_env(env)["embedder"].settings() == early  # the same key: one process, not two
+    assert modules_loaded_by("import curation_assets.defs.settings", ("dagster", "resources")) == []
+
+
 def test_the_model_process_ends_when_its_parent_is_killed():
     code = (
         "import time\nfrom curation_assets.model_process import model_process\n"

@@ -1,16 +1,17 @@
-"""Resource bindings: the one place where configuration comes from the environment."""
+"""Resource bindings: the one place where configuration comes from the environment.
+
+Dagster and the resources load inside ``resources_from_env``: the headless command reads
+``embedder_settings`` first, to start the model process while Dagster imports.
+"""
 
 import hashlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
-import dagster as dg
-
 from curation_assets import validation_process
 from curation_assets.core.embedder import DEFAULT_BATCH_SIZE
 from curation_assets.core.models import DEFAULT_MODEL
-from resources import EmbedderResource, ExpectationsResource, ObjectStoreResource, VectorStoreResource
 
 
 def _absolute(location: str) -> str:
@@ -25,7 +26,28 @@ def _embedded_store_for(root: str) -> str:
     return str(Path(".curation") / f"qdrant-{hashlib.sha256(root.encode()).hexdigest()[:12]}")
 
 
+def embedder_settings(env: Mapping[str, str] = os.environ) -> dict:
+    """``EmbedderResource``'s fields."""
+    return {
+        "model": env.get("CURATION_EMBEDDER_MODEL") or DEFAULT_MODEL,
+        "pretrained": env.get("CURATION_EMBEDDER_PRETRAINED", ""),
+        "seed": int(env.get("CURATION_EMBEDDER_SEED", "0")),
+        "device": env.get("CURATION_EMBEDDER_DEVICE", "auto"),
+        "batch_size": int(env.get("CURATION_EMBEDDER_BATCH_SIZE", DEFAULT_BATCH_SIZE)),
+        "precision": env.get("CURATION_EMBEDDER_PRECISION", "auto"),
+        "channels_last": env.get("CURATION_EMBEDDER_CHANNELS_LAST", "1") not in ("0", "false"),
+        "runtime": env.get("CURATION_EMBEDDER_RUNTIME", "auto"),
+        "process": env.get("CURATION_EMBEDDER_PROCESS", "separate"),
+        "cache_dir": env.get("CURATION_CACHE") or "~/.cache/curation",
+        "s3_endpoint_url": env.get("CURATION_S3_ENDPOINT_URL") or None,
+    }
+
+
 def resources_from_env(env: Mapping[str, str] = os.environ) -> dict:
+    import dagster as dg
+
+    from resources import EmbedderResource, ExpectationsResource, ObjectStoreResource, VectorStoreResource
+
     root = env.get("CURATION_STORAGE_URI", ".curation")
     landing = env.get("CURATION_LANDING_URI", "")
     return {
@@ -42,18 +64,6 @@ def resources_from_env(env: Mapping[str, str] = os.environ) -> dict:
             # an EnvVar is resolved at run time and never shown in the UI
             api_key=dg.EnvVar("QDRANT_API_KEY") if env.get("QDRANT_API_KEY") else None,
         ),
-        "embedder": EmbedderResource(
-            model=env.get("CURATION_EMBEDDER_MODEL") or DEFAULT_MODEL,
-            pretrained=env.get("CURATION_EMBEDDER_PRETRAINED", ""),
-            seed=int(env.get("CURATION_EMBEDDER_SEED", "0")),
-            device=env.get("CURATION_EMBEDDER_DEVICE", "auto"),
-            batch_size=int(env.get("CURATION_EMBEDDER_BATCH_SIZE", DEFAULT_BATCH_SIZE)),
-            precision=env.get("CURATION_EMBEDDER_PRECISION", "auto"),
-            channels_last=env.get("CURATION_EMBEDDER_CHANNELS_LAST", "1") not in ("0", "false"),
-            runtime=env.get("CURATION_EMBEDDER_RUNTIME", "auto"),
-            process=env.get("CURATION_EMBEDDER_PROCESS", "separate"),
-            cache_dir=env.get("CURATION_CACHE") or "~/.cache/curation",
-            s3_endpoint_url=env.get("CURATION_S3_ENDPOINT_URL") or None,
-        ),
+        "embedder": EmbedderResource(**embedder_settings(env)),
         "expectations": ExpectationsResource(process=validation_process.configured(env)),
     }
