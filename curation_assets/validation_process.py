@@ -81,7 +81,7 @@ class _Deferred(ModuleType):
     ``import altair``) does not load it."""
 
     def __getattr__(self, attr: str):
-        if attr.startswith("__"):
+        if attr.startswith("__") and attr != "__path__":  # a submodule's import reads __path__: load
             raise AttributeError(attr)
         with _DEFER_LOCK:
             if sys.modules.get(self.__name__) is self:
