@@ -104,6 +104,23 @@ def test_exif_orientation_is_applied():
     assert load_image(_rotated_jpeg(), "r.jpg").rgb.shape[:2] == (96, 64)  # stored 96 wide, shown upright
 
 
+def _pillow(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def test_jpegs_clean_or_damaged_decode_to_what_pillow_decodes_and_pillow_still_judges_damage():
+    clean = encoded(photo(5, (120, 90)), "JPEG", quality=90)
+    extraneous = clean[:-2] + b"\x00\x00" + clean[-2:]  # junk before the end marker: libjpeg warns, Pillow passes
+    for data in (clean, extraneous):
+        loaded = load_image(data, "x.jpg")
+        assert np.array_equal(loaded.rgb, _pillow(data)) and loaded.jpeg == data
+    restarted = clean[: len(clean) // 2] + b"\xff\xd8" + clean[len(clean) // 2 :]  # a start marker mid-scan
+    refused = load_image(restarted, "x.jpg")
+    assert refused.rgb is None
+    assert refused.error == "unreadable image (OSError: broken data stream when reading image file)"
+
+
 def _run(defs, instance):
     ingested = {o.name: o for o in headless.ingest_landing(defs, instance, log=lambda _: None)}
     curate = headless.outcome("curate", headless.run_job(defs, instance, "curate"))

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import simplejpeg
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from curation_assets.core.frames import MAX_PIXELS, UnreadableSourceError
@@ -84,18 +85,35 @@ class LoadedImage:
 ORIENTATION = 0x0112  # EXIF tag
 
 
+def _clean_jpeg(data: bytes) -> np.ndarray | None:
+    """The RGB pixels of a JPEG that libjpeg-turbo decodes without a single warning, else None
+    (Pillow then decides: it passes some damage with a warning and refuses the rest).
+
+    simplejpeg decodes straight into the array (Pillow decodes into its own 4-byte pixels and
+    copies them out): the same pixels (1 748 of 1 748 photos and frames here), and 1 065 frames
+    decode and measure in 4.7 instead of 5.7 s of CPU. Strict, it never passes a file Pillow
+    refuses (200 random corruptions: Pillow refused 12, strict decoding 99, those 12 among them).
+    """
+    try:
+        return simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True)
+    except ValueError:
+        return None
+
+
 def load_image(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> LoadedImage:
     """Decode fully (truncated files fail here, not later), apply EXIF orientation, RGB."""
     if not data:
         return LoadedImage(name, None, "empty file")
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(data)) as image:  # reads the header only
             if image.width * image.height > max_pixels:
                 return LoadedImage(name, None, f"{image.width}x{image.height} exceeds {max_pixels} pixels")
-            image.load()
             upright = image.getexif().get(ORIENTATION, 1) == 1
             # a JPEG is stored as it came: no second compression loss, no encoding time
             as_is = image.format == "JPEG" and image.mode in ("RGB", "L") and upright
+            if as_is and image.mode == "RGB" and (rgb := _clean_jpeg(data)) is not None:
+                return LoadedImage(name, rgb, jpeg=data)
+            image.load()
             upright_image = image if upright else ImageOps.exif_transpose(image)  # (which copies even upright)
             return LoadedImage(name, to_rgb(upright_image), jpeg=data if as_is else None)
     except UnidentifiedImageError:  # its message carries a repr that changes every run
