@@ -129,7 +129,11 @@ def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
     return data.tobytes()
 
 
-def decode_image(data: bytes) -> Image.Image:
+def decode_image(data: bytes, at_least: int | None = None) -> Image.Image:
+    """RGB; with ``at_least``, a JPEG decodes straight at the smallest of its 1/2, 1/4, 1/8
+    scales that keeps both sides at least that long (libjpeg DCT scaling: a thumbnail's need)."""
     image = Image.open(io.BytesIO(data))
+    if at_least:
+        image.draft("RGB", (at_least, at_least))
     image.load()
     return image.convert("RGB")

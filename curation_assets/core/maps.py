@@ -9,7 +9,6 @@ frames for a neighbourhood graph get the PCA plane instead, and the map says so.
 
 from __future__ import annotations
 
-import io
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
+
+from curation_assets.core.contact_sheet import png_bytes
 
 MAX_POINTS = 100_000
 NEIGHBOURS = 15
@@ -114,9 +115,7 @@ def draw_panels(coords: np.ndarray, panels: Sequence[tuple[str, Sequence[str]]],
             draw.rectangle((x, y + 2, x + 9, y + 11), fill=colour)
             draw.text((x + 13, y), text, fill=(0, 0, 0))
             x += 24 + 6 * len(text)
-    buf = io.BytesIO()
-    sheet.save(buf, format="PNG", optimize=True)
-    return buf.getvalue()
+    return png_bytes(sheet)
 
 
 def map_table(frame_ids: Sequence[str], layout: Layout, panels: Sequence[tuple[str, Sequence[str]]]) -> pd.DataFrame:

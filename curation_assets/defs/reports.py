@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from curation_assets.core import layout
-from curation_assets.core.contact_sheet import PER_ROW, contact_sheet, embedding_map, thumbnail_png
+from curation_assets.core.contact_sheet import PER_ROW, THUMB, contact_sheet, embedding_map, thumbnail_png
 from curation_assets.core.frames import decode_image
 from curation_assets.core.maps import pca_plane
 from resources.object_store import ObjectStore
@@ -17,7 +17,8 @@ from resources.object_store import ObjectStore
 def frame_rows(store: ObjectStore, rows: Sequence[tuple[str, Sequence[str]]]):
     """(label, frame URIs) -> (label, images), loading only the pictures a row shows."""
     return [
-        (label, [decode_image(store.get_bytes(store.key_for_uri(u))) for u in uris[:PER_ROW]]) for label, uris in rows
+        (label, [decode_image(store.get_bytes(store.key_for_uri(u)), THUMB) for u in uris[:PER_ROW]])
+        for label, uris in rows
     ]
 
 
