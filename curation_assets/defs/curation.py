@@ -13,6 +13,7 @@ from curation_assets.core import geometry, layout
 from curation_assets.core.duplicates import DuplicateParams, extend_groups, find_duplicate_groups, match_to_corpus
 from curation_assets.core.ids import point_id_for, video_id_of
 from curation_assets.core.outliers import REASONS, OutlierParams, corrupt_outliers, score_outliers
+from curation_assets.core.progress import Stopwatch
 from curation_assets.defs import checks
 from curation_assets.defs.reports import largest_groups, outliers_by_reason, picture_metadata
 from curation_assets.defs.retries import TRANSIENT, transient_only
@@ -202,41 +203,48 @@ def duplicate_groups(
     settings = {"vector_name": vector_name, **params.__dict__}
     inputs = _embedding_inputs(store)
     new = _new_videos(store, inputs, settings) if config.incremental else None
+    watch = Stopwatch()
     started = time.perf_counter()
     if new:
         collection = vector_store.collection_for(vector_name)
-        with vector_store.open() as vs:
+        with watch.stage("grouping"), vector_store.open() as vs:
             groups, expected, joined = _extend(store, vs, collection, vector_name, new, params)
         mode = f"incremental: {len(new)} new videos, {joined} new groups joined existing ones"
     else:
-        corpus = load_corpus(store, vector_name)
-        groups = find_duplicate_groups(corpus.frames, corpus.vectors, params, verifier(store, corpus.frames))
+        with watch.stage("read tables"):
+            corpus = load_corpus(store, vector_name)
+        with watch.stage("grouping"):  # geometric checks included
+            groups = find_duplicate_groups(corpus.frames, corpus.vectors, params, verifier(store, corpus.frames))
         expected = list(corpus.frames["frame_id"])
         mode = f"full: {len(corpus.frames)} frames"
         picture_frames = corpus.frames
     elapsed = time.perf_counter() - started
     context.log.info(f"duplicate_groups {mode} in {elapsed:.1f} s")
 
-    reps = groups.groupby("group_id")["is_representative"].sum().rename("representatives").reset_index()
-    results = [
-        checks.from_validation(
-            "duplicate_groups_cover_frames",
-            expectations.validate(groups, "duplicate_groups", suites.duplicate_groups(expected)),
-        ),
-        checks.from_validation(
-            "duplicate_groups_one_representative",
-            expectations.validate(reps, "duplicate_groups_reps", suites.one_representative_per_group(), "group_id"),
-        ),
-    ]
-    verdict = checks.publish(store, results, "duplicate_groups", table=groups)
-    if verdict.published:  # what the next run extends
-        state = {"settings": settings, "inputs": inputs}
-        store.put_bytes(layout.state_key("duplicate_groups"), json.dumps(state, sort_keys=True).encode())
+    with watch.stage("checks"):
+        reps = groups.groupby("group_id")["is_representative"].sum().rename("representatives").reset_index()
+        results = [
+            checks.from_validation(
+                "duplicate_groups_cover_frames",
+                expectations.validate(groups, "duplicate_groups", suites.duplicate_groups(expected)),
+            ),
+            checks.from_validation(
+                "duplicate_groups_one_representative",
+                expectations.validate(reps, "duplicate_groups_reps", suites.one_representative_per_group(), "group_id"),
+            ),
+        ]
+    with watch.stage("write table"):
+        verdict = checks.publish(store, results, "duplicate_groups", table=groups)
+        if verdict.published:  # what the next run extends
+            state = {"settings": settings, "inputs": inputs}
+            store.put_bytes(layout.state_key("duplicate_groups"), json.dumps(state, sort_keys=True).encode())
     n_groups = int(groups["group_id"].nunique())
-    if new:  # only the pictured groups' videos: the old ones are not in memory
-        top = groups.drop_duplicates("group_id").nlargest(6, "group_size")["group_id"]
-        pictured = {video_id_of(f) for f in groups.loc[groups["group_id"].isin(top), "frame_id"]}
-        picture_frames = _tables(store, "raw_frames", pictured)
+    with watch.stage("pictures"):
+        if new:  # only the pictured groups' videos: the old ones are not in memory
+            top = groups.drop_duplicates("group_id").nlargest(6, "group_size")["group_id"]
+            pictured = {video_id_of(f) for f in groups.loc[groups["group_id"].isin(top), "frame_id"]}
+            picture_frames = _tables(store, "raw_frames", pictured)
+        pictures = picture_metadata(store, "largest_groups", largest_groups(picture_frames, groups))
     reason_counts = groups["reason"].value_counts().to_dict()
     return dg.MaterializeResult(
         metadata={
@@ -254,7 +262,8 @@ def duplicate_groups(
             "seconds": round(elapsed, 3),
             "table": dg.MetadataValue.path(store.uri(verdict.key)),
             "published": verdict.published,
-            **picture_metadata(store, "largest_groups", largest_groups(picture_frames, groups)),
+            "timings": dg.MetadataValue.json(watch.rounded()),
+            **pictures,
         },
         check_results=results,
     )
@@ -296,35 +305,44 @@ def outliers(
     """Flag dark, bright, blurry, low-information, noisy, odd-sized and isolated frames."""
     store = object_store.store()
     model = embedder.embedder()
-    corpus = load_corpus(store, model.vector_name)
-    groups = store.read_table(layout.table_key("duplicate_groups"))
+    watch = Stopwatch()
+    with watch.stage("read tables"):
+        corpus = load_corpus(store, model.vector_name)
+        groups = store.read_table(layout.table_key("duplicate_groups"))
     in_groups = corpus.frames["frame_id"].isin(groups["frame_id"]).to_numpy()
     frames, vectors = corpus.frames[in_groups].reset_index(drop=True), corpus.vectors[in_groups]
     params = config.params(model.calibration)
     started = time.perf_counter()
-    scored = score_outliers(frames, groups, vectors, params)
-    unreadable = corpus.unreadable
-    if len(unreadable):
-        scored = pd.concat([scored, corrupt_outliers(unreadable)], ignore_index=True)
+    with watch.stage("scoring"):
+        scored = score_outliers(frames, groups, vectors, params)
+        unreadable = corpus.unreadable
+        if len(unreadable):
+            scored = pd.concat([scored, corrupt_outliers(unreadable)], ignore_index=True)
     elapsed = time.perf_counter() - started
 
     fraction = float(scored["is_outlier"].mean())
-    results = [
-        checks.from_validation(
-            "outliers_every_frame_scored",
-            expectations.validate(
-                scored, "outliers", suites.outlier_scores([*frames["frame_id"], *unreadable["frame_id"]])
+    with watch.stage("checks"):
+        results = [
+            checks.from_validation(
+                "outliers_every_frame_scored",
+                expectations.validate(
+                    scored, "outliers", suites.outlier_scores([*frames["frame_id"], *unreadable["frame_id"]])
+                ),
             ),
-        ),
-        checks.from_validation(
-            "outliers_flagged_fraction",
-            expectations.validate(scored, "outliers_fraction", suites.flagged_fraction(config.max_flagged_fraction)),
-            severity=dg.AssetCheckSeverity.WARN,
-            flagged_fraction=round(fraction, 3),
-            ceiling=config.max_flagged_fraction,
-        ),
-    ]
-    verdict = checks.publish(store, results, "outliers", table=scored)
+            checks.from_validation(
+                "outliers_flagged_fraction",
+                expectations.validate(
+                    scored, "outliers_fraction", suites.flagged_fraction(config.max_flagged_fraction)
+                ),
+                severity=dg.AssetCheckSeverity.WARN,
+                flagged_fraction=round(fraction, 3),
+                ceiling=config.max_flagged_fraction,
+            ),
+        ]
+    with watch.stage("write table"):
+        verdict = checks.publish(store, results, "outliers", table=scored)
+    with watch.stage("pictures"):
+        pictures = picture_metadata(store, "outliers_by_reason", outliers_by_reason(frames, scored, REASONS))
     return dg.MaterializeResult(
         metadata={
             "frames": len(scored),
@@ -335,7 +353,8 @@ def outliers(
             "seconds": round(elapsed, 3),
             "table": dg.MetadataValue.path(store.uri(verdict.key)),
             "published": verdict.published,
-            **picture_metadata(store, "outliers_by_reason", outliers_by_reason(frames, scored, REASONS)),
+            "timings": dg.MetadataValue.json(watch.rounded()),
+            **pictures,
         },
         check_results=results,
     )
