@@ -2,7 +2,7 @@
 
     python bench/embed.py [--frames 128] [--batch 0] [--models efficientnet-lite0,open_clip:ViT-B-32]
                           [--precisions fp32,bf16] [--device auto] [--process separate|inline]
-                          [--runtime auto|torch|onnxruntime]
+                          [--runtime auto|torch|onnxruntime] [--repeats 3]
 
 "step" is what frame_embeddings does per video, through the resource as the asset calls it
 (the model in its own process by default, ``--process inline`` to keep it here): read each
@@ -13,14 +13,16 @@ the headless command's warm-up does. "bare" is the model's forward alone on
 images already decoded and preprocessed in memory, same model, runtime, batch and precision. The
 packaged model runs with
 its real weights; open_clip models with random-init weights (no hub offline; the
-arithmetic is the same as with pretrained ones). Prints images/s, the ratio, and for
-reduced precision the worst cosine similarity to fp32 over the first batch.
+arithmetic is the same as with pretrained ones). Bare and step alternate ``--repeats`` times
+(this VM's speed drifts by 20 % within minutes); prints their medians, the ratio of the
+medians, and for reduced precision the worst cosine similarity to fp32 over the first batch.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -83,6 +85,7 @@ def main() -> None:
     parser.add_argument("--precisions", default="fp32,bf16")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--runtime", default="auto", help="auto: onnxruntime for the packaged model at fp32 on CPU")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating bare/step measurements; medians shown")
     args = parser.parse_args()
 
     print(f"machine: {describe()}")
@@ -100,9 +103,14 @@ def main() -> None:
                 settings = dict(batch_size=args.batch, device=args.device, precision=precision, runtime=args.runtime)
                 model = Embedder(name, weights, **settings)
                 prepared = [model.preprocess(decode_image(store.get_bytes(store.key_for_uri(u)))) for u in uris]
-                bare = bare_forward(model, prepared, model.resolved_batch_size())
                 resource = EmbedderResource(model=name, pretrained=weights, process=args.process, **settings)
-                step, min_cos = whole_step(resource, store, uris, Path(tmp) / f"qdrant-{name}-{precision}")
+                bares, steps = [], []
+                for _ in range(args.repeats):
+                    bares.append(bare_forward(model, prepared, model.resolved_batch_size()))
+                    step, min_cos = whole_step(resource, store, uris, Path(tmp) / f"qdrant-{name}-{precision}")
+                    steps.append(step)
+                bare, step = statistics.median(bares), statistics.median(steps)
+                print(f"  bare {[round(b) for b in bares]}, step {[round(s) for s in steps]} images/s")
                 cos = "-" if min_cos is None else f"{min_cos:.5f}"
                 runtime = model.resolved_runtime()
                 print(f"{name:>16} {runtime:>11} {precision:>9} {bare:>11.1f} {step:>11.1f} {step / bare:>6.2f} "
