@@ -1,6 +1,7 @@
 """Great Expectations in its own process: the same verdicts as inline, and it never holds up
 the caller (neither its import nor its end)."""
 
+import importlib
 import os
 import pickle
 import signal
@@ -41,6 +42,17 @@ def test_every_suite_pickles_so_it_can_reach_the_validation_process():
     ]
     for expectations in bound:
         assert pickle.loads(pickle.dumps(expectations)).func is expectations.func
+
+
+def test_in_the_validation_process_gx_finds_no_cloud_sdk_and_still_validates():
+    pool = validation_process.start()
+    for name in validation_process.ABSENT_IN_VALIDATION_PROCESS:
+        with pytest.raises(ImportError):
+            pool.submit(importlib.import_module, name).result()
+    table = pd.DataFrame({"frame_id": ["a", "b"], "dim": [4, 3], "finite": [True, True], "norm": [1.0, 1.0]})
+    verdict = ExpectationsResource().validate(table, "vectors", suites.vector_summary(2, 4), "frame_id")
+    assert not verdict.success and [f.unexpected_rows for f in verdict.failures] == [["b"]]
+    assert importlib.import_module("boto3").client  # this process (the S3 store's) is untouched
 
 
 def test_the_module_the_process_loads_imports_neither_dagster_nor_gx():
