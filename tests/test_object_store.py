@@ -1,5 +1,9 @@
+import io
+
 import boto3
+import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from resources.object_store import LocalObjectStore, S3ObjectStore
@@ -23,6 +27,20 @@ def test_bytes_and_tables_round_trip(store):
     store.write_table("tables/t/p.parquet", df)
     assert store.read_table("tables/t/p.parquet").equals(df)
     assert store.key_for_uri(store.uri("frames/v/000001.jpg")) == "frames/v/000001.jpg"
+
+
+def test_vector_tables_round_trip_and_only_repeating_columns_are_dictionary_encoded(tmp_path):
+    store = LocalObjectStore(tmp_path / "root")
+    vectors = np.random.default_rng(0).standard_normal((50, 16)).astype(np.float32)
+    df = pd.DataFrame({"frame_id": [f"v/{i:06d}" for i in range(50)], "video_id": "v",
+                       "similarity": np.linspace(0, 1, 50), "vector": list(vectors)})  # fmt: skip
+    store.write_table("tables/frame_embeddings/v.parquet", df)
+    back = store.read_table("tables/frame_embeddings/v.parquet")
+    assert np.array_equal(np.stack(back["vector"]), vectors) and back["frame_id"].tolist() == df["frame_id"].tolist()
+    meta = pq.ParquetFile(io.BytesIO(store.get_bytes("tables/frame_embeddings/v.parquet"))).metadata.row_group(0)
+    dictionary = {meta.column(i).path_in_schema: "RLE_DICTIONARY" in meta.column(i).encodings
+                  for i in range(meta.num_columns)}  # fmt: skip
+    assert dictionary == {"frame_id": True, "video_id": True, "similarity": False, "vector.list.element": False}
 
 
 def test_listing_is_sorted_paginated_and_scoped_to_the_folder(store):
