@@ -1,6 +1,6 @@
 """A labelled real-data set for the duplicate and outlier quality benchmark (deterministic).
 
-    .venv/bin/python bench/quality_data.py OUT   # numpy, pillow, scikit-image, av
+    .venv/bin/python bench/quality_data.py OUT [--held-out]   # numpy, pillow, scikit-image, av
 
 Everything comes from real pictures available offline: scikit-image's bundled photographs
 (and its scanned page, text and logo), Debian's wallpaper packages (``gnome-backgrounds``,
@@ -32,6 +32,7 @@ from __future__ import annotations
 import io
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +82,46 @@ FONTS = Path("/usr/share/fonts/truetype/dejavu")
 LOREM = ("Camera fleets record hours of video and most frames are near copies of each other. Some are "
          "broken, and labelling costs money per box, so the useful frames are chosen first. ").split()  # fmt: skip
 TITLES = ("Quarterly report", "Installation guide", "Minutes of the meeting", "Chapter 7", "Invoice 2291")
+
+# The held-out set (``--held-out``): the same kinds of picture from sources the thresholds never
+# saw: Lomiri's (Ubuntu Touch) wallpaper photographs, Debian's desktop-base themes (each
+# ships a 16:9 and a 4:3 framing of one design), other Adwaita icons, text pages and charts
+# drawn from other seeds. ``apt-get install lomiri-wallpapers lomiri-wallpapers-16.04
+# lomiri-wallpapers-20.04 desktop-base``.
+LOMIRI = [WALLPAPERS / f"{n}.jpg" for n in
+          ("Dragonfly_by_Bolly", "Picture_0B_by_freespace", "Picture_1A_by_freespace", "Wine_by_Jakkub_Mede",
+           "aitzgorri_by_Aitzol_Berasategi", "friends_by_Aitzol_Berasategi", "greentock_by_Peter_Nerlich")]  # fmt: skip
+LOMIRI_BAD = [WALLPAPERS / f"{n}.jpg" for n in ("Bridge_by_Sander_Klootwijk", "life_by_Aitzol_Berasategi",
+              "free_by_Peter_Nerlich", "picosdeeuropa_by_Aitzol_Berasategi")]  # fmt: skip
+# photographs only ever shown as two shots of one scene
+HELD_OUT_RESHOT = [WALLPAPERS / f"{n}.jpg" for n in ("Kleiber_by_Lukas_Baubkus", "seeding_by_Clements_Engelhardt",
+                   "sunset_by_Aitzol_Berasategi")]  # fmt: skip
+DEBIAN_THEMES = Path("/usr/share/desktop-base")
+HELD_OUT_DESIGNS = [WALLPAPERS / f"{n}.jpg" for n in ("Fossa_by_Jasper_Roks", "Infinite-Sea_by_Aury88",
+                    "Painting-Colors_by__herobrine7gamer", "analogpattern_by_Peter_Nerlich",
+                    "umang_by_Abhishek_Mudgal")] + \
+                   [DEBIAN_THEMES / f"{t}-theme/grub/grub-4x3.png" for t in ("lines", "spacefun")]  # fmt: skip
+HELD_OUT_LOGOS = [DEBIAN_THEMES / "debian-logos/logo-text-version-256.png"] + \
+                 [ICONS / p for p in ("devices/audio-headphones.png", "devices/scanner.png", "devices/media-floppy.png",
+                  "mimetypes/text-x-generic.png", "mimetypes/x-office-presentation.png", "places/folder-music.png",
+                  "places/network-server.png", "emblems/emblem-synchronizing.png")]  # fmt: skip
+HELD_OUT_FRAMINGS = [(DEBIAN_THEMES / f"{t}-theme/grub/grub-16x9.png", DEBIAN_THEMES / f"{t}-theme/grub/grub-4x3.png")
+                     for t in ("emerald", "futureprototype", "homeworld", "joy", "moonlight", "softwaves")]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Where one set's pictures come from, and the seeds of what is drawn or generated."""
+
+    skimage_photos: tuple[str, ...]
+    photos: list[Path]
+    designs: list[Path]
+    logos: list[Path]
+    framings: list[tuple[Path, Path]]
+    reshot: list[Path]
+    bad_photos: list  # skimage names or paths: photographs that appear nowhere else in the set
+    seed: int  # text pages, charts, re-shoots and bad images
+    fixed_extras: bool  # the skimage checkerboard, horse, stereo pair, odd modes, gradient
 
 
 def _fit(image: Image.Image, side: int = 640) -> Image.Image:
@@ -272,7 +313,23 @@ def _skimage(name: str) -> Image.Image:
     return Image.fromarray(getattr(skimage.data, name)())
 
 
-def generate_images(out: Path) -> dict[str, dict]:
+CALIBRATION = Sources(SKIMAGE_PHOTOS, PHOTOS, DESIGNS, LOGOS, FRAMINGS, RESHOT,
+                      ["retina", "microaneurysms", "hubble_deep_field", "immunohistochemistry"], 0, True)  # fmt: skip
+HELD_OUT = Sources((), LOMIRI, HELD_OUT_DESIGNS, HELD_OUT_LOGOS, HELD_OUT_FRAMINGS, HELD_OUT_RESHOT, LOMIRI_BAD,
+                   100, False)  # fmt: skip
+
+
+def _name(path: Path) -> str:
+    """A picture's name in the set: its wallpaper's or theme's folder where the file is a size."""
+    if path.parent.name == "images":  # plasma: <name>/contents/images/<size>.<ext>
+        return path.parents[2].name
+    if path.parent.name == "grub":  # desktop-base: <theme>/grub/grub-16x9.png
+        return path.parents[1].name
+    return path.stem
+
+
+def generate_images(out: Path, sources: Sources | None = None) -> dict[str, dict]:
+    src = sources or CALIBRATION
     images = out / "images"
     images.mkdir(parents=True, exist_ok=True)
     truth: dict[str, dict] = {}
@@ -289,40 +346,45 @@ def generate_images(out: Path) -> dict[str, dict]:
             if image is None:
                 missing.append(str(path))
             else:
-                found.append((path.stem if path.parent.name != "images" else path.parents[2].name, image))
+                found.append((_name(path), image))
         return found
 
-    good: list[tuple[str, Image.Image, str]] = [(n, _fit(_skimage(n)), "photo") for n in SKIMAGE_PHOTOS]
-    good += [(n, _fit(im), "photo") for n, im in load_all(PHOTOS)]
-    good += [(n, _fit(im), "design") for n, im in load_all(DESIGNS)]
-    logos = [("skimage_logo", _skimage("logo"))] + load_all(LOGOS)
+    good: list[tuple[str, Image.Image, str]] = [(n, _fit(_skimage(n)), "photo") for n in src.skimage_photos]
+    good += [(n, _fit(im), "photo") for n, im in load_all(src.photos)]
+    good += [(n, _fit(im), "design") for n, im in load_all(src.designs)]
+    logos = ([("skimage_logo", _skimage("logo"))] if src.fixed_extras else []) + load_all(src.logos)
     for name, logo in logos:  # logos and icons: flat colours on white
         canvas = Image.new("RGBA", logo.size, "white")
         canvas.alpha_composite(logo.convert("RGBA"))
         good.append((f"logo_{name}", canvas.convert("RGB"), "logo"))
-    good += [(f"scan_{n}", _skimage(n).convert("RGB"), "text") for n in ("page", "text")]
-    good += [(f"text_page_{i}", text_page(i, lines, mono), "text") for i, (lines, mono) in
+    seed = src.seed
+    if src.fixed_extras:
+        good += [(f"scan_{n}", _skimage(n).convert("RGB"), "text") for n in ("page", "text")]
+    good += [(f"text_page_{i}", text_page(seed + i, lines, mono), "text") for i, (lines, mono) in
              enumerate(((28, False), (4, False), (24, True), (12, False)))]  # fmt: skip
-    good += [("chart_bars", bar_chart(1), "diagram"), ("chart_lines", line_plot(2), "diagram"),
-             ("diagram_flow", flow_chart(0), "diagram"), ("chessboard", _skimage("checkerboard").convert("RGB"),
-             "diagram"), ("silhouette", _skimage("horse").convert("RGB"), "diagram")]  # fmt: skip
-    ramp = np.linspace(30, 225, 640, dtype=np.float32)
-    gradient = np.stack([np.tile(ramp, (480, 1)), np.tile(ramp[::-1], (480, 1)), np.full((480, 640), 120.0)], -1)
-    good.append(("gradient", Image.fromarray(gradient.astype(np.uint8)), "design"))
-    stereo_left, stereo_right, _ = (Image.fromarray(a) for a in __import__("skimage.data").data.stereo_motorcycle())
-    good.append(("stereo_motorcycle", _fit(stereo_left), "photo"))
+    good += [("chart_bars", bar_chart(seed + 1), "diagram"), ("chart_lines", line_plot(seed + 2), "diagram"),
+             ("diagram_flow", flow_chart(seed), "diagram")]  # fmt: skip
+    if src.fixed_extras:
+        good += [("chessboard", _skimage("checkerboard").convert("RGB"), "diagram"),
+                 ("silhouette", _skimage("horse").convert("RGB"), "diagram")]  # fmt: skip
+        ramp = np.linspace(30, 225, 640, dtype=np.float32)
+        gradient = np.stack([np.tile(ramp, (480, 1)), np.tile(ramp[::-1], (480, 1)), np.full((480, 640), 120.0)], -1)
+        good.append(("gradient", Image.fromarray(gradient.astype(np.uint8)), "design"))
+        stereo_left, stereo_right, _ = (Image.fromarray(a) for a in __import__("skimage.data").data.stereo_motorcycle())
+        good.append(("stereo_motorcycle", _fit(stereo_left), "photo"))
     for name, image, kind in good:
         write(f"{name}.jpg", _jpeg(image), base=name, category="original", kind=kind)
-    # copies that must stay good: a mildly motion-blurred photo, and files in odd modes
-    chelsea, camera = (next(im for n, im, _ in good if n == name) for name in ("chelsea", "camera"))
-    write("chelsea__motion.jpg", _jpeg(chelsea.filter(ImageFilter.BoxBlur(2))), base="chelsea", category="soft",
-          kind="soft")  # fmt: skip
-    for name, data in odd_modes(camera, logos[0][1]).items():
-        if "bilevel" in name:  # a page of its own
-            write(name, data, base=name, category="original", kind="odd_mode")
-        else:
-            base = "logo_skimage_logo" if "alpha" in name else "camera"
-            write(name, data, base=base, category="odd_mode", kind="odd_mode")
+    if src.fixed_extras:
+        # copies that must stay good: a mildly motion-blurred photo, and files in odd modes
+        chelsea, camera = (next(im for n, im, _ in good if n == name) for name in ("chelsea", "camera"))
+        write("chelsea__motion.jpg", _jpeg(chelsea.filter(ImageFilter.BoxBlur(2))), base="chelsea", category="soft",
+              kind="soft")  # fmt: skip
+        for name, data in odd_modes(camera, logos[0][1]).items():
+            if "bilevel" in name:  # a page of its own
+                write(name, data, base=name, category="original", kind="odd_mode")
+            else:
+                base = "logo_skimage_logo" if "alpha" in name else "camera"
+                write(name, data, base=base, category="odd_mode", kind="odd_mode")
 
     # near copies of every fourth good image, of each kind
     for i, (name, image, kind) in enumerate(good[::4]):
@@ -330,25 +392,25 @@ def generate_images(out: Path) -> dict[str, dict]:
             write(f"{name}__{category}.jpg", near_copy(image, category, i), base=name, category=category, kind=kind)
 
     # real near duplicates: a stereo pair, wallpapers' two framings, two shots of one scene
-    write("stereo_motorcycle__view.jpg", _jpeg(_fit(stereo_right)), base="stereo_motorcycle", category="view")
-    for landscape, portrait in FRAMINGS:
+    if src.fixed_extras:
+        write("stereo_motorcycle__view.jpg", _jpeg(_fit(stereo_right)), base="stereo_motorcycle", category="view")
+    for landscape, portrait in src.framings:
         a, b = _open(landscape), _open(portrait)
         if a is None or b is None:
-            missing.append(str(landscape.parents[2]))
+            missing.append(str(landscape))
             continue
-        name = landscape.parents[2].name
+        name = _name(landscape)
         write(f"framing_{name}.jpg", _jpeg(_fit(a)), base=f"framing_{name}", category="original", kind="design")
         write(f"framing_{name}__view.jpg", _jpeg(_fit(b)), base=f"framing_{name}", category="view", kind="design")
-    rng = np.random.default_rng(3)
-    for name, big in load_all(RESHOT):
+    rng = np.random.default_rng(seed + 3)
+    for name, big in load_all(src.reshot):
         first, second = reshoot(big, rng)
         write(f"shot_{name}.jpg", _jpeg(first), base=f"shot_{name}", category="original", kind="photo")
         write(f"shot_{name}__view.jpg", _jpeg(second), base=f"shot_{name}", category="view", kind="photo")
 
     # bad images, from photographs that appear nowhere else in the set
-    names = ("retina", "microaneurysms", "hubble_deep_field", "immunohistochemistry")
-    sources = [_fit(_skimage(n), 512) for n in names]
-    bad_rng = np.random.default_rng(1)
+    sources = [_fit(_skimage(p) if isinstance(p, str) else _open(p), 512) for p in src.bad_photos]
+    bad_rng = np.random.default_rng(seed + 1)
     for category in BAD:
         for i in range(4):
             photo = sources[(i + BAD.index(category)) % len(sources)]
@@ -416,21 +478,30 @@ FOOTAGE = (
 )
 FRAME_FOLDER = (("frames-two-scenes", PHOTOS[15], (768, 576), 60, 0.0), ("frames-two-scenes", PHOTOS[9], (720, 528),
                  30, 1.2))  # fmt: skip
+HELD_OUT_FOOTAGE = (
+    ("cam-store", "aisle.mp4", LOMIRI[3], (768, 576), 40, 0.0),
+    ("cam-store", "entrance.mp4", LOMIRI[2], (320, 240), 30, 0.0),
+    ("cam-yard", "yard.mp4", LOMIRI[4], (1280, 720), 30, 0.0),
+    ("cam-yard", "night.mp4", LOMIRI[6], (640, 480), 30, 0.0),
+)
+HELD_OUT_FRAME_FOLDER = (("frames-two-scenes", LOMIRI[5], (768, 576), 60, 0.0),
+                         ("frames-two-scenes", LOMIRI[1], (720, 528), 30, 1.2))  # fmt: skip
 
 
-def generate_footage(out: Path) -> dict[str, dict]:
+def generate_footage(out: Path, held_out: bool = False) -> dict[str, dict]:
     footage = out / "footage"
     truth: dict[str, dict] = {}
     fps = 10
-    for i, (folder, name, photo, size, seconds, soft) in enumerate(FOOTAGE):
+    videos, folders = (HELD_OUT_FOOTAGE, HELD_OUT_FRAME_FOLDER) if held_out else (FOOTAGE, FRAME_FOLDER)
+    for i, (folder, name, photo, size, seconds, soft) in enumerate(videos):
         scene = _open(photo)
         if scene is None:
             continue
         if name == "night.mp4":
             scene = _scale(scene.convert("RGB"), 0.45)  # dusk: dim, but a real scene
         n = write_video(footage / folder / name, film(scene, size, seconds, fps, seed=i, soft=soft), fps)
-        truth[f"{folder}/{name}"] = {"frames_encoded": n, "size": size, "scene": photo.parents[2].name}
-    for j, (folder, photo, size, seconds, soft) in enumerate(FRAME_FOLDER):
+        truth[f"{folder}/{name}"] = {"frames_encoded": n, "size": size, "scene": _name(photo)}
+    for j, (folder, photo, size, seconds, soft) in enumerate(folders):
         scene = _open(photo)
         if scene is None:
             continue
@@ -443,8 +514,10 @@ def generate_footage(out: Path) -> dict[str, dict]:
 
 
 if __name__ == "__main__":
-    target = Path(sys.argv[1] if len(sys.argv) > 1 else "bench/.quality")
-    images = generate_images(target)
-    footage = generate_footage(target)
+    held_out = "--held-out" in sys.argv[1:]
+    paths = [a for a in sys.argv[1:] if not a.startswith("--")]
+    target = Path(paths[0] if paths else "bench/.quality")
+    images = generate_images(target, HELD_OUT if held_out else CALIBRATION)
+    footage = generate_footage(target, held_out)
     (target / "truth.json").write_text(json.dumps({"images": images, "footage": footage}, indent=1))
     print(f"{len(images)} images under {target / 'images'}, {len(footage)} clips under {target / 'footage'}")
