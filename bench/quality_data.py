@@ -101,10 +101,11 @@ HELD_OUT_DESIGNS = [WALLPAPERS / f"{n}.jpg" for n in ("Fossa_by_Jasper_Roks", "I
                     "Painting-Colors_by__herobrine7gamer", "analogpattern_by_Peter_Nerlich",
                     "umang_by_Abhishek_Mudgal")] + \
                    [DEBIAN_THEMES / f"{t}-theme/grub/grub-4x3.png" for t in ("lines", "spacefun")]  # fmt: skip
-HELD_OUT_LOGOS = [DEBIAN_THEMES / "debian-logos/logo-text-version-256.png"] + \
-                 [ICONS / p for p in ("devices/audio-headphones.png", "devices/scanner.png", "devices/media-floppy.png",
-                  "mimetypes/text-x-generic.png", "mimetypes/x-office-presentation.png", "places/folder-music.png",
-                  "places/network-server.png", "emblems/emblem-synchronizing.png")]  # fmt: skip
+HELD_OUT_LOGOS = [ICONS / p for p in
+                  ("devices/computer.png", "devices/audio-headphones.png", "devices/scanner.png",
+                   "devices/media-floppy.png", "mimetypes/text-x-generic.png", "mimetypes/x-office-presentation.png",
+                   "places/folder-music.png", "places/network-server.png",
+                   "emblems/emblem-synchronizing.png")]  # fmt: skip
 HELD_OUT_FRAMINGS = [(DEBIAN_THEMES / f"{t}-theme/grub/grub-16x9.png", DEBIAN_THEMES / f"{t}-theme/grub/grub-4x3.png")
                      for t in ("emerald", "futureprototype", "homeworld", "joy", "moonlight", "softwaves")]  # fmt: skip
 

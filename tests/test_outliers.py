@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import skimage.data
-from PIL import Image, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from curation_assets.core.duplicates import DuplicateParams, find_duplicate_groups
 from curation_assets.core.embedder import Embedder
@@ -68,6 +68,22 @@ def test_photos_text_pages_logos_diagrams_and_a_gradient_are_not_flagged(model):
     assert (reasons == "").all(), reasons[reasons != ""].to_dict()
 
 
+def _lines(lines: int, ink: int, paper: int, size=(640, 480), at=(40, 60)) -> Image.Image:
+    """``lines`` lines of text in ``ink`` on ``paper`` (grey levels): a page with little on it."""
+    image = Image.new("RGB", size, (paper,) * 3)
+    draw, font = ImageDraw.Draw(image), ImageFont.load_default(22)
+    for i in range(lines):
+        draw.text((at[0], at[1] + i * 34), "Camera fleets record hours of video", fill=(ink,) * 3, font=font)
+    return image
+
+
+def _timestamp(frame: Image.Image, ink: int) -> Image.Image:
+    """The date and time a camera burns into the corner of its frames."""
+    frame = frame.copy()
+    ImageDraw.Draw(frame).text((8, 8), "2026-12-02 23:41:07 CAM-03", fill=(ink,) * 3, font=ImageFont.load_default(12))
+    return frame
+
+
 @pytest.mark.parametrize(
     "make, reason",
     [
@@ -94,6 +110,21 @@ def test_a_broken_image_among_good_ones_gets_its_reason(model, make, reason):
     reasons = _score(model, [*good, make(_real("retina"))])
     assert reason in reasons.iloc[-1].split(",")
     assert (reasons.iloc[:-1] == "").all(), reasons[reasons != ""].to_dict()
+
+
+def test_pages_with_a_few_lines_of_text_are_pages_not_blank_images(model):
+    pages = [_lines(3, ink=20, paper=252), _lines(2, ink=235, paper=6), _lines(1, ink=40, paper=250, at=(300, 380))]
+    reasons = _score(model, [_real(n) for n in PHOTOS] + pages)
+    assert (reasons == "").all(), reasons[reasons != ""].to_dict()
+
+
+def test_a_burned_in_timestamp_does_not_hide_a_blown_out_or_black_video_frame(model):
+    scene = _clip("coffee", 20)
+    washed_out = Image.fromarray((255 - (255 - np.asarray(scene[5], np.float32)) * 0.1).astype(np.uint8))
+    scene[5], scene[12] = _timestamp(washed_out, ink=0), _timestamp(Image.new("RGB", (320, 240), (4, 4, 4)), ink=255)
+    reasons = _score(model, [_timestamp(frame, ink=255) for frame in scene], ["cam"] * 20, fps=2.0)
+    assert "bright" in reasons[5].split(",") and "dark" in reasons[12].split(",")
+    assert (reasons.drop([5, 12]) == "").all(), reasons[reasons != ""].to_dict()
 
 
 def _clip(photo: str, n: int, soft: float = 0.0, size=(320, 240)) -> list[Image.Image]:

@@ -7,7 +7,9 @@ edges and contrast), a smooth gradient is not a blurred photo (nothing coarse ei
 texture is not noise (neighbouring pixels agree).
 
 - dark: nearly every pixel dark (99th luma percentile low); bright: nearly every pixel
-  light and little range left (washed out or white);
+  light and little range left (washed out or white). In an image folder, not when crisp
+  strokes remain: a few lines of text on a white page (or white on black) are a page; in
+  a video they are what a blown-out or black frame keeps of the camera's burned-in overlay;
 - low information: almost no contrast and no edges (a uniform frame);
 - noise: high entropy with no correlation between neighbouring pixels;
 - blurry: no fine detail while coarse structure exists (the whole frame blurred), or far
@@ -41,6 +43,9 @@ class OutlierParams:
     dark_p99: float = 0.15  # 99 % of pixels darker than this
     bright_p01: float = 0.85  # 99 % of pixels lighter than this ...
     bright_range: float = 0.12  # ... within this range of each other
+    stroke_edges: float = (
+        0.005  # an image (not a video frame) with this share of edge pixels is a page (specks: < 0.001)
+    )
     uniform_contrast: float = 0.012  # luma standard deviation below this ...
     uniform_edges: float = 0.001  # ... and hardly any edge pixel: a uniform frame
     blurry_sharpness: float = 3.5e-5  # no fine detail (Laplacian variance at the working scale) ...
@@ -174,8 +179,9 @@ def score_outliers(
     contrast, edges = _metric(frames, "contrast"), _metric(frames, "edge_density")
     fine, coarse = _metric(frames, "sharpness"), _metric(frames, "coarse_detail")
 
-    out["dark"] = p99 < params.dark_p99
-    out["bright"] = (p01 > params.bright_p01) & (p99 - p01 < params.bright_range)
+    page = ~timed_rows(frames) & (edges >= params.stroke_edges)
+    out["dark"] = (p99 < params.dark_p99) & ~page
+    out["bright"] = (p01 > params.bright_p01) & (p99 - p01 < params.bright_range) & ~page
     out["low_information"] = (contrast < params.uniform_contrast) & (edges < params.uniform_edges)
     out["noise"] = (_metric(frames, "pixel_correlation") < params.noise_correlation) & (
         _metric(frames, "entropy") > params.noise_entropy
