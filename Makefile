@@ -41,6 +41,9 @@ bench-quality: install
 	$(PY) bench/quality_data.py bench/.quality
 	$(PEERS) bench/peers/run_peers.py bench/.quality/images bench/.quality/peers.json
 	$(PY) bench/quality.py bench/.quality
+	$(PY) bench/quality_data.py bench/.heldout --held-out
+	$(PEERS) bench/peers/run_peers.py bench/.heldout/images bench/.heldout/peers.json
+	$(PY) bench/quality.py bench/.heldout
 
 bench-scale: install
 	$(PY) bench/scale.py
