@@ -166,6 +166,20 @@ def test_lost_focus_for_a_while_in_a_video_is_blurry_and_a_soft_video_is_not(mod
     assert (reasons.drop(range(20, 30)) == "").all(), reasons[reasons != ""].to_dict()
 
 
+def test_a_noisy_night_video_whose_encoder_smoothed_some_frames_has_no_blurry_frame(model):
+    rng = np.random.default_rng(3)
+    frames = []
+    for i, frame in enumerate(_clip("coffee", 30)):
+        if i == 15:  # out of focus (with the noise the encoder leaves on so soft a frame)
+            frame = frame.filter(ImageFilter.GaussianBlur(3))
+        sigma = 2.0 if i in (8, 9, 15, 20) else 10.0  # the encoder smoothed these frames' noise away
+        dim = np.asarray(frame, np.float32) * 0.35 + rng.normal(0, sigma, (240, 320, 3))
+        frames.append(Image.fromarray(np.clip(dim, 0, 255).astype(np.uint8)))
+    reasons = _score(model, frames, ["night.mp4"] * 30, fps=2.0)
+    assert reasons[15] == "blurry"
+    assert (reasons.drop(15) == "").all(), reasons[reasons != ""].to_dict()
+
+
 def test_videos_of_different_sizes_in_one_camera_are_not_odd_sized(model):
     images = _clip("coffee", 24, size=(384, 288)) + _clip("rocket", 24, size=(160, 120))
     reasons = _score(model, images, video_ids=["big"] * 24 + ["small"] * 24)

@@ -29,12 +29,13 @@ class ImageStats:
     luma_p99: float
     edge_density: float  # share of pixels on an edge, at the working scale: 0 for a blank frame
     coarse_detail: float  # ... while the same 4x coarser says there was a picture to blur
+    fine_detail: float  # sharpness after a 1-pixel Gaussian: sensor noise (or an encoder smoothing it) hardly counts
     pixel_correlation: float  # neighbouring pixels' correlation: near 0 for noise, high for any picture
 
 
 # the per-frame measurements (everything but the hashes); NaN for a frame that could not be read
 METRICS = ("brightness", "contrast", "sharpness", "entropy", "luma_p01", "luma_p99", "edge_density", "coarse_detail",
-           "pixel_correlation")  # fmt: skip
+           "fine_detail", "pixel_correlation")  # fmt: skip
 
 
 def luma8(rgb: np.ndarray) -> np.ndarray:
@@ -119,12 +120,13 @@ def laplacian_variance(g: np.ndarray) -> float:
     return float(std[0, 0]) ** 2
 
 
-def structure(luma: np.ndarray) -> tuple[float, float, float, float]:
-    """(sharpness, edge density, coarse detail, pixel correlation) of a luma image, judged at
-    the working scale so that the figures mean the same for a 4K photo and a 320x240 frame."""
+def structure(luma: np.ndarray) -> tuple[float, float, float, float, float]:
+    """(sharpness, edge density, coarse detail, fine detail, pixel correlation) of a luma
+    image, judged at the working scale so that the figures mean the same for a 4K photo and
+    a 320x240 frame."""
     g = _working(luma)
     if g.shape[0] < 4 or g.shape[1] < 4:
-        return 0.0, 0.0, 0.0, 1.0
+        return 0.0, 0.0, 0.0, 0.0, 1.0
     dx, dy = np.abs(np.diff(g, axis=1)), np.abs(np.diff(g, axis=0))
     edges = float(np.count_nonzero(dx[:-1] + dy[:, :-1] > 0.1)) / dx[:-1].size
     quarter = Image.fromarray(g).resize((max(3, g.shape[1] // 4), max(3, g.shape[0] // 4)), Image.BOX)
@@ -132,7 +134,8 @@ def structure(luma: np.ndarray) -> tuple[float, float, float, float]:
     a, b = np.ascontiguousarray(centred[:, :-1]).ravel(), np.ascontiguousarray(centred[:, 1:]).ravel()
     norm = float(np.dot(a, a)) * float(np.dot(b, b))
     correlation = float(np.dot(a, b)) / np.sqrt(norm) if norm > 1e-12 else 1.0
-    return laplacian_variance(g), edges, laplacian_variance(np.asarray(quarter)), correlation
+    fine = laplacian_variance(cv2.GaussianBlur(g, (0, 0), 1.0))
+    return laplacian_variance(g), edges, laplacian_variance(np.asarray(quarter)), fine, correlation
 
 
 def image_stats(rgb: np.ndarray) -> ImageStats:
@@ -144,7 +147,7 @@ def image_stats(rgb: np.ndarray) -> ImageStats:
     contrast = float(np.sqrt(max(hist @ levels**2 / n - brightness**2, 0.0)))
     phash, phash_mirror = perceptual_hashes(rgb, luma)
     cumulative = np.cumsum(hist) / n
-    sharpness, edges, coarse, correlation = structure(luma)
+    sharpness, edges, coarse, fine, correlation = structure(luma)
     return ImageStats(
         sha256=pixel_sha256(rgb),
         phash=phash,
@@ -157,5 +160,6 @@ def image_stats(rgb: np.ndarray) -> ImageStats:
         luma_p99=float(np.searchsorted(cumulative, 0.99) / 255.0),
         edge_density=edges,
         coarse_detail=coarse,
+        fine_detail=fine,
         pixel_correlation=correlation,
     )
