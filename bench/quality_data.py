@@ -24,7 +24,9 @@ rendered with the DejaVu fonts. Missing packages shrink the set (it says so), ne
 ``OUT/footage/`` (a landing zone of real-looking camera footage with nothing wrong: scenes
 from the photographs filmed by a virtual camera with pan, jitter, lighting drift, sensor
 noise and people walking through): per-camera folders holding videos of different sizes,
-and a folder of JPEG frames from two scenes. ``OUT/truth.json`` says what each file is.
+and a folder of JPEG frames from two scenes; the held-out set adds a camera each for night
+at high gain, fog, infrared night, rain, a burned-in timestamp, a fast pan's smear and a
+low bit rate (``CONDITIONS``). ``OUT/truth.json`` says what each file is.
 """
 
 from __future__ import annotations
@@ -452,7 +454,7 @@ def film(scene: Image.Image, size: tuple[int, int], seconds: float, fps: int, se
         yield np.clip(pixels, 0, 255).astype(np.uint8)
 
 
-def write_video(path: Path, frames, fps: int) -> int:
+def write_video(path: Path, frames, fps: int, bit_rate: int = 2_000_000) -> int:
     import av
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -463,7 +465,7 @@ def write_video(path: Path, frames, fps: int) -> int:
             if stream is None:
                 stream = container.add_stream("mpeg4", rate=fps)
                 stream.height, stream.width = rgb.shape[:2]
-                stream.pix_fmt, stream.bit_rate = "yuv420p", 2_000_000
+                stream.pix_fmt, stream.bit_rate = "yuv420p", bit_rate
             container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
             n += 1
         container.mux(stream.encode())
@@ -489,6 +491,39 @@ HELD_OUT_FRAME_FOLDER = (("frames-two-scenes", LOMIRI[5], (768, 576), 60, 0.0),
                          ("frames-two-scenes", LOMIRI[1], (720, 528), 30, 1.2))  # fmt: skip
 
 
+# Held-out footage also films the conditions a camera fleet records with nothing wrong:
+# (name, what is done to each frame), each a 20 s video of its own camera
+CONDITIONS = ("night_high_iso", "fog", "infrared_night", "rain", "timestamp", "motion_smear", "low_bitrate")
+
+
+def camera_condition(kind: str, frames, seed: int):
+    """``frames`` as a camera records them under ``kind`` (low_bitrate: at encoding, see
+    ``write_video``)."""
+    rng = np.random.default_rng(seed)
+    font = _font(14, mono=True)
+    for i, rgb in enumerate(frames):
+        x = rgb.astype(np.float32)
+        if kind == "night_high_iso":  # a dark scene with the sensor's gain turned up
+            x = x * 0.22 + rng.normal(0, 10, x.shape)
+        elif kind == "fog":
+            x = x * 0.45 + 0.55 * 170
+        elif kind == "infrared_night":  # grey, flat, noisy
+            grey = x.mean(axis=-1, keepdims=True) * 0.5 + 10
+            x = np.repeat(grey + rng.normal(0, 8, grey.shape), 3, axis=-1)
+        elif kind == "rain":
+            for _ in range(150):
+                cx, cy = rng.integers(0, x.shape[1]), rng.integers(0, x.shape[0] - 20)
+                x[cy : cy + 18, cx] = 230
+        elif kind == "timestamp":
+            image = Image.fromarray(rgb)
+            ImageDraw.Draw(image).text((8, 8), f"2026-12-02 23:{i // 600:02d}:{i // 10 % 60:02d} CAM-07", fill="white",
+                                       font=font)  # fmt: skip
+            x = np.asarray(image, dtype=np.float32)
+        elif kind == "motion_smear":  # a fast pan: every frame smeared sideways
+            x = sum(np.roll(x, shift, axis=1) for shift in range(-5, 6)) / 11
+        yield np.clip(x, 0, 255).astype(np.uint8)
+
+
 def generate_footage(out: Path, held_out: bool = False) -> dict[str, dict]:
     footage = out / "footage"
     truth: dict[str, dict] = {}
@@ -511,6 +546,14 @@ def generate_footage(out: Path, held_out: bool = False) -> dict[str, dict]:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(_jpeg(Image.fromarray(rgb), 90))
         truth[f"{folder}/clip{j}"] = {"frames": seconds * 2, "size": size, "soft": soft}
+    if held_out:
+        photos = [_open(p) for p in LOMIRI + HELD_OUT_RESHOT]
+        photos = [p for p in photos if p is not None]
+        for k, kind in enumerate(CONDITIONS if photos else ()):
+            frames = camera_condition(kind, film(photos[k % len(photos)], (640, 480), 20, fps, seed=50 + k), 50 + k)
+            bit_rate = 120_000 if kind == "low_bitrate" else 2_000_000
+            n = write_video(footage / f"cam-{kind}" / f"{kind}.mp4", frames, fps, bit_rate)
+            truth[f"cam-{kind}/{kind}.mp4"] = {"frames_encoded": n, "size": (640, 480), "condition": kind}
     return truth
 
 
