@@ -36,6 +36,10 @@ def test_metrics_are_in_their_ranges_and_order_images_sensibly():
     assert flat.entropy == 0 and flat.sharpness == 0
     assert noise.entropy > 7.5 and noise.sharpness > sharp.sharpness
     assert dark.brightness < 0.05
+    assert all(0 <= s.mode_share <= 1 and s.fine_detail >= 0 for s in (sharp, flat, noise, dark))
+    assert flat.mode_share == 1 and noise.mode_share < 0.05  # one grey level, or every level alike
+    # the pre-blur of fine_detail takes most of what pixel noise gave sharpness, and less of real edges
+    assert noise.fine_detail / noise.sharpness < 0.5 * sharp.fine_detail / sharp.sharpness
 
 
 def test_hamming_distance_broadcasts_over_arrays():

@@ -180,6 +180,22 @@ def test_a_noisy_night_video_whose_encoder_smoothed_some_frames_has_no_blurry_fr
     assert (reasons.drop(15) == "").all(), reasons[reasons != ""].to_dict()
 
 
+def _screen(colour, text: str = "") -> Image.Image:
+    screen = Image.new("RGB", (320, 240), colour)
+    ImageDraw.Draw(screen).text((110, 110), text, fill="white", font=ImageFont.load_default(20))
+    return screen
+
+
+def test_a_covered_lens_or_lost_signal_with_the_cameras_text_is_low_information_unless_the_video_is_all_that(model):
+    frames = _clip("coffee", 30)
+    frames[10], frames[20], frames[25] = _screen((2, 2, 2)), _screen((16, 40, 160), "NO SIGNAL"), _screen((128,) * 3)
+    wall = [_screen((128 + i % 3,) * 3) for i in range(12)]  # a camera that looks at a blank wall all day
+    frames = [_timestamp(frame, ink=255) for frame in frames + wall]
+    reasons = _score(model, frames, ["gate.mp4"] * 30 + ["wall.mp4"] * 12, fps=2.0)
+    assert all("low_information" in reasons[i].split(",") for i in (10, 20, 25)), reasons[reasons != ""].to_dict()
+    assert (reasons.drop([10, 20, 25]) == "").all(), reasons[reasons != ""].to_dict()
+
+
 def test_videos_of_different_sizes_in_one_camera_are_not_odd_sized(model):
     images = _clip("coffee", 24, size=(384, 288)) + _clip("rocket", 24, size=(160, 120))
     reasons = _score(model, images, video_ids=["big"] * 24 + ["small"] * 24)

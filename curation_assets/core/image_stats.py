@@ -27,6 +27,7 @@ class ImageStats:
     entropy: float
     luma_p01: float  # 1st and 99th percentile of luma, in [0, 1]: how much of the frame is dark or light
     luma_p99: float
+    mode_share: float  # share of pixels within 2 grey levels of the commonest: near 1 for a screen of one colour
     edge_density: float  # share of pixels on an edge, at the working scale: 0 for a blank frame
     coarse_detail: float  # ... while the same 4x coarser says there was a picture to blur
     fine_detail: float  # sharpness after a 1-pixel Gaussian: sensor noise (or an encoder smoothing it) hardly counts
@@ -34,8 +35,8 @@ class ImageStats:
 
 
 # the per-frame measurements (everything but the hashes); NaN for a frame that could not be read
-METRICS = ("brightness", "contrast", "sharpness", "entropy", "luma_p01", "luma_p99", "edge_density", "coarse_detail",
-           "fine_detail", "pixel_correlation")  # fmt: skip
+METRICS = ("brightness", "contrast", "sharpness", "entropy", "luma_p01", "luma_p99", "mode_share", "edge_density",
+           "coarse_detail", "fine_detail", "pixel_correlation")  # fmt: skip
 
 
 def luma8(rgb: np.ndarray) -> np.ndarray:
@@ -100,6 +101,12 @@ def shannon_entropy(luma: np.ndarray, hist: np.ndarray | None = None) -> float:
     return float(-(p * np.log2(p)).sum())
 
 
+def mode_share(hist: np.ndarray, levels: int = 2) -> float:
+    """Share of pixels within ``levels`` grey levels of the commonest level."""
+    peak = int(np.argmax(hist))
+    return float(hist[max(0, peak - levels) : peak + levels + 1].sum() / max(int(hist.sum()), 1))
+
+
 WORKING_SIDE = 512  # structure is judged at one scale, so a 4K photo and a 320x240 frame compare
 
 
@@ -158,6 +165,7 @@ def image_stats(rgb: np.ndarray) -> ImageStats:
         entropy=shannon_entropy(luma, hist),
         luma_p01=float(np.searchsorted(cumulative, 0.01) / 255.0),
         luma_p99=float(np.searchsorted(cumulative, 0.99) / 255.0),
+        mode_share=mode_share(hist),
         edge_density=edges,
         coarse_detail=coarse,
         fine_detail=fine,

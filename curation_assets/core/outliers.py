@@ -10,7 +10,9 @@ texture is not noise (neighbouring pixels agree).
   light and little range left (washed out or white). In an image folder, not when crisp
   strokes remain: a few lines of text on a white page (or white on black) are a page; in
   a video they are what a blown-out or black frame keeps of the camera's burned-in overlay;
-- low information: almost no contrast and no edges (a uniform frame);
+- low information: almost no contrast and no edges (a uniform frame); in a video, also a
+  frame of one colour but for an overlay (a covered lens, a lost signal's screen, with the
+  camera's burned-in text on it) where its video normally shows a scene;
 - noise: high entropy with no correlation between neighbouring pixels;
 - blurry: no fine detail while coarse structure exists (the whole frame blurred), or far
   less fine detail than the rest of its scene (its video; in an image folder its nearest
@@ -48,6 +50,8 @@ class OutlierParams:
     )
     uniform_contrast: float = 0.012  # luma standard deviation below this ...
     uniform_edges: float = 0.001  # ... and hardly any edge pixel: a uniform frame
+    screen_share: float = 0.9  # a video frame with this share of its pixels within 2 grey levels ...
+    usual_screen_share: float = 0.5  # ... where its video's median frame has less than this: a screen, not the scene
     blurry_sharpness: float = 3.5e-5  # no fine detail (Laplacian variance at the working scale) ...
     blurry_coarse_detail: float = 2e-5  # ... though there is coarse structure to blur
     scene_blur_ratio: float = 0.25  # fine detail below this share of its scene's median ...
@@ -128,6 +132,18 @@ def scene_blur(frames: pd.DataFrame, vectors: np.ndarray, params: OutlierParams)
     return flagged | (judged & (detail < params.scene_blur_ratio * typical))
 
 
+def screens(frames: pd.DataFrame, params: OutlierParams) -> np.ndarray:
+    """Video frames of (nearly) one colour in a video that normally shows a scene: what a
+    covered lens or a lost signal leaves, burned-in text and all, which the percentile and
+    edge rules take for a picture. Judged against the video, so a camera that does look at a
+    blank wall all day is not flagged."""
+    share = _metric(frames, "mode_share")
+    by_video = pd.Series(share).groupby(frames["video_id"].to_numpy())
+    populated = by_video.transform("size").to_numpy() >= params.scene_min_frames
+    usual = by_video.transform("median").to_numpy()
+    return timed_rows(frames) & populated & (share > params.screen_share) & (usual < params.usual_screen_share)
+
+
 def odd_sizes(frames: pd.DataFrame, params: OutlierParams) -> np.ndarray:
     """Frames far from the size nearly all of their source shares (a video never differs)."""
     size = frames["width"].astype(str) + "x" + frames["height"].astype(str)
@@ -186,7 +202,8 @@ def score_outliers(
     page = ~timed_rows(frames) & (edges >= params.stroke_edges)
     out["dark"] = (p99 < params.dark_p99) & ~page
     out["bright"] = (p01 > params.bright_p01) & (p99 - p01 < params.bright_range) & ~page
-    out["low_information"] = (contrast < params.uniform_contrast) & (edges < params.uniform_edges)
+    uniform = (contrast < params.uniform_contrast) & (edges < params.uniform_edges)
+    out["low_information"] = uniform | screens(frames, params)
     out["noise"] = (_metric(frames, "pixel_correlation") < params.noise_correlation) & (
         _metric(frames, "entropy") > params.noise_entropy
     )

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 FRAME_COLUMNS = (
     "frame_id", "video_id", "camera_id", "frame_index", "timestamp_s", "uri", "width", "height",
     "sha256", "phash", "phash_mirror", "brightness", "contrast", "sharpness", "entropy",
-    "luma_p01", "luma_p99", "edge_density", "coarse_detail", "fine_detail", "pixel_correlation",
+    "luma_p01", "luma_p99", "mode_share", "edge_density", "coarse_detail", "fine_detail", "pixel_correlation",
 )  # fmt: skip
 
 
@@ -55,7 +55,7 @@ def frame_table(gxe, min_frames: int = 1):
         gxe.ExpectColumnValuesToBeBetween(column="entropy", min_value=0, max_value=8),
         *(
             gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=1)
-            for c in ("luma_p01", "luma_p99", "edge_density")
+            for c in ("luma_p01", "luma_p99", "mode_share", "edge_density")
         ),  # fmt: skip
         *(gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0) for c in ("coarse_detail", "fine_detail")),
         gxe.ExpectColumnValuesToBeBetween(column="pixel_correlation", min_value=-1, max_value=1),
