@@ -45,9 +45,7 @@ class OutlierParams:
     dark_p99: float = 0.15  # 99 % of pixels darker than this
     bright_p01: float = 0.85  # 99 % of pixels lighter than this ...
     bright_range: float = 0.12  # ... within this range of each other
-    stroke_edges: float = (
-        0.005  # an image (not a video frame) with this share of edge pixels is a page (specks: < 0.001)
-    )
+    stroke_edges: float = 0.005  # an image (not a video frame) this edgy is a page, not blank (specks: < 0.001)
     uniform_contrast: float = 0.012  # luma standard deviation below this ...
     uniform_edges: float = 0.001  # ... and hardly any edge pixel: a uniform frame
     screen_share: float = 0.9  # a video frame with this share of its pixels within 2 grey levels ...
