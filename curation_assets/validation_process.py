@@ -73,6 +73,12 @@ _CONTEXT_LOCK = threading.Lock()
 # Kolmogorov-Smirnov tests, their charts): 0.8 s of scipy.stats and 0.45 s of altair, of 3.1 s
 DEFERRED = ("scipy.stats", "altair")
 
+# GX probes at import for cloud SDKs and SQLAlchemy (its S3, GCS and SQL data sources). The
+# validation process only validates pandas frames: there they are hidden, so GX takes them as
+# absent (0.3-0.5 s less of its import CPU here). Never in a step's own process (inline), which
+# reads S3 with boto3.
+ABSENT_IN_VALIDATION_PROCESS = ("boto3", "botocore", "google", "sqlalchemy")
+
 
 class _Deferred(ModuleType):
     """Stands in for a module until something reads from it, then loads it for real (and
@@ -92,12 +98,6 @@ class _Deferred(ModuleType):
 
 
 _DEFER_LOCK = threading.RLock()
-
-# GX probes at import for cloud SDKs and SQLAlchemy (its S3, GCS and SQL data sources). The
-# validation process only validates pandas frames: there they are hidden, so GX takes them as
-# absent (0.3-0.5 s less of its import CPU here). Never in a step's own process (inline), which
-# reads S3 with boto3.
-ABSENT_IN_VALIDATION_PROCESS = ("boto3", "botocore", "google", "sqlalchemy")
 
 
 def _defer(name: str) -> None:

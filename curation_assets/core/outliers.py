@@ -103,7 +103,15 @@ def _metric(frames: pd.DataFrame, column: str) -> np.ndarray:
     return frames[column].to_numpy(dtype=np.float64) if column in frames else np.full(len(frames), np.nan)
 
 
-def scene_blur(frames: pd.DataFrame, vectors: np.ndarray, params: OutlierParams) -> np.ndarray:
+def _video_median(values: np.ndarray, frames: pd.DataFrame, timed: np.ndarray, min_frames: int) -> np.ndarray:
+    """Per row, the median of ``values`` over its video: NaN for image-folder rows and for videos
+    of fewer than ``min_frames`` frames, which a relative rule does not judge."""
+    by_video = pd.Series(values).groupby(frames["video_id"].to_numpy())
+    populated = timed & (by_video.transform("size").to_numpy() >= min_frames)
+    return np.where(populated, by_video.transform("median").to_numpy(), np.nan)
+
+
+def scene_blur(frames: pd.DataFrame, vectors: np.ndarray, params: OutlierParams, timed: np.ndarray) -> np.ndarray:
     """Frames with far less fine detail than their scene has. The scene of a video frame is its
     video (one camera, one place: a focus failure or camera shake stands out however long it
     lasts); in an image folder it is the frame's nearest views in embedding space. A frame with
@@ -114,10 +122,7 @@ def scene_blur(frames: pd.DataFrame, vectors: np.ndarray, params: OutlierParams)
     n = len(frames)
     fine = _metric(frames, "fine_detail")
     detail = np.maximum(np.where(np.isnan(fine), _metric(frames, "sharpness"), fine), 1e-12)  # older tables: raw
-    timed = timed_rows(frames)
-    by_video = pd.Series(detail).groupby(frames["video_id"].to_numpy())
-    in_video = timed & (by_video.transform("size").to_numpy() >= params.scene_min_frames)
-    flagged = in_video & (detail < params.scene_blur_ratio * by_video.transform("median").to_numpy())
+    flagged = detail < params.scene_blur_ratio * _video_median(detail, frames, timed, params.scene_min_frames)
     if n <= params.scene_min_frames or params.scene_cosine is None or timed.all():
         return flagged
     k = min(params.scene_neighbors, n - 1)
@@ -130,16 +135,14 @@ def scene_blur(frames: pd.DataFrame, vectors: np.ndarray, params: OutlierParams)
     return flagged | (judged & (detail < params.scene_blur_ratio * typical))
 
 
-def screens(frames: pd.DataFrame, params: OutlierParams) -> np.ndarray:
+def screens(frames: pd.DataFrame, params: OutlierParams, timed: np.ndarray) -> np.ndarray:
     """Video frames of (nearly) one colour in a video that normally shows a scene: what a
     covered lens or a lost signal leaves, burned-in text and all, which the percentile and
     edge rules take for a picture. Judged against the video, so a camera that does look at a
     blank wall all day is not flagged."""
     share = _metric(frames, "mode_share")
-    by_video = pd.Series(share).groupby(frames["video_id"].to_numpy())
-    populated = by_video.transform("size").to_numpy() >= params.scene_min_frames
-    usual = by_video.transform("median").to_numpy()
-    return timed_rows(frames) & populated & (share > params.screen_share) & (usual < params.usual_screen_share)
+    usual = _video_median(share, frames, timed, params.scene_min_frames)
+    return (share > params.screen_share) & (usual < params.usual_screen_share)
 
 
 def odd_sizes(frames: pd.DataFrame, params: OutlierParams) -> np.ndarray:
@@ -195,19 +198,20 @@ def score_outliers(
     out = pd.DataFrame({"frame_id": frames["frame_id"]})
     p01, p99 = _metric(frames, "luma_p01"), _metric(frames, "luma_p99")
     contrast, edges = _metric(frames, "contrast"), _metric(frames, "edge_density")
-    fine, coarse = _metric(frames, "sharpness"), _metric(frames, "coarse_detail")
+    sharpness, coarse = _metric(frames, "sharpness"), _metric(frames, "coarse_detail")
+    timed = timed_rows(frames)
 
-    page = ~timed_rows(frames) & (edges >= params.stroke_edges)
+    page = ~timed & (edges >= params.stroke_edges)
     out["dark"] = (p99 < params.dark_p99) & ~page
     out["bright"] = (p01 > params.bright_p01) & (p99 - p01 < params.bright_range) & ~page
     uniform = (contrast < params.uniform_contrast) & (edges < params.uniform_edges)
-    out["low_information"] = uniform | screens(frames, params)
+    out["low_information"] = uniform | screens(frames, params, timed)
     out["noise"] = (_metric(frames, "pixel_correlation") < params.noise_correlation) & (
         _metric(frames, "entropy") > params.noise_entropy
     )
-    whole_frame_blurred = (fine < params.blurry_sharpness) & (coarse > params.blurry_coarse_detail)
+    whole_frame_blurred = (sharpness < params.blurry_sharpness) & (coarse > params.blurry_coarse_detail)
     unjudged = out["dark"] | out["bright"] | out["low_information"]  # nothing left to judge focus by
-    out["blurry"] = (whole_frame_blurred | scene_blur(frames, vectors, params)) & ~unjudged
+    out["blurry"] = (whole_frame_blurred | scene_blur(frames, vectors, params, timed)) & ~unjudged
     out["odd_size"] = odd_sizes(frames, params)
     out["corrupt"] = False  # unreadable frames never get here; see corrupt_outliers
     out["isolation"], out["score"], out["isolated"] = isolation(vectors, g, params)
