@@ -12,7 +12,7 @@ from curation_assets.core.ids import video_id_of
 from curation_assets.core.label_cleaning import RULES, CleaningRule
 from curation_assets.core.labels import coco_dataset
 from curation_assets.defs import checks
-from curation_assets.defs.curation import ON_NEW_EMBEDDINGS
+from curation_assets.defs.curation import _tables, following, read_groups, read_outliers
 from curation_assets.defs.reports import picture_metadata
 from curation_assets.defs.retries import TRANSIENT, transient_only
 from curation_assets.defs.versions import content_sha256, publish_dataset_files
@@ -60,12 +60,10 @@ def findings(report: pd.DataFrame) -> dict[str, int]:
 
 @dg.asset(
     retry_policy=TRANSIENT,
-    # the step before it; what it reads further up (raw_frames, source_labels, duplicate_groups)
-    # are its ancestors: automation waits for them
-    deps=["outliers"],
+    deps=["outliers", "duplicate_groups", "raw_frames", "source_labels"],
     group_name="curation",
     kinds={"coco", "parquet"},
-    automation_condition=ON_NEW_EMBEDDINGS,
+    automation_condition=following("duplicate_groups", "raw_frames", "source_labels"),
     check_specs=[
         checks.blocking(
             "dataset_audit_cleaned_is_leak_free",
@@ -87,8 +85,10 @@ def dataset_audit(
     ``removals.json`` with every removed image and why); source images are never touched.
     """
     store, landing = object_store.store(), object_store.landing_store()
-    labels = store.read_tables(layout.table_prefix("source_labels"))
-    frames = store.read_tables(layout.table_prefix("raw_frames"))
+    labels = store.read_tables(layout.table_prefix("source_labels"))  # few: labeled datasets only
+    labeled_sources = set() if labels is None else set(labels["frame_id"].map(video_id_of))
+    # only the labeled sources' frames: a fleet's footage has no labels to audit
+    frames = _tables(store, "raw_frames", labeled_sources) if labeled_sources else None
     if labels is None or frames is None:
         return dg.MaterializeResult(
             metadata={"labeled_sources": 0},
@@ -96,8 +96,8 @@ def dataset_audit(
                 checks.from_assertion("dataset_audit_cleaned_is_leak_free", True, note="no labeled dataset")
             ],
         )
-    groups = store.read_table(layout.table_key("duplicate_groups"))
-    scored = store.read_table(layout.table_key("outliers"))
+    groups = read_groups(store)
+    scored = read_outliers(store)
     labeled = frames[frames["video_id"].isin(set(labels["frame_id"].map(video_id_of)))]
     sources = sorted(labeled["video_id"].unique())
 
