@@ -262,7 +262,7 @@ def _group_new_sources(store: ObjectStore, vs, collection: str, vector_name: str
     # the joined stored groups stand in as their representative's row alone; dropped after
     joined_reps = sorted(set(joins.values()))
     stand_ins = pd.DataFrame({"frame_id": joined_reps, "group_id": joined_reps, "is_representative": True,
-                              "reason": "representative", "similarity": 1.0, "group_size": 1})  # fmt: skip
+                              "reason": "representative", "similarity": np.float32(1.0), "group_size": 1})  # fmt: skip
     groups = extend_groups(stand_ins, new_groups, corpus.vectors, joins, vectors_of).iloc[len(stand_ins) :]
     return corpus, groups.reset_index(drop=True), joins
 
@@ -385,8 +385,8 @@ def duplicate_groups(
         else:
             counts = {"frames": len(groups), "groups": int(groups["group_id"].nunique())}
     elapsed = time.perf_counter() - started
-    detail = f"{len(sources)} new sources, {len(joins)} new groups joined stored ones" if incremental else mode
-    context.log.info(f"duplicate_groups {mode}: {detail}, {len(groups)} frames written in {elapsed:.1f} s")
+    mode = f"{mode}: {len(sources)} new sources, {len(joins)} new groups joined stored ones" if incremental else mode
+    context.log.info(f"duplicate_groups {mode}; {len(groups)} frames written in {elapsed:.1f} s")
     with watch.stage("pictures"):  # the groups this run touched
         pictures = picture_metadata(store, "largest_groups", largest_groups(frames, groups)) if len(groups) else {}
     reason_counts = groups["reason"].value_counts().to_dict()
@@ -397,7 +397,7 @@ def duplicate_groups(
             "duplicate_frames": counts["frames"] - counts["groups"],
             "ratio_removed": round(1 - counts["groups"] / max(counts["frames"], 1), 3),
             "videos": len(inputs),
-            "mode": f"{mode}: {detail}" if incremental else mode,
+            "mode": mode,
             "frames_written": len(groups),
             "sources_written": len(verdicts),
             "largest_group_written": int(groups["group_size"].max()) if len(groups) else 0,
