@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export DAGSTER_HOME ?= $(CURDIR)/.curation/dagster
 
-.PHONY: install demo test ui prod-local lint clean bench-quality bench-scale
+.PHONY: install demo test ui prod-local lint clean bench-quality bench-scale bench-fleet
 
 install: $(VENV)/.installed
 
@@ -47,6 +47,10 @@ bench-quality: install
 
 bench-scale: install
 	$(PY) bench/scale.py
+
+# one new video against 10 k and 100 k stored frames (add 1000000 to --sizes on a machine with the memory)
+bench-fleet: install
+	$(PY) bench/fleet.py --sizes 10000,100000 --burst 10
 
 clean:
 	rm -rf .curation

@@ -221,8 +221,8 @@ def test_the_headless_command_runs_any_landing_and_root_and_reports_by_exit_stat
     assert {"load model", "model process: forward", "vector store"} <= set(ingest["frame_embeddings"])
     assert ingest["raw_frames"]["wall_s"] <= timings["runs"][0]["wall_s"]
     curate = timings["runs"][-1]["steps"]
-    assert {"read tables", "grouping", "checks", "write table", "pictures"} <= set(curate["duplicate_groups"])
-    assert {"read tables", "scoring", "checks", "write table", "pictures"} <= set(curate["outliers"])
+    assert {"read tables", "grouping", "checks", "write tables", "pictures"} <= set(curate["duplicate_groups"])
+    assert {"read tables", "scoring", "checks", "write tables", "pictures"} <= set(curate["outliers"])
     assert "=== time (s) ===" in ok.stdout
     # progress goes to stderr: plain lines when it is not a terminal, each stage's total at the end
     assert re.search(r"cam-z/export/ frames: 9 in [0-9.]+ s", ok.stderr), ok.stderr[-2000:]

@@ -596,7 +596,8 @@ def outliers(
         failed = checks.blocking_failures(results)
         if not failed and len(scored):
             with watch.stage("vector store payload"):
-                vs.set_payloads(collection, _outlier_payloads(scored, aligned if len(frames) else pd.DataFrame()))
+                stored = scored[scored["frame_id"].isin(frames["frame_id"])]  # unreadable frames have no point
+                vs.set_payloads(collection, _outlier_payloads(stored, aligned if len(frames) else pd.DataFrame()))
     with watch.stage("write tables"):
         verdicts = _publish_per_source(store, results, "outliers", scored) if len(scored) else []
         flagged_now = int(scored["is_outlier"].sum())
