@@ -17,7 +17,7 @@ Then, each a real headless command in its own process tree (wall, CPU, peak RSS 
 process, the command's stage timings):
   add one video   a different real video (another photograph) lands; ``run`` (ingest, curate)
   nothing new     ``run`` again: the cron tick with nothing landed
-  burst           ``--burst`` more videos land at once; one ``run``
+  burst           ``--burst`` more videos (``--burst-frames`` each) land at once; one ``run``
   rebuild         ``run --select rebuild`` (sizes up to ``--rebuild-up-to``)
 """
 
@@ -124,7 +124,7 @@ def seed(frames: int) -> Path:
     shutil.rmtree(root, ignore_errors=True)
     landing = root / "landing"
     landing.mkdir(parents=True)
-    make_video(landing / "seed.mp4", frames, photo=15, seed=40)
+    shutil.copy(make_video(CACHE / f"seed-{frames}.mp4", frames, photo=15, seed=40), landing / "seed.mp4")
     run = headless(root, landing, "ingest,curate", root / "summary.json")
     print(f"seed: {frames} frames ingested and curated in {run['wall_s']} s")
     return root
@@ -246,6 +246,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--frames", type=int, default=1000, help="frames of each real video")
     parser.add_argument("--burst", type=int, default=0, help="then this many videos at once")
+    parser.add_argument("--burst-frames", type=int, default=200, help="frames of each video of the burst")
     parser.add_argument("--rebuild-up-to", type=int, default=100_000)
     parser.add_argument("--work", type=Path, default=CACHE)
     parser.add_argument("--keep", action="store_true", help="keep each grown root")
@@ -253,8 +254,8 @@ def main() -> None:
     print(f"machine: {describe()}")
     CACHE.mkdir(parents=True, exist_ok=True)
     seed_root = seed(args.frames)
-    videos = [make_video(CACHE / f"video-{i}.mp4", args.frames, photo=i % 12, seed=100 + i)
-              for i in range(1 + args.burst)]  # fmt: skip
+    videos = [make_video(CACHE / f"video-{i}-{n}.mp4", n, photo=i % 12, seed=100 + i)
+              for i, n in enumerate([args.frames] + [args.burst_frames] * args.burst)]  # fmt: skip
     for size in (int(s) for s in args.sizes.split(",")):
         root, grown = grow(seed_root, size, args.work)
         print(f"{grown['stored_frames']} stored frames in {grown['sources']} sources (grown in {grown['grow_s']} s; "

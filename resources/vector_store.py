@@ -110,6 +110,10 @@ class VectorStore(ABC):
         """Merge each frame's fields (frame id -> fields) into its point's payload; other keys stay."""
 
     @abstractmethod
+    def delete_payload_keys(self, collection: str, keys: Sequence[str], where: Where) -> None:
+        """Remove ``keys`` from the payload of every point ``where`` admits (a rebuild starts clean)."""
+
+    @abstractmethod
     def ensure_payload_indexes(self, collection: str) -> None:
         """The keyword indexes of ``PAYLOAD_INDEXES`` (a collection made before one was added lacks it)."""
 
@@ -278,6 +282,11 @@ class EdgeVectorStore(VectorStore):
         for frame_id, fields in payloads.items():  # one operation a point: the engine has no batch of payloads
             shard.update(qe.UpdateOperation.set_payload([point_id_for(frame_id)], fields))
 
+    def delete_payload_keys(self, collection: str, keys: Sequence[str], where: Where) -> None:
+        self._shard(collection).update(
+            self._qe.UpdateOperation.delete_payload_by_filter(self._filter(where), list(keys))
+        )
+
     def ensure_payload_indexes(self, collection: str) -> None:
         qe, shard = self._qe, self._shard(collection)
         for field in PAYLOAD_INDEXES:  # idempotent
@@ -423,6 +432,12 @@ class QdrantClientVectorStore(VectorStore):
         ]
         for start in range(0, len(operations), 1000):
             self._call("set_payload", self.client.batch_update_points, collection, operations[start : start + 1000])
+
+    def delete_payload_keys(self, collection: str, keys: Sequence[str], where: Where) -> None:
+        selector = self.models.FilterSelector(filter=self._filter(where))
+        self._call(
+            "delete_payload", self.client.delete_payload, collection, keys=list(keys), points=selector, wait=True
+        )
 
     def ensure_payload_indexes(self, collection: str) -> None:
         for field in PAYLOAD_INDEXES:

@@ -85,3 +85,21 @@ def test_sources_curated_one_at_a_time_equal_a_rebuild_and_nothing_new_writes_no
     newest = rebuilt["frame_id"].str.startswith(second).to_numpy()
     assert np.allclose(rebuilt.loc[newest, "isolation"], one_at_a_time[1].loc[newest, "isolation"], atol=1e-4)
     assert not store.exists(layout.table_key("duplicate_groups"))  # one table per source, none for all
+
+
+def test_a_rebuild_streamed_a_source_at_a_time_equals_the_one_in_memory(tmp_path, instance, video_dir):
+    resources = make_resources(str(tmp_path / "root"), tmp_path / "qdrant")
+    store = resources["object_store"].store()
+    drop(resources["object_store"].landing_store(), video_dir, SCENE_A.name, SCENE_B.name)
+    sources = [video_id_for(SCENE_A.name), video_id_for(SCENE_B.name)]
+    instance.add_dynamic_partitions(videos.name, sources)
+    for source in sources:
+        assert _materialize_video(resources, instance, source).success
+    _curate(resources, instance, incremental=False)  # both sources in one chunk
+    in_memory = _sorted(read_groups(store)), _sorted(read_outliers(store))
+
+    modes = _curate(resources, instance, incremental=False, rebuild_sources_at_once=1)
+
+    assert modes["duplicate_groups"].endswith("2 sources in 2 chunks")
+    pd.testing.assert_frame_equal(_sorted(read_groups(store)), in_memory[0])
+    pd.testing.assert_frame_equal(_sorted(read_outliers(store)), in_memory[1], check_dtype=False, atol=1e-5)

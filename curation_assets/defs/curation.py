@@ -27,6 +27,7 @@ from curation_assets.core.outliers import (
     OutlierParams,
     corrupt_outliers,
     isolated,
+    robust_z,
     score_outliers,
     with_verdicts,
 )
@@ -108,6 +109,11 @@ class DuplicateConfig(dg.Config):
         default=True,
         description="Match only newly embedded sources against the stored groups, through the vector store; "
         "false rebuilds every group (and re-elects representatives): the rebuild_curation job.",
+    )
+    rebuild_sources_at_once: int = Field(
+        default=32,
+        description="A rebuild groups this many sources at once (memory: theirs), each chunk matched against "
+        "the ones before through the vector store.",
     )
 
     def params(self, calibration) -> DuplicateParams:
@@ -279,6 +285,45 @@ def _count_joined(vs, collection: str, groups: pd.DataFrame, joined: set[str]) -
     return groups
 
 
+CURATION_PAYLOAD = ("group_id", "group_role", "group_size", "isolation", "is_outlier", "outlier_reasons")
+
+
+def _chunks(sources: list[str], size: int) -> list[list[str]]:
+    return [sources[i : i + size] for i in range(0, len(sources), size)] or [[]]
+
+
+class _Written:
+    """What a run wrote, chunk after chunk: counts, verdicts, the checks' worst outcome."""
+
+    def __init__(self):
+        self.frames = self.new_groups = self.joins = self.largest = 0
+        self.reasons: dict[str, int] = {}
+        self.verdicts: list[checks.Verdict] = []
+        self.results: dict[str, dg.AssetCheckResult] = {}
+        self.last_groups, self.last_frames = pd.DataFrame(columns=GROUP_COLUMNS), pd.DataFrame(columns=["frame_id"])
+
+    def add(self, groups, frames, joins, results, verdicts) -> None:
+        self.frames += len(groups)
+        self.new_groups += int(groups.loc[~groups["group_id"].isin(set(joins.values())), "group_id"].nunique())
+        self.joins += len(joins)
+        self.largest = max(self.largest, int(groups["group_size"].max()) if len(groups) else 0)
+        for reason, n in groups["reason"].value_counts().items():
+            self.reasons[reason] = self.reasons.get(reason, 0) + int(n)
+        self.verdicts += verdicts
+        for r in results:  # the first failure stands for the run
+            if r.check_name not in self.results or (self.results[r.check_name].passed and not r.passed):
+                self.results[r.check_name] = r
+        self.last_groups, self.last_frames = groups, frames
+
+    @property
+    def failed(self) -> list[str]:
+        return checks.blocking_failures(list(self.results.values()))
+
+    def check_results(self, names: list[str]) -> list[dg.AssetCheckResult]:
+        note = "no readable frame in the new sources"
+        return [self.results.get(n) or checks.from_assertion(n, True, note=note) for n in names]
+
+
 def _group_checks(expectations, groups: pd.DataFrame, expected: list[str], stored_groups: set[str]):
     """Every expected frame once; every group not stored before has one representative here."""
     own = groups[~groups["group_id"].isin(stored_groups)]
@@ -341,40 +386,43 @@ def duplicate_groups(
     started = time.perf_counter()
     collection = vector_store.collection_for(vector_name)
     incremental = mode == "incremental"
+    # a rebuild replays every source through the same path, a chunk at a time: memory stays
+    # that of one chunk, and each chunk is matched against the chunks before it in the store
+    chunks = [sources] if incremental else _chunks(sources, config.rebuild_sources_at_once)
+    written = _Written()
     with vector_store.open() as vs:
         vs.ensure_payload_indexes(collection)
-        if incremental:
-            with watch.stage("grouping"):
-                vs.build_index(collection)
-                found = _group_new_sources(store, vs, collection, vector_name, sources, params)
-            if found is None:
-                groups, frames, joins = pd.DataFrame(columns=GROUP_COLUMNS), pd.DataFrame(), {}
-            else:
-                corpus, groups, joins = found
-                frames = corpus.frames
-        else:
-            with watch.stage("read tables"):
-                corpus = load_corpus(store, vector_name)
+        if not incremental:  # start clean; until the new state is written, nothing looks complete
+            store.delete(layout.state_key("duplicate_groups"))
+            vs.delete_payload_keys(collection, CURATION_PAYLOAD, Where(group_roles=(REPRESENTATIVE, MEMBER)))
+        for chunk in chunks:
             with watch.stage("grouping"):  # geometric checks included
-                groups = find_duplicate_groups(corpus.frames, corpus.vectors, params, verifier(store, corpus.frames))
-            frames, joins = corpus.frames, {}
-        joined = set(joins.values())
-        with watch.stage("checks"):  # the rows this run wrote
-            results = _group_checks(expectations, groups, list(frames.get("frame_id", [])), joined)
-        failed = checks.blocking_failures(results)
-        if not failed and len(groups):
-            with watch.stage("vector store payload"):
-                vs.set_payloads(collection, _group_payloads(groups))
-                groups = _count_joined(vs, collection, groups, joined)
-                sizes = groups.drop_duplicates("group_id").set_index("group_id")["group_size"]
-                vs.set_payloads(collection, {g: {"group_size": int(sizes[g])} for g in sorted(joined)})
+                vs.build_index(collection)  # what the previous chunk (or ingest) wrote
+                found = _group_new_sources(store, vs, collection, vector_name, chunk, params)
+            if found is None:
+                continue
+            corpus, groups, joins = found
+            joined = set(joins.values())
+            with watch.stage("checks"):  # the rows this run wrote
+                results = _group_checks(expectations, groups, list(corpus.frames["frame_id"]), joined)
+            if not checks.blocking_failures(results):
+                with watch.stage("vector store payload"):
+                    vs.set_payloads(collection, _group_payloads(groups))
+                    groups = _count_joined(vs, collection, groups, joined)
+                    sizes = groups.drop_duplicates("group_id").set_index("group_id")["group_size"]
+                    vs.set_payloads(collection, {g: {"group_size": int(sizes[g])} for g in sorted(joined)})
+            with watch.stage("write tables"):
+                written.add(groups, corpus.frames, joins, results,
+                            _publish_per_source(store, results, "duplicate_groups", groups))  # fmt: skip
+            if written.failed:
+                break
+    results = written.check_results(["duplicate_groups_cover_frames", "duplicate_groups_one_representative"])
+    failed = written.failed
+    counts = {"frames": written.frames, "groups": written.new_groups}
     with watch.stage("write tables"):
-        verdicts = _publish_per_source(store, results, "duplicate_groups", groups) if len(groups) else []
         if not failed:
             if not incremental:
-                _prune_other_sources(store, "duplicate_groups", verdicts)
-            new_groups = int(groups.loc[~groups["group_id"].isin(joined), "group_id"].nunique())
-            counts = {"frames": len(groups), "groups": new_groups}
+                _prune_other_sources(store, "duplicate_groups", written.verdicts)
             if incremental:
                 counts = {k: state["counts"][k] + v for k, v in counts.items()}
             counts["duplicate_frames"] = counts["frames"] - counts["groups"]
@@ -382,14 +430,16 @@ def duplicate_groups(
             generation = state["generation"] if incremental else f"{time.time_ns():x}"
             new_state = {"settings": settings, "inputs": inputs, "generation": generation, "counts": counts}
             _write_state(store, "duplicate_groups", new_state)
-        else:
-            counts = {"frames": len(groups), "groups": int(groups["group_id"].nunique())}
     elapsed = time.perf_counter() - started
-    mode = f"{mode}: {len(sources)} new sources, {len(joins)} new groups joined stored ones" if incremental else mode
-    context.log.info(f"duplicate_groups {mode}; {len(groups)} frames written in {elapsed:.1f} s")
+    joins = written.joins
+    if incremental:
+        mode = f"{mode}: {len(sources)} new sources, {joins} new groups joined stored ones"
+    else:
+        mode = f"{mode}: {len(sources)} sources in {len(chunks)} chunks"
+    context.log.info(f"duplicate_groups {mode}; {written.frames} frames written in {elapsed:.1f} s")
+    groups, frames = written.last_groups, written.last_frames
     with watch.stage("pictures"):  # the groups this run touched
         pictures = picture_metadata(store, "largest_groups", largest_groups(frames, groups)) if len(groups) else {}
-    reason_counts = groups["reason"].value_counts().to_dict()
     return dg.MaterializeResult(
         metadata={
             "frames": counts["frames"],
@@ -398,10 +448,10 @@ def duplicate_groups(
             "ratio_removed": round(1 - counts["groups"] / max(counts["frames"], 1), 3),
             "videos": len(inputs),
             "mode": mode,
-            "frames_written": len(groups),
-            "sources_written": len(verdicts),
-            "largest_group_written": int(groups["group_size"].max()) if len(groups) else 0,
-            **{f"frames_{r}": int(reason_counts.get(r, 0)) for r in ("exact", "temporal", "near")},
+            "frames_written": written.frames,
+            "sources_written": len(written.verdicts),
+            "largest_group_written": written.largest,
+            **{f"frames_{r}": int(written.reasons.get(r, 0)) for r in ("exact", "temporal", "near")},
             "thresholds": dg.MetadataValue.json(
                 {**params.__dict__, "calibration": model.calibration.source, "model": model.model}
             ),
@@ -440,21 +490,23 @@ class OutlierConfig(dg.Config):
         "every frame (and refreshes stored frames' isolation).",
     )
 
+    rebuild_sources_at_once: int = Field(
+        default=32, description="A rebuild scores this many sources at once, against every other in the store."
+    )
+
     def params(self, calibration) -> OutlierParams:
-        overrides = self.model_dump(exclude={"max_flagged_fraction", "incremental"})
+        overrides = self.model_dump(exclude={"max_flagged_fraction", "incremental", "rebuild_sources_at_once"})
         return OutlierParams.for_model(calibration, **overrides)
 
 
-def _isolation_against_store(vs, collection: str, vector_name: str, vectors: np.ndarray, groups: pd.DataFrame,
-                             sources: list[str], summary: RunningSummary, n_groups: int,
-                             params: OutlierParams) -> tuple:  # fmt: skip
-    """Isolation of the new sources' frames (rows of ``groups``, aligned with ``vectors``): each new
-    group's k-th neighbour among its own sources' groups and the k nearest stored representatives
-    of other sources (weighted by group size, as ``core.outliers.isolation_scores``), its robust
-    z against every group's distance so far (``summary``, updated here). A frame that joined a
-    stored group takes that group's stored distance. Returns (distance, z, isolated) per row and
-    the new representatives' distances."""
-    k = params.isolation_k
+def _isolation_distances(vs, collection: str, vector_name: str, vectors: np.ndarray, groups: pd.DataFrame,
+                         sources: list[str], k: int, known: dict[str, float]) -> np.ndarray:  # fmt: skip
+    """Per row of ``groups`` (the sources' frames, aligned with ``vectors``): its group's isolation,
+    the distance by which k frames are reached among the sources' own groups and the k nearest
+    stored representatives of other sources (weighted by group size, as
+    ``core.outliers.isolation_scores`` does over a whole corpus). ``known`` (representative ->
+    distance) gains these groups; a frame that joined a stored group takes that group's
+    distance, from ``known`` or as stored in its representative's payload."""
     rep_rows = np.flatnonzero(groups["is_representative"].to_numpy())
     sizes = groups["group_size"].to_numpy()
     rep_vectors = np.asarray(vectors, dtype=np.float32)[rep_rows]
@@ -466,21 +518,17 @@ def _isolation_against_store(vs, collection: str, vector_name: str, vectors: np.
         local_frames = np.where(nbr >= 0, sizes[rep_rows][np.where(nbr >= 0, nbr, 0)], 0)
     hits = vs.nearest_many(collection, vector_name, rep_vectors, k,
                            Where(exclude_videos=sources, group_roles=(REPRESENTATIVE,)))  # fmt: skip
-    stored_sims = np.full((n, k), -np.inf)
-    stored_frames = np.zeros((n, k))
+    stored_sims, stored_frames = np.full((n, k), -np.inf), np.zeros((n, k))
     for i, row in enumerate(hits):
         stored_sims[i, : len(row)] = [s for _, s, _ in row]
         stored_frames[i, : len(row)] = [p.get("group_size") or 1 for _, _, p in row]
-    rep_distance = kth_frame_distance(*merge_neighbours((local_sims, local_frames), (stored_sims, stored_frames)), k)
-    summary.add(rep_distance)
-    distance_of = dict(zip(groups["frame_id"].to_numpy()[rep_rows], rep_distance))
-    stored_reps = sorted(set(groups["group_id"]) - set(distance_of))
-    if stored_reps:  # frames that joined stored groups: the group's distance as stored
+    merged = merge_neighbours((local_sims, local_frames), (stored_sims, stored_frames))
+    known.update(zip(groups["frame_id"].to_numpy()[rep_rows], kth_frame_distance(*merged, k).tolist()))
+    stored_reps = sorted(set(groups["group_id"]) - set(known))
+    if stored_reps:
         _, payloads = vs.retrieve(collection, vector_name, [point_id_for(r) for r in stored_reps])
-        distance_of.update({r: p.get("isolation", np.nan) for r, p in zip(stored_reps, payloads)})
-    distance = groups["group_id"].map(distance_of).to_numpy(dtype=np.float32)
-    z = summary.z(distance)
-    return distance, z, isolated(distance, z, sizes, n_groups, params), rep_distance
+        known.update({r: p.get("isolation", np.nan) for r, p in zip(stored_reps, payloads)})
+    return groups["group_id"].map(known).to_numpy(dtype=np.float32)
 
 
 def _outlier_payloads(scored: pd.DataFrame, groups: pd.DataFrame) -> dict[str, dict]:
@@ -548,30 +596,49 @@ def outliers(
     watch = Stopwatch()
     started = time.perf_counter()
     collection = vector_store.collection_for(model.vector_name)
-    with watch.stage("read tables"):  # the new sources' alone, unless rebuilding
-        corpus = load_corpus(store, model.vector_name, set(todo) if incremental else None)
-        groups = _published(store, "duplicate_groups", set(todo)) if incremental else read_groups(store)
-        unreadable = _unreadable(store, set(todo) if incremental else None)
     summary = RunningSummary.from_json(state["isolation"]) if incremental else RunningSummary()
-    frames = pd.DataFrame(columns=["frame_id"])
-    scored = pd.DataFrame(columns=["frame_id", "score", "is_outlier", "reasons", "isolation", *REASONS])
-    with watch.stage("scoring"), vector_store.open() as vs:
-        if corpus is not None and groups is not None:
-            in_groups = corpus.frames["frame_id"].isin(groups["frame_id"]).to_numpy()
-            frames, vectors = corpus.frames[in_groups].reset_index(drop=True), corpus.vectors[in_groups]
-            aligned = groups.set_index("frame_id").loc[frames["frame_id"]].reset_index()
-            scored = score_outliers(frames, aligned, vectors, params)
-            if incremental:
+    chunks = [todo] if incremental else _chunks(todo, config.rebuild_sources_at_once)
+    known: dict[str, float] = {}  # representative -> isolation distance, of the groups scored now
+    parts, readable = [], []
+    with vector_store.open() as vs:
+        vs.build_index(collection)
+        for chunk in chunks:  # a rebuild scores a chunk of sources at a time, against the whole store
+            with watch.stage("read tables"):  # the chunk's own tables
+                corpus = load_corpus(store, model.vector_name, set(chunk))
+                groups = _published(store, "duplicate_groups", set(chunk))
+                unreadable = _unreadable(store, set(chunk))
+            if corpus is not None and groups is not None:
+                in_groups = corpus.frames["frame_id"].isin(groups["frame_id"]).to_numpy()
+                frames, vectors = corpus.frames[in_groups].reset_index(drop=True), corpus.vectors[in_groups]
+                aligned = groups.set_index("frame_id").loc[frames["frame_id"]].reset_index()
+                with watch.stage("scoring"):
+                    scored = score_outliers(frames, aligned, vectors, params)
                 with watch.stage("isolation (vector store)"):
-                    vs.build_index(collection)
-                    distance, z, flagged, _ = _isolation_against_store(
-                        vs, collection, model.vector_name, vectors, aligned, todo, summary,
-                        grouped["counts"]["groups"], params)  # fmt: skip
-                scored = with_verdicts(scored.assign(isolation=distance, score=z, isolated=flagged))
-            else:
-                summary.add(scored.loc[aligned["is_representative"].to_numpy(), "isolation"].to_numpy())
-        if len(unreadable):
-            scored = pd.concat([scored, corrupt_outliers(unreadable)], ignore_index=True)
+                    scored["isolation"] = _isolation_distances(vs, collection, model.vector_name, vectors, aligned,
+                                                               chunk, params.isolation_k, known)  # fmt: skip
+                parts.append((scored, aligned))
+                readable.append(frames[["frame_id", "uri"]])
+            if len(unreadable):
+                parts.append((corrupt_outliers(unreadable), None))
+        # the robust z of each group's distance against every group's: the running histogram
+        # (incremental), or, rebuilding, the exact statistics of every group scored now
+        new_reps = np.array(list(known.values()), dtype=np.float64)
+        summary.add(new_reps[np.isfinite(new_reps)])
+        exact_z = dict(zip(known, robust_z(new_reps))) if not incremental and len(known) > 2 else {}
+        n_groups = grouped["counts"]["groups"]
+        for i, (scored, aligned) in enumerate(parts):
+            if aligned is None:
+                continue
+            distance = scored["isolation"].to_numpy(dtype=np.float64)
+            z = aligned["group_id"].map(exact_z).to_numpy(dtype=np.float64) if exact_z else summary.z(distance)
+            z = np.where(np.isfinite(z), z, 0.0)  # a group with no distance (none stored) is not judged
+            flagged = isolated(distance, z, aligned["group_size"].to_numpy(), n_groups, params)
+            parts[i] = (with_verdicts(scored.assign(score=z, isolated=flagged)), aligned)
+        columns = ["frame_id", "score", "is_outlier", "reasons", "isolation", *REASONS]
+        scored = pd.concat([p for p, _ in parts], ignore_index=True) if parts else pd.DataFrame(columns=columns)
+        frames = pd.concat(readable, ignore_index=True) if readable else pd.DataFrame(columns=["frame_id", "uri"])
+        aligned = pd.concat([a for _, a in parts if a is not None], ignore_index=True) if parts else pd.DataFrame()
+        unreadable_ids = scored.loc[scored["corrupt"], "frame_id"] if len(scored) else pd.Series([], dtype=object)
         elapsed = time.perf_counter() - started
 
         fraction = float(scored["is_outlier"].mean()) if len(scored) else 0.0
@@ -580,7 +647,7 @@ def outliers(
                 checks.from_validation(
                     "outliers_every_frame_scored",
                     expectations.validate(
-                        scored, "outliers", suites.outlier_scores([*frames["frame_id"], *unreadable["frame_id"]])
+                        scored, "outliers", suites.outlier_scores([*frames["frame_id"], *unreadable_ids])
                     ),
                 ),
                 checks.from_validation(
