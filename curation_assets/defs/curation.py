@@ -238,12 +238,13 @@ def _plan(state: dict | None, inputs: dict[str, str], settings: dict, incrementa
 
 
 def _group_new_sources(store: ObjectStore, vs, collection: str, vector_name: str, new: list[str],
-                       params: DuplicateParams) -> tuple[Corpus, pd.DataFrame, dict[str, str]] | None:  # fmt: skip
+                       params: DuplicateParams, corpus: Corpus | None = None,
+                       ) -> tuple[Corpus, pd.DataFrame, dict[str, str]] | None:  # fmt: skip
     """Group the new sources' frames, then match each new group's leader with the stored groups'
     representatives through the vector store: work grows with the new sources, not the corpus.
     Returns the new sources' corpus, their rows (group sizes of joined groups still to be
     counted) and the joins (new group id -> stored group id)."""
-    corpus = load_corpus(store, vector_name, set(new))
+    corpus = corpus or load_corpus(store, vector_name, set(new))
     if corpus is None:  # nothing readable in the new sources: nothing to add
         return None
     new_groups = find_duplicate_groups(corpus.frames, corpus.vectors, params, verifier(store, corpus.frames))
@@ -396,11 +397,13 @@ def duplicate_groups(
             store.delete(layout.state_key("duplicate_groups"))
             vs.delete_payload_keys(collection, CURATION_PAYLOAD, Where(group_roles=(REPRESENTATIVE, MEMBER)))
         for chunk in chunks:
+            with watch.stage("read tables"):  # the chunk's own
+                corpus = load_corpus(store, vector_name, set(chunk))
+            if corpus is None:  # nothing readable in these sources: nothing to add
+                continue
             with watch.stage("grouping"):  # geometric checks included
                 vs.build_index(collection)  # what the previous chunk (or ingest) wrote
-                found = _group_new_sources(store, vs, collection, vector_name, chunk, params)
-            if found is None:
-                continue
+                found = _group_new_sources(store, vs, collection, vector_name, chunk, params, corpus)
             corpus, groups, joins = found
             joined = set(joins.values())
             with watch.stage("checks"):  # the rows this run wrote
