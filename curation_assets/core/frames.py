@@ -59,7 +59,8 @@ def sample_frames(
     try:
         container = av.open(str(path))
     except av.error.FFmpegError as exc:
-        raise VideoDecodeError(f"{name}: not a readable video ({_reason(exc)})") from exc
+        reason = mp4_without_index(path) or f"not a readable video ({_reason(exc)})"
+        raise VideoDecodeError(f"{name}: {reason}") from exc
     with container:
         if not container.streams.video:
             raise VideoDecodeError(f"{name}: no video stream")
@@ -76,6 +77,7 @@ def sample_frames(
         index = -1
         last_time = None
         seeked = False
+        turned: set[int] = set()  # display rotations met (a phone's portrait footage is stored sideways)
         decoder = container.decode(stream)
         try:
             while (frame := next(decoder, None)) is not None:  # a seek below swaps the decoder
@@ -90,7 +92,7 @@ def sample_frames(
                     continue
                 if sample_fps is not None and every_n is None:
                     next_time = max(next_time + 1.0 / sample_fps, ts)
-                yield SampledFrame(index, round(ts, 6), frame.to_ndarray(format="rgb24"))
+                yield SampledFrame(index, round(ts, 6), upright(frame, name, on_damage, turned))
                 yielded += 1
                 if max_frames is not None and yielded >= max_frames:
                     return
@@ -114,6 +116,60 @@ def sample_frames(
             if on_damage is None:
                 raise VideoDecodeError(f"{damage} (truncated file?)")
             on_damage(damage)
+
+
+def upright(frame: av.VideoFrame, name: str, on_damage: Callable[[str], None] | None, seen: set[int]) -> np.ndarray:
+    """The frame's RGB pixels as a player shows them: its display matrix's rotation applied
+    (counter-clockwise degrees). A rotation that is not a quarter turn is kept as stored and
+    reported once (through ``on_damage`` when given)."""
+    rgb = frame.to_ndarray(format="rgb24")
+    rotation = frame.rotation or 0
+    if rotation % 90:
+        if rotation not in seen and on_damage is not None:
+            on_damage(f"{name}: display rotation of {rotation} degrees is not a quarter turn; frames kept as stored")
+        seen.add(rotation)
+        return rgb
+    turns = (rotation // 90) % 4
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+
+
+MP4_BRANDS = (b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"uuid", b"pdin", b"moof", b"mfra", b"meta")
+
+
+def mp4_without_index(path: str | Path) -> str | None:
+    """Why an MP4/MOV cannot be read when its index ('moov') is missing: a file cut short
+    (copy interrupted, camera lost power) whose layout writes the index after the media
+    data. None for any other file. Without the index neither the codec's setup nor where a
+    frame starts is known, so no frame can be decoded."""
+    boxes, size, offset = [], Path(path).stat().st_size, 0
+    with open(path, "rb") as f:
+        while offset + 8 <= size and len(boxes) < 64:
+            f.seek(offset)
+            header = f.read(16)
+            length, kind = int.from_bytes(header[:4], "big"), header[4:8]
+            if length == 1 and len(header) == 16:
+                length = int.from_bytes(header[8:16], "big")
+            elif length == 0:
+                length = size - offset
+            if kind not in MP4_BRANDS or length < 8:
+                break
+            boxes.append((kind, offset, length))
+            offset += length
+    kinds = [kind for kind, _, _ in boxes]
+    if not boxes or kinds[0] != b"ftyp" or b"mdat" not in kinds or b"moov" in kinds or b"moof" in kinds:
+        return None
+    _, start, length = boxes[kinds.index(b"mdat")]
+    cut = (
+        f"declares {length} bytes from offset {start} but the file ends at {size}"
+        if start + length > size
+        else (f"ends the file at {size} bytes")
+    )
+    return (
+        f"an MP4 cut short: its media data {cut}, and its index ('moov'), written after the media data in this "
+        "layout, is missing, so no "
+        "frame can be located or decoded (the codec's setup is in the index too). Record fragmented MP4 or "
+        "with the index first (ffmpeg -movflags +faststart) to keep the frames before such damage"
+    )
 
 
 def _reason(exc: Exception) -> str:
