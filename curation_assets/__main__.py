@@ -19,14 +19,17 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 STARTED = time.perf_counter()  # before the heavy imports: start-up is part of the summary's timings
 
 STAGES = ("ingest", "curate", "objects", "map", "select", "label")
+TEMPORARY: list[str] = []  # folders the command made for itself, removed before it exits
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -168,7 +171,9 @@ def _run_stages(args: argparse.Namespace, env: dict[str, str], videos: list, out
         instance = dg.DagsterInstance.get()
     else:
         print("note: DAGSTER_HOME is not set; runs are kept in a temporary instance, not shown in the UI")
-        instance = dg.DagsterInstance.ephemeral()
+        # its folder is removed on the way out (the command ends with os._exit: no finalizer runs)
+        TEMPORARY.append(tempfile.mkdtemp(prefix="curation-instance-"))
+        instance = dg.DagsterInstance.ephemeral(tempdir=TEMPORARY[-1])
     show_progress(TerminalProgress())
 
     stages = args.select.split(",")
@@ -262,6 +267,8 @@ if __name__ == "__main__":
 
     stop_model_processes()
     validation_process.stop()
+    for folder in TEMPORARY:
+        shutil.rmtree(folder, ignore_errors=True)
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
