@@ -309,6 +309,6 @@ def test_an_mp4_cut_before_its_index_says_precisely_why_no_frame_survives(tmp_pa
     with pytest.raises(VideoDecodeError) as failure:
         next(sample_frames(cut, name="landing/cam/cut.mp4"))
     message = str(failure.value)
-    assert message.startswith("landing/cam/cut.mp4: an MP4 cut short: its media data declares ")
+    assert message.startswith("landing/cam/cut.mp4: not a readable video (an MP4 cut short: its media data declares ")
     assert f"but the file ends at {len(data) // 2}, and its index ('moov')" in message
     assert "-movflags +faststart" in message

@@ -59,8 +59,8 @@ def sample_frames(
     try:
         container = av.open(str(path))
     except av.error.FFmpegError as exc:
-        reason = mp4_without_index(path) or f"not a readable video ({_reason(exc)})"
-        raise VideoDecodeError(f"{name}: {reason}") from exc
+        reason = mp4_without_index(path) or _reason(exc)
+        raise VideoDecodeError(f"{name}: not a readable video ({reason})") from exc
     with container:
         if not container.streams.video:
             raise VideoDecodeError(f"{name}: no video stream")
