@@ -312,3 +312,46 @@ def test_an_mp4_cut_before_its_index_says_precisely_why_no_frame_survives(tmp_pa
     assert message.startswith("landing/cam/cut.mp4: not a readable video (an MP4 cut short: its media data declares ")
     assert f"but the file ends at {len(data) // 2}, and its index ('moov')" in message
     assert "-movflags +faststart" in message
+
+
+def _h264_mp4(path: Path, repeat_headers: bool) -> bytes:
+    """40 frames of rising grey, H.264 in MP4 with the index last; with ``repeat_headers`` the
+    encoder repeats its parameter sets before each keyframe, as many cameras do."""
+    options = {"x264-params": "keyint=10" + (":repeat-headers=1" if repeat_headers else "")}
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=10, options=options)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        for i in range(40):
+            frame = av.VideoFrame.from_ndarray(np.full((64, 96, 3), i * 6, np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path.read_bytes()
+
+
+def test_an_mp4_cut_before_its_index_keeps_the_frames_its_own_parameter_sets_decode(tmp_path):
+    data = _h264_mp4(tmp_path / "whole.mp4", repeat_headers=True)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    damage: list[str] = []
+    frames = list(sample_frames(cut, name="landing/cam/cut.mp4", sample_fps=None, on_damage=damage.append))
+    assert 10 <= len(frames) < 40  # the first half, in display order, none after the cut
+    grey = [f.rgb.mean() for f in frames]
+    assert all(a < b for a, b in zip(grey, grey[1:]))  # display order: each frame brighter, none twice
+    assert frames[-1].timestamp_s == pytest.approx((len(frames) - 1) / 10)  # the stream's own 10 frames/s
+    at = data.index(b"mdat")
+    declared = int.from_bytes(data[at - 4 : at], "big") - 8  # the media data box's size, less its header
+    assert damage == [
+        f"landing/cam/cut.mp4: an MP4 cut short: its media data declares {declared} bytes "
+        f"but the file ends at {len(data) // 2}, and its index ('moov'), written after it, is missing; frames "
+        "recovered by scanning its h264 data (timestamps assume 10 frames/s)"
+    ]
+
+
+def test_an_mp4_cut_before_its_index_without_parameter_sets_of_its_own_says_so(tmp_path):
+    data = _h264_mp4(tmp_path / "whole.mp4", repeat_headers=False)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(VideoDecodeError, match=r"carries no H\.264/HEVC parameter sets of its own \(they are kept in"):
+        next(sample_frames(cut, name="landing/cam/cut.mp4", on_damage=lambda _: None))
