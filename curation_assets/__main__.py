@@ -244,7 +244,15 @@ def main(argv: list[str] | None = None) -> int:
         refused = headless.RunOutcome("start-up", False, problem)
         _report(args, headless.summarize([], [refused], 0.0, time.perf_counter() - STARTED))
         return 2
-    start_helpers(args, env)
+    try:
+        start_helpers(args, env)
+    except Exception as exc:  # noqa: BLE001 - a setting the helpers cannot start with: its cause, and the summary
+        from curation_assets import headless
+
+        failed = headless.failed_outside_runs("start-up", exc)
+        print(f"FAILED {failed.name}: {failed.error}", file=sys.stderr)
+        _report(args, headless.summarize([], [failed], 0.0, time.perf_counter() - STARTED))
+        return 1
     from curation_assets import headless
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # outside a run: stop at once
