@@ -355,3 +355,24 @@ def test_an_mp4_cut_before_its_index_without_parameter_sets_of_its_own_says_so(t
     cut.write_bytes(data[: len(data) // 2])
     with pytest.raises(VideoDecodeError, match=r"carries no H\.264/HEVC parameter sets of its own \(they are kept in"):
         next(sample_frames(cut, name="landing/cam/cut.mp4", on_damage=lambda _: None))
+
+
+def test_voc_and_ground_truth_boxes_that_are_not_finite_are_reported_and_skipped():
+    voc = {"ds/JPEGImages/a.jpg": b"x", "ds/Annotations/a.xml": (
+        b"<annotation><filename>a.jpg</filename>"
+        b"<object><name>cart</name><bndbox><xmin>nan</xmin><ymin>1</ymin><xmax>5</xmax><ymax>6</ymax></bndbox></object>"
+        b"<object><name>cart</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>inf</xmax><ymax>6</ymax></bndbox></object>"
+        b"<object><name>cart</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>5</xmax><ymax>6</ymax></bndbox></object>"
+        b"</annotation>")}  # fmt: skip
+    problems: list[str] = []
+    [entry] = read_labeled("voc", "ds/", tuple(sorted(voc)), voc.__getitem__, is_image, problems)
+    assert entry.annotations == (("cart", 1.0, 1.0, 4.0, 5.0),)
+    malformed = "has no name or a malformed <bndbox>; skipped"
+    assert [p.split(": ", 1)[1] for p in problems] == [f"object 0 {malformed}", f"object 1 {malformed}"]
+    meta = {"type": "groundtruth/object-detection", "class-map": {"0": "cart"}}
+    line = {"source-ref": "s3://b/a.jpg", "job": {"annotations": [{"class_id": 0, "left": float("nan"), "top": 1,
+            "width": 2, "height": 3}]}, "job-metadata": meta}  # fmt: skip
+    gt = {"ds/output.manifest": json.dumps(line).encode(), "ds/a.jpg": b"x"}
+    problems = []
+    read_labeled("groundtruth", "ds/", tuple(sorted(gt)), gt.__getitem__, is_image, problems)
+    assert problems[0].startswith("landing/ds/output.manifest:1: not a Ground Truth output line (ValueError: box [nan")

@@ -312,8 +312,8 @@ def _voc(root, members, read, images: _Images, problems: list[str]) -> list[Labe
             try:
                 x0, y0, x1, y1 = (float(box.findtext(t)) for t in ("xmin", "ymin", "xmax", "ymax"))
                 name = (obj.findtext("name") or "").strip()
-                if not name or x1 <= x0 or y1 <= y0:
-                    raise ValueError("empty name or box")
+                if not name or not all(map(math.isfinite, (x0, y0, x1, y1))) or x1 <= x0 or y1 <= y0:
+                    raise ValueError("empty name or box")  # NaN compares false, so finiteness first
             except (AttributeError, TypeError, ValueError):
                 problems.append(f"{where}: object {n} has no name or a malformed <bndbox>; skipped")
                 continue
@@ -367,7 +367,10 @@ def _groundtruth_labels(row: dict) -> list[Box]:
         if kind.endswith("object-detection"):
             for box in value["annotations"]:
                 name = classes.get(str(box["class_id"]), str(box["class_id"]))
-                found.append((name, float(box["left"]), float(box["top"]), float(box["width"]), float(box["height"])))
+                x, y, w, h = (float(box[k]) for k in ("left", "top", "width", "height"))
+                if not all(map(math.isfinite, (x, y, w, h))) or w < 0 or h < 0:
+                    raise ValueError(f"box {[x, y, w, h]} is not four finite numbers with width and height >= 0")
+                found.append((name, x, y, w, h))
         elif kind.endswith("image-classification-multilabel"):
             found += [(classes.get(str(c), str(c)), *NO_BOX) for c in value]
         elif kind.endswith("image-classification"):
