@@ -33,6 +33,7 @@ class StoredObject:
     key: str  # relative to the store's root
     size: int
     fingerprint: str  # changes whenever the content changes (ETag, or size + mtime)
+    special: str = ""  # what a local entry that is not a regular file is (only from ``list_entries``)
 
 
 TEMP_PREFIX = ".tmp-"  # local writes in progress; never listed
@@ -75,10 +76,10 @@ class ObjectStore(ABC):
     def list(self, prefix: str = "", page_size: int = 1000) -> Iterator[StoredObject]:
         """All objects under ``prefix``, sorted by key, fetched a page at a time."""
 
-    def special_entries(self, prefix: str = "") -> Iterator[tuple[str, str]]:
-        """(key, what it is) of every entry under ``prefix`` that ``list`` leaves out because
-        it is not a regular file (links, pipes, devices, sockets): an object store has none."""
-        return iter(())
+    def list_entries(self, prefix: str = "", page_size: int = 1000) -> Iterator[StoredObject]:
+        """``list``, and the entries it leaves out because they are not regular files (links,
+        pipes, devices, sockets: ``special`` says which), in one pass. An object store has none."""
+        return self.list(prefix, page_size)
 
     @abstractmethod
     def delete(self, key: str) -> None: ...
@@ -141,7 +142,7 @@ def _holds_arrays(column: pd.Series) -> bool:
 class LocalObjectStore(ObjectStore):
     """Files under a folder. With ``follow_links=False`` (the landing zone: what users drop
     there is untrusted) only regular files are listed and read: a symbolic link is never
-    followed, and links, pipes, devices and sockets are reported by ``special_entries``."""
+    followed, and links, pipes, devices and sockets are reported by ``list_entries``."""
 
     def __init__(self, root: str | Path, follow_links: bool = True):
         self.root = str(Path(root).expanduser().resolve())
@@ -202,38 +203,35 @@ class LocalObjectStore(ObjectStore):
         path = self._path(key)
         return path.is_file() and (self.follow_links or not path.is_symlink())
 
-    def _entries(self, prefix: str) -> Iterator[tuple[Path, os.stat_result]]:
-        """Every entry under ``prefix`` with its own lstat, sorted; links are never followed."""
-        base = Path(self.root)
-        start = base / clean_key(prefix) if prefix.strip("/") else base
-        if start.is_symlink() or not start.is_dir():
-            return
-        found = []
-        for folder, dirs, files in os.walk(start):  # os.walk lists a link to a folder but never enters it
-            for name in dirs + files:
-                path = Path(folder) / name
-                st = path.lstat()
-                if not stat.S_ISDIR(st.st_mode) and not name.startswith(TEMP_PREFIX):  # a write in progress
-                    found.append((path, st))
-        yield from sorted(found, key=lambda entry: entry[0])
+    def _entries(self, prefix: str) -> list[tuple[str, os.DirEntry]]:
+        """(key, entry) of everything under ``prefix`` but folders, sorted by key; a link to a
+        folder is an entry, never entered."""
+        start = os.path.join(self.root, clean_key(prefix)) if prefix.strip("/") else self.root
+        if os.path.islink(start) or not os.path.isdir(start):
+            return []
+        found, folders, skip = [], [start], len(self.root) + 1
+        while folders:
+            with os.scandir(folders.pop()) as listing:
+                for entry in listing:
+                    if entry.is_dir(follow_symlinks=False):
+                        folders.append(entry.path)
+                    elif not entry.name.startswith(TEMP_PREFIX):  # a write in progress
+                        found.append((entry.path[skip:].replace(os.sep, "/"), entry))
+        return sorted(found, key=lambda item: item[0])
 
     def list(self, prefix: str = "", page_size: int = 1000) -> Iterator[StoredObject]:
-        base = Path(self.root)
-        for path, st in self._entries(prefix):
-            if self.follow_links and stat.S_ISLNK(st.st_mode) and path.is_file():
-                st = path.stat()  # the storage root's own files may be links (e.g. to a larger disk)
-            if stat.S_ISREG(st.st_mode):
-                yield StoredObject(
-                    key=path.relative_to(base).as_posix(),
-                    size=st.st_size,
-                    fingerprint=f"{st.st_size}-{st.st_mtime_ns}",
-                )
+        return (obj for obj in self.list_entries(prefix, page_size) if not obj.special)
 
-    def special_entries(self, prefix: str = "") -> Iterator[tuple[str, str]]:
-        base = Path(self.root)
-        for path, st in self._entries(prefix) if not self.follow_links else ():
-            if not stat.S_ISREG(st.st_mode):
-                yield path.relative_to(base).as_posix(), _link(path) if stat.S_ISLNK(st.st_mode) else _special(st)
+    def list_entries(self, prefix: str = "", page_size: int = 1000) -> Iterator[StoredObject]:
+        for key, entry in self._entries(prefix):
+            st = entry.stat(follow_symlinks=False)
+            if self.follow_links and stat.S_ISLNK(st.st_mode) and entry.is_file():
+                st = entry.stat()  # the storage root's own files may be links (e.g. to a larger disk)
+            if stat.S_ISREG(st.st_mode):
+                yield StoredObject(key, st.st_size, f"{st.st_size}-{st.st_mtime_ns}")
+            elif not self.follow_links:
+                what = _link(Path(entry.path)) if stat.S_ISLNK(st.st_mode) else _special(st)
+                yield StoredObject(key, 0, f"special:{what}", special=what)
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)

@@ -21,7 +21,7 @@ from curation_assets.defs.partitions import videos
 from curation_assets.defs.retries import TRANSIENT, transient_only
 from curation_assets.quality import suites
 from resources import ExpectationsResource, ObjectStoreResource
-from resources.object_store import NotARegularFile, ObjectStore, StoredObject
+from resources.object_store import NotARegularFile, ObjectStore
 
 ASSET = "raw_frames"
 DESCRIPTION = """Read one landing source, sample frames, store them as JPEG and measure each one.
@@ -55,9 +55,7 @@ def landing_sources(landing: ObjectStore, page_size: int = 1000) -> list[Source]
     """The landing zone's sources. Links, pipes, devices and sockets are sources (or an image
     folder's members) too: never followed or read, each fails its own partition, or becomes a
     row flagged corrupt in its folder, with what it is."""
-    special = [StoredObject(key, 0, f"special:{what}") for key, what in landing.special_entries()]
-    listed = [*landing.list("", page_size=page_size), *special]
-    return group_sources(obj for obj in listed if not is_ignored(obj.key))
+    return group_sources(obj for obj in landing.list_entries("", page_size=page_size) if not is_ignored(obj.key))
 
 
 def find_source(landing: ObjectStore, source_id: str) -> Source:
