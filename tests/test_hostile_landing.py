@@ -186,24 +186,39 @@ def test_an_unreachable_s3_landing_zone_writes_the_summary_with_its_cause(tmp_pa
 
 
 # -- 5: a full disk -------------------------------------------------------------------------
-def test_a_full_disk_names_the_file_being_written_and_the_root(tmp_path):
+def _on_a_small_tmpfs(tmp_path: Path, size: str, **env) -> tuple[subprocess.CompletedProcess, dict, Path]:
+    """The headless command with its root on a tmpfs of ``size``, mounted in a mount namespace
+    of its own (it vanishes with the process). Returns (process, summary, root); the process's
+    stdout ends with the temp files left in the root."""
     if shutil.which("unshare") is None or subprocess.run(["unshare", "-m", "true"]).returncode != 0:
         pytest.skip("needs unshare -m (root or user namespaces) to mount a small tmpfs")
-    _photos(tmp_path / "land" / "cam", *range(8), size=(640, 480))
     root, summary = tmp_path / "root", tmp_path / "summary.json"
     root.mkdir()
     command = [sys.executable, "-m", "curation_assets", "run", "--landing", str(tmp_path / "land"), "--root",
                str(root), "--summary-json", str(summary)]  # fmt: skip
-    # a 100 KiB tmpfs as the root, in a mount namespace of the test's own: it vanishes with the process
-    script = f"mount -t tmpfs -o size=100k tmpfs {root} && {' '.join(command)}; find {root} -name '.tmp-*'"
-    environment = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    script = f"mount -t tmpfs -o size={size} tmpfs {root} && {' '.join(command)}; find {root} -name '.tmp-*'"
+    environment = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "CURATION_QDRANT_PATH")}
     proc = subprocess.run(["unshare", "-m", "sh", "-c", script], cwd=ROOT, capture_output=True, text=True,
-                          env={**environment, "PYTHONPATH": str(ROOT), "CURATION_QDRANT_PATH": str(tmp_path / "q")},
-                          timeout=240)  # fmt: skip
-    [video] = json.loads(summary.read_text())["videos"]
+                          env={**environment, "PYTHONPATH": str(ROOT), **env}, timeout=240)  # fmt: skip
+    assert summary.exists(), proc.stdout[-2000:] + proc.stderr[-2000:]
+    return proc, json.loads(summary.read_text()), root
+
+
+def test_a_full_disk_names_the_file_being_written_and_the_root(tmp_path):
+    _photos(tmp_path / "land" / "cam", *range(8), size=(640, 480))
+    proc, summary, root = _on_a_small_tmpfs(tmp_path, "100k", CURATION_QDRANT_PATH=str(tmp_path / "q"))
+    [video] = summary["videos"]
     assert "No space left on device writing " in video["error"]
     assert f"{root}/frames/cam/" in video["error"] and f"(storage root {root})" in video["error"]
     assert ".tmp-" not in proc.stdout  # no write in progress left behind
+
+
+def test_a_disk_too_full_for_the_embedded_vector_store_fails_naming_it_instead_of_killing_the_process(tmp_path):
+    _photos(tmp_path / "land" / "cam", 1, 2)  # frames and tables fit; the store's mapped files would not
+    proc, summary, root = _on_a_small_tmpfs(tmp_path, "1m")
+    [video] = summary["videos"]
+    assert "No space left on device: " in video["error"] and f"embedded vector store at {root}/qdrant" in video["error"]
+    assert "Bus error" not in proc.stderr
 
 
 # -- 6, 8: links, pipes, devices, sockets --------------------------------------------------
