@@ -3,6 +3,7 @@ source at a time against the vector store; a rebuild is the explicit ``rebuild_c
 
 import json
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import dagster as dg
@@ -126,15 +127,23 @@ class DuplicateConfig(dg.Config):
         )
 
 
+KEYPOINTS_KEPT = 4096  # ORB keypoints of this many frames stay in memory (~40 kB each) while verifying
+
+
 def verifier(store: ObjectStore, frames: pd.DataFrame):
     """Geometric verification between two rows of ``frames``, from their stored JPEGs
-    (keypoints computed once per frame)."""
+    (keypoints computed once per frame while it is among the ``KEYPOINTS_KEPT`` last used:
+    a rebuild's chunk of 32 sources would otherwise keep every frame's)."""
     uris = frames["uri"].to_numpy()
-    found: dict[int, geometry.Keypoints] = {}
+    found: OrderedDict[int, geometry.Keypoints] = OrderedDict()
 
     def points(row: int) -> geometry.Keypoints:
-        if row not in found:
+        if row in found:
+            found.move_to_end(row)
+        else:
             found[row] = geometry.keypoints(store.get_bytes(store.key_for_uri(uris[row])))
+            if len(found) > KEYPOINTS_KEPT:
+                found.popitem(last=False)
         return found[row]
 
     return lambda a, b: geometry.inliers(points(a), points(b))
