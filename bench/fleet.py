@@ -171,9 +171,13 @@ def grow(seed_root: Path, size: int, work: Path) -> tuple[Path, dict]:
                 table[column] = table[column].str.replace(seed_id, source, n=1, regex=False)
             return table
 
+        # its own hashes: one random mask over the seed's perceptual hashes keeps the distances
+        # inside the source and puts other sources ~32 bits away (identical hashes are copies)
+        mask = np.int64(rng.integers(0, 2**63 - 1))
         frames = renamed(raw, "frame_id", "video_id").assign(
             camera_id=f"cam-{c % 10}",
             sha256=raw["sha256"].str[:-6] + f"{c:06d}",
+            phash=raw["phash"].to_numpy(dtype=np.int64) ^ mask,
         )
         # a representative near a cluster centre, its members next to it (their seed group's shape)
         reps = centres[rng.integers(0, CENTRES, len(embedded))] + 0.04 * rng.standard_normal(
