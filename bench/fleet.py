@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.end_to_end import TIME, _descendants  # noqa: E402
-from bench.machine import describe, peak_rss_mb  # noqa: E402
+from bench.machine import anon_rss_mb, describe, peak_rss_mb  # noqa: E402
 from bench.quality_data import PHOTOS, _open, film, write_video  # noqa: E402
 from curation_assets.core import layout  # noqa: E402
 from curation_assets.core.ids import point_id_for  # noqa: E402
@@ -70,13 +70,15 @@ def measured(command: list[str], env: dict) -> dict:
     started = time.perf_counter()
     proc = subprocess.Popen([TIME, "-o", str(report), "-f", "%U %S", *command], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)  # fmt: skip
-    peaks: dict[int, tuple[str, int]] = {}
+    # per process: (name, peak RSS, peak anonymous RSS): the embedded vector store maps its
+    # segment files, whose resident pages count in RSS though the kernel drops them at will
+    peaks: dict[int, tuple[str, int, int]] = {}
     while proc.poll() is None:
         for pid in _descendants(proc.pid)[1:]:  # past GNU time: the command and its helpers
-            mb = peak_rss_mb(pid)
+            mb, anon = peak_rss_mb(pid), anon_rss_mb(pid)
             if mb is not None:
-                name = peaks.get(pid, (None, 0))[0] or _name(pid)
-                peaks[pid] = (name, max(peaks.get(pid, ("", 0))[1], mb))
+                name, high, high_anon = peaks.get(pid) or (_name(pid), 0, 0)
+                peaks[pid] = (name, max(high, mb), max(high_anon, anon or 0))
         time.sleep(0.05)
     stdout, stderr = proc.communicate()
     wall = time.perf_counter() - started
@@ -234,7 +236,7 @@ def grow(seed_root: Path, size: int, work: Path) -> tuple[Path, dict]:
 
 
 def show(label: str, run: dict) -> None:
-    rss = ", ".join(f"{name} {mb} MB" for name, mb in run["peak_rss_mb"][:4])
+    rss = ", ".join(f"{name} {mb} MB (anon {anon} MB)" for name, mb, anon in run["peak_rss_mb"][:4])
     print(f"  {label}: wall {run['wall_s']} s, CPU {run['cpu_s']} s, peak RSS {rss}"
           + (f", FAILED {run['failed']}" if run["failed"] else ""))  # fmt: skip
     for asset, step in run["steps"].items():
