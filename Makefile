@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export DAGSTER_HOME ?= $(CURDIR)/.curation/dagster
 
-.PHONY: install demo test ui prod-local lint clean bench-quality bench-scale
+.PHONY: install ssl demo test ui prod-local lint clean bench-quality bench-scale
 
 install: $(VENV)/.installed
 
@@ -30,6 +30,12 @@ ui: install $(DAGSTER_HOME)/dagster.yaml
 # webserver as plain processes on loopback (needs: apt-get install -y postgresql); Ctrl-C stops all.
 prod-local: install
 	$(PY) -m curation_assets.topology --base .curation/prod-local --port 3000
+
+# The optional embedder_adaptation asset (CURATION_ADAPTATION=1). lightly without its dependencies: its
+# metadata requires hydra-core (its CLI), whose omegaconf pins antlr4-python3-runtime 4.9, a runtime that
+# cannot read dagster's asset-selection grammar; its losses, heads and transforms import nothing not pinned here.
+ssl: install
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps 'lightly==1.6.0'
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
