@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export DAGSTER_HOME ?= $(CURDIR)/.curation/dagster
 
-.PHONY: install ssl demo test ui prod-local lint clean bench-quality bench-scale
+.PHONY: install ssl demo test ui prod-local lint docs clean bench-quality bench-scale
 
 install: $(VENV)/.installed
 
@@ -36,6 +36,9 @@ prod-local: install
 # cannot read dagster's asset-selection grammar; its losses, heads and transforms import nothing not pinned here.
 ssl: install
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps 'lightly==1.6.0'
+
+docs: install
+	$(VENV)/bin/mkdocs build --strict  # the site in .site/; reference pages generated from the code
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
