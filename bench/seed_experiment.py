@@ -148,14 +148,15 @@ def render_clip(plan: dict, background: Image.Image, camera: Camera, rng: np.ran
         yield buf.getvalue(), boxes
 
 
-def make_footage(pool: int, test: int, minority: float, seed: int = 0):
+def make_footage(pool: int, test: int, minority: float, clip_length: int = 40, seed: int = 0):
     """The frame table (frame_id, camera_id, split, clip) with JPEG bytes, and the boxes."""
     rng = np.random.default_rng(seed)
     photos = object_photos()
     backgrounds = {c: views(c) for c in CAMERAS}
     frames, boxes = [], []
     n_b = int(round(pool * minority))
-    wanted = [("A", "pool", pool - n_b, 40, 0.5), ("B", "pool", n_b, 40, 0.0), ("B", "test", test, 8, 0.0)]
+    wanted = [("A", "pool", pool - n_b, clip_length, 0.5), ("B", "pool", n_b, clip_length, 0.0),
+              ("B", "test", test, 8, 0.0)]  # fmt: skip
     clip_id = 0
     for camera_id, split, count, length, replay in wanted:
         camera = CAMERAS[camera_id]
@@ -181,13 +182,19 @@ def make_footage(pool: int, test: int, minority: float, seed: int = 0):
     return table, pd.DataFrame(boxes)
 
 
+def footage_key(args) -> list:
+    # the default clip length keeps the key it had before the option existed (caches stay valid)
+    extra = [args.clip_length] if args.clip_length != 40 else []
+    return [FOOTAGE_VERSION, args.pool, args.test, args.minority, *extra]
+
+
 def footage(args) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The frames (with JPEG bytes and the pixel statistics raw_frames computes) and boxes, cached."""
-    key = json.dumps([FOOTAGE_VERSION, args.pool, args.test, args.minority])
+    key = json.dumps(footage_key(args))
     cache = Path(args.cache) / f"footage-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
     if (cache / "frames.parquet").is_file():
         return pd.read_parquet(cache / "frames.parquet"), pd.read_parquet(cache / "boxes.parquet")
-    frames, boxes = make_footage(args.pool, args.test, args.minority)
+    frames, boxes = make_footage(args.pool, args.test, args.minority, args.clip_length)
     stats = [image_stats(np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))) for data in frames["jpeg"]]
     for column in ("sha256", "phash", "sharpness", "brightness"):
         frames[column] = [getattr(st, column) for st in stats]
@@ -204,7 +211,7 @@ def embedded(args) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, np.ndarray
     vectors: from the cache, or made and embedded."""
     from curation_assets.core.embedder import Embedder
 
-    key = json.dumps([FOOTAGE_VERSION, args.pool, args.test, args.minority, args.model, args.pretrained])
+    key = json.dumps([*footage_key(args), args.model, args.pretrained])
     cache = Path(args.cache) / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
     if cache.is_file():
         data = np.load(cache, allow_pickle=False)
@@ -243,7 +250,7 @@ def adapted_checkpoint(args) -> str:
     from curation_assets.core.adaptation import AdaptationParams, adapt
 
     params = AdaptationParams(max_steps=args.adapt_steps, time_budget_s=args.adapt_budget_s, learning_rate=3e-4)
-    key = json.dumps([FOOTAGE_VERSION, args.pool, args.test, args.minority, params.__dict__])
+    key = json.dumps([*footage_key(args), params.__dict__])
     path = Path(args.cache) / f"adapted-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
     if not path.is_file():
         frames, _ = footage(args)
@@ -354,7 +361,8 @@ def plot(results: pd.DataFrame, path: Path, title: str) -> None:
     """Two panels (test mAP, camera B's share of the labeled pool) against the labeled share, PIL only."""
     colors = {"random": (90, 90, 90), "diversity": (31, 119, 180), "typicality": (44, 160, 44),
               "hybrid": (214, 39, 40), "object_diversity": (148, 103, 189)}  # fmt: skip
-    mean = results.groupby(["strategy", "point"])[["map", "b_share"]].mean()
+    results = results.assign(share=results["labeled"] / results["labeled"].max())  # where candidates ran out: less
+    mean = results.groupby(["strategy", "point"])[["map", "b_share", "share"]].mean()
     width, height, margin = 1100, 470, 60
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
@@ -367,7 +375,7 @@ def plot(results: pd.DataFrame, path: Path, title: str) -> None:
         lo, hi = float(values.min()), float(values.max())
         lo, hi = lo - 0.05 * (hi - lo + 1e-6), hi + 0.05 * (hi - lo + 1e-6)
         draw.rectangle((x0, y0, x1, y1), outline="black")
-        draw.text((x0, y1 + 28), f"{label} vs labeled share of the pool (log scale)", fill="black")
+        draw.text((x0, y1 + 28), f"{label} vs share of the pool labeled (log scale)", fill="black")
 
         def to_xy(point, value, x0=x0, x1=x1, y0=y0, y1=y1, lo=lo, hi=hi):
             fx = (np.log(point) - np.log(POINTS[0])) / (np.log(POINTS[-1]) - np.log(POINTS[0]))
@@ -384,7 +392,7 @@ def plot(results: pd.DataFrame, path: Path, title: str) -> None:
         for s, strategy in enumerate(STRATEGIES):
             if strategy not in mean.index.get_level_values(0):
                 continue
-            line = [to_xy(p, v) for p, v in values.loc[strategy].items()]
+            line = [to_xy(x, v) for x, v in zip(mean.loc[strategy, "share"], values.loc[strategy])]
             draw.line(line, fill=colors[strategy], width=2)
             for x, y in line:
                 draw.ellipse((x - 3, y - 3, x + 3, y + 3), fill=colors[strategy])
@@ -448,6 +456,7 @@ def main() -> None:
     parser.add_argument("--cache", default=str(ROOT / ".curation/bench/seed_experiment"))
     parser.add_argument("--png", default=str(ROOT / ".curation/bench/seed_experiment.png"))
     parser.add_argument("--label", default="", help="the run's name in the picture's title")
+    parser.add_argument("--clip-length", type=int, default=40, help="frames per pool clip (fewer: less redundancy)")
     parser.add_argument("--no-dedup", action="store_true", help="every frame its own duplicate group")
     parser.add_argument("--adapt-steps", type=int, default=0,
                         help="first fine-tune the encoder on the pool's frames (embedder_adaptation's SimCLR), "
@@ -489,6 +498,7 @@ def main() -> None:
     report(results)
     title = f"seed experiment {args.label or args.model}: {args.pool} pool frames (20 % camera B), {args.seeds} seeds"
     plot(results, Path(args.png), title)
+    results.to_csv(Path(args.png).with_suffix(".csv"), index=False)  # every seed's figures, beside the picture
     print(f"\npicture: {args.png}\n{time.perf_counter() - started:.0f} s in all")
 
 
