@@ -84,6 +84,24 @@ def _dct_bits(pixels: np.ndarray) -> int:
     return int(np.array(value, dtype=np.uint64).view(np.int64))
 
 
+# A picture with no structure (a covered lens, a blown-out sensor, a blank file): hardly any
+# contrast (luma standard deviation) and hardly an edge pixel. Its perceptual hash says nothing
+# about it: the DCT's low frequencies are all near 0, so their bits are rounding noise.
+UNIFORM_CONTRAST = 0.012
+UNIFORM_EDGES = 0.001
+# A hash's bits are set against the median of its 63 AC coefficients, so a picture with any
+# structure sets about half of them; a hash far from half set comes from coefficients that tie
+# (a flat picture) and carries no information (a uniform picture: 0 to 9 bits set)
+HASH_INFORMATIVE_BITS = (16, 48)
+
+
+def informative_hash(phash: np.ndarray | int) -> np.ndarray:
+    """Whether a pHash carries information: between 16 and 48 of its 64 bits set."""
+    ones = np.bitwise_count(np.asarray(phash, dtype=np.int64).view(np.uint64))
+    low, high = HASH_INFORMATIVE_BITS
+    return (ones >= low) & (ones <= high)
+
+
 def hamming_distance(a: np.ndarray | int, b: np.ndarray | int) -> np.ndarray:
     """Bitwise Hamming distance between int64 hash bit patterns (broadcasts)."""
     x = np.bitwise_xor(np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64))
