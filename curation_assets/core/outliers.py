@@ -51,7 +51,14 @@ class OutlierParams:
     uniform_edges: float = UNIFORM_EDGES  # ... and hardly any edge pixel: a uniform frame
     screen_share: float = 0.9  # a video frame with this share of its pixels within 2 grey levels ...
     usual_screen_share: float = 0.5  # ... where its video's median frame has less than this: a screen, not the scene
-    blurry_sharpness: float = 3.5e-5  # no fine detail (Laplacian variance at the working scale) ...
+    # blurry: detail 4x coarser than the working scale is below this share of detail 8x coarser.
+    # A blur of a few working pixels empties the first scale long before the second; the
+    # share is 1/16 for a picture smooth at both scales, 0.2-1.7 for sharp photographs,
+    # designs and footage at any resolution, and sensor noise (averaged away at both) or
+    # JPEG artefacts hardly move it. 0.15: a Gaussian blur of sigma >= 4 working pixels
+    blurry_detail_ratio: float = 0.15
+    blurry_broad_detail: float = 2e-5  # ... where there is structure 8x coarser to blur (a gradient has none)
+    blurry_sharpness: float = 3.5e-5  # tables without broad_detail: no fine detail (raw Laplacian variance) ...
     blurry_coarse_detail: float = 2e-5  # ... though there is coarse structure to blur
     scene_blur_ratio: float = 0.25  # fine detail below this share of its scene's median ...
     scene_neighbors: int = 30  # ... among its nearest frames in embedding space (more than a blurred run) ...
@@ -192,6 +199,18 @@ def isolation(
     return distance, z, small & far & (z > params.isolation_z)
 
 
+def blurred(frames: pd.DataFrame, params: OutlierParams) -> np.ndarray:
+    """The whole frame blurred: detail 4x coarser than the working scale far below detail 8x
+    coarser (a ratio of two scales above the noise: neither resolution, sensor noise nor
+    exposure moves it), where there is structure to blur. Tables made before ``broad_detail``
+    keep the absolute rule on raw sharpness."""
+    coarse, broad = _metric(frames, "coarse_detail"), _metric(frames, "broad_detail")
+    with np.errstate(all="ignore"):
+        by_ratio = (broad > params.blurry_broad_detail) & (coarse < params.blurry_detail_ratio * broad)
+    by_sharpness = (_metric(frames, "sharpness") < params.blurry_sharpness) & (coarse > params.blurry_coarse_detail)
+    return np.where(np.isnan(broad), by_sharpness, by_ratio)
+
+
 def image_flags(frames: pd.DataFrame, params: OutlierParams = OutlierParams()) -> pd.DataFrame:
     """The rules that read the frame table alone (no embedding): each frame on its own, or
     against its video or source. One boolean column per reason but ``isolated``; ``blurry``
@@ -202,7 +221,6 @@ def image_flags(frames: pd.DataFrame, params: OutlierParams = OutlierParams()) -
     out = pd.DataFrame(index=frames.index)
     p01, p99 = _metric(frames, "luma_p01"), _metric(frames, "luma_p99")
     contrast, edges = _metric(frames, "contrast"), _metric(frames, "edge_density")
-    sharpness, coarse = _metric(frames, "sharpness"), _metric(frames, "coarse_detail")
     timed = timed_rows(frames)
 
     page = ~timed & (edges >= params.stroke_edges)
@@ -213,7 +231,7 @@ def image_flags(frames: pd.DataFrame, params: OutlierParams = OutlierParams()) -
     out["noise"] = (_metric(frames, "pixel_correlation") < params.noise_correlation) & (
         _metric(frames, "entropy") > params.noise_entropy
     )
-    whole_frame_blurred = (sharpness < params.blurry_sharpness) & (coarse > params.blurry_coarse_detail)
+    whole_frame_blurred = blurred(frames, params)
     unjudged = out["dark"] | out["bright"] | out["low_information"]  # nothing left to judge focus by
     out["blurry"] = (whole_frame_blurred | video_blur(frames, params, timed)) & ~unjudged
     has_size = "width" in frames and "height" in frames
