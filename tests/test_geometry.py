@@ -99,19 +99,54 @@ def _brick_wall() -> Image.Image:
     return Image.fromarray(skimage.data.brick()).convert("RGB").resize((1200, 900))
 
 
+def _shelf() -> Image.Image:
+    """A store shelf: rows of one product (a real photograph) on planks."""
+    from PIL import ImageDraw
+
+    product = Image.fromarray(skimage.data.coffee()).convert("RGB").resize((90, 120))
+    scene = Image.new("RGB", (1200, 900), (200, 200, 205))
+    draw = ImageDraw.Draw(scene)
+    for row in range(6):
+        y = 20 + row * 145
+        for column in range(12):
+            scene.paste(product, (15 + column * 98, y))
+        draw.rectangle([0, y + 122, 1200, y + 140], fill=(90, 70, 50))
+    return scene
+
+
 def test_two_cameras_of_a_rig_on_a_repetitive_pattern_are_confirmed():
-    for scene in (_chessboard_on_a_table(), _brick_wall()):
+    for scene in (_chessboard_on_a_table(), _brick_wall(), _shelf()):
         left, right = keypoints(_rig(scene, "reference")), keypoints(_rig(scene, "rig"))
         assert inliers(left, right) >= ENOUGH
 
 
-def test_a_calibration_board_seen_from_another_pose_is_not_confirmed():
-    scene = _chessboard_on_a_table()
-    reference, other = keypoints(_rig(scene, "reference")), keypoints(_rig(scene, "pose"))
-    assert inliers(reference, other) < ENOUGH
+def test_a_calibration_board_or_a_shelf_seen_from_another_pose_is_not_confirmed():
+    for scene in (_chessboard_on_a_table(), _shelf()):
+        reference, other = keypoints(_rig(scene, "reference")), keypoints(_rig(scene, "pose"))
+        assert inliers(reference, other) < ENOUGH
 
 
 def test_two_pages_of_one_layout_do_not_align():
     from curation_assets.core.geometry import ALIGNED_DETAIL, alignment, dense
 
     assert alignment(dense(_page(1)), dense(_page(2))) < ALIGNED_DETAIL
+
+
+def test_a_rig_pair_of_a_board_is_one_group_and_another_pose_of_it_is_not():
+    board = _chessboard_on_a_table()
+    images = [_rig(board, "reference"), _rig(board, "rig"), _rig(board, "pose")] + [
+        Image.fromarray(getattr(skimage.data, n)()).convert("RGB") for n in ("chelsea", "rocket", "coins", "camera")
+    ]
+    frames = pd.DataFrame(
+        [
+            {"frame_id": f"f/{i:06d}", "video_id": "f", "frame_index": i, "timestamp_s": 0.0, **image_stats(a).__dict__}
+            for i, a in enumerate(np.asarray(im) for im in images)
+        ]  # fmt: skip
+    )
+    model = Embedder()
+    vectors = model.embed([lambda im=im: im for im in images])
+    points = [keypoints(im) for im in images]
+    params = DuplicateParams.for_model(model.calibration)
+    groups = find_duplicate_groups(frames, vectors, params, verify=lambda a, b: inliers(points[a], points[b]))
+    assert groups["group_id"].iloc[0] == groups["group_id"].iloc[1]
+    assert groups["group_id"].iloc[2] != groups["group_id"].iloc[0]

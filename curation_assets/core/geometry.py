@@ -86,6 +86,7 @@ MAX_DEFORMATION = 0.06  # the affine part within this of the identity (scale, ro
 MIN_OVERLAP = 0.6  # share of the first picture the aligned second one must cover
 ALIGNED_DETAIL = 0.6  # band-pass correlation over the overlap: unrelated pictures and other poses sit near 0
 ALIGNED = FEATURES  # what an aligned pair counts as: every keypoint agrees
+_CRITERIA = (3, 50, 1e-4)  # ECC: at most 50 iterations, or until the warp moves less than 1e-4
 
 
 def dense(image: Image.Image) -> np.ndarray:
@@ -113,19 +114,33 @@ def alignment(a: np.ndarray, b: np.ndarray) -> float:
         b = cv2.resize(b, (a.shape[1], a.shape[0]), interpolation=cv2.INTER_AREA)
     window = cv2.createHanningWindow((a.shape[1], a.shape[0]), cv2.CV_32F)
     (dx, dy), _ = cv2.phaseCorrelate(a, b, window)
-    # a periodic pattern gives phase correlation a peak per period: start ECC from it and from
-    # no shift at all, and keep the better alignment
-    return max(_refined(a, b, dx, dy), _refined(a, b, 0.0, 0.0))
+    # a periodic pattern gives phase correlation a peak per period: start ECC from it, from the
+    # shift found 4x coarser (where a shift is smaller than the pattern's period) and from no
+    # shift at all, and keep the best alignment
+    starts = {(dx, dy), (0.0, 0.0), _coarse_shift(a, b)}
+    return max(_refined(a, b, x, y) for x, y in starts)
+
+
+def _coarse_shift(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    import cv2
+
+    size = (max(8, a.shape[1] // 4), max(8, a.shape[0] // 4))
+    small_a, small_b = (cv2.resize(g, size, interpolation=cv2.INTER_AREA) for g in (a, b))
+    warp = np.eye(2, 3, dtype=np.float32)
+    try:
+        _, warp = cv2.findTransformECC(small_a, small_b, warp, cv2.MOTION_TRANSLATION, _CRITERIA, None, 3)
+    except cv2.error:
+        return 0.0, 0.0
+    return float(warp[0, 2]) * a.shape[1] / size[0], float(warp[1, 2]) * a.shape[0] / size[1]
 
 
 def _refined(a: np.ndarray, b: np.ndarray, dx: float, dy: float) -> float:
     import cv2
 
     warp = np.array([[1, 0, dx], [0, 1, dy]], dtype=np.float32)
-    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-4)
     try:  # the shift first, then the slight re-projection
-        _, warp = cv2.findTransformECC(a, b, warp, cv2.MOTION_TRANSLATION, criteria, None, 5)
-        _, warp = cv2.findTransformECC(a, b, warp, cv2.MOTION_AFFINE, criteria, None, 5)
+        _, warp = cv2.findTransformECC(a, b, warp, cv2.MOTION_TRANSLATION, _CRITERIA, None, 5)
+        _, warp = cv2.findTransformECC(a, b, warp, cv2.MOTION_AFFINE, _CRITERIA, None, 5)
     except cv2.error:  # no convergence: nothing lines up
         return -1.0
     if np.abs(warp[:, :2] - np.eye(2)).max() > MAX_DEFORMATION:
