@@ -58,7 +58,8 @@ from bench.quality_data import (  # noqa: E402
 
 SKIMAGE = ("astronaut", "brick", "camera", "cat", "chelsea", "coffee", "coins", "grass", "gravel", "moon", "rocket",
            "cell", "colorwheel", "clock", "retina", "microaneurysms", "hubble_deep_field", "immunohistochemistry",
-           "page", "text", "logo", "horse", "checkerboard", "motorcycle_left", "eagle", "skin", "shepp_logan_phantom")  # fmt: skip
+           "page", "text", "logo", "horse", "checkerboard", "motorcycle_left", "eagle", "skin",
+           "shepp_logan_phantom")  # fmt: skip
 ICONS = Path("/usr/share/icons/Adwaita/512x512")
 DESKTOP_BASE = Path("/usr/share/desktop-base")
 
@@ -194,11 +195,13 @@ def image_margins(table: pd.DataFrame) -> None:
     flags = image_flags(table, p)
     table["flags"] = [",".join(c for c in flags.columns if row[c]) for _, row in flags.iterrows()]
     # rule: figure, threshold in use, flags below it?, damage it must catch, where it judges
+    edges = table["edge_density"]
     rules = {
-        "blurry": ("detail_ratio", p.blurry_detail_ratio, True, ("blurred",), table["broad_detail"] > p.blurry_broad_detail),
-        "dark": ("luma_p99", p.dark_p99, True, ("dark", "black"), table["edge_density"] < p.stroke_edges),
-        "bright": ("luma_p01", p.bright_p01, False, ("bright", "white"), table["edge_density"] < p.stroke_edges),
-        "low_information": ("contrast", p.uniform_contrast, True, ("black", "white"), table["edge_density"] < p.uniform_edges),
+        "blurry": ("detail_ratio", p.blurry_detail_ratio, True, ("blurred",),
+                   table["broad_detail"] > p.blurry_broad_detail),
+        "dark": ("luma_p99", p.dark_p99, True, ("dark", "black"), edges < p.stroke_edges),
+        "bright": ("luma_p01", p.bright_p01, False, ("bright", "white"), edges < p.stroke_edges),
+        "low_information": ("contrast", p.uniform_contrast, True, ("black", "white"), edges < p.uniform_edges),
         "noise": ("pixel_correlation", p.noise_correlation, True, ("noise",), table["entropy"] > p.noise_entropy),
     }  # fmt: skip
     print("\nimage rules: rule | part | threshold in use | nearest good (margin) | nearest bad (margin) | "
@@ -217,8 +220,9 @@ def image_margins(table: pd.DataFrame) -> None:
                 lo, hi = (b[figure], g[figure]) if below else (g[figure], b[figure])
                 chosen = np.sqrt(lo * hi) if lo > 0 and hi > 0 else (lo + hi) / 2
                 chosen = f"{chosen:.4g}" if lo < hi else "none: the classes overlap"
-            print(f"{rule} | {part} | {threshold:.4g} | {g[figure]:.4g} ({sign * (g[figure] - threshold):+.3g}, "
-                  f"{g['name']}) | {b[figure]:.4g} ({sign * (threshold - b[figure]):+.3g}, {b['name']} {b['damage']}) | "
+            good_margin, bad_margin = sign * (g[figure] - threshold), sign * (threshold - b[figure])
+            print(f"{rule} | {part} | {threshold:.4g} | {g[figure]:.4g} ({good_margin:+.3g}, {g['name']}) | "
+                  f"{b[figure]:.4g} ({bad_margin:+.3g}, {b['name']} {b['damage']}) | "
                   f"{chosen if part == 'calibration' else ''}")  # fmt: skip
     print("\nwhat the rules flag (outliers.image_flags): part | good flagged | damaged found, per damage")
     for part in ("calibration", "held_out"):
@@ -265,9 +269,10 @@ def duplicate_margins(pictures, rng) -> None:
         c, u = parts[of] == part, parts == part
         hashed = copy_ham[c] <= params.near_phash_distance
         close = u & (unrelated_ham <= params.near_phash_distance)
+        closest = unrelated_cos[close].max() if close.any() else float("nan")
         print(f"{part} | {copy_cos[c][hashed].min():.3f} (near_cosine {params.near_cosine}: margin "
               f"{copy_cos[c][hashed].min() - params.near_cosine:+.3f}; {int((~hashed).sum())} copies past "
-              f"{params.near_phash_distance} bits) | {unrelated_cos[close].max() if close.any() else float('nan'):.3f} | "
+              f"{params.near_phash_distance} bits) | {closest:.3f} | "
               f"{unrelated_cos[u].max():.3f} (scene_cosine {params.scene_cosine}: margin "
               f"{params.scene_cosine - unrelated_cos[u].max():+.3f}) | "
               f"{int((copy_ham[c] <= params.identical_phash_distance).sum())}/{int(c.sum())} / "

@@ -24,6 +24,7 @@ FEATURES = 1000
 RATIO = 0.75  # Lowe's ratio test
 REPROJECTION_PX = 5.0
 JUDGED_FROM = 150  # keypoints each picture needs before their disagreement means anything
+PLENTY = 100  # matches agreeing on one geometry past any doubt: no dense alignment needed
 
 
 @dataclass(frozen=True)
@@ -53,9 +54,10 @@ def inliers(a: Keypoints, b: Keypoints) -> int:
     as two cameras of a rig at one instant, even on a repetitive pattern), else the
     ratio-tested matches that agree on one homography; -1 when either picture has too few
     keypoints to judge (a smooth gradient, a flat design) and they do not align."""
-    if a.grey is not None and b.grey is not None and alignment(a.grey, b.grey) >= ALIGNED_DETAIL:
-        return ALIGNED
-    return matched(a, b)
+    found = matched(a, b)
+    if found >= PLENTY or a.grey is None or b.grey is None:  # many agree: dense alignment adds nothing
+        return found
+    return ALIGNED if alignment(a.grey, b.grey) >= ALIGNED_DETAIL else found
 
 
 def matched(a: Keypoints, b: Keypoints) -> int:
@@ -112,34 +114,11 @@ def alignment(a: np.ndarray, b: np.ndarray) -> float:
         if min(a.shape + b.shape) < 32 or abs(a.shape[0] / a.shape[1] - b.shape[0] / b.shape[1]) > 0.02:
             return -1.0
         b = cv2.resize(b, (a.shape[1], a.shape[0]), interpolation=cv2.INTER_AREA)
-    window = cv2.createHanningWindow((a.shape[1], a.shape[0]), cv2.CV_32F)
-    (dx, dy), _ = cv2.phaseCorrelate(a, b, window)
-    # a periodic pattern gives phase correlation a peak per period: start ECC from it, from the
-    # shift found 4x coarser (where a shift is smaller than the pattern's period) and from no
-    # shift at all, and keep the best alignment
-    starts = {(dx, dy), (0.0, 0.0), _coarse_shift(a, b)}
-    return max(_refined(a, b, x, y) for x, y in starts)
-
-
-def _coarse_shift(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    import cv2
-
-    size = (max(8, a.shape[1] // 4), max(8, a.shape[0] // 4))
-    small_a, small_b = (cv2.resize(g, size, interpolation=cv2.INTER_AREA) for g in (a, b))
-    warp = np.eye(2, 3, dtype=np.float32)
-    try:
-        _, warp = cv2.findTransformECC(small_a, small_b, warp, cv2.MOTION_TRANSLATION, _CRITERIA, None, 3)
-    except cv2.error:
-        return 0.0, 0.0
-    return float(warp[0, 2]) * a.shape[1] / size[0], float(warp[1, 2]) * a.shape[0] / size[1]
-
-
-def _refined(a: np.ndarray, b: np.ndarray, dx: float, dy: float) -> float:
-    import cv2
-
-    warp = np.array([[1, 0, dx], [0, 1, dy]], dtype=np.float32)
-    try:  # the shift first, then the slight re-projection
-        _, warp = cv2.findTransformECC(a, b, warp, cv2.MOTION_TRANSLATION, _CRITERIA, None, 5)
+    shift = _shift(a, b)
+    if shift is None:
+        return -1.0
+    warp = np.array([[1, 0, shift[0]], [0, 1, shift[1]]], dtype=np.float32)
+    try:  # then the slight re-projection, at full size
         _, warp = cv2.findTransformECC(a, b, warp, cv2.MOTION_AFFINE, _CRITERIA, None, 5)
     except cv2.error:  # no convergence: nothing lines up
         return -1.0
@@ -155,3 +134,36 @@ def _refined(a: np.ndarray, b: np.ndarray, dx: float, dy: float) -> float:
     x, y = x - x.mean(), y - y.mean()
     norm = float(np.sqrt(np.dot(x, x) * np.dot(y, y)))
     return float(np.dot(x, y)) / norm if norm > 1e-12 else -1.0
+
+
+def _shift(a: np.ndarray, b: np.ndarray) -> tuple[float, float] | None:
+    """The translation of ``b`` onto ``a``, searched at half size. A periodic pattern gives
+    phase correlation a peak per period, so ECC starts from it, from the shift found 4x
+    coarser still (where a shift is smaller than the pattern's period) and from no shift at
+    all; the start that lines up best wins. None when none converges."""
+    import cv2
+
+    half = (max(16, a.shape[1] // 2), max(16, a.shape[0] // 2))
+    small_a, small_b = (cv2.resize(g, half, interpolation=cv2.INTER_AREA) for g in (a, b))
+    starts = {cv2.phaseCorrelate(small_a, small_b, cv2.createHanningWindow(half, cv2.CV_32F))[0], (0.0, 0.0)}
+    quarter = (max(8, half[0] // 4), max(8, half[1] // 4))
+    coarse = _translation(*(cv2.resize(g, quarter, interpolation=cv2.INTER_AREA) for g in (small_a, small_b)))
+    if coarse is not None:
+        starts.add((coarse[1][0] * half[0] / quarter[0], coarse[1][1] * half[1] / quarter[1]))
+    found = [t for t in (_translation(small_a, small_b, start) for start in starts) if t is not None]
+    if not found:
+        return None
+    _, (dx, dy) = max(found)
+    return dx * a.shape[1] / half[0], dy * a.shape[0] / half[1]
+
+
+def _translation(a: np.ndarray, b: np.ndarray, start=(0.0, 0.0)) -> tuple[float, tuple[float, float]] | None:
+    """ECC's translation of ``b`` onto ``a`` from ``start``: (correlation, (dx, dy)), or None."""
+    import cv2
+
+    warp = np.array([[1, 0, start[0]], [0, 1, start[1]]], dtype=np.float32)
+    try:
+        score, warp = cv2.findTransformECC(a, b, warp, cv2.MOTION_TRANSLATION, _CRITERIA, None, 3)
+    except cv2.error:
+        return None
+    return float(score), (float(warp[0, 2]), float(warp[1, 2]))
