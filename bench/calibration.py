@@ -121,14 +121,14 @@ def corpus(limit: int | None = None) -> list[tuple[str, str, Image.Image]]:
         canvas = Image.new("RGBA", icon.size, "white")
         canvas.alpha_composite(icon)
         pictures.append((f"icon/{path.parent.name}/{path.stem}", "icon", canvas.convert("RGB")))
-    for seed in range(60):
+    for seed in range(100):
         pictures.append((f"text/page{seed}", "text", _fit(text_page(1000 + seed, 4 + seed % 26, mono=seed % 3 == 0))))
-    for seed in range(30):
+    for seed in range(45):
         maker = (bar_chart, line_plot, flow_chart)[seed % 3]
         pictures.append((f"diagram/{maker.__name__}{seed}", "diagram", maker(1000 + seed)))
     photos = [(n, im) for n, k, im in pictures if k == "photo" and "#" not in n]
     for c, condition in enumerate(CONDITIONS):  # one frame per scene and condition: a fleet's cameras
-        for s, (name, scene) in enumerate(photos[c::3]):
+        for s, (name, scene) in enumerate(photos[c % 2 :: 2]):
             frames = film(scene, (640, 480), 1.0, 2, seed=100 * c + s)
             frame = next(camera_condition(condition, frames, seed=100 * c + s))
             if condition == "low_bitrate":
@@ -138,11 +138,15 @@ def corpus(limit: int | None = None) -> list[tuple[str, str, Image.Image]]:
     return pictures[:limit] if limit else pictures
 
 
+def source(name: str) -> str:
+    """The picture a corpus entry comes from: a wallpaper's halves and the footage filmed
+    from it share its source."""
+    return name.split("#")[0].split("/", 2)[-1] if name.startswith("footage/") else name.split("#")[0]
+
+
 def held_out(name: str) -> bool:
-    """A quarter of the pictures, by a hash of the picture's source (a wallpaper's halves go
-    with it), never used to choose a threshold."""
-    source = name.split("#")[0].split("/", 2)[-1] if name.startswith("footage/") else name.split("#")[0]
-    return hashlib.sha1(source.encode()).digest()[0] % 4 == 0
+    """A quarter of the pictures, by a hash of the picture's source, never used to choose a threshold."""
+    return hashlib.sha1(source(name).encode()).digest()[0] % 4 == 0
 
 
 def damaged(image: Image.Image, kind: str, rng: np.random.Generator) -> Image.Image:
@@ -176,12 +180,13 @@ def _stats(name: str, kind: str, image: Image.Image, part: str, damage: str | No
 
 
 def image_rules(pictures, rng) -> pd.DataFrame:
-    rows = []
-    for i, (name, kind, image) in enumerate(pictures):
+    rows, damages = [], 0
+    for name, kind, image in pictures:
         part = "held_out" if held_out(name) else "calibration"
         rows.append(_stats(name, kind, image, part, None))
         if kind in ("photo", "footage") and "#" not in name:  # damage is done to photographs and footage
-            damage = DAMAGE[i % len(DAMAGE)] if i % 2 else "blurred"  # blur, the hardest, on every other one
+            damage = DAMAGE[damages // 2 % len(DAMAGE)] if damages % 2 else "blurred"  # blur, the hardest, every other
+            damages += 1
             rows.append(_stats(name, kind, _decoded(damaged(image, damage, rng)), part, damage))
     return pd.DataFrame(rows)
 
@@ -230,11 +235,13 @@ def image_margins(table: pd.DataFrame) -> None:
         good = rows[rows["damage"] == ""]
         found = {d: f"{(rows[rows['damage'] == d]['flags'] != '').sum()}/{(rows['damage'] == d).sum()}" for d in DAMAGE}
         wrong = good[good["flags"] != ""]
+        missed = rows[(rows["damage"] != "") & (rows["flags"] == "")]
         print(f"{part} | {len(wrong)}/{len(good)} {dict(zip(wrong['name'], wrong['flags']))} | {found}")
+        print(f"  damaged and not flagged: {[f'{n} {d}' for n, d in zip(missed['name'], missed['damage'])]}")
 
 
 def duplicate_margins(pictures, rng) -> None:
-    from curation_assets.core.duplicates import DuplicateParams
+    from curation_assets.core.duplicates import DuplicateParams, _is_near, blank
     from curation_assets.core.embedder import Embedder
     from curation_assets.core.geometry import ALIGNED_DETAIL, alignment, dense
     from curation_assets.core.image_stats import hamming_distance, image_stats
@@ -243,40 +250,48 @@ def duplicate_margins(pictures, rng) -> None:
     params = DuplicateParams.for_model(PACKAGED["efficientnet-lite0"].calibration)
     model = Embedder(batch_size=32)
     images = [im for _, _, im in pictures]
+    stats = pd.DataFrame([asdict(image_stats(np.asarray(im))) for im in images])
+    structured = ~blank(stats)  # blank pictures are judged by their own rule (issue 34)
     vectors = model.embed([lambda im=im: im for im in images])
-    hashes = np.array([image_stats(np.asarray(im)).phash for im in images])
+    hashes = stats["phash"].to_numpy()
+    sources = np.array([source(n) for n, _, _ in pictures])
     sims = vectors @ vectors.T
-    np.fill_diagonal(sims, -1)
+    sims[sources[:, None] == sources[None, :]] = -1  # another picture: not one from the same source
+    sims[:, ~structured] = -1
     nearest = sims.argmax(axis=1)
     parts = np.array(["held_out" if held_out(n) else "calibration" for n, _, _ in pictures])
-    copies, of = [], []
-    for i in range(0, len(pictures), 3):
+    copies, of, categories = [], [], []
+    for i in np.flatnonzero(structured)[::3]:
         for j, category in enumerate(("shift", "brightness", "jpeg", "crop")):
             copies.append(_decoded(Image.open(__import__("io").BytesIO(near_copy(images[i], category, i + j)))))
             of.append(i)
+            categories.append(category)
     copy_vectors = model.embed([lambda im=im: im for im in copies])
     copy_hashes = np.array([image_stats(np.asarray(im)).phash for im in copies])
-    of = np.array(of)
+    of, categories = np.array(of), np.array(categories)
     copy_cos = np.einsum("ij,ij->i", copy_vectors, vectors[of])
     copy_ham = hamming_distance(copy_hashes, hashes[of])
     unrelated_cos = sims[np.arange(len(images)), nearest]
     unrelated_ham = hamming_distance(hashes, hashes[nearest])
-    print(f"\nduplicates ({len(images)} pictures, {len(copies)} near copies; efficientnet-lite0):")
-    print("part | copies: lowest cosine (of those within the hash distance) | unrelated nearest pairs: highest "
-          "cosine within the hash distance | highest cosine at all (scene rule) | copies within identical bits / "
-          "unrelated within identical bits")  # fmt: skip
+    copy_found = _is_near(params, copy_cos, copy_ham)
+    false_pair = _is_near(params, unrelated_cos, unrelated_ham) & structured
+    print(f"\nduplicates ({len(images)} pictures, {len(copies)} near copies of a third of them; each picture's most "
+          f"similar picture from another source as its hardest unrelated pair; efficientnet-lite0 at "
+          f"near {params.near_cosine} + {params.near_phash_distance} bits, identical {params.identical_phash_distance} "
+          f"bits, scene {params.scene_cosine}):")  # fmt: skip
+    print("part | copies found by the near rule, per edit | lowest copy cosine | unrelated pairs the rule joins | "
+          "highest unrelated cosine (margin to scene) | fewest bits between unrelated")  # fmt: skip
     for part in ("calibration", "held_out"):
-        c, u = parts[of] == part, parts == part
-        hashed = copy_ham[c] <= params.near_phash_distance
-        close = u & (unrelated_ham <= params.near_phash_distance)
-        closest = unrelated_cos[close].max() if close.any() else float("nan")
-        print(f"{part} | {copy_cos[c][hashed].min():.3f} (near_cosine {params.near_cosine}: margin "
-              f"{copy_cos[c][hashed].min() - params.near_cosine:+.3f}; {int((~hashed).sum())} copies past "
-              f"{params.near_phash_distance} bits) | {closest:.3f} | "
-              f"{unrelated_cos[u].max():.3f} (scene_cosine {params.scene_cosine}: margin "
-              f"{params.scene_cosine - unrelated_cos[u].max():+.3f}) | "
-              f"{int((copy_ham[c] <= params.identical_phash_distance).sum())}/{int(c.sum())} / "
-              f"{int((u & (unrelated_ham <= params.identical_phash_distance)).sum())}/{int(u.sum())}")  # fmt: skip
+        c, u = parts[of] == part, (parts == part) & structured
+        per = {k: f"{int((copy_found & c & (categories == k)).sum())}/{int((c & (categories == k)).sum())}"
+               for k in ("shift", "brightness", "jpeg", "crop")}  # fmt: skip
+        low = np.flatnonzero(c)[np.argmin(copy_cos[c])]
+        high = np.flatnonzero(u)[np.argmax(unrelated_cos[u])]
+        joined = [f"{pictures[i][0]} ~ {pictures[nearest[i]][0]}" for i in np.flatnonzero(u & false_pair)]
+        print(f"{part} | {per} | {copy_cos[low]:.3f} ({categories[low]} of {pictures[of[low]][0]}) | "
+              f"{len(joined)}/{int(u.sum())} {joined[:6]} | {unrelated_cos[high]:.3f} "
+              f"({params.scene_cosine - unrelated_cos[high]:+.3f}: {pictures[high][0]} ~ {pictures[nearest[high]][0]}) "
+              f"| {int(unrelated_ham[u].min())}")  # fmt: skip
     from tests.test_geometry import _rig  # the virtual rig of the tests: reference, rig partner, another pose
 
     rig, pose = {"calibration": [], "held_out": []}, {"calibration": [], "held_out": []}
