@@ -11,7 +11,8 @@ The procedure, per rule (written here so that the next threshold is chosen the s
    timestamp, a fast pan's smear and a low bit rate (``bench/quality_data.py``).
 2. Split by a hash of each picture's name: a quarter is held out and never used to choose.
 3. Image rules: each good picture and its damaged versions (Gaussian blur of 5-8 pixels at
-   640, under- and over-exposure, black, white, noise); per rule, the figure it thresholds on
+   640: for footage the lens out of focus before the sensor's noise; under- and
+   over-exposure, black, white, noise); per rule, the figure it thresholds on
    good pictures and on the damage it must catch. On the calibration part, the threshold
    with the widest margin is the midpoint between the nearest bad and the nearest good
    example (geometric for positive figures); it is printed beside the threshold in use.
@@ -88,6 +89,17 @@ def _wallpapers() -> list[Path]:
     return [p for p in files if p.suffix != ".svg"] + list(by_name.values())
 
 
+OUT_OF_FOCUS: dict[str, Image.Image] = {}  # footage frame -> the same frame filmed out of focus
+
+
+def _filmed(scene: Image.Image, condition: str, seed: int, soft: float = 0.0) -> Image.Image:
+    """One 640x480 frame of ``scene`` as a camera under ``condition`` records it."""
+    frame = next(camera_condition(condition, film(scene, (640, 480), 1.0, 2, seed=seed, soft=soft), seed=seed))
+    if condition == "low_bitrate":
+        frame = np.asarray(Image.open(__import__("io").BytesIO(_jpeg(Image.fromarray(frame), 20))))
+    return Image.fromarray(frame)
+
+
 def corpus(limit: int | None = None) -> list[tuple[str, str, Image.Image]]:
     """(name, kind, picture) for every real picture found; kinds: photo (a wallpaper may be a
     design), icon, text, diagram, footage."""
@@ -129,11 +141,9 @@ def corpus(limit: int | None = None) -> list[tuple[str, str, Image.Image]]:
     photos = [(n, im) for n, k, im in pictures if k == "photo" and "#" not in n]
     for c, condition in enumerate(CONDITIONS):  # one frame per scene and condition: a fleet's cameras
         for s, (name, scene) in enumerate(photos[c % 2 :: 2]):
-            frames = film(scene, (640, 480), 1.0, 2, seed=100 * c + s)
-            frame = next(camera_condition(condition, frames, seed=100 * c + s))
-            if condition == "low_bitrate":
-                frame = np.asarray(Image.open(__import__("io").BytesIO(_jpeg(Image.fromarray(frame), 20))))
-            pictures.append((f"footage/{condition}/{name}", "footage", Image.fromarray(frame)))
+            pictures.append((f"footage/{condition}/{name}", "footage", _filmed(scene, condition, 100 * c + s)))
+            # the same camera out of focus: the lens blurs the scene, then the sensor adds its noise
+            OUT_OF_FOCUS[pictures[-1][0]] = _decoded(_filmed(scene, condition, 100 * c + s, soft=5.0 + s % 4))
     pictures = [(n, k, _decoded(im)) for n, k, im in pictures]
     return pictures[:limit] if limit else pictures
 
@@ -187,7 +197,8 @@ def image_rules(pictures, rng) -> pd.DataFrame:
         if kind in ("photo", "footage") and "#" not in name:  # damage is done to photographs and footage
             damage = DAMAGE[damages // 2 % len(DAMAGE)] if damages % 2 else "blurred"  # blur, the hardest, every other
             damages += 1
-            rows.append(_stats(name, kind, _decoded(damaged(image, damage, rng)), part, damage))
+            bad = OUT_OF_FOCUS[name] if damage == "blurred" and name in OUT_OF_FOCUS else damaged(image, damage, rng)
+            rows.append(_stats(name, kind, _decoded(bad), part, damage))
     return pd.DataFrame(rows)
 
 
