@@ -213,8 +213,10 @@ def image_margins(table: pd.DataFrame) -> None:
     # rule: figure, threshold in use, flags below it?, damage it must catch, where it judges
     edges = table["edge_density"]
     rules = {
-        "blurry": ("detail_ratio", p.blurry_detail_ratio, True, ("blurred",),
-                   table["broad_detail"] > p.blurry_broad_detail),
+        "blurry (photographs, designs)": ("detail_ratio", p.blurry_detail_ratio, True, ("blurred",),
+                   (table["broad_detail"] > p.blurry_broad_detail) & (table["kind"] != "footage")),
+        "blurry (footage frames alone)": ("detail_ratio", p.blurry_detail_ratio, True, ("blurred",),
+                   (table["broad_detail"] > p.blurry_broad_detail) & (table["kind"] == "footage")),
         "dark": ("luma_p99", p.dark_p99, True, ("dark", "black"), edges < p.stroke_edges),
         "bright": ("luma_p01", p.bright_p01, False, ("bright", "white"), edges < p.stroke_edges),
         "low_information": ("contrast", p.uniform_contrast, True, ("black", "white"), edges < p.uniform_edges),
@@ -245,10 +247,15 @@ def image_margins(table: pd.DataFrame) -> None:
         rows = table[table["part"] == part]
         good = rows[rows["damage"] == ""]
         found = {d: f"{(rows[rows['damage'] == d]['flags'] != '').sum()}/{(rows['damage'] == d).sum()}" for d in DAMAGE}
+        for kind in ("photo", "footage"):
+            of_kind = rows[(rows["damage"] == "blurred") & (rows["kind"] == kind)]
+            found[f"blurred {kind}"] = f"{(of_kind['flags'] != '').sum()}/{len(of_kind)}"
         wrong = good[good["flags"] != ""]
         missed = rows[(rows["damage"] != "") & (rows["flags"] == "")]
         print(f"{part} | {len(wrong)}/{len(good)} {dict(zip(wrong['name'], wrong['flags']))} | {found}")
-        print(f"  damaged and not flagged: {[f'{n} {d}' for n, d in zip(missed['name'], missed['damage'])]}")
+        missed = missed[missed["kind"] != "footage"]
+        missed_names = [f"{n} {d}" for n, d in zip(missed["name"], missed["damage"])]
+        print(f"  damaged photographs and designs not flagged: {missed_names}")
 
 
 def duplicate_margins(pictures, rng) -> None:
