@@ -64,6 +64,10 @@ def score(truth: dict[str, dict], groups: list[list[str]], flagged: dict[str, li
     for kind in GOOD_KINDS:
         of_kind = [n for n in good if truth[n].get("kind") == kind and truth[n]["category"] not in NEAR_COPIES]
         row[f"flag_{kind}"] = f"{sum(n in flagged for n in of_kind)}/{len(of_kind)}"
+    # groups that mix blank kinds: a black frame with a white one (issue 34)
+    blank_kind = {n: t["category"] for n, t in truth.items() if t["category"] in ("black", "white")}
+    kinds = [{blank_kind[n] for n in g if n in blank_kind} for g in groups]
+    row["blank_mixed"] = sum(len(k) > 1 for k in kinds)
     row["_false_pairs"] = false_pairs
     row["_false_flags"] = {n: flagged[n] for n in false_flags}
     return row
@@ -162,8 +166,8 @@ def sweep(truth: dict, t: dict) -> None:
         print(f"{cosine} | {ham} | {scene} | {row['near_recall']:.3f} | {row['view']:.3f} | {row['false_pairs']}")
 
 
-COLUMNS = ["near_recall", "precision", "false_pairs", *NEAR_COPIES, *HARD_COPIES, "bad_recall", "bad_precision", *BAD,
-           "good_flagged", *(f"flag_{k}" for k in GOOD_KINDS), "seconds"]  # fmt: skip
+COLUMNS = ["near_recall", "precision", "false_pairs", "blank_mixed", *NEAR_COPIES, *HARD_COPIES, "bad_recall",
+           "bad_precision", *BAD, "good_flagged", *(f"flag_{k}" for k in GOOD_KINDS), "seconds"]  # fmt: skip
 
 
 def main() -> None:
