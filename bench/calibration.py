@@ -305,7 +305,21 @@ def duplicate_margins(pictures, rng) -> None:
                for k in ("shift", "brightness", "jpeg", "crop")}  # fmt: skip
         low = np.flatnonzero(c)[np.argmin(copy_cos[c])]
         high = np.flatnonzero(u)[np.argmax(unrelated_cos[u])]
-        joined = [f"{pictures[i][0]} ~ {pictures[nearest[i]][0]}" for i in np.flatnonzero(u & false_pair)]
+        joined_rows = np.flatnonzero(u & false_pair)
+        joined = [f"{pictures[i][0]} ~ {pictures[nearest[i]][0]}" for i in joined_rows]
+        by_rule = {
+            "hash alone": int((unrelated_ham[joined_rows] <= params.identical_phash_distance).sum()),
+            "embedding + hash": int(
+                (
+                    (unrelated_cos[joined_rows] >= params.near_cosine)
+                    & (unrelated_ham[joined_rows] <= params.near_phash_distance)
+                ).sum()
+            ),
+            "embedding alone (scene)": int((unrelated_cos[joined_rows] >= params.scene_cosine).sum()),
+        }
+        kinds = pd.Series([f"{pictures[i][1]}~{pictures[nearest[i]][1]}" for i in joined_rows]).value_counts().to_dict()
+        examples = joined[:: max(1, len(joined) // 12)]
+        print(f"  {part}: unrelated pairs joined, by rule {by_rule}, by kinds {kinds}; e.g. {examples}")
         print(f"{part} | {per} | {copy_cos[low]:.3f} ({categories[low]} of {pictures[of[low]][0]}) | "
               f"{len(joined)}/{int(u.sum())} {joined[:6]} | {unrelated_cos[high]:.3f} "
               f"({params.scene_cosine - unrelated_cos[high]:+.3f}: {pictures[high][0]} ~ {pictures[nearest[high]][0]}) "
@@ -331,6 +345,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=None, help="only the first N pictures (a quick look)")
     parser.add_argument("--no-duplicates", action="store_true", help="image rules only (no embedding)")
+    parser.add_argument("--no-image-rules", action="store_true", help="duplicates only")
     args = parser.parse_args()
     started = time.perf_counter()
     pictures = corpus(args.limit)
@@ -339,7 +354,8 @@ def main() -> None:
     print(f"machine: {describe()}")
     print(f"corpus: {len(pictures)} real pictures {kinds}; {held} held out, never used to choose")
     rng = np.random.default_rng(0)
-    image_margins(image_rules(pictures, rng))
+    if not args.no_image_rules:
+        image_margins(image_rules(pictures, rng))
     if not args.no_duplicates:
         duplicate_margins(pictures, rng)
     print(f"\n{time.perf_counter() - started:.0f} s")
