@@ -104,7 +104,8 @@ class Where:
 def _checked(quantization: str) -> str:
     if quantization not in QUANTIZATIONS:
         raise VectorStoreError(
-            f"unknown quantization {quantization!r}: set CURATION_QDRANT_QUANTIZATION to one of {', '.join(QUANTIZATIONS)}"
+            f"unknown quantization {quantization!r}: "
+            f"set CURATION_QDRANT_QUANTIZATION to one of {', '.join(QUANTIZATIONS)}"
         )
     return quantization
 
