@@ -71,8 +71,7 @@ def graph(request, tmp_path_factory, video_dir):
 def test_every_good_run_succeeds_with_each_stage_s_checks_passed_or_warned(graph):
     stages = {
         "curate": (graph.curate, {"duplicate_groups_cover_frames", "duplicate_groups_one_representative",
-                                  "outliers_every_frame_scored", "outliers_flagged_fraction",
-                                  "dataset_audit_cleaned_is_leak_free"}),
+                                  "outliers_every_frame_scored", "outliers_flagged_fraction"}),
         "round": (graph.round_1, {"selected_batch_valid", "selected_batch_exports_valid"}),
         "labels": (graph.labeled, {"labeled_set_annotations_valid", "labeled_set_groups_in_one_split",
                                    "labeled_set_labels_consistent", "labeled_set_rejections_under_limit"}),
@@ -82,6 +81,12 @@ def test_every_good_run_succeeds_with_each_stage_s_checks_passed_or_warned(graph
         assert set(outcome.checks.values()) <= {"passed", "WARN"}, outcome.checks
     for name, (outcome, checks) in stages.items():
         assert set(outcome.checks) == checks, name
+
+
+def test_with_no_labeled_dataset_the_audit_says_there_is_nothing_to_audit_and_skips_its_check(graph):
+    assert graph.curate.metadata["dataset_audit"]["audit"].startswith("nothing to audit")
+    assert "dataset_audit_cleaned_is_leak_free" not in graph.curate.checks  # not evaluated: no pass over nothing
+    assert not graph.store.exists(layout.table_key("dataset_audit"))
 
 
 def test_frames_are_sampled_at_2_fps_and_static_stretches_reuse_a_vector(graph):

@@ -193,3 +193,11 @@ def test_s3_faults_are_retried_only_when_waiting_can_fix_them(error, transient):
 def test_a_refused_credential_names_the_settings_that_fix_it():
     _, hint = classify_s3_error(_client_error("InvalidAccessKeyId", 403))
     assert "AWS_ACCESS_KEY_ID" in hint and "AWS_SECRET_ACCESS_KEY" in hint
+
+
+def test_every_asset_has_the_same_retry_policy():
+    from curation_assets.definitions import ASSETS
+    from curation_assets.defs.retries import TRANSIENT
+
+    policies = {asset.node_def.name: asset.node_def.retry_policy for asset in ASSETS}
+    assert policies == dict.fromkeys(policies, TRANSIENT)
