@@ -22,7 +22,7 @@ from curation_assets.defs.ingestion import raw_frames
 from curation_assets.defs.objects import object_embeddings
 from curation_assets.defs.partitions import videos
 from curation_assets.demo.labeler import annotate_round
-from tests.conftest import SCENE_A, SCENE_B, drop, make_resources
+from tests.conftest import SCENE_A, SCENE_B, drop, encoded, make_resources, photo
 
 ALL_INPUTS = (SCENE_A.name, SCENE_B.name, "cam-b/broken.mp4", "cam-a/notes.txt")
 
@@ -146,39 +146,47 @@ def test_everything_lives_under_the_storage_root(graph):
 
 @pytest.fixture(scope="module")
 def two_rounds(tmp_path_factory, video_dir):
-    """The whole graph with round-0001 labeled, then a second round over what is left:
-    (defs, instance, store, first round's batch, second round's batch)."""
+    """The whole graph with round-0001 labeled and then re-run; then a folder of photographs
+    lands and is curated, so that round-0002 has something left to choose: (defs, instance,
+    store, round-0001's batch, round-0002's batch, round-0001's batch re-run after its labels)."""
     tmp = tmp_path_factory.mktemp("rounds")
     defs = build_defs(make_resources(str(tmp / "root"), tmp / "qdrant"))
+    store = defs.resources["object_store"].store()
     with dg.instance_for_test() as instance:
-        run_everything(defs, instance, video_dir)
+        *_, labeled = run_everything(defs, instance, video_dir)
+        assert labeled.success, labeled.error
+        rerun = headless.run_round(defs, instance, "round-0001", budget=2, strategy="diversity")
+        assert rerun.success, rerun.error
+        after_labels = store.read_table(layout.table_key("selected_batch", "round-0001"))
+        landing = defs.resources["object_store"].landing_store()
+        for seed in range(8):
+            landing.put_bytes(f"cam-c/photos/p{seed:02d}.jpg", encoded(photo(seed, size=(160, 120)), quality=92))
+        ingested = {o.name: o for o in headless.ingest_landing(defs, instance, log=lambda _: None)}
+        assert ingested[video_id_for("cam-c/photos/")].success  # (the broken inputs fail again)
+        assert headless.run_job(defs, instance, "curate").success
         second = headless.run_round(defs, instance, "round-0002", budget=50, strategy="random")
         assert second.success, second.error
-        store = defs.resources["object_store"].store()
         batches = [store.read_table(layout.table_key("selected_batch", r)) for r in ("round-0001", "round-0002")]
-        yield defs, instance, store, *batches
+        yield defs, instance, store, *batches, after_labels
 
 
 def test_a_second_round_never_reselects_a_frame_or_a_group_of_the_first(two_rounds):
-    _, _, _, first, second = two_rounds
+    _, _, _, first, second, _ = two_rounds
     assert len(second)
     assert set(second["frame_id"]).isdisjoint(first["frame_id"])
     assert set(second["group_id"]).isdisjoint(first["group_id"])
 
 
 def test_re_running_a_round_selects_the_same_frames(two_rounds):
-    defs, instance, store, _, second = two_rounds
+    defs, instance, store, _, second, _ = two_rounds
     again = headless.run_round(defs, instance, "round-0002", budget=50, strategy="random")
     assert again.success, again.error
     assert store.read_table(layout.table_key("selected_batch", "round-0002")).equals(second)
 
 
 def test_re_running_a_round_after_its_labels_came_back_selects_its_frames_again(two_rounds):
-    defs, instance, store, first, _ = two_rounds
-    assert store.exists(layout.table_key("labeled_set", "annotations"))  # round-0001 was labeled
-    rerun = headless.run_round(defs, instance, "round-0001", budget=2, strategy="diversity")
-    assert rerun.success, rerun.error
-    assert store.read_table(layout.table_key("selected_batch", "round-0001")).equals(first)
+    _, _, _, first, _, after_labels = two_rounds
+    assert after_labels.equals(first)
 
 
 def _materialize_video(resources, instance, video_id, **raw_config):
