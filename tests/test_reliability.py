@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -26,6 +25,7 @@ from curation_assets.demo.scenes import Scene, default_events, write_video
 from curation_assets.topology import free_port
 from resources import ExpectationsResource, ObjectStoreResource
 from tests.conftest import SCENE_A, encoded, make_resources, photo
+from tests.helpers import once_a_retry_waits
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -98,7 +98,7 @@ def test_storage_that_disappears_and_returns_is_retried_until_it_succeeds(flaky_
     object_store, video_id = _landed_on(flaky_s3, instance, video_dir)
 
     flaky_s3.stop()
-    threading.Timer(3.0, flaky_s3.start).start()  # back after the first attempt has failed
+    once_a_retry_waits(instance, flaky_s3.start)  # back once the first attempt has failed
     result = _materialize_frames(object_store, instance, video_id)
 
     assert result.success

@@ -1,10 +1,10 @@
 """Only what waiting can fix is retried: a bad setting, a refused credential or a missing bucket
 fails its step at once naming what to fix; a store that is briefly away is retried."""
 
+import functools
 import subprocess
 import sys
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import dagster as dg
@@ -20,6 +20,7 @@ from curation_assets.defs.retries import is_transient
 from resources import ExpectationsResource, ObjectStoreResource, VectorStoreResource
 from resources.object_store import StorageError, classify_s3_error
 from tests.conftest import SCENE_B, drop, make_resources
+from tests.helpers import once_a_retry_waits
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +136,7 @@ def test_an_embedded_store_held_by_another_process_briefly_is_retried_and_recove
     args = [resources["vector_store"].path, collection, model.vector_name, str(model.dim)]
     holder = subprocess.Popen([sys.executable, "-c", HOLD_THE_STORE, *args], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    threading.Thread(target=_let_go_once_a_retry_waits, args=(instance, holder), daemon=True).start()
+    once_a_retry_waits(instance, functools.partial(_let_go, holder))
     try:
         assert holder.stdout.readline().strip() == "held", holder.stderr.read()
         result = _embed(resources, instance, video_id, lock_timeout_s=1)
@@ -146,16 +147,9 @@ def test_an_embedded_store_held_by_another_process_briefly_is_retried_and_recove
     assert resources["object_store"].store().exists(layout.table_key("frame_embeddings", video_id))
 
 
-def _let_go_once_a_retry_waits(instance, holder) -> None:
-    """Release the store when the latest run's step has failed on it and waits for its retry."""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        for run in instance.get_runs(limit=1):
-            if instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY):
-                holder.stdin.write("go\n")
-                holder.stdin.flush()
-                return
-        time.sleep(0.2)
+def _let_go(holder: subprocess.Popen) -> None:
+    holder.stdin.write("go\n")
+    holder.stdin.flush()
 
 
 def _client_error(code: str, status: int) -> ClientError:
