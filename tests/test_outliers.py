@@ -256,3 +256,22 @@ def test_a_blurred_photograph_is_blurry_whatever_its_raw_sharpness_and_a_noisy_o
     reasons = _score(model, [*good, *blurred, *sharp])
     assert all("blurry" in r.split(",") for r in reasons.iloc[len(good) : len(good) + 4]), reasons.to_dict()
     assert (reasons.drop(range(len(good), len(good) + 4)) == "").all(), reasons[reasons != ""].to_dict()
+
+
+def _views(photo: str, columns: int = 6, rows: int = 5) -> list[Image.Image]:
+    """A camera panning over one scene: overlapping views, each a little further on."""
+    base = _real(photo, 640)
+    w, h = base.size
+    cw, ch = int(w * 0.55), int(h * 0.55)
+    return [
+        base.crop((x, y, x + cw, y + ch)).resize((320, 240))
+        for y in np.linspace(0, h - ch, rows).astype(int)
+        for x in np.linspace(0, w - cw, columns).astype(int)
+    ]
+
+
+def test_a_frame_unlike_anything_else_among_views_of_one_scene_is_isolated(model):
+    images = [*_views("astronaut"), _real("hubble_deep_field", 320).resize((320, 240))]
+    reasons = _score(model, images)
+    assert reasons.iloc[-1] == "isolated"
+    assert (reasons.iloc[:-1] == "").all(), reasons[reasons != ""].to_dict()
