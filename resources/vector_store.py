@@ -12,6 +12,8 @@ collection beside the old one instead of rewriting it.
 
 from __future__ import annotations
 
+import errno
+import shutil
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
@@ -31,10 +33,48 @@ QUANTIZATIONS = ("none", "int8")
 # (ef 100, oversampling 1-2) found 0.84 of the exact top 10; these find 0.98 at p95 12.7 ms
 HNSW_EF = 256  # candidates the graph search keeps
 OVERSAMPLING = 8.0  # int8 candidates fetched per result, then rescored on the full-precision vectors
+# The embedded engine maps its files into memory: a write into a mapped page the full disk cannot
+# back kills the process with SIGBUS (no error, no summary). Below this much free space it refuses.
+MIN_FREE_BYTES = 64 * 1024**2
 
 
 class VectorStoreError(RuntimeError):
-    pass
+    """A vector store operation failed. ``transient`` is decided where it is raised: True only
+    for what waiting can fix (unreachable, timeouts, 5xx, throttling, the embedded store's lock
+    held by another process); a bad setting, a refused key, a missing collection or point is
+    permanent and is not retried."""
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
+
+
+def classify_qdrant_error(exc: Exception) -> tuple[bool, str]:
+    """(transient, hint naming the setting that fixes it) for an exception of qdrant-client."""
+    from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+    if isinstance(exc, UnexpectedResponse):
+        status = exc.status_code or 0
+        if status >= 500 or status in (408, 429):
+            return True, "the server is briefly unavailable"
+        if status in (401, 403):
+            return False, "the server refused the key: check QDRANT_API_KEY (and QDRANT_URL)"
+        return False, ""  # 404 and validation errors: waiting will not change the answer
+    if isinstance(exc, ResponseHandlingException | ConnectionError | TimeoutError):
+        return True, "unreachable: check QDRANT_URL if this persists"  # refused, timed out, reset
+    try:
+        import grpc
+
+        if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):
+            code = exc.code()
+            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                        grpc.StatusCode.RESOURCE_EXHAUSTED):  # fmt: skip
+                return True, "unreachable: check QDRANT_URL if this persists"
+            if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+                return False, "the server refused the key: check QDRANT_API_KEY (and QDRANT_URL)"
+    except ImportError:
+        pass
+    return False, ""
 
 
 @dataclass(frozen=True)
@@ -68,7 +108,10 @@ class Where:
 
 def _checked(quantization: str) -> str:
     if quantization not in QUANTIZATIONS:
-        raise VectorStoreError(f"unknown quantization {quantization!r}: use one of {', '.join(QUANTIZATIONS)}")
+        raise VectorStoreError(
+            f"unknown quantization {quantization!r}: "
+            f"set CURATION_QDRANT_QUANTIZATION to one of {', '.join(QUANTIZATIONS)}"
+        )
     return quantization
 
 
@@ -189,9 +232,19 @@ class EdgeVectorStore(VectorStore):
         self.hnsw_ef, self.oversampling = hnsw_ef, oversampling  # search effort: candidates visited, rescored
         self._shards: dict[str, object] = {}
 
+    def _room_to_write(self, need: int = 0) -> None:
+        """Refuse a write the disk cannot hold (OSError ENOSPC, naming the store and the space)."""
+        usage = shutil.disk_usage(self.path if self.path.exists() else self.path.parent)
+        if usage.free < MIN_FREE_BYTES + need:
+            raise OSError(errno.ENOSPC, f"No space left on device: {usage.free / 1024**2:.1f} MB free for the "
+                          f"embedded vector store at {self.path}, which needs {(MIN_FREE_BYTES + need) / 1024**2:.0f} "
+                          "MB to write safely")  # fmt: skip
+
     def _shard(self, collection: str, vector_name: str | None = None, dim: int | None = None):
         if collection in self._shards:
             return self._shards[collection]
+        if dim is not None:
+            self._room_to_write()
         qe = self._qe
         folder = self.path / collection
         deadline = time.monotonic() + self.lock_timeout_s
@@ -211,11 +264,12 @@ class EdgeVectorStore(VectorStore):
             except Exception as exc:  # the engine reports a held lock as a WAL error
                 if "WouldBlock" not in str(exc):
                     raise VectorStoreError(f"embedded Qdrant store {folder}: {exc}") from exc
-                if time.monotonic() > deadline:
+                if time.monotonic() > deadline:  # another step may finish with it: worth a retry
                     raise VectorStoreError(
                         f"embedded Qdrant store {folder} is open in another process "
                         f"(waited {self.lock_timeout_s:.0f} s). Serialise the steps that use it "
-                        "(Dagster pool 'qdrant') or point QDRANT_URL at a Qdrant server."
+                        "(Dagster pool 'qdrant') or point QDRANT_URL at a Qdrant server.",
+                        transient=True,
                     ) from exc
                 time.sleep(0.5)
         self._shards[collection] = shard
@@ -241,6 +295,7 @@ class EdgeVectorStore(VectorStore):
             qe.Point(pid, {vector_name: vec.tolist()}, payload)
             for pid, vec, payload in zip(ids, np.asarray(vectors, dtype=np.float32), payloads)
         ]
+        self._room_to_write(2 * np.asarray(vectors, dtype=np.float32).nbytes)  # written twice: WAL and segment
         self._shard(collection).update(qe.UpdateOperation.upsert_points(points))
 
     def delete_video(self, collection: str, video_id: str, keep_ids: Sequence[str] = ()) -> None:
@@ -331,7 +386,9 @@ class QdrantClientVectorStore(VectorStore):
         try:
             return fn(*args, **kwargs)
         except Exception as exc:
-            raise VectorStoreError(f"Qdrant at {self.describe}: {what} failed: {exc}") from exc
+            transient, hint = classify_qdrant_error(exc)
+            message = f"Qdrant at {self.describe}: {what} failed: {exc}" + (f" ({hint})" if hint else "")
+            raise VectorStoreError(message, transient=transient) from exc
 
     def ensure_collection(self, collection: str, vector_name: str, dim: int) -> None:
         m = self.models
@@ -452,6 +509,12 @@ class VectorStoreResource(dg.ConfigurableResource):
     def describe(self) -> str:
         """Where vectors live, safe to show (never the API key)."""
         return self.url or f"embedded:{Path(self.path).expanduser().resolve()}"
+
+    def check(self) -> None:
+        """Fail now, not after minutes of embedding, on what no retry can fix: a bad setting, a
+        server that refuses the key (one cheap request; the embedded store is not locked)."""
+        with self.open() as store:
+            store.collections()
 
     @contextmanager
     def open(self) -> Iterator[VectorStore]:
