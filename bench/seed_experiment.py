@@ -1,7 +1,11 @@
 """The seeds' loop on real pixels: does selection pay off when one camera dominates the pool?
 
     PYTHONPATH=. .venv/bin/python bench/seed_experiment.py [--pool 2000] [--test 400] [--seeds 4]
-        [--model efficientnet-lite0] [--pretrained CHECKPOINT] [--png bench/seed_experiment.png]
+        [--clip-length 40] [--no-dedup] [--pretrained CHECKPOINT | --adapt-steps N] [--png PATH]
+
+(needs ``apt-get install -y mate-backgrounds plasma-workspace-wallpapers``; ``--adapt-steps``
+needs ``make ssl``). Rounds choose among the representatives of the pool's duplicate groups
+(``core.duplicates``), as ``selected_batch`` does; ``--no-dedup`` makes every frame a candidate.
 
 The footage: two fixed cameras, each with a few preset views of real places (camera A:
 Debian's MATE nature photographs, daylight; camera B: Plasma's photographs, filmed at dusk
