@@ -1,13 +1,18 @@
 """new_video_sensor against a real landing folder and a real (moto) S3 prefix."""
 
+import json
+from pathlib import Path
+
 import dagster as dg
 import pytest
 
 from curation_assets.core.ids import video_id_for
 from curation_assets.defs import sensors
+from curation_assets.defs.ingestion import BAD_INPUT, FAILURE_TAG, landing_sources
 from curation_assets.defs.partitions import videos
+from curation_assets.demo.scenes import write_video
 from resources import ObjectStoreResource
-from tests.conftest import SCENE_A, SCENE_B, drop
+from tests.conftest import SCENE_A, SCENE_B, drop, encoded, photo
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -84,19 +89,81 @@ def test_objects_ingested_by_another_path_are_not_requested_again(local_defs, in
     assert ingested.success
     fresh_cursor_tick = tick(instance, object_store, cursor=None)
     assert fresh_cursor_tick.run_requests == []
-    assert SCENE_B.name in fresh_cursor_tick.cursor
 
 
-def test_a_failed_object_is_requested_again_a_bounded_number_of_times(local_defs, instance, video_dir):
+def test_bad_input_fails_once_and_is_not_requested_again_until_it_changes(local_defs, instance, video_dir):
     from curation_assets import headless
 
     object_store = local_defs.resources["object_store"]
-    drop(object_store.landing_store(), video_dir, "cam-a/notes.txt")
+    landing = object_store.landing_store()
+    drop(landing, video_dir, "cam-a/notes.txt", "cam-b/broken.mp4")
+    refused = headless.ingest_landing(local_defs, instance, log=lambda _: None)
+    assert [o.success for o in refused] == [False, False]
+    assert all(run.tags[FAILURE_TAG] == BAD_INPUT for run in instance.get_runs())  # the UI shows it on the run
+    assert tick(instance, object_store, cursor=None).run_requests == []
+    assert headless.ingest_landing(local_defs, instance, log=lambda _: None) == []  # the command neither
+    landing.put_bytes("cam-b/broken.mp4", (video_dir / SCENE_B.name).read_bytes())  # replaced by a good video
+    [request] = tick(instance, object_store, cursor=None).run_requests
+    assert request.tags["curation/landing_key"] == "cam-b/broken.mp4"
+
+
+def test_a_bad_input_failure_says_it_is_permanent_and_names_the_object(local_defs, instance, video_dir):
+    from curation_assets import headless
+
+    drop(local_defs.resources["object_store"].landing_store(), video_dir, "cam-a/notes.txt")
+    headless.ingest_landing(local_defs, instance, log=lambda _: None)
+    [run] = instance.get_runs()
+    [failure] = [
+        e.dagster_event for e in instance.all_logs(run.run_id) if e.dagster_event and e.dagster_event.is_step_failure
+    ]
+    user_failure = failure.step_failure_data.user_failure_data
+    assert "cam-a/notes.txt" in user_failure.description
+    assert user_failure.metadata["failure"].value.startswith("permanent")
+    assert user_failure.metadata["landing_key"].value == "cam-a/notes.txt"
+
+
+def test_a_run_failed_by_its_environment_is_requested_again_a_bounded_number_of_times(local_defs, instance, tmp_path):
+    from curation_assets import headless
+
+    object_store = local_defs.resources["object_store"]
+    root = Path(object_store.store().root)
+    (root / "tables").mkdir(parents=True)
+    (root / "tables" / "raw_frames").write_text("in the way")  # a fault of the environment, not of the input
+    object_store.landing_store().put_bytes("cam/p1.jpg", encoded(photo(1)))
     [first] = headless.ingest_landing(local_defs, instance, log=lambda _: None)  # each command tries once
-    assert not first.success and "not a readable video" in first.error
-    retry = tick(instance, object_store, cursor=None)
-    [request] = retry.run_requests
+    assert not first.success
+    [request] = tick(instance, object_store, cursor=None).run_requests
     assert request.run_key.endswith("#retry1")
     for _ in range(sensors.MAX_FAILED_ATTEMPTS - 1):
         headless.ingest_landing(local_defs, instance, log=lambda _: None)
     assert tick(instance, object_store, cursor=None).run_requests == []  # given up until the content changes
+
+
+def test_the_demo_s_bad_files_get_no_new_run_once_the_demo_ran(local_defs, instance, tmp_path):
+    """`make demo` then `make ui`: the real sensor's first tick on the demo's instance requests nothing."""
+    from curation_assets import headless
+    from curation_assets.demo.scenes import CORRUPT_VIDEO, NOT_A_VIDEO, write_corrupt_video
+
+    object_store = local_defs.resources["object_store"]
+    landing = object_store.landing_store()
+    write_video(SCENE_B, tmp_path / "valid.mp4")
+    write_corrupt_video(tmp_path / "corrupt.mp4", tmp_path / "valid.mp4")
+    landing.put_bytes(CORRUPT_VIDEO, (tmp_path / "corrupt.mp4").read_bytes())
+    landing.put_bytes(NOT_A_VIDEO, b"camera cam-a: aisle 3, mounted 2.4 m high\n")
+    headless.ingest_landing(local_defs, instance, log=lambda _: None)  # what the demo does
+    sensor = local_defs.resolve_sensor_def("new_video_sensor")
+    first = tick(instance, object_store, cursor=None, sensor=sensor)
+    assert first.run_requests == []
+    assert tick(instance, object_store, cursor=first.cursor, sensor=sensor).run_requests == []
+
+
+def test_an_old_cursor_moves_into_the_ledger_and_the_cursor_stays_small(instance, tmp_path):
+    object_store = ObjectStoreResource(root=str(tmp_path / "root"))
+    landing = object_store.landing_store()
+    for i in range(300):
+        landing.put_bytes(f"cam-{i % 7}/clip-{i:04d}.mp4", b"video %d" % i)
+    old = {s.key: s.fingerprint for s in landing_sources(landing)}  # the first format: every key -> fingerprint
+    result = tick(instance, object_store, cursor=json.dumps(old))
+    assert result.run_requests == []
+    assert len(result.cursor) < 200
+    assert tick(instance, object_store, cursor=None).run_requests == []  # the ledger remembers, not the cursor

@@ -24,6 +24,10 @@ from resources import ExpectationsResource, ObjectStoreResource
 from resources.object_store import ObjectStore
 
 ASSET = "raw_frames"
+# On a run that refused its source as bad input (corrupt, not a video, too large): the sensor and the
+# headless command do not request that content again until it changes. Other failures are retried.
+FAILURE_TAG = "curation/failure"
+BAD_INPUT = "bad-input"
 DESCRIPTION = """Read one landing source, sample frames, store them as JPEG and measure each one.
 
 Unreadable images become rows flagged ``corrupt`` with the reason: never a crash of the
@@ -32,7 +36,9 @@ its own partition with the file and the cause (e.g. ``landing/cam-b/broken.mp4: 
 readable video``), so this asset and frame_embeddings show that partition as failed (red)
 in the graph while every other partition and everything downstream goes on: red here
 means "a bad input was refused", not "the pipeline is broken". The Partitions tab lists
-which, the run's error says why; replacing the object re-ingests it.
+which, the run's error says why. Such a run is tagged ``curation/failure: bad-input`` and
+its failure carries ``failure: permanent``: it is not retried, and the sensor does not
+request the object again until its content changes (replacing it re-ingests it).
 """
 
 
@@ -173,7 +179,7 @@ def raw_frames(
         with read_source(landing, source, config, entries, damage.append) as items:
             table = frame_table(items, source_id, camera_id, store.put_bytes, config.jpeg_quality, watch, progress)
     except UnreadableSourceError as exc:
-        raise dg.Failure(description=str(exc), metadata={"landing_key": source.key}, allow_retries=False) from exc
+        raise refuse_bad_input(context, source, exc) from exc
     watch.add("frames (wall)", time.perf_counter() - started)
     elapsed = time.perf_counter() - started
 
@@ -227,6 +233,20 @@ def raw_frames(
                 "table": dg.MetadataValue.path(store.uri(layout.table_key("source_labels", source_id))),
             },
         )
+
+
+def refuse_bad_input(context: dg.AssetExecutionContext, source: Source, exc: Exception) -> dg.Failure:
+    """Bad input fails its partition once: the run is tagged, so no one requests this content again."""
+    context.instance.add_run_tags(context.run_id, {FAILURE_TAG: BAD_INPUT})
+    return dg.Failure(
+        description=str(exc),
+        metadata={
+            "landing_key": source.key,
+            "failure": "permanent: bad input, not requested again until the object changes",
+            "fingerprint": source.fingerprint,
+        },
+        allow_retries=False,
+    )
 
 
 def frame_checks(

@@ -1,12 +1,13 @@
 """The sensors: new_video_sensor (each new or changed landing object becomes a partition and
-a run) and the automation sensor (global assets follow new embeddings)."""
+a run; bad input is refused once) and the automation sensor (global assets follow new embeddings)."""
 
+import hashlib
 import json
 
 import dagster as dg
 
 from curation_assets.core.ids import source_id_for
-from curation_assets.defs.ingestion import landing_sources
+from curation_assets.defs.ingestion import BAD_INPUT, FAILURE_TAG, landing_sources
 from curation_assets.defs.jobs import ingest_video_job
 from curation_assets.defs.partitions import videos
 from resources import ObjectStoreResource
@@ -15,6 +16,7 @@ SOURCE_TAG = "curation/source"  # "<video_id>@<fingerprint>": which content a ru
 MAX_RUNS_PER_TICK = 50
 LIST_PAGE_SIZE = 1000
 MAX_FAILED_ATTEMPTS = 3  # the sensor gives up on content that failed this often, until it changes
+LEDGER_SHARDS = 64  # at 100 k landing objects a shard holds ~1 600 entries (~150 KB)
 IN_FLIGHT = {
     dg.DagsterRunStatus.NOT_STARTED,
     dg.DagsterRunStatus.QUEUED,
@@ -24,63 +26,137 @@ IN_FLIGHT = {
 }
 
 
-def load_cursor(text: str | None) -> dict[str, dict[str, str]]:
+class Ledger:
+    """What became of each landing source's content: ``done`` (ingested) or ``refused`` (bad
+    input), with the fingerprint it applies to.
+
+    It lives in the instance's key-value store, not in the sensor's cursor: Dagster stores the
+    cursor with every tick, so a cursor that maps every landing key grows with the landing zone
+    and is written every 10 s. Entries are split into shards by key hash; a tick reads them only
+    when the landing zone changed and writes only the shards it changed. One ledger per landing
+    root, shared by the sensor and the headless command (both record facts about content).
+    """
+
+    def __init__(self, instance: dg.DagsterInstance, landing_root: str):
+        self._instance = instance
+        self._prefix = f"curation/ledger/{hashlib.sha256(landing_root.encode()).hexdigest()[:12]}/"
+        self._shards: dict[str, dict[str, str]] | None = None
+        self._dirty: set[str] = set()
+
+    def _loaded(self) -> dict[str, dict[str, str]]:
+        if self._shards is None:
+            names = {f"{self._prefix}{i}" for i in range(LEDGER_SHARDS)}
+            stored = self._instance.run_storage.get_cursor_values(names)
+            self._shards = {name: json.loads(stored[name]) if stored.get(name) else {} for name in names}
+        return self._shards
+
+    def _shard_name(self, key: str) -> str:
+        digest = hashlib.blake2b(key.encode(), digest_size=4).digest()
+        return f"{self._prefix}{int.from_bytes(digest, 'big') % LEDGER_SHARDS}"
+
+    def state(self, key: str, fingerprint: str) -> str | None:
+        """ "done" or "refused" when that is what became of this content, else None."""
+        state, _, recorded = self._loaded()[self._shard_name(key)].get(key, "").partition(":")
+        return state if recorded == fingerprint else None
+
+    def record(self, key: str, fingerprint: str, state: str) -> None:
+        name = self._shard_name(key)
+        shard = self._loaded()[name]
+        if shard.get(key) != f"{state}:{fingerprint}":
+            shard[key] = f"{state}:{fingerprint}"
+            self._dirty.add(name)
+
+    def forget_all_but(self, keys: set[str]) -> None:
+        """Drop the entries of objects no longer in the landing zone."""
+        for name, shard in self._loaded().items():
+            for gone in set(shard) - keys:
+                del shard[gone]
+                self._dirty.add(name)
+
+    def save(self) -> None:
+        if self._dirty:
+            self._instance.run_storage.set_cursor_values(
+                {name: json.dumps(self._shards[name], sort_keys=True) for name in self._dirty}
+            )
+            self._dirty.clear()
+
+
+def load_cursor(text: str | None) -> dict:
+    """The sensor's cursor: ``requested`` (source key -> run key of a request not yet settled) and
+    ``listing`` (a digest of the last listing in which every source was settled). Older cursors
+    that mapped every key to its fingerprint carry it as ``done``, moved into the ledger once."""
     cursor = json.loads(text) if text else {}
-    if cursor and "done" not in cursor:  # the first format: source key -> fingerprint ingested
+    if cursor and not ({"done", "requested", "listing"} & set(cursor)):  # the first format: key -> fingerprint
         cursor = {"done": cursor}
-    return {"done": cursor.get("done", {}), "requested": cursor.get("requested", {})}
+    return {"requested": cursor.get("requested", {}), "listing": cursor.get("listing"), "done": cursor.get("done", {})}
+
+
+def listing_digest(sources) -> str:
+    return hashlib.sha256("\n".join(f"{s.key}\t{s.fingerprint}" for s in sources).encode()).hexdigest()[:32]
 
 
 def plan_ingest(
     instance: dg.DagsterInstance,
     landing,
-    cursor: dict[str, dict[str, str]],
+    cursor: dict,
     max_failed: int | None = MAX_FAILED_ATTEMPTS,
     skip: set[str] = frozenset(),
     log=None,
     max_runs: int = MAX_RUNS_PER_TICK,
     page_size: int = LIST_PAGE_SIZE,
-) -> tuple[list[dg.RunRequest], list[str], dict[str, dict[str, str]]]:
+) -> tuple[list[dg.RunRequest], list[str], dict]:
     """What to ingest now: (run requests, new partition keys, the updated cursor).
 
-    The cursor's ``done`` maps source key -> fingerprint (ETag, or size + mtime; for an image
-    folder a hash over its files) of content whose ingest *succeeded*, so unchanged content
-    is never ingested twice and changed content is re-ingested; ``requested`` holds the run
-    key last requested for a source, so a request not yet turned into a run is not repeated.
-    Content whose run is in flight is left alone; content whose runs failed or died is
-    requested again (with a new run key), up to ``max_failed`` failures (None: always),
-    skipping the contents in ``skip``.
-    Every tick re-lists the landing zone page by page; S3's 1-second LastModified makes a
-    "newer than" cursor miss same-second uploads, a fingerprint map cannot.
+    Every tick re-lists the landing zone page by page (S3's 1-second LastModified makes a
+    "newer than" cursor miss same-second uploads; fingerprints cannot). A listing identical to
+    the last settled one costs nothing more. Otherwise each source whose content (fingerprint:
+    ETag, or size + mtime; for a folder a hash over its files) the ledger holds as done or
+    refused is skipped; for the rest the run records tagged with that content decide: a success
+    (say, by the headless command) or a bad-input refusal goes to the ledger; a run in flight is
+    left alone; content whose runs failed otherwise (a transient fault, a killed run) is
+    requested again with a new run key, up to ``max_failed`` failures (None: always), skipping
+    the contents in ``skip``. ``requested`` keeps a request not yet turned into a run from
+    being repeated.
     """
-    done, requested = dict(cursor["done"]), dict(cursor["requested"])
-    known = set(instance.get_dynamic_partitions(videos.name))
-    requests, new_keys = [], []
-    for source in landing_sources(landing, page_size=page_size):
-        if done.get(source.key) == source.fingerprint:
+    sources = landing_sources(landing, page_size=page_size)
+    listing = listing_digest(sources)
+    requested = dict(cursor["requested"])
+    if listing == cursor.get("listing") and not requested and not skip:
+        return [], [], {"requested": requested, "listing": listing}
+    ledger = Ledger(instance, landing.root)
+    for key, fingerprint in cursor.get("done", {}).items():
+        ledger.record(key, fingerprint, "done")
+    requests, new_keys, settled = [], [], True
+    for source in sources:
+        if ledger.state(source.key, source.fingerprint):
+            requested.pop(source.key, None)
             continue
         source_id = source_id_for(source.key)
         content = f"{source_id}@{source.fingerprint}"
-        statuses = [
-            r.dagster_run.status for r in instance.get_run_records(filters=dg.RunsFilter(tags={SOURCE_TAG: content}))
-        ]
+        runs = [r.dagster_run for r in instance.get_run_records(filters=dg.RunsFilter(tags={SOURCE_TAG: content}))]
+        statuses = {run.status for run in runs}
         if dg.DagsterRunStatus.SUCCESS in statuses:  # e.g. by the headless command, or a run the cursor missed
-            done[source.key] = source.fingerprint
+            ledger.record(source.key, source.fingerprint, "done")
             requested.pop(source.key, None)
             continue
-        if IN_FLIGHT & set(statuses):
+        if any(run.tags.get(FAILURE_TAG) == BAD_INPUT for run in runs):
+            ledger.record(source.key, source.fingerprint, "refused")
+            requested.pop(source.key, None)
             continue
-        failures = len(statuses)
+        if IN_FLIGHT & statuses:
+            settled = False
+            continue
+        failures = len(runs)
         run_key = content if not failures else f"{content}#retry{failures}"
-        if (
-            (max_failed is not None and failures >= max_failed)
-            or content in skip
-            or requested.get(source.key) == run_key
-        ):
+        if max_failed is not None and failures >= max_failed:
+            requested.pop(source.key, None)
+            continue  # given up until the content changes
+        settled = False
+        if content in skip or requested.get(source.key) == run_key:
             continue
         if len(requests) >= max_runs:
             break  # the rest on the next tick
-        if source_id not in known and source_id not in new_keys:
+        if source_id not in new_keys and not instance.has_dynamic_partition(videos.name, source_id):
             new_keys.append(source_id)
         if failures and log:
             log(f"{source.key}: retrying after {failures} failed run(s)")
@@ -92,7 +168,11 @@ def plan_ingest(
             )
         )
         requested[source.key] = run_key
-    return requests, new_keys, {"done": done, "requested": requested}
+    listed = {s.key for s in sources}
+    ledger.forget_all_but(listed)
+    ledger.save()
+    requested = {k: v for k, v in requested.items() if k in listed}
+    return requests, new_keys, {"requested": requested, "listing": listing if settled else None}
 
 
 def build_new_video_sensor(
