@@ -24,7 +24,10 @@ def object_store(request, tmp_path):
     return ObjectStoreResource(root=f"s3://{bucket}/curation", endpoint_url=endpoint, region_name="us-east-1")
 
 
-def tick(instance, object_store, cursor=None, sensor=sensors.new_video_sensor):
+ONE_PER_RUN = sensors.build_new_video_sensor(sources_per_run=1)  # a plain ingest_video run per source
+
+
+def tick(instance, object_store, cursor=None, sensor=ONE_PER_RUN):
     with dg.build_sensor_context(instance=instance, cursor=cursor, resources={"object_store": object_store}) as ctx:
         result = sensor(ctx)
     # build_sensor_context does not apply partition requests; the daemon would
@@ -63,7 +66,7 @@ def test_a_changed_object_is_ingested_again_into_the_same_partition(instance, ob
 
 
 def test_many_objects_are_registered_across_ticks_without_loss(instance, object_store):
-    sensor = sensors.build_new_video_sensor(max_runs_per_tick=4, page_size=3)  # several listing pages per tick
+    sensor = sensors.build_new_video_sensor(max_runs_per_tick=4, page_size=3, sources_per_run=1)  # several listing pages per tick
     landing = object_store.landing_store()
     for i in range(10):
         landing.put_bytes(f"cam-x/{i:03d}.mp4", b"video %d" % i)
@@ -167,3 +170,76 @@ def test_an_old_cursor_moves_into_the_ledger_and_the_cursor_stays_small(instance
     assert result.run_requests == []
     assert len(result.cursor) < 200
     assert tick(instance, object_store, cursor=None).run_requests == []  # the ledger remembers, not the cursor
+
+
+def test_a_burst_seen_in_one_tick_is_requested_in_batches_of_the_setting(instance, tmp_path):
+    object_store = ObjectStoreResource(root=str(tmp_path / "root"))
+    for i in range(5):
+        object_store.landing_store().put_bytes(f"cam-x/{i}.mp4", b"video %d" % i)
+    sensor = sensors.build_new_video_sensor(sources_per_run=2)
+    requests = tick(instance, object_store, sensor=sensor).run_requests
+    assert [r.job_name for r in requests] == ["ingest_batch", "ingest_batch", None]  # None: the sensor's own job
+    batched = [
+        s["partition_key"] for r in requests[:2] for s in r.run_config["ops"]["ingest_sources"]["config"]["sources"]
+    ]
+    assert sorted(batched + [requests[2].partition_key]) == sorted(video_id_for(f"cam-x/{i}.mp4") for i in range(5))
+    assert len(instance.get_dynamic_partitions(videos.name)) == 5  # each source keeps its own partition
+
+
+def run_batch(defs, instance, requests):
+    [batch] = [r for r in requests if r.job_name == "ingest_batch"]
+    return defs.resolve_job_def("ingest_batch").execute_in_process(
+        instance=instance, run_config=batch.run_config, tags=batch.tags, raise_on_error=False
+    )
+
+
+def test_a_batch_ingests_each_source_in_its_own_run_and_a_bad_file_fails_only_its_own(local_defs, instance, video_dir):
+    object_store = local_defs.resources["object_store"]
+    drop(object_store.landing_store(), video_dir, "cam-b/broken.mp4", SCENE_B.name)
+    sensor = sensors.build_new_video_sensor(sources_per_run=2)
+    first = tick(instance, object_store, sensor=sensor)
+    assert run_batch(local_defs, instance, first.run_requests).success
+    runs = {r.tags["curation/landing_key"]: r for r in instance.get_runs() if r.job_name == "ingest_video"}
+    assert runs[SCENE_B.name].status == dg.DagsterRunStatus.SUCCESS
+    assert runs["cam-b/broken.mp4"].status == dg.DagsterRunStatus.FAILURE
+    assert runs["cam-b/broken.mp4"].tags[FAILURE_TAG] == BAD_INPUT
+    assert object_store.store().exists(f"tables/raw_frames/{video_id_for(SCENE_B.name)}.parquet")
+    assert tick(instance, object_store, first.cursor, sensor=sensor).run_requests == []  # nothing to do again
+
+
+def test_a_source_whose_batch_ended_without_ingesting_it_is_requested_again(local_defs, instance, tmp_path):
+    object_store = local_defs.resources["object_store"]
+    for i in range(2):
+        object_store.landing_store().put_bytes(f"cam-x/{i}.mp4", b"video %d" % i)
+    sensor = sensors.build_new_video_sensor(sources_per_run=2)
+    first = tick(instance, object_store, sensor=sensor)
+    [batch] = first.run_requests
+    config = {"ops": {"ingest_sources": {"config": {"sources": []}}}}  # a batch that died before either source
+    local_defs.resolve_job_def("ingest_batch").execute_in_process(instance=instance, run_config=config, tags=batch.tags)
+    [again] = tick(instance, object_store, first.cursor, sensor=sensor).run_requests
+    assert again.tags == batch.tags and again.run_key != batch.run_key
+
+
+def test_a_source_run_left_in_flight_by_its_ended_batch_is_failed_and_requested_again(instance, tmp_path):
+    from dagster._core.test_utils import create_run_for_test
+
+    object_store = ObjectStoreResource(root=str(tmp_path / "root"))
+    for i in range(2):
+        object_store.landing_store().put_bytes(f"cam-x/{i}.mp4", b"video %d" % i)
+    sensor = sensors.build_new_video_sensor(sources_per_run=2)
+    [request] = tick(instance, object_store, sensor=sensor).run_requests
+    batch = create_run_for_test(
+        instance, job_name="ingest_batch", status=dg.DagsterRunStatus.FAILURE, tags=request.tags
+    )
+    source = request.run_config["ops"]["ingest_sources"]["config"]["sources"][0]
+    orphan = create_run_for_test(
+        instance,
+        job_name="ingest_video",
+        status=dg.DagsterRunStatus.STARTED,  # its process went with the batch's
+        tags={**source["tags"], "curation/batch": batch.run_id},
+    )
+    [retry] = tick(instance, object_store, sensor=sensor).run_requests
+    assert instance.get_run_by_id(orphan.run_id).status == dg.DagsterRunStatus.FAILURE
+    assert {s["tags"][sensors.SOURCE_TAG] for s in retry.run_config["ops"]["ingest_sources"]["config"]["sources"]} == {
+        t for k, t in request.tags.items() if k.startswith(sensors.BATCH_SOURCE_TAG_PREFIX)
+    }  # both sources again: the one whose run was lost, and the one never started

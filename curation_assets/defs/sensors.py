@@ -7,14 +7,16 @@ import json
 import dagster as dg
 
 from curation_assets.core.ids import source_id_for
+from curation_assets.defs import settings
 from curation_assets.defs.ingestion import BAD_INPUT, FAILURE_TAG, landing_sources
-from curation_assets.defs.jobs import ingest_video_job
+from curation_assets.defs.jobs import BATCH_TAG, ingest_batch_job, ingest_video_job
 from curation_assets.defs.partitions import videos
 from resources import ObjectStoreResource
 
 SOURCE_TAG = "curation/source"  # "<video_id>@<fingerprint>": which content a run ingested
 MAX_RUNS_PER_TICK = 50
 LIST_PAGE_SIZE = 1000
+BATCH_SOURCE_TAG_PREFIX = "curation/batch-source/"
 MAX_FAILED_ATTEMPTS = 3  # the sensor gives up on content that failed this often, until it changes
 LEDGER_SHARDS = 64  # at 100 k landing objects a shard holds ~1 600 entries (~150 KB)
 IN_FLIGHT = {
@@ -66,6 +68,16 @@ class Ledger:
             shard[key] = f"{state}:{fingerprint}"
             self._dirty.add(name)
 
+    def entries(self, state: str) -> dict[str, str]:
+        """Source key -> fingerprint of every entry in ``state``."""
+        found = {}
+        for shard in self._loaded().values():
+            for key, value in shard.items():
+                recorded_state, _, fingerprint = value.partition(":")
+                if recorded_state == state:
+                    found[key] = fingerprint
+        return found
+
     def forget_all_but(self, keys: set[str]) -> None:
         """Drop the entries of objects no longer in the landing zone."""
         for name, shard in self._loaded().items():
@@ -89,6 +101,53 @@ def load_cursor(text: str | None) -> dict:
     if cursor and not ({"done", "requested", "listing"} & set(cursor)):  # the first format: key -> fingerprint
         cursor = {"done": cursor}
     return {"requested": cursor.get("requested", {}), "listing": cursor.get("listing"), "done": cursor.get("done", {})}
+
+
+def batch_source_tag(source_id: str) -> str:
+    """On a batch's run, one per source it is to ingest (value: the content), so a batch that
+    died before starting a source's own run counts as that content's failed attempt."""
+    return f"{BATCH_SOURCE_TAG_PREFIX}{source_id}"
+
+
+def attempts_at(instance: dg.DagsterInstance, source_id: str, content: str) -> tuple[list[dg.DagsterRun], int, bool]:
+    """The attempts at one content: (its own runs, batches that ended without starting one,
+    whether a batch that has not started one yet is in flight). A source's run still in flight
+    after its batch ended (its process went with the batch's) is reported failed here, as run
+    monitoring does for launched runs."""
+    own = [r.dagster_run for r in instance.get_run_records(filters=dg.RunsFilter(tags={SOURCE_TAG: content}))]
+    batches = [
+        r.dagster_run
+        for r in instance.get_run_records(filters=dg.RunsFilter(tags={batch_source_tag(source_id): content}))
+    ]
+    ended = {b.run_id for b in batches if b.status not in IN_FLIGHT}
+    for i, run in enumerate(own):
+        if run.status in IN_FLIGHT and run.tags.get(BATCH_TAG) in ended:
+            instance.report_run_failed(run, "its batch run ended before it did: its process is gone")
+            own[i] = instance.get_run_by_id(run.run_id)
+    started = {run.tags.get(BATCH_TAG) for run in own}
+    waiting = [b for b in batches if b.run_id not in started]
+    return own, sum(b.run_id in ended for b in waiting), any(b.run_id not in ended for b in waiting)
+
+
+def batch_requests(requests: list[dg.RunRequest], sources_per_run: int) -> list[dg.RunRequest]:
+    """Per-source requests grouped into ingest_batch runs of at most ``sources_per_run`` sources
+    (one source alone keeps its plain ingest_video run)."""
+    batched = []
+    for start in range(0, len(requests), max(sources_per_run, 1)):
+        group = requests[start : start + max(sources_per_run, 1)]
+        if len(group) == 1:
+            batched += group
+            continue
+        sources = [{"partition_key": r.partition_key, "tags": r.tags} for r in group]
+        batched.append(
+            dg.RunRequest(
+                run_key="batch:" + hashlib.sha256("\n".join(r.run_key for r in group).encode()).hexdigest()[:24],
+                job_name=ingest_batch_job.name,
+                run_config={"ops": {"ingest_sources": {"config": {"sources": sources}}}},
+                tags={batch_source_tag(r.partition_key): r.tags[SOURCE_TAG] for r in group},
+            )
+        )
+    return batched
 
 
 def listing_digest(sources) -> str:
@@ -133,7 +192,7 @@ def plan_ingest(
             continue
         source_id = source_id_for(source.key)
         content = f"{source_id}@{source.fingerprint}"
-        runs = [r.dagster_run for r in instance.get_run_records(filters=dg.RunsFilter(tags={SOURCE_TAG: content}))]
+        runs, lost_in_batches, batch_in_flight = attempts_at(instance, source_id, content)
         statuses = {run.status for run in runs}
         if dg.DagsterRunStatus.SUCCESS in statuses:  # e.g. by the headless command, or a run the cursor missed
             ledger.record(source.key, source.fingerprint, "done")
@@ -143,10 +202,10 @@ def plan_ingest(
             ledger.record(source.key, source.fingerprint, "refused")
             requested.pop(source.key, None)
             continue
-        if IN_FLIGHT & statuses:
+        if IN_FLIGHT & statuses or batch_in_flight:
             settled = False
             continue
-        failures = len(runs)
+        failures = len(runs) + lost_in_batches
         run_key = content if not failures else f"{content}#retry{failures}"
         if max_failed is not None and failures >= max_failed:
             requested.pop(source.key, None)
@@ -176,17 +235,21 @@ def plan_ingest(
 
 
 def build_new_video_sensor(
-    max_runs_per_tick: int = MAX_RUNS_PER_TICK, page_size: int = LIST_PAGE_SIZE
+    max_runs_per_tick: int = MAX_RUNS_PER_TICK,
+    page_size: int = LIST_PAGE_SIZE,
+    sources_per_run: int = settings.SOURCES_PER_RUN,
 ) -> dg.SensorDefinition:
-    """The landing-zone sensor, requesting at most ``max_runs_per_tick`` runs a tick and
-    listing ``page_size`` objects a page (tests make both small)."""
+    """The landing-zone sensor, planning at most ``max_runs_per_tick`` sources a tick, in runs of
+    at most ``sources_per_run`` sources, and listing ``page_size`` objects a page (tests make
+    them small)."""
 
     @dg.sensor(
         name="new_video_sensor",
-        job=ingest_video_job,
+        jobs=[ingest_video_job, ingest_batch_job],
         minimum_interval_seconds=10,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Registers a partition and requests a run for every new, changed or failed landing source.",
+        description="Registers a partition for every new, changed or failed landing source and requests "
+        f"its run; a burst's sources go {sources_per_run} to a batch run, each still ingested in a run of its own.",
     )
     def new_video_sensor(context: dg.SensorEvaluationContext, object_store: ObjectStoreResource):
         landing = object_store.landing_store()
@@ -196,7 +259,7 @@ def build_new_video_sensor(
         if requests:
             context.log.info(f"{len(requests)} landing objects to ingest ({len(new_keys)} new partitions)")
         return dg.SensorResult(
-            run_requests=requests,
+            run_requests=batch_requests(requests, sources_per_run),
             dynamic_partitions_requests=[videos.build_add_request(new_keys)] if new_keys else [],
             cursor=json.dumps(cursor, sort_keys=True),
         )
@@ -204,7 +267,7 @@ def build_new_video_sensor(
     return new_video_sensor
 
 
-new_video_sensor = build_new_video_sensor()
+new_video_sensor = build_new_video_sensor(sources_per_run=settings.sources_per_run())
 automation_sensor = dg.AutomationConditionSensorDefinition(
     "curation_automation",
     target=dg.AssetSelection.assets("duplicate_groups", "outliers", "embedding_map", "dataset_audit"),
