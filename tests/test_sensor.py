@@ -30,6 +30,8 @@ ONE_PER_RUN = sensors.build_new_video_sensor(sources_per_run=1)  # a plain inges
 def tick(instance, object_store, cursor=None, sensor=ONE_PER_RUN):
     with dg.build_sensor_context(instance=instance, cursor=cursor, resources={"object_store": object_store}) as ctx:
         result = sensor(ctx)
+    targets = {target.job_name for target in sensor.targets}
+    assert all(r.job_name in targets for r in result.run_requests)  # the daemon refuses a request naming none
     # build_sensor_context does not apply partition requests; the daemon would
     for request in result.dynamic_partitions_requests or []:
         instance.add_dynamic_partitions(videos.name, list(request.partition_keys))
@@ -66,7 +68,8 @@ def test_a_changed_object_is_ingested_again_into_the_same_partition(instance, ob
 
 
 def test_many_objects_are_registered_across_ticks_without_loss(instance, object_store):
-    sensor = sensors.build_new_video_sensor(max_runs_per_tick=4, page_size=3, sources_per_run=1)  # several listing pages per tick
+    # several listing pages per tick
+    sensor = sensors.build_new_video_sensor(max_runs_per_tick=4, page_size=3, sources_per_run=1)
     landing = object_store.landing_store()
     for i in range(10):
         landing.put_bytes(f"cam-x/{i:03d}.mp4", b"video %d" % i)
@@ -178,7 +181,7 @@ def test_a_burst_seen_in_one_tick_is_requested_in_batches_of_the_setting(instanc
         object_store.landing_store().put_bytes(f"cam-x/{i}.mp4", b"video %d" % i)
     sensor = sensors.build_new_video_sensor(sources_per_run=2)
     requests = tick(instance, object_store, sensor=sensor).run_requests
-    assert [r.job_name for r in requests] == ["ingest_batch", "ingest_batch", None]  # None: the sensor's own job
+    assert [r.job_name for r in requests] == ["ingest_batch", "ingest_batch", "ingest_video"]
     batched = [
         s["partition_key"] for r in requests[:2] for s in r.run_config["ops"]["ingest_sources"]["config"]["sources"]
     ]

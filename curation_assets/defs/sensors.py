@@ -222,6 +222,7 @@ def plan_ingest(
         requests.append(
             dg.RunRequest(
                 run_key=run_key,
+                job_name=ingest_video_job.name,
                 partition_key=source_id,
                 tags={"curation/landing_key": source.key[:255], SOURCE_TAG: content},
             )
