@@ -26,6 +26,20 @@ def _embedded_store_for(root: str) -> str:
     return str(Path(".curation") / f"qdrant-{hashlib.sha256(root.encode()).hexdigest()[:12]}")
 
 
+def landing_and_root(env: Mapping[str, str] = os.environ) -> tuple[str, str]:
+    """(landing zone, storage root) as the object store resource gets them."""
+    root = _absolute(env.get("CURATION_STORAGE_URI", ".curation"))
+    landing = env.get("CURATION_LANDING_URI", "")
+    return (_absolute(landing) if landing else f"{root.rstrip('/')}/landing"), root
+
+
+def vector_store_path(env: Mapping[str, str] = os.environ) -> str:
+    """Where the embedded vector store lives."""
+    return _absolute(
+        env.get("CURATION_QDRANT_PATH") or _embedded_store_for(env.get("CURATION_STORAGE_URI", ".curation"))
+    )
+
+
 def embedder_settings(env: Mapping[str, str] = os.environ) -> dict:
     """``EmbedderResource``'s fields."""
     return {
@@ -67,7 +81,7 @@ def resources_from_env(env: Mapping[str, str] = os.environ) -> dict:
             region_name=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
         ),
         "vector_store": VectorStoreResource(
-            path=_absolute(env.get("CURATION_QDRANT_PATH") or _embedded_store_for(root)),
+            path=vector_store_path(env),
             url=env.get("QDRANT_URL") or None,
             quantization=env.get("CURATION_QDRANT_QUANTIZATION") or "none",
             # an EnvVar is resolved at run time and never shown in the UI
