@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -86,6 +87,7 @@ def counted(env: dict, expected: dict[str, int]) -> dict:
 def through_topology(base: Path, clips: Path, expected: dict[str, int], env: dict, s3, prefix: str) -> dict:
     from curation_assets.topology import Topology
 
+    base.mkdir(parents=True, exist_ok=True)
     env = {**env, "CURATION_STORAGE_URI": f"s3://bench/{prefix}", "CURATION_QDRANT_PATH": str(base / "qdrant")}
     with tempfile.TemporaryDirectory(prefix="bench-postgres-") as pg:
         os.chmod(pg, 0o755)  # the postgres user must reach it
@@ -132,6 +134,7 @@ def through_topology(base: Path, clips: Path, expected: dict[str, int], env: dic
 
 
 def through_headless(base: Path, clips: Path, expected: dict[str, int], env: dict, s3, prefix: str) -> dict:
+    base.mkdir(parents=True, exist_ok=True)
     env = {**env, "CURATION_STORAGE_URI": f"s3://bench/{prefix}", "CURATION_QDRANT_PATH": str(base / "qdrant")}
     for name in expected:
         s3.upload_file(str(clips / name), "bench", f"{prefix}/landing/{name}")
@@ -144,7 +147,7 @@ def through_headless(base: Path, clips: Path, expected: dict[str, int], env: dic
     wall = time.perf_counter() - started
     rss = peaks.stop()
     if proc.returncode:
-        print(output[-3000:], file=sys.stderr)
+        print(output[:6000], file=sys.stderr)
     return {
         "wall_s": round(wall, 1),
         "exit": proc.returncode,
@@ -174,6 +177,7 @@ def main() -> None:
 
     print(f"machine: {describe()} (shared with other work: read the trend)")
     print(f"sensor interval: {SENSOR_INTERVAL_S} s; clips: {args.clips} of {args.seconds} s")
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # not a line per moto request
     credentials = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
     os.environ.update(credentials)
     port = free_port()
