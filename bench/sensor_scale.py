@@ -37,7 +37,7 @@ from resources import ObjectStoreResource  # noqa: E402
 def tick(instance, object_store, cursor):
     started = time.perf_counter()
     with dg.build_sensor_context(instance=instance, cursor=cursor, resources={"object_store": object_store}) as ctx:
-        result = sensors.new_video_sensor.evaluate_tick(ctx)  # as the daemon does
+        result = sensors.new_video_sensor(ctx)
     seconds = time.perf_counter() - started
     for request in result.dynamic_partitions_requests or []:  # the daemon would
         instance.add_dynamic_partitions(videos.name, list(request.partition_keys))
