@@ -36,7 +36,9 @@ class Ledger:
     cursor with every tick, so a cursor that maps every landing key grows with the landing zone
     and is written every 10 s. Entries are split into shards by key hash; a tick reads them only
     when the landing zone changed and writes only the shards it changed. One ledger per landing
-    root, shared by the sensor and the headless command (both record facts about content).
+    root, shared by the sensor and the headless command (both record facts about content). It
+    only caches what the run records say: an entry lost to a concurrent write costs a query on a
+    later tick, never a wrong answer.
     """
 
     def __init__(self, instance: dg.DagsterInstance, landing_root: str):
