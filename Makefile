@@ -33,9 +33,10 @@ prod-local: install
 
 # The optional embedder_adaptation asset (CURATION_ADAPTATION=1). lightly without its dependencies: its
 # metadata requires hydra-core (its CLI), whose omegaconf pins antlr4-python3-runtime 4.9, a runtime that
-# cannot read dagster's asset-selection grammar; its losses, heads and transforms import nothing not pinned here.
+# cannot read dagster's asset-selection grammar; its losses, heads and transforms need only lightning-utilities (whose
+# own requirements, packaging and typing_extensions, dagster already brings).
 ssl: install
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps 'lightly==1.6.0'
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps 'lightly==1.6.0' 'lightning-utilities==0.15.3'
 
 docs: install
 	$(VENV)/bin/mkdocs build --strict  # the site in .site/; reference pages generated from the code
