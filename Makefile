@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export DAGSTER_HOME ?= $(CURDIR)/.curation/dagster
 
-.PHONY: install demo test ui prod-local lint docs clean bench-quality bench-scale bench-fleet
+.PHONY: install ssl demo test ui prod-local lint docs clean bench-quality bench-calibration bench-scale bench-fleet
 
 install: $(VENV)/.installed
 
@@ -31,6 +31,13 @@ ui: install $(DAGSTER_HOME)/dagster.yaml
 prod-local: install
 	$(PY) -m curation_assets.topology --base .curation/prod-local --port 3000
 
+# The optional embedder_adaptation asset (CURATION_ADAPTATION=1). lightly without its dependencies: its
+# metadata requires hydra-core (its CLI), whose omegaconf pins antlr4-python3-runtime 4.9, a runtime that
+# cannot read dagster's asset-selection grammar; its losses, heads and transforms need only lightning-utilities (whose
+# own requirements, packaging and typing_extensions, dagster already brings).
+ssl: install
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps 'lightly==1.6.0' 'lightning-utilities==0.15.3'
+
 docs: install
 	$(VENV)/bin/mkdocs build --strict  # the site in .site/; reference pages generated from the code
 
@@ -47,6 +54,10 @@ bench-quality: install
 	$(PY) bench/quality_data.py bench/.heldout --held-out
 	$(PEERS) bench/peers/run_peers.py bench/.heldout/images bench/.heldout/peers.json
 	$(PY) bench/quality.py bench/.heldout
+
+# Margins of each rule's threshold on 1 000+ real pictures, a quarter held out (bench/calibration.py says how)
+bench-calibration: install
+	$(PY) bench/calibration.py
 
 bench-scale: install
 	$(PY) bench/scale.py
