@@ -15,16 +15,27 @@ from curation_assets.defs.merge import merged_dataset
 from curation_assets.defs.objects import object_embeddings, object_outliers
 from curation_assets.defs.selected_batch import selected_batch
 from curation_assets.defs.sensors import SENSORS
-from curation_assets.defs.settings import resources_from_env
+from curation_assets.defs.settings import adaptation_enabled, resources_from_env
 
 ASSETS = [raw_frames, frame_embeddings, duplicate_groups, outliers, embedding_map, dataset_audit, merged_dataset,
           object_embeddings, object_outliers, selected_batch, labeled_set]  # fmt: skip
 
 
-def build_defs(resources: dict, executor: dg.ExecutorDefinition | None = None) -> dg.Definitions:
+def optional_assets(adaptation: bool) -> list:
+    """Assets off by default: embedder_adaptation (CURATION_ADAPTATION=1, the ssl extra)."""
+    if not adaptation:
+        return []
+    from curation_assets.defs.adaptation import embedder_adaptation
+
+    return [embedder_adaptation]
+
+
+def build_defs(
+    resources: dict, executor: dg.ExecutorDefinition | None = None, adaptation: bool = False
+) -> dg.Definitions:
     """The same graph with other resources (tests bind temporary folders and a moto S3)."""
     return dg.Definitions(
-        assets=ASSETS,
+        assets=ASSETS + optional_assets(adaptation),
         jobs=JOBS,
         sensors=SENSORS,
         resources=resources,
@@ -33,4 +44,4 @@ def build_defs(resources: dict, executor: dg.ExecutorDefinition | None = None) -
 
 
 keep_frame_buffers()  # every process that loads the code location: the UI's step processes too
-defs = build_defs(resources_from_env(), executor_from_env())
+defs = build_defs(resources_from_env(), executor_from_env(), adaptation_enabled())
