@@ -264,7 +264,8 @@ def find_duplicate_groups(
     # anchor, so a slow pan's copies join whatever their number (the k-NN graph below caps a head
     # at its k nearest). In a folder, neighbours by name are not consecutive frames: only an edit
     # of the same picture (embedding and hash agree) joins, never the embedding alone, which the
-    # geometric check must confirm there (two pages of text)
+    # geometric check must confirm there (two pages of text), and between two page-like pictures
+    # an edit joins only when local features do not contradict it (pages of one layout hash alike)
     video = pd.factorize(frames["video_id"])[0]
     order = np.lexsort((frames["frame_index"].to_numpy(), video)).tolist()
     in_video = timed(frames)
