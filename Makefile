@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export DAGSTER_HOME ?= $(CURDIR)/.curation/dagster
 
-.PHONY: install ssl demo test ui prod-local lint docs clean bench-quality bench-calibration bench-scale
+.PHONY: install ssl demo test ui prod-local lint docs clean bench-quality bench-calibration bench-scale bench-fleet
 
 install: $(VENV)/.installed
 
@@ -61,6 +61,10 @@ bench-calibration: install
 
 bench-scale: install
 	$(PY) bench/scale.py
+
+# one new video against 10 k and 100 k stored frames (add 1000000 to --sizes on a machine with the memory)
+bench-fleet: install
+	$(PY) bench/fleet.py --sizes 10000,100000 --burst 10
 
 clean:
 	rm -rf .curation

@@ -7,10 +7,10 @@ video) is grouped once and its vectors stored in the embedded Qdrant engine with
 payload frame_embeddings writes; then one new video arrives whose frames are 20 % copies
 of old frames and 80 % new. "incremental" is what duplicate_groups does for it (group
 the new video alone, match each new leader with the existing representatives through the
-vector store, merge into the stored table); "rebuild" regroups everything. The embedded engine's HNSW index over the
-corpus is built once before timing (reported apart: a Qdrant server builds it in the
-background as points arrive; later builds index only what arrived since). Also checks
-that every copied frame joined its original's group.
+vector store: their group ids are the points' payload); "rebuild" regroups everything.
+The embedded engine's HNSW index over the corpus is built once before timing (reported
+apart: a Qdrant server builds it in the background as points arrive; later builds index
+only what arrived since). Also checks that every copied frame joined its original's group.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from bench.scale import corpus  # noqa: E402
 from curation_assets.core import layout  # noqa: E402
 from curation_assets.core.duplicates import DuplicateParams, find_duplicate_groups  # noqa: E402
 from curation_assets.core.ids import point_id_for  # noqa: E402
-from curation_assets.defs.curation import _extend  # noqa: E402
+from curation_assets.defs.curation import _group_new_sources, _group_payloads  # noqa: E402
 from resources.object_store import LocalObjectStore  # noqa: E402
 from resources.vector_store import EdgeVectorStore  # noqa: E402
 
@@ -52,6 +52,7 @@ def new_video(frames: pd.DataFrame, vectors: np.ndarray, size: int, seed: int = 
         frame_id=[f"new/{i:06d}" for i in range(size)],
         sha256=[f"new-{i}" for i in range(size)],
         corrupt=False,
+        uri="",  # no pictures: geometric verification is off here
     )
     new.loc[: copies - 1, "phash"] = frames["phash"].to_numpy()[originals]
     return new, new_vectors.astype(np.float32), originals
@@ -59,19 +60,23 @@ def new_video(frames: pd.DataFrame, vectors: np.ndarray, size: int, seed: int = 
 
 def measure(n: int, video: int, dim: int) -> dict:
     frames, vectors, *_ = corpus(n, dim, 0.0)
-    params = DuplicateParams()
+    params = DuplicateParams(verify_cosine=None)  # synthetic frames have no pictures to verify
     with tempfile.TemporaryDirectory() as tmp:
         store = LocalObjectStore(Path(tmp) / "root")
         vs = EdgeVectorStore(Path(tmp) / "qdrant")
         vs.ensure_collection("frames", VECTOR, dim)
-        payloads = frames[["frame_id", "video_id", "frame_index", "phash"]].to_dict("records")
+        started = time.perf_counter()
+        stored_groups = find_duplicate_groups(frames, vectors, params)
+        first_build = time.perf_counter() - started
+        group_payload = _group_payloads(stored_groups)  # what duplicate_groups keeps in the store
+        payloads = [
+            {**p, **group_payload[p["frame_id"]]}
+            for p in frames[["frame_id", "video_id", "frame_index", "phash"]].to_dict("records")
+        ]
         ids = [point_id_for(f) for f in frames["frame_id"]]
         for start in range(0, n, 2048):
             vs.upsert("frames", VECTOR, ids[start : start + 2048], vectors[start : start + 2048],
                       payloads[start : start + 2048])  # fmt: skip
-        started = time.perf_counter()
-        store.write_table(layout.table_key("duplicate_groups"), find_duplicate_groups(frames, vectors, params))
-        first_build = time.perf_counter() - started
 
         new, new_vectors, originals = new_video(frames, vectors, video)
         store.write_table(layout.table_key("raw_frames", "new"), new)
@@ -81,8 +86,9 @@ def measure(n: int, video: int, dim: int) -> dict:
         vs.build_index("frames")  # once per corpus; later calls index only what arrived since
         index_build = time.perf_counter() - started
         started = time.perf_counter()
-        groups, _, joined = _extend(store, vs, "frames", VECTOR, {"new"}, params)
+        _, new_groups, joins = _group_new_sources(store, vs, "frames", VECTOR, ["new"], params)
         incremental = time.perf_counter() - started
+        groups, joined = pd.concat([stored_groups, new_groups], ignore_index=True), len(joins)
 
         started = time.perf_counter()
         find_duplicate_groups(pd.concat([frames, new], ignore_index=True), np.vstack([vectors, new_vectors]), params)

@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 from bench.machine import describe  # noqa: E402
 from bench.quality_data import PHOTOS, SKIMAGE_PHOTOS, _open, _skimage  # noqa: E402
 from curation_assets.core.label_cleaning import RULES, CleaningRule, clean_labels  # noqa: E402
+from curation_assets.defs.curation import read_groups  # noqa: E402
 
 SIZE = (320, 240)
 ATTRIBUTES = ("bright", "dark", "red", "green", "blue", "saturated", "high_contrast", "busy")
@@ -140,7 +141,7 @@ def main() -> None:
         store = resources_from_env({**env, "CURATION_STORAGE_URI": str(work / "root")})["object_store"].store()
         frames = store.read_tables(layout.table_prefix("raw_frames"))
         labels = store.read_tables(layout.table_prefix("source_labels"))
-        groups = store.read_table(layout.table_key("duplicate_groups"))
+        groups = read_groups(store)
         vectors = store.read_tables(layout.table_prefix("frame_embeddings"))
     name_of = dict(zip(frames["frame_id"], frames["source_name"].str.rsplit("/", n=1).str[-1]))
     frame_of = {v: k for k, v in name_of.items()}

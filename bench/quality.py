@@ -95,8 +95,10 @@ def tables(root: Path) -> dict:
 
     frames = pd.concat(pd.read_parquet(p) for p in (root / "tables" / "raw_frames").glob("*.parquet"))
     vectors = pd.concat(pd.read_parquet(p) for p in (root / "tables" / "frame_embeddings").glob("*.parquet"))
-    groups = pd.read_parquet(root / "tables" / "duplicate_groups" / "all.parquet")
-    outliers = pd.read_parquet(root / "tables" / "outliers" / "all.parquet")
+    from curation_assets.defs.curation import read_groups, read_outliers  # one table per source
+    from resources.object_store import LocalObjectStore
+
+    groups, outliers = read_groups(LocalObjectStore(root)), read_outliers(LocalObjectStore(root))
     return {"frames": frames, "vectors": vectors, "groups": groups, "outliers": outliers}
 
 

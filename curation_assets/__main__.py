@@ -1,7 +1,7 @@
 """Headless command: run the graph for any landing location and storage root.
 
     python -m curation_assets run --landing PATH_OR_S3_URI --root PATH_OR_S3_URI \\
-        [--select ingest,curate,objects,map,select,label] [--predictions boxes.parquet] \\
+        [--select ingest,curate,rebuild,objects,map,select,label] [--predictions boxes.parquet] \\
         [--round round-0001 --budget 50 --strategy diversity|object_diversity|...] \\
         [--summary-json summary.json]
     python -m curation_assets search --image q.jpg | --frame VIDEO/000042 | --text "a forklift" \\
@@ -28,7 +28,9 @@ from pathlib import Path
 
 STARTED = time.perf_counter()  # before the heavy imports: start-up is part of the summary's timings
 
-STAGES = ("ingest", "curate", "objects", "map", "select", "label")
+# curate adds new sources to the groups and flags; rebuild redoes them all (model or thresholds
+# changed, stored frames' isolation refreshed, a root of the first layout migrated)
+STAGES = ("ingest", "curate", "rebuild", "objects", "map", "select", "label")
 TEMPORARY: list[str] = []  # folders the command made for itself, removed before it exits
 
 
@@ -183,6 +185,9 @@ def _run_stages(args: argparse.Namespace, env: dict[str, str], videos: list, out
     if "curate" in stages:
         begin("curate")
         outcomes.append(headless.timed_run(defs, instance, "curate", "curate"))
+    if "rebuild" in stages:
+        begin("rebuild")
+        outcomes.append(headless.timed_run(defs, instance, "rebuild", "rebuild_curation"))
     if "objects" in stages:
         begin("objects")
         config = {"ops": {"object_embeddings": {"config": {"predictions": args.predictions}}}}

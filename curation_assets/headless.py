@@ -324,6 +324,13 @@ def summarize(
         "checks": verdicts,
         "blocking_checks_failed": sorted(c for c, counts in verdicts.items() if counts.get("FAILED")),
         "timings": timings(videos, stages, startup_s),
+        # each step's own stages and, for curation, what it did (incremental, unchanged, rebuild)
+        "steps": {
+            asset: {k: values[k] for k in ("mode", "timings") if k in values}
+            for o in stages
+            for asset, values in o.metadata.items()
+            if "timings" in values or "mode" in values
+        },
     }
 
 

@@ -27,7 +27,8 @@ from pydantic import Field
 
 from curation_assets.core.ids import point_id_for
 
-PAYLOAD_INDEXES = ("video_id", "camera_id", "category")  # category: boxes only
+# category: boxes only; group_id, group_role: curation's results (defs/curation.py writes them)
+PAYLOAD_INDEXES = ("video_id", "camera_id", "category", "group_id", "group_role")
 QUANTIZATIONS = ("none", "int8")
 # Search effort (bench/search.py, 1 M clustered vectors x 1280, int8): Qdrant's defaults
 # (ef 100, oversampling 1-2) found 0.84 of the exact top 10; these find 0.98 at p95 12.7 ms
@@ -90,11 +91,14 @@ class Where:
     only_frames: Sequence[str] | None = None  # e.g. the frames of one split; empty admits none
     exclude_frames: Sequence[str] = ()  # e.g. outliers, duplicates of a kept frame (or box ids, for boxes)
     categories: Sequence[str] = ()  # boxes of these classes (the objects' collection)
+    groups: Sequence[str] = ()  # frames of these duplicate groups (by group id)
+    group_roles: Sequence[str] = ()  # "representative" / "member": frames curation has grouped
 
     def clauses(self) -> tuple[list[tuple], list[tuple]]:
         """(must, must not), each clause ("any", payload key, values), ("range", payload key,
         (min, max)) or ("ids", point ids): what both stores translate into their filter types."""
-        listed = (("camera_id", self.cameras), ("video_id", self.videos), ("category", self.categories))
+        listed = (("camera_id", self.cameras), ("video_id", self.videos), ("category", self.categories),
+                  ("group_id", self.groups), ("group_role", self.group_roles))  # fmt: skip
         must: list[tuple] = [("any", key, list(values)) for key, values in listed if values]
         if self.time_from_s is not None or self.time_to_s is not None:
             must.append(("range", "timestamp_s", (self.time_from_s, self.time_to_s)))
@@ -139,6 +143,22 @@ class VectorStore(ABC):
 
     @abstractmethod
     def count(self, collection: str, video_id: str | None = None) -> int: ...
+
+    @abstractmethod
+    def count_where(self, collection: str, where: Where) -> int:
+        """How many points ``where`` admits (exactly)."""
+
+    @abstractmethod
+    def set_payloads(self, collection: str, payloads: dict[str, dict]) -> None:
+        """Merge each frame's fields (frame id -> fields) into its point's payload; other keys stay."""
+
+    @abstractmethod
+    def delete_payload_keys(self, collection: str, keys: Sequence[str], where: Where) -> None:
+        """Remove ``keys`` from the payload of every point ``where`` admits (a rebuild starts clean)."""
+
+    @abstractmethod
+    def ensure_payload_indexes(self, collection: str) -> None:
+        """The keyword indexes of ``PAYLOAD_INDEXES`` (a collection made before one was added lacks it)."""
 
     @abstractmethod
     def nearest(
@@ -309,6 +329,24 @@ class EdgeVectorStore(VectorStore):
         flt = self._video_filter(video_id) if video_id is not None else None
         return self._shard(collection).count(qe.CountRequest(exact=True, filter=flt))
 
+    def count_where(self, collection: str, where: Where) -> int:
+        return self._shard(collection).count(self._qe.CountRequest(exact=True, filter=self._filter(where)))
+
+    def set_payloads(self, collection: str, payloads: dict[str, dict]) -> None:
+        qe, shard = self._qe, self._shard(collection)
+        for frame_id, fields in payloads.items():  # one operation a point: the engine has no batch of payloads
+            shard.update(qe.UpdateOperation.set_payload([point_id_for(frame_id)], fields))
+
+    def delete_payload_keys(self, collection: str, keys: Sequence[str], where: Where) -> None:
+        self._shard(collection).update(
+            self._qe.UpdateOperation.delete_payload_by_filter(self._filter(where), list(keys))
+        )
+
+    def ensure_payload_indexes(self, collection: str) -> None:
+        qe, shard = self._qe, self._shard(collection)
+        for field in PAYLOAD_INDEXES:  # idempotent
+            shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword))
+
     def _condition(self, clause: tuple):
         qe, (kind, *args) = self._qe, clause
         if kind == "ids":
@@ -438,6 +476,30 @@ class QdrantClientVectorStore(VectorStore):
     def count(self, collection: str, video_id: str | None = None) -> int:
         flt = self._video_filter(video_id) if video_id is not None else None
         return self._call("count", self.client.count, collection, count_filter=flt, exact=True).count
+
+    def count_where(self, collection: str, where: Where) -> int:
+        flt = self._filter(where)
+        return self._call("count", self.client.count, collection, count_filter=flt, exact=True).count
+
+    def set_payloads(self, collection: str, payloads: dict[str, dict]) -> None:
+        m = self.models
+        operations = [
+            m.SetPayloadOperation(set_payload=m.SetPayload(payload=fields, points=[point_id_for(frame_id)]))
+            for frame_id, fields in payloads.items()
+        ]
+        for start in range(0, len(operations), 1000):
+            self._call("set_payload", self.client.batch_update_points, collection, operations[start : start + 1000])
+
+    def delete_payload_keys(self, collection: str, keys: Sequence[str], where: Where) -> None:
+        selector = self.models.FilterSelector(filter=self._filter(where))
+        self._call(
+            "delete_payload", self.client.delete_payload, collection, keys=list(keys), points=selector, wait=True
+        )
+
+    def ensure_payload_indexes(self, collection: str) -> None:
+        for field in PAYLOAD_INDEXES:
+            self._call("create_payload_index", self.client.create_payload_index, collection, field_name=field,
+                       field_schema=self.models.PayloadSchemaType.KEYWORD)  # fmt: skip
 
     def _condition(self, clause: tuple):
         m, (kind, *args) = self.models, clause

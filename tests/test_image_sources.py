@@ -18,6 +18,7 @@ from curation_assets import headless
 from curation_assets.core import layout
 from curation_assets.core.ids import source_id_for
 from curation_assets.core.sources import archive_images, group_sources, load_image
+from curation_assets.defs.curation import read_groups, read_outliers
 from resources.object_store import StoredObject
 from tests.conftest import encoded, photo
 
@@ -157,10 +158,10 @@ def test_a_folder_of_mixed_images_is_curated_with_broken_files_flagged(local_def
 
     assert curate.success, curate.error
     store = local_defs.resources["object_store"].store()
-    groups = store.read_table(layout.table_key("duplicate_groups")).set_index("frame_id")
+    groups = read_groups(store).set_index("frame_id")
     a, copy = frames.loc["cam-z/export/a.jpg", "frame_id"], frames.loc["cam-z/export/e-copy-of-a.jpg", "frame_id"]
     assert groups.loc[a, "group_id"] == groups.loc[copy, "group_id"]
-    outliers = store.read_table(layout.table_key("outliers")).set_index("frame_id")
+    outliers = read_outliers(store).set_index("frame_id")
     corrupt_ids = frames.loc[sorted(broken), "frame_id"]
     assert (outliers.loc[corrupt_ids, "reasons"] == "corrupt").all()
     assert len(outliers) == 9  # every frame scored, broken ones included
@@ -220,8 +221,8 @@ def test_the_headless_command_runs_any_landing_and_root_and_reports_by_exit_stat
     assert {"load model", "model process: forward", "vector store"} <= set(ingest["frame_embeddings"])
     assert ingest["raw_frames"]["wall_s"] <= timings["runs"][0]["wall_s"]
     curate = timings["runs"][-1]["steps"]
-    assert {"read tables", "grouping", "checks", "write table", "pictures"} <= set(curate["duplicate_groups"])
-    assert {"read tables", "scoring", "checks", "write table", "pictures"} <= set(curate["outliers"])
+    assert {"read tables", "grouping", "checks", "write tables", "pictures"} <= set(curate["duplicate_groups"])
+    assert {"read tables", "scoring", "checks", "write tables", "pictures"} <= set(curate["outliers"])
     assert "=== time (s) ===" in ok.stdout
     # progress goes to stderr: plain lines when it is not a terminal, each stage's total at the end
     assert re.search(r"cam-z/export/ frames: 9 in [0-9.]+ s", ok.stderr), ok.stderr[-2000:]

@@ -11,6 +11,7 @@ from curation_assets.core import layout
 from curation_assets.core.ids import source_id_for
 from curation_assets.core.label_formats import read_labeled, split_name
 from curation_assets.core.sources import is_image
+from curation_assets.defs.curation import read_outliers
 from tests.conftest import encoded, photo
 
 CATEGORIES = [{"id": 1, "name": "bottle"}, {"id": 2, "name": "can"}]
@@ -86,7 +87,7 @@ def test_a_coco_dataset_is_audited_and_cleaned(local_defs, instance):
     assert sum(reason[[prefix + "train/img_02.jpg", prefix + "train/img_dup.jpg"]].str.startswith("duplicate")) == 1
     assert reason[[prefix + "train/img_03.jpg", prefix + "train/conflict.jpg"]].str.startswith("labels disagree").all()
     findings = curate.metadata["dataset_audit"]["findings"]
-    scored = store.read_table(layout.table_key("outliers"))
+    scored = read_outliers(store)
     flagged = scored["is_outlier"].sum()  # this one source: what the outliers asset flagged
     assert json.loads(json.dumps(findings))[source_id] == {
         "frames": 17,

@@ -8,6 +8,7 @@ from PIL import Image
 from curation_assets import headless
 from curation_assets.core import layout
 from curation_assets.core.maps import MIN_UMAP_POINTS, draw_panels, group_size_bins, layout_2d
+from curation_assets.defs.curation import read_outliers
 
 
 def _three_scenes(per_scene: int, dim: int = 64) -> tuple[np.ndarray, np.ndarray]:
@@ -58,7 +59,7 @@ def test_the_map_asset_places_every_frame_and_colours_it(corpus):
     frames = store.read_tables(layout.table_prefix("raw_frames"))
     assert sorted(table["frame_id"]) == sorted(frames.loc[~frames["corrupt"], "frame_id"])
     assert set(table["camera"]) == {"cam-a", "cam-b"}
-    outliers = store.read_table(layout.table_key("outliers"))
+    outliers = read_outliers(store)
     flagged = set(outliers.loc[outliers["is_outlier"], "frame_id"])
     assert flagged and set(table.loc[table["outlier reason"] != "none", "frame_id"]) == flagged & set(table["frame_id"])
     metadata = result.asset_materializations_for_node("embedding_map")[0].metadata

@@ -17,6 +17,7 @@ from curation_assets import headless
 from curation_assets.core import layout
 from curation_assets.core.ids import video_id_for
 from curation_assets.definitions import ASSETS, build_defs
+from curation_assets.defs.curation import read_groups, read_outliers
 from curation_assets.defs.embedding import frame_embeddings
 from curation_assets.defs.ingestion import raw_frames
 from curation_assets.defs.objects import object_embeddings
@@ -380,8 +381,8 @@ def test_a_class_cap_keeps_a_dominant_predicted_class_to_its_share(corpus):
     assert outcome.success, outcome.error
     capped = _tools_chosen(corpus, tools)
     store = corpus[2]["object_store"].store()
-    flagged = store.read_table(layout.table_key("outliers")).query("is_outlier")["frame_id"]
-    candidates = store.read_table(layout.table_key("duplicate_groups")).query("is_representative")["frame_id"]
+    flagged = read_outliers(store).query("is_outlier")["frame_id"]
+    candidates = read_groups(store).query("is_representative")["frame_id"]
     others = (~candidates.isin([*tools, *flagged])).sum()
     assert capped["tool"].sum() == 2 and len(capped) == min(8, 2 + others)  # a quarter; the rest: other classes
     assert outcome.metadata["selected_batch"]["class_caps"] == {"tool": 0.25}
@@ -435,14 +436,14 @@ def test_a_new_video_is_matched_against_existing_groups_through_the_vector_store
             run_config={"ops": {"duplicate_groups": {"config": config}}},
         )
         mode = result.asset_materializations_for_node("duplicate_groups")[0].metadata["mode"].value
-        return mode, store.read_table(layout.table_key("duplicate_groups")).set_index("frame_id")
+        return mode, read_groups(store).set_index("frame_id")
 
     assert _materialize_video(resources, instance, first).success
     mode, before = group()
-    assert mode.startswith("full")
+    assert mode.startswith("rebuild")
     assert _materialize_video(resources, instance, again).success
     mode, after = group()
-    assert mode.startswith("incremental: 1 new videos")
+    assert mode.startswith("incremental: 1 new sources")
 
     assert (after.loc[before.index, "group_id"] == before["group_id"]).all()  # existing groups keep their ids
     twins = [f.replace(first, again, 1) for f in before.index]
@@ -452,5 +453,5 @@ def test_a_new_video_is_matched_against_existing_groups_through_the_vector_store
     )
 
     mode, rebuilt = group(incremental=False)
-    assert mode.startswith("full")
+    assert mode.startswith("rebuild")
     assert (rebuilt.loc[twins, "group_id"].to_numpy() == rebuilt.loc[before.index, "group_id"].to_numpy()).all()

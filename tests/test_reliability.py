@@ -18,6 +18,7 @@ from curation_assets import headless
 from curation_assets.core import layout
 from curation_assets.core.ids import source_id_for
 from curation_assets.definitions import build_defs
+from curation_assets.defs.curation import read_groups
 from curation_assets.defs.ingestion import raw_frames
 from curation_assets.defs.partitions import videos
 from curation_assets.defs.settings import resources_from_env
@@ -370,7 +371,7 @@ def _three_clips_being_ingested(tmp_path: Path, **popen) -> tuple[subprocess.Pop
 
 
 def _frames_per_video(root: Path) -> dict[str, int]:
-    groups = ObjectStoreResource(root=str(root)).store().read_table(layout.table_key("duplicate_groups"))
+    groups = read_groups(ObjectStoreResource(root=str(root)).store())
     return groups["frame_id"].str.rsplit("/", n=1).str[0].value_counts().to_dict()
 
 

@@ -15,6 +15,7 @@ from curation_assets.core import layout
 from curation_assets.core.embedder import EmbedderError
 from curation_assets.core.ids import video_id_for
 from curation_assets.core.search import SearchError
+from curation_assets.defs.curation import read_groups, read_outliers
 from curation_assets.defs.search import SearchConfig, search
 from resources import EmbedderResource
 from tests.conftest import CORPUS_FOLDER as FOLDER
@@ -61,13 +62,13 @@ def test_filters_leave_out_what_they_should(corpus):
     window = _search(resources, **query, videos=[video], time_from_s=2.0, time_to_s=4.0).hits
     assert len(window) and window["timestamp_s"].between(2.0, 4.0).all()
 
-    groups = store.read_table(layout.table_key("duplicate_groups"))
+    groups = read_groups(store)
     kept = _search(resources, **query, exclude_duplicates=True).hits
     copies = set(groups.loc[~groups["is_representative"], "frame_id"])
     assert copies and not copies & set(kept["frame_id"])
     assert len(kept) == len(everything) - len(copies - {query["frame"]})
 
-    flagged = store.read_table(layout.table_key("outliers")).query("is_outlier")["frame_id"]
+    flagged = read_outliers(store).query("is_outlier")["frame_id"]
     clean = _search(resources, **query, exclude_outliers=True).hits
     assert len(flagged) and not set(flagged) & set(clean["frame_id"])
 

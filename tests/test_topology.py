@@ -26,6 +26,7 @@ from helpers import browser_page, require_chromium
 from curation_assets.core import layout
 from curation_assets.core.frames import sample_frames
 from curation_assets.core.ids import video_id_for
+from curation_assets.defs.curation import read_groups
 from curation_assets.defs.sensors import SOURCE_TAG, Ledger, batch_source_tag, load_cursor
 from curation_assets.defs.settings import resources_from_env
 from curation_assets.demo.scenes import Scene, write_video
@@ -177,7 +178,7 @@ def test_uploaded_videos_are_ingested_once_each_then_curated_by_automation(topol
     assert_counted_exactly(topology, expected)
     store = resources_from_env(topology.env)["object_store"].store()
     tables = [store.read_table(layout.table_key("raw_frames", video_id_for(n))) for n in expected]
-    grouped = set(store.read_table(layout.table_key("duplicate_groups"))["frame_id"])
+    grouped = set(read_groups(store)["frame_id"])
     assert {f for table in tables for f in table["frame_id"]} <= grouped
 
 

@@ -183,7 +183,6 @@ def isolation(
     vectors: np.ndarray, groups: pd.DataFrame, params: OutlierParams
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per frame: its group's k-th neighbour distance, robust z, and whether it is isolated."""
-    n = len(groups)
     reps = np.flatnonzero(groups["is_representative"].to_numpy())
     sizes = groups["group_size"].to_numpy()[reps]
     rep_isolation = isolation_scores(np.asarray(vectors, dtype=np.float32)[reps], params.isolation_k, sizes)
@@ -192,11 +191,19 @@ def isolation(
     per_frame = by_group.reindex(groups["group_id"].to_numpy())
     distance = per_frame["isolation"].to_numpy(dtype=np.float32)
     z = per_frame["score"].to_numpy(dtype=np.float64)
-    if params.isolation_cosine is None or len(reps) < params.isolation_min_groups:
-        return distance, z, np.zeros(n, dtype=bool)
-    small = groups["group_size"].to_numpy() <= params.isolation_max_group
-    far = 1.0 - distance < params.isolation_cosine
-    return distance, z, small & far & (z > params.isolation_z)
+    return distance, z, isolated(distance, z, groups["group_size"].to_numpy(), len(reps), params)
+
+
+def isolated(
+    distance: np.ndarray, z: np.ndarray, group_size: np.ndarray, n_groups: int, params: OutlierParams
+) -> np.ndarray:
+    """The isolation rule, per frame: a small group whose k-th neighbour is far, absolutely and
+    as a robust z of the population of ``n_groups`` groups (too few: nobody is isolated)."""
+    if params.isolation_cosine is None or n_groups < params.isolation_min_groups:
+        return np.zeros(len(distance), dtype=bool)
+    small = np.asarray(group_size) <= params.isolation_max_group
+    far = 1.0 - np.asarray(distance) < params.isolation_cosine
+    return small & far & (np.asarray(z) > params.isolation_z)
 
 
 def blurred(frames: pd.DataFrame, params: OutlierParams) -> np.ndarray:
@@ -263,6 +270,11 @@ def score_outliers(
     out["blurry"] |= scene_blur(frames, vectors, params, timed_rows(frames)) & ~unjudged
     out["isolation"], out["score"], out["isolated"] = isolation(vectors, g, params)
 
+    return with_verdicts(out)
+
+
+def with_verdicts(out: pd.DataFrame) -> pd.DataFrame:
+    """``is_outlier`` and ``reasons`` from the per-reason columns, in ``score_outliers``' column order."""
     flags = out[list(REASONS)].to_numpy()
     out["is_outlier"] = flags.any(axis=1)
     out["reasons"] = [",".join(r for r, f in zip(REASONS, row) if f) for row in flags]

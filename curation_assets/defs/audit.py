@@ -12,7 +12,7 @@ from curation_assets.core.ids import video_id_of
 from curation_assets.core.label_cleaning import RULES, CleaningRule
 from curation_assets.core.labels import coco_dataset
 from curation_assets.defs import checks
-from curation_assets.defs.curation import ON_NEW_EMBEDDINGS
+from curation_assets.defs.curation import _tables, following, read_groups, read_outliers
 from curation_assets.defs.reports import picture_metadata
 from curation_assets.defs.retries import TRANSIENT, transient_only
 from curation_assets.defs.versions import content_sha256, publish_dataset_files
@@ -65,12 +65,10 @@ CHECK = "dataset_audit_cleaned_is_leak_free"
     specs=[
         dg.AssetSpec(
             ASSET,
-            # the step before it; what it reads further up (raw_frames, source_labels, duplicate_groups)
-            # are its ancestors: automation waits for them
-            deps=["outliers"],
+            deps=["outliers", "duplicate_groups", "raw_frames", "source_labels"],
             group_name="curation",
             kinds={"coco", "parquet"},
-            automation_condition=ON_NEW_EMBEDDINGS,
+            automation_condition=following("duplicate_groups", "raw_frames", "source_labels"),
             description="Audit every labeled dataset source and write a cleaned, leak-free copy of it.",
         )
     ],
@@ -98,16 +96,18 @@ def dataset_audit(
     Nothing is written when the blocking check fails (the report goes to ``tables/_rejected/``).
     """
     store, landing = object_store.store(), object_store.landing_store()
-    labels = store.read_tables(layout.table_prefix("source_labels"))
-    frames = store.read_tables(layout.table_prefix("raw_frames"))
+    labels = store.read_tables(layout.table_prefix("source_labels"))  # few: labeled datasets only
+    labeled_sources = set() if labels is None else set(labels["frame_id"].map(video_id_of))
+    # only the labeled sources' frames: a fleet's footage has no labels to audit
+    frames = _tables(store, "raw_frames", labeled_sources) if labeled_sources else None
     if labels is None or frames is None:
         context.log.info("nothing to audit: no labeled dataset has landed")
         yield dg.MaterializeResult(
             asset_key=ASSET, metadata={"labeled_sources": 0, "audit": "nothing to audit: no labeled dataset"}
         )
         return
-    groups = store.read_table(layout.table_key("duplicate_groups"))
-    scored = store.read_table(layout.table_key("outliers"))
+    groups = read_groups(store)
+    scored = read_outliers(store)
     labeled = frames[frames["video_id"].isin(set(labels["frame_id"].map(video_id_of)))]
     sources = sorted(labeled["video_id"].unique())
 

@@ -1,7 +1,9 @@
-"""duplicate_groups and outliers: global assets over every published video."""
+"""duplicate_groups and outliers: global assets over every published source, built one new
+source at a time against the vector store; a rebuild is the explicit ``rebuild_curation`` job."""
 
 import json
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import dagster as dg
@@ -10,9 +12,26 @@ import pandas as pd
 from pydantic import Field
 
 from curation_assets.core import geometry, layout
-from curation_assets.core.duplicates import DuplicateParams, extend_groups, find_duplicate_groups, match_to_corpus
+from curation_assets.core.duplicates import (
+    GROUP_COLUMNS,
+    DuplicateParams,
+    extend_groups,
+    find_duplicate_groups,
+    match_to_corpus,
+)
+from curation_assets.core.duplicates import _finish as finish_groups
 from curation_assets.core.ids import point_id_for, video_id_of
-from curation_assets.core.outliers import REASONS, OutlierParams, corrupt_outliers, score_outliers
+from curation_assets.core.incremental import RunningSummary, kth_frame_distance, merge_neighbours
+from curation_assets.core.neighbors import knn_graph
+from curation_assets.core.outliers import (
+    REASONS,
+    OutlierParams,
+    corrupt_outliers,
+    isolated,
+    robust_z,
+    score_outliers,
+    with_verdicts,
+)
 from curation_assets.core.progress import Stopwatch
 from curation_assets.defs import checks
 from curation_assets.defs.reports import largest_groups, outliers_by_reason, picture_metadata
@@ -23,14 +42,20 @@ from resources.object_store import ObjectStore
 from resources.vector_store import Where
 
 # Re-run when any video's embeddings land, not on a timer; wait while some are in flight.
-# (eager() would wait forever for a video that failed and never materialised.) The assets it
-# drives declare the step before them only, so a new video refreshes them in one run in
-# order; the tables they read further up (raw_frames, frame_embeddings) are their ancestors.
+# (eager() would wait forever for a video that failed and never materialised.)
 ON_NEW_EMBEDDINGS = (
     dg.AutomationCondition.any_deps_updated().since_last_handled()
     & ~dg.AutomationCondition.any_deps_in_progress()
     & ~dg.AutomationCondition.in_progress()
 )
+
+
+def following(*also_reads: str) -> dg.AutomationCondition:
+    """``ON_NEW_EMBEDDINGS`` for an asset that also reads tables further up: they are declared
+    deps (lineage is the data flow), but only the step before it triggers it, so a new video
+    refreshes the chain once, in order."""
+    updated = dg.AutomationCondition.any_deps_updated()
+    return ON_NEW_EMBEDDINGS.replace(updated, updated.ignore(dg.AssetSelection.assets(*also_reads)))
 
 
 @dataclass
@@ -83,8 +108,13 @@ class DuplicateConfig(dg.Config):
     )
     incremental: bool = Field(
         default=True,
-        description="Match only newly embedded videos against the existing groups, through the vector store; "
-        "false rebuilds every group (and re-elects representatives).",
+        description="Match only newly embedded sources against the stored groups, through the vector store; "
+        "false rebuilds every group (and re-elects representatives): the rebuild_curation job.",
+    )
+    rebuild_sources_at_once: int = Field(
+        default=32,
+        description="A rebuild groups this many sources at once (memory: theirs), each chunk matched against "
+        "the ones before through the vector store.",
     )
 
     def params(self, calibration) -> DuplicateParams:
@@ -97,22 +127,40 @@ class DuplicateConfig(dg.Config):
         )
 
 
+KEYPOINTS_KEPT = 4096  # ORB keypoints of this many frames stay in memory (~40 kB each) while verifying
+
+
 def verifier(store: ObjectStore, frames: pd.DataFrame):
     """Geometric verification between two rows of ``frames``, from their stored JPEGs
-    (keypoints computed once per frame)."""
+    (keypoints computed once per frame while it is among the ``KEYPOINTS_KEPT`` last used:
+    a rebuild's chunk of 32 sources would otherwise keep every frame's)."""
     uris = frames["uri"].to_numpy()
-    found: dict[int, geometry.Keypoints] = {}
+    found: OrderedDict[int, geometry.Keypoints] = OrderedDict()
 
     def points(row: int) -> geometry.Keypoints:
-        if row not in found:
+        if row in found:
+            found.move_to_end(row)
+        else:
             found[row] = geometry.keypoints(store.get_bytes(store.key_for_uri(uris[row])))
+            if len(found) > KEYPOINTS_KEPT:
+                found.popitem(last=False)
         return found[row]
 
     return lambda a, b: geometry.inliers(points(a), points(b))
 
 
+# Curation results are partitioned like their inputs: one table per source under
+# tables/<asset>/<source>.parquet, written once when the source is curated, plus a small
+# state (tables/<asset>/_state.json: sources done, settings, counts, running summaries).
+# Group id, role and the representative's group size live as payload in the vector store,
+# which answers the new source's questions about everything stored (k-NN with filters).
+STATE_VERSION = 2
+LEGACY_PARTITION = "all"  # the single corpus-sized table of the first layout
+REPRESENTATIVE, MEMBER = "representative", "member"
+
+
 def _embedding_inputs(store: ObjectStore) -> dict[str, str]:
-    """Each video's published vector table -> its fingerprint."""
+    """Each source's published vector table -> its fingerprint (a listing: no table is read)."""
     prefix = layout.table_prefix("frame_embeddings")
     return {
         layout.partition_of(o.key, "frame_embeddings"): o.fingerprint
@@ -121,35 +169,99 @@ def _embedding_inputs(store: ObjectStore) -> dict[str, str]:
     }
 
 
-def _new_videos(store: ObjectStore, inputs: dict[str, str], settings: dict) -> set[str] | None:
-    """Videos added since the last build, when only additions happened; None means rebuild."""
-    if not (store.exists(layout.state_key("duplicate_groups")) and store.exists(layout.table_key("duplicate_groups"))):
+def read_state(store: ObjectStore, asset: str) -> dict | None:
+    """What ``asset`` was last built from, or None (never built, or by the first layout)."""
+    key = layout.state_key(asset)
+    if not store.exists(key):
         return None
-    state = json.loads(store.get_bytes(layout.state_key("duplicate_groups")))
-    before = state["inputs"]
-    unchanged = state["settings"] == settings and all(inputs.get(v) == f for v, f in before.items())
-    new = set(inputs) - set(before)
-    return new if unchanged and new else None
+    state = json.loads(store.get_bytes(key))
+    return state if state.get("version") == STATE_VERSION else None
 
 
-def _extend(store: ObjectStore, vs, collection: str, vector_name: str, new: set[str], params: DuplicateParams):
-    """Group the new videos' frames, then match each new group's leader with the existing
-    groups' representatives through the vector store: work grows with the new videos."""
-    previous = store.read_table(layout.table_key("duplicate_groups"))
-    corpus = load_corpus(store, vector_name, new)
-    if corpus is None:  # nothing readable in the new videos: nothing to add
-        return previous, list(previous["frame_id"]), 0
+def _write_state(store: ObjectStore, asset: str, state: dict) -> None:
+    store.put_bytes(layout.state_key(asset), json.dumps({**state, "version": STATE_VERSION}, sort_keys=True).encode())
+
+
+def _published(store: ObjectStore, asset: str, sources: set[str] | None = None) -> pd.DataFrame | None:
+    """The per-source tables of a curation asset (only ``sources``' when given); an unmigrated
+    root's single table when there are none."""
+
+    def keep(key: str) -> bool:
+        source = layout.partition_of(key, asset)
+        return source != LEGACY_PARTITION and (sources is None or source in sources)
+
+    tables = store.read_tables(layout.table_prefix(asset) + "/", keep)
+    if tables is None and sources is None and store.exists(layout.table_key(asset, LEGACY_PARTITION)):
+        return store.read_table(layout.table_key(asset, LEGACY_PARTITION))
+    return tables
+
+
+def read_groups(store: ObjectStore) -> pd.DataFrame | None:
+    """Every frame's duplicate group (``core.duplicates.GROUP_COLUMNS``), sizes and reasons as of
+    now: a table written when its source joined holds the sizes of then, so they are recounted."""
+    groups = _published(store, "duplicate_groups")
+    return None if groups is None else finish_groups(groups)
+
+
+def read_outliers(store: ObjectStore) -> pd.DataFrame | None:
+    """Every scored frame's outlier row (``core.outliers.score_outliers``' columns)."""
+    return _published(store, "outliers")
+
+
+def _group_payloads(groups: pd.DataFrame) -> dict[str, dict]:
+    """Vector-store payload of each grouped frame: its group, its role, and on the
+    representative the group's size (what isolation weighs a stored neighbour by)."""
+    reps = groups["is_representative"].to_numpy()
+    return {
+        frame_id: {"group_id": group_id, "group_role": REPRESENTATIVE if rep else MEMBER,
+                   "group_size": int(size) if rep else None}
+        for frame_id, group_id, rep, size in zip(groups["frame_id"], groups["group_id"], reps, groups["group_size"])
+    }  # fmt: skip
+
+
+def _publish_per_source(store: ObjectStore, results, asset: str, table: pd.DataFrame) -> list[checks.Verdict]:
+    """The one publish path, once per source the table's rows belong to."""
+    sources = table["frame_id"].map(video_id_of)
+    return [checks.publish(store, results, asset, source, rows) for source, rows in table.groupby(sources, sort=True)]
+
+
+def _prune_other_sources(store: ObjectStore, asset: str, verdicts: list[checks.Verdict]) -> int:
+    """After a rebuild: drop the tables of sources no longer stored and the first layout's table."""
+    keep = {v.key for v in verdicts} | {layout.state_key(asset)}
+    return store.prune(layout.table_prefix(asset) + "/", keep)
+
+
+def _plan(state: dict | None, inputs: dict[str, str], settings: dict, incremental: bool) -> tuple[str, list[str]]:
+    """("unchanged", []), ("incremental", new sources) or ("rebuild: why", every source)."""
+    if not incremental:
+        return "rebuild: requested", sorted(inputs)
+    if state is None:
+        return "rebuild: first build in this layout", sorted(inputs)
+    if state["settings"] != settings:
+        return "rebuild: model or thresholds changed", sorted(inputs)
+    changed = sorted(v for v, f in state["inputs"].items() if inputs.get(v) != f)
+    if changed:
+        return f"rebuild: {len(changed)} sources changed or removed, e.g. {changed[0]}", sorted(inputs)
+    new = sorted(set(inputs) - set(state["inputs"]))
+    return ("incremental", new) if new else ("unchanged", [])
+
+
+def _group_new_sources(store: ObjectStore, vs, collection: str, vector_name: str, new: list[str],
+                       params: DuplicateParams, corpus: Corpus | None = None,
+                       ) -> tuple[Corpus, pd.DataFrame, dict[str, str]] | None:  # fmt: skip
+    """Group the new sources' frames, then match each new group's leader with the stored groups'
+    representatives through the vector store: work grows with the new sources, not the corpus.
+    Returns the new sources' corpus, their rows (group sizes of joined groups still to be
+    counted) and the joins (new group id -> stored group id)."""
+    corpus = corpus or load_corpus(store, vector_name, set(new))
+    if corpus is None:  # nothing readable in the new sources: nothing to add
+        return None
     new_groups = find_duplicate_groups(corpus.frames, corpus.vectors, params, verifier(store, corpus.frames))
     leader_rows = np.flatnonzero(new_groups["is_representative"].to_numpy())
-    vs.build_index(collection)
-    group_of = dict(zip(previous["frame_id"], previous["group_id"]))
-    hits = vs.nearest_many(
-        collection, vector_name, corpus.vectors[leader_rows], params.neighbors, Where(exclude_videos=sorted(new))
-    )
-    # per leader, the existing groups its neighbours belong to, nearest first
-    hit_groups = [
-        list(dict.fromkeys(group_of[p["frame_id"]] for _, _, p in row if p["frame_id"] in group_of)) for row in hits
-    ]
+    stored = Where(exclude_videos=new, group_roles=(REPRESENTATIVE, MEMBER))
+    hits = vs.nearest_many(collection, vector_name, corpus.vectors[leader_rows], params.neighbors, stored)
+    # per leader, the stored groups its neighbours belong to, nearest first
+    hit_groups = [list(dict.fromkeys(p["group_id"] for _, _, p in row if p.get("group_id"))) for row in hits]
     rep_ids = sorted(set().union(*hit_groups))
     rep_vectors, rep_payloads = (
         vs.retrieve(collection, vector_name, [point_id_for(r) for r in rep_ids]) if rep_ids else (np.zeros((0, 1)), [])
@@ -165,17 +277,88 @@ def _extend(store: ObjectStore, vs, collection: str, vector_name: str, new: set[
     match, _ = match_to_corpus(leaders, corpus.vectors[leader_rows], reps, rep_vectors, candidates, params)
     joins = {new_groups.at[i, "group_id"]: rep_ids[m] for i, m in zip(leader_rows, match) if m >= 0}
     vectors_of = {rep_ids[m]: rep_vectors[m] for m in match if m >= 0}
-    groups = extend_groups(previous, new_groups, corpus.vectors, joins, vectors_of)
-    return groups, [*previous["frame_id"], *corpus.frames["frame_id"]], len(joins)
+    # the joined stored groups stand in as their representative's row alone; dropped after
+    joined_reps = sorted(set(joins.values()))
+    stand_ins = pd.DataFrame({"frame_id": joined_reps, "group_id": joined_reps, "is_representative": True,
+                              "reason": "representative", "similarity": np.float32(1.0), "group_size": 1})  # fmt: skip
+    groups = extend_groups(stand_ins, new_groups, corpus.vectors, joins, vectors_of).iloc[len(stand_ins) :]
+    return corpus, groups.reset_index(drop=True), joins
+
+
+def _count_joined(vs, collection: str, groups: pd.DataFrame, joined: set[str]) -> pd.DataFrame:
+    """Sizes of the stored groups new frames joined, counted in the store (whose payload already
+    holds the new frames, so a re-run counts the same)."""
+    if not joined:
+        return groups
+    size = {g: vs.count_where(collection, Where(groups=[g])) for g in sorted(joined)}
+    rows = groups["group_id"].isin(joined).to_numpy()
+    groups = groups.copy()
+    groups.loc[rows, "group_size"] = groups.loc[rows, "group_id"].map(size).astype(int)
+    return groups
+
+
+CURATION_PAYLOAD = ("group_id", "group_role", "group_size", "isolation", "is_outlier", "outlier_reasons")
+
+
+def _chunks(sources: list[str], size: int) -> list[list[str]]:
+    return [sources[i : i + size] for i in range(0, len(sources), size)] or [[]]
+
+
+class _Written:
+    """What a run wrote, chunk after chunk: counts, verdicts, the checks' worst outcome."""
+
+    def __init__(self):
+        self.frames = self.new_groups = self.joins = self.largest = 0
+        self.reasons: dict[str, int] = {}
+        self.verdicts: list[checks.Verdict] = []
+        self.results: dict[str, dg.AssetCheckResult] = {}
+        self.last_groups, self.last_frames = pd.DataFrame(columns=GROUP_COLUMNS), pd.DataFrame(columns=["frame_id"])
+
+    def add(self, groups, frames, joins, results, verdicts) -> None:
+        self.frames += len(groups)
+        self.new_groups += int(groups.loc[~groups["group_id"].isin(set(joins.values())), "group_id"].nunique())
+        self.joins += len(joins)
+        self.largest = max(self.largest, int(groups["group_size"].max()) if len(groups) else 0)
+        for reason, n in groups["reason"].value_counts().items():
+            self.reasons[reason] = self.reasons.get(reason, 0) + int(n)
+        self.verdicts += verdicts
+        for r in results:  # the first failure stands for the run
+            if r.check_name not in self.results or (self.results[r.check_name].passed and not r.passed):
+                self.results[r.check_name] = r
+        self.last_groups, self.last_frames = groups, frames
+
+    @property
+    def failed(self) -> list[str]:
+        return checks.blocking_failures(list(self.results.values()))
+
+    def check_results(self, names: list[str]) -> list[dg.AssetCheckResult]:
+        note = "no readable frame in the new sources"
+        return [self.results.get(n) or checks.from_assertion(n, True, note=note) for n in names]
+
+
+def _group_checks(expectations, groups: pd.DataFrame, expected: list[str], stored_groups: set[str]):
+    """Every expected frame once; every group not stored before has one representative here."""
+    own = groups[~groups["group_id"].isin(stored_groups)]
+    reps = own.groupby("group_id")["is_representative"].sum().rename("representatives").reset_index()
+    return [
+        checks.from_validation(
+            "duplicate_groups_cover_frames",
+            expectations.validate(groups, "duplicate_groups", suites.duplicate_groups(expected)),
+        ),
+        checks.from_validation(
+            "duplicate_groups_one_representative",
+            expectations.validate(reps, "duplicate_groups_reps", suites.one_representative_per_group(), "group_id"),
+        ),
+    ]
 
 
 @dg.asset(
     retry_policy=TRANSIENT,
-    deps=["frame_embeddings"],  # and its ancestor raw_frames
-    pool="qdrant",  # new videos are matched through the vector store
+    deps=["frame_embeddings", "raw_frames"],
+    pool="qdrant",  # new sources are matched through the vector store
     group_name="curation",
-    kinds={"numpy", "parquet"},
-    automation_condition=ON_NEW_EMBEDDINGS,
+    kinds={"numpy", "parquet", "qdrant"},
+    automation_condition=following("raw_frames"),
     check_specs=[
         checks.blocking(
             "duplicate_groups_cover_frames", "duplicate_groups", "every embedded frame in exactly one group (GX)"
@@ -194,76 +377,101 @@ def duplicate_groups(
     expectations: ExpectationsResource,
     vector_store: VectorStoreResource,
 ):
-    """Group exact, temporal and near copies across all videos; pick the best frame of each.
+    """Group exact, temporal and near copies across all sources; pick the best frame of each.
 
-    New videos are matched against the existing groups through the vector store (a frame
-    that copies an old one joins the old group); anything else rebuilds every group."""
+    A new source is grouped alone, then matched against the stored groups through the vector
+    store (a frame that copies a stored one joins its group; only that group changes); its
+    rows go to its own table. Nothing new: nothing is done. A changed source, model or
+    threshold, or ``incremental: false`` (the ``rebuild_curation`` job), rebuilds every group."""
     store = object_store.store()
     model = embedder.embedder()
     vector_name = model.vector_name
     params = config.params(model.calibration)
     settings = {"vector_name": vector_name, **params.__dict__}
     inputs = _embedding_inputs(store)
-    new = _new_videos(store, inputs, settings) if config.incremental else None
+    state = read_state(store, "duplicate_groups")
+    mode, sources = _plan(state, inputs, settings, config.incremental)
+    if mode == "unchanged":
+        return _unchanged("duplicate_groups", state, ["duplicate_groups_cover_frames",
+                                                      "duplicate_groups_one_representative"])  # fmt: skip
     watch = Stopwatch()
     started = time.perf_counter()
-    if new:
-        collection = vector_store.collection_for(vector_name)
-        with watch.stage("grouping"), vector_store.open() as vs:
-            groups, expected, joined = _extend(store, vs, collection, vector_name, new, params)
-        mode = f"incremental: {len(new)} new videos, {joined} new groups joined existing ones"
-    else:
-        with watch.stage("read tables"):
-            corpus = load_corpus(store, vector_name)
-        with watch.stage("grouping"):  # geometric checks included
-            groups = find_duplicate_groups(corpus.frames, corpus.vectors, params, verifier(store, corpus.frames))
-        expected = list(corpus.frames["frame_id"])
-        mode = f"full: {len(corpus.frames)} frames"
-        picture_frames = corpus.frames
+    collection = vector_store.collection_for(vector_name)
+    incremental = mode == "incremental"
+    # a rebuild replays every source through the same path, a chunk at a time: memory stays
+    # that of one chunk, and each chunk is matched against the chunks before it in the store
+    chunks = [sources] if incremental else _chunks(sources, config.rebuild_sources_at_once)
+    written = _Written()
+    with vector_store.open() as vs:
+        vs.ensure_payload_indexes(collection)
+        if not incremental:  # start clean; until the new state is written, nothing looks complete
+            store.delete(layout.state_key("duplicate_groups"))
+            vs.delete_payload_keys(collection, CURATION_PAYLOAD, Where(group_roles=(REPRESENTATIVE, MEMBER)))
+        for chunk in chunks:
+            with watch.stage("read tables"):  # the chunk's own
+                corpus = load_corpus(store, vector_name, set(chunk))
+            if corpus is None:  # nothing readable in these sources: nothing to add
+                continue
+            with watch.stage("grouping"):  # geometric checks included
+                vs.build_index(collection)  # what the previous chunk (or ingest) wrote
+                found = _group_new_sources(store, vs, collection, vector_name, chunk, params, corpus)
+            corpus, groups, joins = found
+            joined = set(joins.values())
+            with watch.stage("checks"):  # the rows this run wrote
+                results = _group_checks(expectations, groups, list(corpus.frames["frame_id"]), joined)
+            if not checks.blocking_failures(results):
+                with watch.stage("vector store payload"):
+                    vs.set_payloads(collection, _group_payloads(groups))
+                    groups = _count_joined(vs, collection, groups, joined)
+                    sizes = groups.drop_duplicates("group_id").set_index("group_id")["group_size"]
+                    vs.set_payloads(collection, {g: {"group_size": int(sizes[g])} for g in sorted(joined)})
+            with watch.stage("write tables"):
+                written.add(groups, corpus.frames, joins, results,
+                            _publish_per_source(store, results, "duplicate_groups", groups))  # fmt: skip
+            if written.failed:
+                break
+    results = written.check_results(["duplicate_groups_cover_frames", "duplicate_groups_one_representative"])
+    failed = written.failed
+    counts = {"frames": written.frames, "groups": written.new_groups}
+    with watch.stage("write tables"):
+        if not failed:
+            if not incremental:
+                _prune_other_sources(store, "duplicate_groups", written.verdicts)
+            if incremental:
+                counts = {k: state["counts"][k] + v for k, v in counts.items()}
+            counts["duplicate_frames"] = counts["frames"] - counts["groups"]
+            # a new generation tells outliers to rebuild too
+            generation = state["generation"] if incremental else f"{time.time_ns():x}"
+            new_state = {"settings": settings, "inputs": inputs, "generation": generation, "counts": counts}
+            _write_state(store, "duplicate_groups", new_state)
     elapsed = time.perf_counter() - started
-    context.log.info(f"duplicate_groups {mode} in {elapsed:.1f} s")
-
-    with watch.stage("checks"):
-        reps = groups.groupby("group_id")["is_representative"].sum().rename("representatives").reset_index()
-        results = [
-            checks.from_validation(
-                "duplicate_groups_cover_frames",
-                expectations.validate(groups, "duplicate_groups", suites.duplicate_groups(expected)),
-            ),
-            checks.from_validation(
-                "duplicate_groups_one_representative",
-                expectations.validate(reps, "duplicate_groups_reps", suites.one_representative_per_group(), "group_id"),
-            ),
-        ]
-    with watch.stage("write table"):
-        verdict = checks.publish(store, results, "duplicate_groups", table=groups)
-        if verdict.published:  # what the next run extends
-            state = {"settings": settings, "inputs": inputs}
-            store.put_bytes(layout.state_key("duplicate_groups"), json.dumps(state, sort_keys=True).encode())
-    n_groups = int(groups["group_id"].nunique())
-    with watch.stage("pictures"):
-        if new:  # only the pictured groups' videos: the old ones are not in memory
-            top = groups.drop_duplicates("group_id").nlargest(6, "group_size")["group_id"]
-            pictured = {video_id_of(f) for f in groups.loc[groups["group_id"].isin(top), "frame_id"]}
-            picture_frames = _tables(store, "raw_frames", pictured)
-        pictures = picture_metadata(store, "largest_groups", largest_groups(picture_frames, groups))
-    reason_counts = groups["reason"].value_counts().to_dict()
+    joins = written.joins
+    if incremental:
+        mode = f"{mode}: {len(sources)} new sources, {joins} new groups joined stored ones"
+    else:
+        mode = f"{mode}: {len(sources)} sources in {len(chunks)} chunks"
+    context.log.info(f"duplicate_groups {mode}; {written.frames} frames written in {elapsed:.1f} s")
+    groups, frames = written.last_groups, written.last_frames
+    with watch.stage("pictures"):  # the groups this run touched
+        pictures = picture_metadata(store, "largest_groups", largest_groups(frames, groups)) if len(groups) else {}
     return dg.MaterializeResult(
         metadata={
-            "frames": len(groups),
+            "frames": counts["frames"],
+            "groups": counts["groups"],
+            "duplicate_frames": counts["frames"] - counts["groups"],
+            "ratio_removed": round(1 - counts["groups"] / max(counts["frames"], 1), 3),
             "videos": len(inputs),
             "mode": mode,
-            "groups": n_groups,
-            "duplicate_frames": len(groups) - n_groups,
-            "ratio_removed": round(1 - n_groups / len(groups), 3),
-            "largest_group": int(groups["group_size"].max()),
-            **{f"frames_{r}": int(reason_counts.get(r, 0)) for r in ("exact", "temporal", "near")},
+            "frames_written": written.frames,
+            "sources_written": len(written.verdicts),
+            "largest_group_written": written.largest,
+            **{f"frames_{r}": int(written.reasons.get(r, 0)) for r in ("exact", "temporal", "near")},
             "thresholds": dg.MetadataValue.json(
                 {**params.__dict__, "calibration": model.calibration.source, "model": model.model}
             ),
             "seconds": round(elapsed, 3),
-            "table": dg.MetadataValue.path(store.uri(verdict.key)),
-            "published": verdict.published,
+            "tables": dg.MetadataValue.path(store.uri(layout.table_prefix("duplicate_groups") + "/")),
+            "published": not failed,
             "timings": dg.MetadataValue.json(watch.rounded()),
             **pictures,
         },
@@ -271,26 +479,94 @@ def duplicate_groups(
     )
 
 
+def _unchanged(asset: str, state: dict, check_names: list[str]) -> dg.MaterializeResult:
+    """Nothing new since the last build: no table is read or written, the checks stand."""
+    note = "nothing new since the last build: previous results stand"
+    return dg.MaterializeResult(
+        metadata={"mode": "unchanged", **state["counts"], "seconds": 0.0},
+        check_results=[checks.from_assertion(name, True, note=note) for name in check_names],
+    )
+
+
 class OutlierConfig(dg.Config):
     """Unset thresholds keep their defaults (core/outliers.py) or the model's calibration."""
 
-    max_flagged_fraction: float = Field(default=0.3, description="WARN when more frames than this are flagged.")
+    max_flagged_fraction: float = Field(
+        default=0.3, description="WARN when more of the frames a run scored than this are flagged."
+    )
     isolation_z: float | None = Field(default=None, description="Robust z of the k-th neighbour distance.")
     isolation_cosine: float | None = Field(default=None, description="k-th neighbour cosine below this (model's).")
     dark_p99: float | None = Field(default=None, description="Dark: 99 % of pixels below this luma.")
     bright_p01: float | None = Field(default=None, description="Bright: 99 % of pixels above this luma.")
+    incremental: bool = Field(
+        default=True,
+        description="Score only the sources grouped since the last build, against the store; false rescores "
+        "every frame (and refreshes stored frames' isolation).",
+    )
+
+    rebuild_sources_at_once: int = Field(
+        default=32, description="A rebuild scores this many sources at once, against every other in the store."
+    )
 
     def params(self, calibration) -> OutlierParams:
-        overrides = self.model_dump(exclude={"max_flagged_fraction"})
+        overrides = self.model_dump(exclude={"max_flagged_fraction", "incremental", "rebuild_sources_at_once"})
         return OutlierParams.for_model(calibration, **overrides)
+
+
+def _isolation_distances(vs, collection: str, vector_name: str, vectors: np.ndarray, groups: pd.DataFrame,
+                         sources: list[str], k: int, known: dict[str, float]) -> np.ndarray:  # fmt: skip
+    """Per row of ``groups`` (the sources' frames, aligned with ``vectors``): its group's isolation,
+    the distance by which k frames are reached among the sources' own groups and the k nearest
+    stored representatives of other sources (weighted by group size, as
+    ``core.outliers.isolation_scores`` does over a whole corpus). ``known`` (representative ->
+    distance) gains these groups; a frame that joined a stored group takes that group's
+    distance, from ``known`` or as stored in its representative's payload."""
+    rep_rows = np.flatnonzero(groups["is_representative"].to_numpy())
+    sizes = groups["group_size"].to_numpy()
+    rep_vectors = np.asarray(vectors, dtype=np.float32)[rep_rows]
+    n = len(rep_rows)
+    local_sims, local_frames = np.full((n, 0), -np.inf), np.zeros((n, 0))
+    if n > 1:
+        nbr, sims = knn_graph(rep_vectors, min(k, n - 1))
+        local_sims = np.where(nbr >= 0, sims, -np.inf)
+        local_frames = np.where(nbr >= 0, sizes[rep_rows][np.where(nbr >= 0, nbr, 0)], 0)
+    hits = vs.nearest_many(collection, vector_name, rep_vectors, k,
+                           Where(exclude_videos=sources, group_roles=(REPRESENTATIVE,)))  # fmt: skip
+    stored_sims, stored_frames = np.full((n, k), -np.inf), np.zeros((n, k))
+    for i, row in enumerate(hits):
+        stored_sims[i, : len(row)] = [s for _, s, _ in row]
+        stored_frames[i, : len(row)] = [p.get("group_size") or 1 for _, _, p in row]
+    merged = merge_neighbours((local_sims, local_frames), (stored_sims, stored_frames))
+    known.update(zip(groups["frame_id"].to_numpy()[rep_rows], kth_frame_distance(*merged, k).tolist()))
+    stored_reps = sorted(set(groups["group_id"]) - set(known))
+    if stored_reps:
+        _, payloads = vs.retrieve(collection, vector_name, [point_id_for(r) for r in stored_reps])
+        known.update({r: p.get("isolation", np.nan) for r, p in zip(stored_reps, payloads)})
+    return groups["group_id"].map(known).to_numpy(dtype=np.float32)
+
+
+def _outlier_payloads(scored: pd.DataFrame, groups: pd.DataFrame) -> dict[str, dict]:
+    """Each scored frame's flags as payload; a representative also keeps its group's isolation
+    (what a frame joining the group later takes)."""
+    reps = set(groups.loc[groups["is_representative"], "frame_id"]) if len(groups) else set()
+    return {
+        f: {"is_outlier": bool(o), "outlier_reasons": r, **({"isolation": float(d)} if f in reps else {})}
+        for f, o, r, d in zip(scored["frame_id"], scored["is_outlier"], scored["reasons"], scored["isolation"])
+    }
+
+
+def _unreadable(store: ObjectStore, sources: set[str] | None) -> pd.DataFrame:
+    frames = _tables(store, "raw_frames", sources)
+    return pd.DataFrame(columns=["frame_id"]) if frames is None else frames[frames["corrupt"]]
 
 
 @dg.asset(
     retry_policy=TRANSIENT,
-    deps=["duplicate_groups"],  # and its ancestors raw_frames, frame_embeddings
+    deps=["duplicate_groups", "raw_frames", "frame_embeddings"],
+    pool="qdrant",  # stored neighbours come from the vector store
     group_name="curation",
-    kinds={"numpy", "parquet"},
-    automation_condition=ON_NEW_EMBEDDINGS,
+    kinds={"numpy", "parquet", "qdrant"},
+    automation_condition=following("raw_frames", "frame_embeddings"),
     check_specs=[
         checks.blocking("outliers_every_frame_scored", "outliers", "every grouped frame has a score and a flag (GX)"),
         checks.warning("outliers_flagged_fraction", "outliers", "flagged fraction under the configured ceiling (GX)"),
@@ -303,58 +579,134 @@ def outliers(
     object_store: ObjectStoreResource,
     embedder: EmbedderResource,
     expectations: ExpectationsResource,
+    vector_store: VectorStoreResource,
 ):
-    """Flag dark, bright, blurry, low-information, noisy, odd-sized and isolated frames."""
+    """Flag dark, bright, blurry, low-information, noisy, odd-sized and isolated frames.
+
+    A newly grouped source is scored alone (its rules judge a frame against its own source)
+    and its isolation against the store's nearest representatives of other sources. A stored
+    frame keeps the isolation it was scored with when later footage comes near it (or joins its
+    group): the ``rebuild_curation`` job (``incremental: false``) refreshes every frame."""
     store = object_store.store()
     model = embedder.embedder()
-    watch = Stopwatch()
-    with watch.stage("read tables"):
-        corpus = load_corpus(store, model.vector_name)
-        groups = store.read_table(layout.table_key("duplicate_groups"))
-    in_groups = corpus.frames["frame_id"].isin(groups["frame_id"]).to_numpy()
-    frames, vectors = corpus.frames[in_groups].reset_index(drop=True), corpus.vectors[in_groups]
     params = config.params(model.calibration)
+    settings = {"vector_name": model.vector_name, **params.__dict__}
+    grouped = read_state(store, "duplicate_groups")
+    if grouped is None:
+        raise dg.Failure("no duplicate groups in this layout yet: materialize duplicate_groups first",
+                         allow_retries=False)  # fmt: skip
+    state = read_state(store, "outliers")
+    current = state is not None and state["generation"] == grouped["generation"] and state["settings"] == settings
+    check_names = ["outliers_every_frame_scored", "outliers_flagged_fraction"]
+    if config.incremental and current:
+        todo = sorted(set(grouped["inputs"]) - set(state["sources"]))
+        if not todo:
+            return _unchanged("outliers", state, check_names)
+        mode = "incremental"
+    else:
+        todo = sorted(grouped["inputs"])
+        mode = "rebuild: requested" if config.incremental is False else "rebuild: groups rebuilt or settings changed"
+    incremental = mode == "incremental"
+    watch = Stopwatch()
     started = time.perf_counter()
-    with watch.stage("scoring"):
-        scored = score_outliers(frames, groups, vectors, params)
-        unreadable = corpus.unreadable
-        if len(unreadable):
-            scored = pd.concat([scored, corrupt_outliers(unreadable)], ignore_index=True)
-    elapsed = time.perf_counter() - started
+    collection = vector_store.collection_for(model.vector_name)
+    summary = RunningSummary.from_json(state["isolation"]) if incremental else RunningSummary()
+    chunks = [todo] if incremental else _chunks(todo, config.rebuild_sources_at_once)
+    known: dict[str, float] = {}  # representative -> isolation distance, of the groups scored now
+    parts, readable = [], []
+    with vector_store.open() as vs:
+        vs.build_index(collection)
+        for chunk in chunks:  # a rebuild scores a chunk of sources at a time, against the whole store
+            with watch.stage("read tables"):  # the chunk's own tables
+                corpus = load_corpus(store, model.vector_name, set(chunk))
+                groups = _published(store, "duplicate_groups", set(chunk))
+                unreadable = _unreadable(store, set(chunk))
+            if corpus is not None and groups is not None:
+                in_groups = corpus.frames["frame_id"].isin(groups["frame_id"]).to_numpy()
+                frames, vectors = corpus.frames[in_groups].reset_index(drop=True), corpus.vectors[in_groups]
+                aligned = groups.set_index("frame_id").loc[frames["frame_id"]].reset_index()
+                with watch.stage("scoring"):
+                    scored = score_outliers(frames, aligned, vectors, params)
+                with watch.stage("isolation (vector store)"):
+                    scored["isolation"] = _isolation_distances(vs, collection, model.vector_name, vectors, aligned,
+                                                               chunk, params.isolation_k, known)  # fmt: skip
+                parts.append((scored, aligned))
+                readable.append(frames[["frame_id", "uri"]])
+            if len(unreadable):
+                parts.append((corrupt_outliers(unreadable), None))
+        # the robust z of each group's distance against every group's: the running histogram
+        # (incremental), or, rebuilding, the exact statistics of every group scored now
+        new_reps = np.array(list(known.values()), dtype=np.float64)
+        summary.add(new_reps[np.isfinite(new_reps)])
+        exact_z = dict(zip(known, robust_z(new_reps))) if not incremental and len(known) > 2 else {}
+        n_groups = grouped["counts"]["groups"]
+        for i, (scored, aligned) in enumerate(parts):
+            if aligned is None:
+                continue
+            distance = scored["isolation"].to_numpy(dtype=np.float64)
+            z = aligned["group_id"].map(exact_z).to_numpy(dtype=np.float64) if exact_z else summary.z(distance)
+            z = np.where(np.isfinite(z), z, 0.0)  # a group with no distance (none stored) is not judged
+            flagged = isolated(distance, z, aligned["group_size"].to_numpy(), n_groups, params)
+            parts[i] = (with_verdicts(scored.assign(score=z, isolated=flagged)), aligned)
+        columns = ["frame_id", "score", "is_outlier", "reasons", "isolation", *REASONS]
+        scored = pd.concat([p for p, _ in parts], ignore_index=True) if parts else pd.DataFrame(columns=columns)
+        frames = pd.concat(readable, ignore_index=True) if readable else pd.DataFrame(columns=["frame_id", "uri"])
+        aligned = pd.concat([a for _, a in parts if a is not None], ignore_index=True) if parts else pd.DataFrame()
+        unreadable_ids = scored.loc[scored["corrupt"], "frame_id"] if len(scored) else pd.Series([], dtype=object)
+        elapsed = time.perf_counter() - started
 
-    fraction = float(scored["is_outlier"].mean())
-    with watch.stage("checks"):
-        results = [
-            checks.from_validation(
-                "outliers_every_frame_scored",
-                expectations.validate(
-                    scored, "outliers", suites.outlier_scores([*frames["frame_id"], *unreadable["frame_id"]])
+        fraction = float(scored["is_outlier"].mean()) if len(scored) else 0.0
+        with watch.stage("checks"):  # the rows this run wrote
+            results = [
+                checks.from_validation(
+                    "outliers_every_frame_scored",
+                    expectations.validate(
+                        scored, "outliers", suites.outlier_scores([*frames["frame_id"], *unreadable_ids])
+                    ),
                 ),
-            ),
-            checks.from_validation(
-                "outliers_flagged_fraction",
-                expectations.validate(
-                    scored, "outliers_fraction", suites.flagged_fraction(config.max_flagged_fraction)
+                checks.from_validation(
+                    "outliers_flagged_fraction",
+                    expectations.validate(
+                        scored, "outliers_fraction", suites.flagged_fraction(config.max_flagged_fraction)
+                    ),
+                    severity=dg.AssetCheckSeverity.WARN,
+                    flagged_fraction=round(fraction, 3),
+                    ceiling=config.max_flagged_fraction,
                 ),
-                severity=dg.AssetCheckSeverity.WARN,
-                flagged_fraction=round(fraction, 3),
-                ceiling=config.max_flagged_fraction,
-            ),
-        ]
-    with watch.stage("write table"):
-        verdict = checks.publish(store, results, "outliers", table=scored)
+            ]
+        failed = checks.blocking_failures(results)
+        if not failed and len(scored):
+            with watch.stage("vector store payload"):
+                stored = scored[scored["frame_id"].isin(frames["frame_id"])]  # unreadable frames have no point
+                vs.set_payloads(collection, _outlier_payloads(stored, aligned if len(frames) else pd.DataFrame()))
+    with watch.stage("write tables"):
+        verdicts = _publish_per_source(store, results, "outliers", scored) if len(scored) else []
+        flagged_now = int(scored["is_outlier"].sum())
+        counts = {"frames": len(scored), "outliers": flagged_now}
+        if not failed:
+            if incremental:
+                counts = {k: state["counts"][k] + v for k, v in counts.items()}
+            else:
+                _prune_other_sources(store, "outliers", verdicts)
+            done = sorted(set(state["sources"]) | set(todo)) if incremental else todo
+            new_state = {"settings": settings, "generation": grouped["generation"], "sources": done,
+                         "isolation": summary.to_json(), "counts": counts}  # fmt: skip
+            _write_state(store, "outliers", new_state)
     with watch.stage("pictures"):
         pictures = picture_metadata(store, "outliers_by_reason", outliers_by_reason(frames, scored, REASONS))
     return dg.MaterializeResult(
         metadata={
-            "frames": len(scored),
-            "outliers": int(scored["is_outlier"].sum()),
+            "frames": counts["frames"],
+            "outliers": counts["outliers"],
+            "mode": f"{mode}: {len(todo)} sources" if incremental else mode,
+            "frames_written": len(scored),
             "flagged_fraction": round(fraction, 3),
             **{f"flag_{r}": int(scored[r].sum()) for r in REASONS},
+            "stored_frames_isolation": "as scored when their source arrived; refreshed by the rebuild_curation job",
             "thresholds": dg.MetadataValue.json({**params.__dict__, "calibration": model.calibration.source}),
             "seconds": round(elapsed, 3),
-            "table": dg.MetadataValue.path(store.uri(verdict.key)),
-            "published": verdict.published,
+            "tables": dg.MetadataValue.path(store.uri(layout.table_prefix("outliers") + "/")),
+            "published": not failed,
             "timings": dg.MetadataValue.json(watch.rounded()),
             **pictures,
         },

@@ -85,6 +85,15 @@ curate_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets("duplicate_groups", "outliers", "dataset_audit"),
     description="Duplicates, outliers and labeled-dataset audits over all sources.",
 )
+rebuild_curation_job = dg.define_asset_job(
+    "rebuild_curation",
+    selection=dg.AssetSelection.assets("duplicate_groups", "outliers"),
+    config={
+        "ops": {"duplicate_groups": {"config": {"incremental": False}}, "outliers": {"config": {"incremental": False}}}
+    },  # fmt: skip
+    description="Every duplicate group and outlier flag from scratch: after a model or threshold change, and to "
+    "refresh stored frames' isolation (curate adds new sources alone).",
+)
 labeling_round_job = dg.define_asset_job(
     "labeling_round",
     selection=dg.AssetSelection.assets("selected_batch"),
@@ -117,6 +126,7 @@ JOBS = [
     ingest_video_job,
     ingest_batch_job,
     curate_job,
+    rebuild_curation_job,
     map_job,
     merge_job,
     objects_job,

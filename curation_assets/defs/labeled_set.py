@@ -8,6 +8,7 @@ from pydantic import Field
 
 from curation_assets.core import labels, layout
 from curation_assets.defs import checks
+from curation_assets.defs.curation import read_groups
 from curation_assets.defs.retries import TRANSIENT, transient_only
 from curation_assets.defs.versions import publish_labeled_version
 from curation_assets.quality import suites
@@ -99,7 +100,7 @@ def labeled_set(
     imports = import_all(store, config.annotations_prefix, selected, categories)
     if not imports:
         raise dg.Failure(f"no annotation files under {store.uri(config.annotations_prefix)}", allow_retries=False)
-    groups = store.read_table(layout.table_key("duplicate_groups")).set_index("frame_id")["group_id"]
+    groups = read_groups(store).set_index("frame_id")["group_id"]
     fractions = (("train", config.train_fraction), ("val", config.val_fraction), ("test", config.test_fraction))
     found = labels.assemble_labeled_set(
         selected, imports, groups, fractions, config.split_by_video, previous_splits(store)

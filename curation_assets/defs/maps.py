@@ -10,10 +10,9 @@ import time
 import dagster as dg
 import pandas as pd
 
-from curation_assets.core import layout
 from curation_assets.core.maps import MAX_POINTS, draw_panels, group_size_bins, layout_2d, map_table
 from curation_assets.defs import checks
-from curation_assets.defs.curation import ON_NEW_EMBEDDINGS, load_corpus
+from curation_assets.defs.curation import following, load_corpus, read_groups, read_outliers
 from curation_assets.defs.reports import png_metadata
 from curation_assets.defs.retries import TRANSIENT, transient_only
 from curation_assets.defs.selected_batch import earlier_selections
@@ -53,10 +52,10 @@ class MapConfig(dg.Config):
 
 @dg.asset(
     retry_policy=TRANSIENT,
-    deps=["outliers", "selected_batch"],  # and their ancestors; a new round redraws the map
+    deps=["outliers", "selected_batch", "duplicate_groups", "raw_frames", "frame_embeddings"],
     group_name="curation",
     kinds={"umap", "parquet"},
-    automation_condition=ON_NEW_EMBEDDINGS,
+    automation_condition=following("duplicate_groups", "raw_frames", "frame_embeddings"),  # a new round redraws it
     check_specs=[checks.blocking("embedding_map_places_frames", ASSET, "every placed frame once, at finite x, y (GX)")],
 )
 @transient_only
@@ -72,8 +71,8 @@ def embedding_map(
     store = object_store.store()
     model = embedder.embedder()
     corpus = load_corpus(store, model.vector_name)
-    groups = store.read_table(layout.table_key("duplicate_groups"))
-    scored = store.read_table(layout.table_key("outliers"))
+    groups = read_groups(store)
+    scored = read_outliers(store)
     started = time.perf_counter()
     placed = layout_2d(corpus.vectors, config.max_points, config.seed)
     layout_s = time.perf_counter() - started

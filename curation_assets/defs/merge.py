@@ -18,6 +18,7 @@ from curation_assets.core.ids import video_id_of
 from curation_assets.core.labels import coco_dataset
 from curation_assets.defs import checks
 from curation_assets.defs.audit import landing_uri
+from curation_assets.defs.curation import read_groups
 from curation_assets.defs.retries import TRANSIENT, transient_only
 from curation_assets.defs.versions import content_sha256, publish_dataset_files
 from curation_assets.quality import suites
@@ -38,7 +39,7 @@ class MergeConfig(dg.Config):
 
 @dg.asset(
     retry_policy=TRANSIENT,
-    deps=["raw_frames", "source_labels", "duplicate_groups", "dataset_audit"],
+    deps=["raw_frames", "source_labels", "duplicate_groups"],  # what it reads
     group_name="datasets",
     kinds={"coco", "parquet"},
     check_specs=[
@@ -65,7 +66,7 @@ def merged_dataset(
     unknown = sorted(set(sources) - set(labeled))
     if unknown:
         raise dg.Failure(f"not labeled sources: {unknown}; labeled sources are {labeled}", allow_retries=False)
-    groups = store.read_table(layout.table_key("duplicate_groups"))
+    groups = read_groups(store)
     images, merged, drops = merge_sources(frames, labels, groups, sources, config.category_map)
     images_in = int(frames["video_id"].isin(sources).sum())
     image_drops = drops[drops["kind"] == "image"]

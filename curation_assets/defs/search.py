@@ -35,6 +35,7 @@ from curation_assets.core.search import (
     with_originals,
 )
 from curation_assets.core.sources import load_image
+from curation_assets.defs.curation import read_groups, read_outliers
 from curation_assets.defs.reports import png_metadata
 from resources import EmbedderResource, ObjectStoreResource, VectorStoreResource
 from resources.object_store import ObjectStore
@@ -74,6 +75,9 @@ class SearchResult:
 
 
 def _table(store: ObjectStore, asset: str) -> pd.DataFrame | None:
+    readers = {"duplicate_groups": read_groups, "outliers": read_outliers}  # one table per source
+    if asset in readers:
+        return readers[asset](store)
     key = layout.table_key(asset)
     return store.read_table(key) if store.exists(key) else None
 

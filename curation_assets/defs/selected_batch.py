@@ -15,7 +15,7 @@ from curation_assets.core.selection import (
     resolve_budget,
 )
 from curation_assets.defs import checks
-from curation_assets.defs.curation import load_corpus
+from curation_assets.defs.curation import load_corpus, read_groups, read_outliers
 from curation_assets.defs.objects import selectable_objects
 from curation_assets.defs.partitions import labeling_rounds
 from curation_assets.defs.reports import embedding_map_metadata, picture_metadata
@@ -118,8 +118,8 @@ def selected_batch(
     round_id = context.partition_key
     store = object_store.store()
     corpus = load_corpus(store, embedder.embedder().vector_name)
-    groups = store.read_table(layout.table_key("duplicate_groups"))
-    flags = store.read_table(layout.table_key("outliers"))
+    groups = read_groups(store)
+    flags = read_outliers(store)
     table = corpus.frames.merge(groups, on="frame_id").merge(flags[["frame_id", "is_outlier"]], on="frame_id")
     vectors = corpus.vectors[corpus.frames["frame_id"].isin(table["frame_id"]).to_numpy()]
 
