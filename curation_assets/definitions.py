@@ -1,36 +1,19 @@
-"""The code location: every asset, check, sensor and job, with resources from the environment."""
+"""The code location: this repository's own fleet of the ``VideoCuration`` component,
+configured in ``location/defs.yaml`` (a dg project's defs folder)."""
+
+from pathlib import Path
 
 import dagster as dg
 
-from curation_assets.allocator import keep_frame_buffers
-from curation_assets.defs.audit import dataset_audit
-from curation_assets.defs.curation import duplicate_groups, outliers
-from curation_assets.defs.embedding import frame_embeddings
-from curation_assets.defs.executors import executor_from_env
-from curation_assets.defs.ingestion import raw_frames
-from curation_assets.defs.jobs import JOBS
-from curation_assets.defs.labeled_set import labeled_set
-from curation_assets.defs.maps import embedding_map
-from curation_assets.defs.merge import merged_dataset
-from curation_assets.defs.objects import object_embeddings, object_outliers
-from curation_assets.defs.selected_batch import selected_batch
-from curation_assets.defs.sensors import SENSORS
-from curation_assets.defs.settings import resources_from_env
-
-ASSETS = [raw_frames, frame_embeddings, duplicate_groups, outliers, embedding_map, dataset_audit, merged_dataset,
-          object_embeddings, object_outliers, selected_batch, labeled_set]  # fmt: skip
+from curation_assets import location
+from curation_assets.defs.assets import ASSETS  # noqa: F401 - the template graph, for tests
 
 
 def build_defs(resources: dict, executor: dg.ExecutorDefinition | None = None) -> dg.Definitions:
     """The same graph with other resources (tests bind temporary folders and a moto S3)."""
-    return dg.Definitions(
-        assets=ASSETS,
-        jobs=JOBS,
-        sensors=SENSORS,
-        resources=resources,
-        executor=executor,
-    )
+    from curation_assets.component import VideoCuration
+
+    return VideoCuration().definitions(resources, location_executor=True, executor=executor)
 
 
-keep_frame_buffers()  # every process that loads the code location: the UI's step processes too
-defs = build_defs(resources_from_env(), executor_from_env())
+defs = dg.load_defs(location, project_root=Path(__file__).resolve().parent.parent)

@@ -1,56 +1,67 @@
-"""Every job of the code location, in one place."""
+"""Every job of the code location, in one place; ``jobs_for`` names them for one fleet."""
 
 import dagster as dg
 
+from curation_assets.defs.fleet import Fleet, op_copy, partitions
 from curation_assets.defs.partitions import labeling_rounds, videos
 from curation_assets.defs.search import search_frames
 
-ingest_video_job = dg.define_asset_job(
-    "ingest_video",
-    selection=dg.AssetSelection.assets("raw_frames", "source_labels", "frame_embeddings"),
-    partitions_def=videos,
-    description="Frames (and a labeled dataset's own labels) and embeddings for one landing source.",
-)
-curate_job = dg.define_asset_job(
-    "curate",
-    selection=dg.AssetSelection.assets("duplicate_groups", "outliers", "dataset_audit"),
-    description="Duplicates, outliers and labeled-dataset audits over all sources.",
-)
-labeling_round_job = dg.define_asset_job(
-    "labeling_round",
-    selection=dg.AssetSelection.assets("selected_batch"),
-    partitions_def=labeling_rounds,
-    description="Select and export one labeling round (config: budget, strategy, seed).",
-)
-map_job = dg.define_asset_job(
-    "draw_map",
-    selection=dg.AssetSelection.assets("embedding_map"),
-    description="The 2-D embedding map (UMAP), coloured by camera, group size, outlier reason and round.",
-)
-merge_job = dg.define_asset_job(
-    "merge_datasets",
-    selection=dg.AssetSelection.assets("merged_dataset"),
-    description="Labeled sources as one COCO dataset (config: sources, category_map, name).",
-)
-objects_job = dg.define_asset_job(
-    "curate_objects",
-    selection=dg.AssetSelection.assets("object_embeddings", "object_outliers"),
-    description="Every labeled or predicted box cropped and embedded; box outliers and duplicates "
-    "(config: predictions).",
-)
-import_labels_job = dg.define_asset_job(
-    "import_labels",
-    selection=dg.AssetSelection.assets("labeled_set"),
-    description="Import annotations, split, version.",
-)
+# name -> (assets, partitions, description)
+ASSET_JOBS = {
+    "ingest_video": (
+        ["raw_frames", "source_labels", "frame_embeddings"],
+        videos,
+        "Frames (and a labeled dataset's own labels) and embeddings for one landing source.",
+    ),
+    "curate": (
+        ["duplicate_groups", "outliers", "dataset_audit"],
+        None,
+        "Duplicates, outliers and labeled-dataset audits over all sources.",
+    ),
+    "draw_map": (
+        ["embedding_map"],
+        None,
+        "The 2-D embedding map (UMAP), coloured by camera, group size, outlier reason and round.",
+    ),
+    "merge_datasets": (
+        ["merged_dataset"],
+        None,
+        "Labeled sources as one COCO dataset (config: sources, category_map, name).",
+    ),
+    "curate_objects": (
+        ["object_embeddings", "object_outliers"],
+        None,
+        "Every labeled or predicted box cropped and embedded; box outliers and duplicates (config: predictions).",
+    ),
+    "labeling_round": (
+        ["selected_batch"],
+        labeling_rounds,
+        "Select and export one labeling round (config: budget, strategy, seed).",
+    ),
+    "import_labels": (["labeled_set"], None, "Import annotations, split, version."),
+}
 
-JOBS = [
-    ingest_video_job,
-    curate_job,
-    map_job,
-    merge_job,
-    objects_job,
-    labeling_round_job,
-    import_labels_job,
-    search_frames,
-]
+
+def jobs_for(fleet: Fleet, executor: dg.ExecutorDefinition | None = None) -> list:
+    """The fleet's jobs: its assets only, its partitions, its executor (None: the location's)."""
+    jobs = [
+        dg.define_asset_job(
+            fleet.name(name),
+            selection=dg.AssetSelection.assets(*(fleet.key(asset) for asset in assets)),
+            partitions_def=partitions(fleet, partitions_def),
+            description=description,
+            executor_def=executor,
+        )
+        for name, (assets, partitions_def, description) in ASSET_JOBS.items()
+    ]
+    search = search_frames
+    if fleet.prefix or fleet.pools or fleet.step_defaults.get("similarity_search") or executor:
+        op = op_copy(search_frames.graph.node_defs[0], fleet)
+        search = dg.GraphDefinition(name=fleet.name(search_frames.name), node_defs=[op]).to_job(
+            description=search_frames.description, executor_def=executor
+        )
+    return [*jobs, search]
+
+
+JOBS = jobs_for(Fleet())
+ingest_video_job = JOBS[0]

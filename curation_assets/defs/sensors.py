@@ -7,9 +7,9 @@ import dagster as dg
 
 from curation_assets.core.ids import source_id_for
 from curation_assets.defs.ingestion import landing_sources
+from curation_assets.defs.fleet import Fleet, partitions
 from curation_assets.defs.jobs import ingest_video_job
 from curation_assets.defs.partitions import videos
-from resources import ObjectStoreResource
 
 SOURCE_TAG = "curation/source"  # "<video_id>@<fingerprint>": which content a run ingested
 MAX_RUNS_PER_TICK = 50
@@ -40,6 +40,7 @@ def plan_ingest(
     log=None,
     max_runs: int = MAX_RUNS_PER_TICK,
     page_size: int = LIST_PAGE_SIZE,
+    partitions_name: str = videos.name,
 ) -> tuple[list[dg.RunRequest], list[str], dict[str, dict[str, str]]]:
     """What to ingest now: (run requests, new partition keys, the updated cursor).
 
@@ -54,7 +55,7 @@ def plan_ingest(
     "newer than" cursor miss same-second uploads, a fingerprint map cannot.
     """
     done, requested = dict(cursor["done"]), dict(cursor["requested"])
-    known = set(instance.get_dynamic_partitions(videos.name))
+    known = set(instance.get_dynamic_partitions(partitions_name))
     requests, new_keys = [], []
     for source in landing_sources(landing, page_size=page_size):
         if done.get(source.key) == source.fingerprint:
@@ -96,40 +97,58 @@ def plan_ingest(
 
 
 def build_new_video_sensor(
-    max_runs_per_tick: int = MAX_RUNS_PER_TICK, page_size: int = LIST_PAGE_SIZE
+    max_runs_per_tick: int = MAX_RUNS_PER_TICK,
+    page_size: int = LIST_PAGE_SIZE,
+    fleet: Fleet = Fleet(),
+    job=ingest_video_job,
+    interval_s: int = 10,
+    running: bool = True,
 ) -> dg.SensorDefinition:
-    """The landing-zone sensor, requesting at most ``max_runs_per_tick`` runs a tick and
-    listing ``page_size`` objects a page (tests make both small)."""
+    """The landing-zone sensor of ``fleet`` (its landing zone, partitions and ``job``),
+    requesting at most ``max_runs_per_tick`` runs a tick and listing ``page_size`` objects
+    a page (tests make both small)."""
+    source_partitions = partitions(fleet, videos)
+    store_key = fleet.name("object_store")
 
     @dg.sensor(
-        name="new_video_sensor",
-        job=ingest_video_job,
-        minimum_interval_seconds=10,
-        default_status=dg.DefaultSensorStatus.RUNNING,
+        name=fleet.name("new_video_sensor"),
+        job=job,
+        minimum_interval_seconds=interval_s,
+        default_status=dg.DefaultSensorStatus.RUNNING if running else dg.DefaultSensorStatus.STOPPED,
+        required_resource_keys={store_key},
         description="Registers a partition and requests a run for every new, changed or failed landing source.",
     )
-    def new_video_sensor(context: dg.SensorEvaluationContext, object_store: ObjectStoreResource):
-        landing = object_store.landing_store()
+    def new_video_sensor(context: dg.SensorEvaluationContext):
+        landing = getattr(context.resources, store_key).landing_store()
         requests, new_keys, cursor = plan_ingest(context.instance, landing, load_cursor(context.cursor),
                                                  log=context.log.info, max_runs=max_runs_per_tick,
-                                                 page_size=page_size)  # fmt: skip
+                                                 page_size=page_size,
+                                                 partitions_name=source_partitions.name)  # fmt: skip
         if requests:
             context.log.info(f"{len(requests)} landing objects to ingest ({len(new_keys)} new partitions)")
         return dg.SensorResult(
             run_requests=requests,
-            dynamic_partitions_requests=[videos.build_add_request(new_keys)] if new_keys else [],
+            dynamic_partitions_requests=[source_partitions.build_add_request(new_keys)] if new_keys else [],
             cursor=json.dumps(cursor, sort_keys=True),
         )
 
     return new_video_sensor
 
 
+# the global assets that follow new embeddings
+AUTOMATED = ("duplicate_groups", "outliers", "embedding_map", "dataset_audit")
+
+
+def build_automation_sensor(fleet: Fleet = Fleet(), interval_s: int = 10, running: bool = True):
+    return dg.AutomationConditionSensorDefinition(
+        fleet.name("curation_automation"),
+        target=dg.AssetSelection.assets(*(fleet.key(asset) for asset in AUTOMATED)),
+        default_status=dg.DefaultSensorStatus.RUNNING if running else dg.DefaultSensorStatus.STOPPED,
+        minimum_interval_seconds=interval_s,  # a new video's groups follow its embeddings within seconds
+    )
+
+
 new_video_sensor = build_new_video_sensor()
-automation_sensor = dg.AutomationConditionSensorDefinition(
-    "curation_automation",
-    target=dg.AssetSelection.assets("duplicate_groups", "outliers", "embedding_map", "dataset_audit"),
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=10,  # a new video's groups follow its embeddings within seconds
-)
+automation_sensor = build_automation_sensor()
 
 SENSORS = [new_video_sensor, automation_sensor]
