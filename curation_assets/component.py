@@ -89,6 +89,29 @@ class AutomationSettings(Settings):
     interval_s: int = 10
 
 
+class VideoCurationScaffolder(dg.Scaffolder):
+    """``dg scaffold defs curation_assets.VideoCuration <name>``: a ``defs.yaml`` that runs as
+    written, offline (packaged model, embedded Qdrant, a local folder named after the fleet)."""
+
+    def scaffold(self, request: dg.ScaffoldRequest) -> None:
+        fleet = _identifier(request.target_path.name)
+        upper = fleet.upper()
+        dg.scaffold_component(
+            request,
+            {
+                "key_prefix": fleet,
+                "storage_root": f"{{{{ env.{upper}_STORAGE_URI or '.curation/{fleet}' }}}}",
+                "landing_uri": f"{{{{ env.{upper}_LANDING_URI }}}}",
+                "vector_store": {"url": "{{ env.QDRANT_URL }}", "api_key_env_var": "QDRANT_API_KEY"},
+                "embedder": {"name": DEFAULT_MODEL, "device": "auto"},
+                "frame_sampling": {"sample_fps": 2.0},
+                "sensor": {"enabled": True, "interval_s": 30},
+                "automation": {"enabled": True},
+            },
+        )
+
+
+@dg.scaffold_with(VideoCurationScaffolder)
 class VideoCuration(dg.Component, Settings):
     """Video-frame curation for one fleet: landing zone -> frames -> embeddings (Qdrant) ->
     duplicate groups, outliers -> labeling batches -> labeled sets, each step gated by checks."""
@@ -244,6 +267,11 @@ class VideoCuration(dg.Component, Settings):
             resources=dict(resources),
             executor=executor if location_executor else None,
         )
+
+
+def _identifier(name: str) -> str:
+    cleaned = "".join(c if c.isalnum() else "_" for c in name).strip("_").lower()
+    return cleaned if cleaned and not cleaned[0].isdigit() else f"fleet_{cleaned}"
 
 
 def _absolute(location: str) -> str:
