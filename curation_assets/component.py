@@ -40,7 +40,7 @@ class VectorStoreSettings(Settings):
         "the key itself is never written to yaml, logs or metadata.",
     )
     collection_prefix: str | None = pydantic.Field(
-        default=None, description="Qdrant collection names start with this; default: 'frames', or '<key_prefix>_frames'."
+        default=None, description="Qdrant collection names start with this; default 'frames' or '<key_prefix>_frames'."
     )
     quantization: Literal["none", "int8"] = "none"
     lock_timeout_s: float = pydantic.Field(
@@ -242,10 +242,10 @@ class VideoCuration(dg.Component, Settings):
         own). ``location_executor``: the executor (``executor`` or the configured one) is the whole
         code location's (one fleet per location); otherwise each of the fleet's jobs carries it."""
         from curation_assets.allocator import keep_frame_buffers
+        from curation_assets.defs.assets import ASSETS
         from curation_assets.defs.fleet import asset_copy
         from curation_assets.defs.jobs import jobs_for
         from curation_assets.defs.sensors import build_automation_sensor, build_new_video_sensor
-        from curation_assets.defs.assets import ASSETS
 
         keep_frame_buffers()  # every process that loads the definitions: the UI's step processes too
         fleet = self.fleet()

@@ -60,8 +60,11 @@ def test_two_fleets_load_side_by_side_each_with_its_own_keys_jobs_sensors_pools_
     east, west = (names_of(two_fleets, fleet) for fleet in FLEETS)
     assert dg.AssetKey(["cameras_east", "raw_frames"]) in east["assets"]
     assert "cameras_east__ingest_video" in east["jobs"] and "cameras_east__new_video_sensor" in east["sensors"]
-    assert east["pools"] == {"cameras_east__qdrant"} and east["partitions"] == {"cameras_east__videos", "cameras_east__labeling_rounds"}
-    assert east["resources"] == {f"cameras_east__{r}" for r in ("object_store", "vector_store", "embedder", "expectations")}
+    assert east["pools"] == {"cameras_east__qdrant"}
+    assert east["partitions"] == {"cameras_east__videos", "cameras_east__labeling_rounds"}
+    assert east["resources"] == {
+        f"cameras_east__{r}" for r in ("object_store", "vector_store", "embedder", "expectations")
+    }
     for kind, east_names in east.items():
         assert east_names and len(east_names) == len(west[kind]) and not east_names & west[kind], kind
 

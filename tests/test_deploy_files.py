@@ -105,5 +105,5 @@ def test_helm_values_run_each_video_as_its_own_kubernetes_job():
 def test_an_unknown_executor_is_refused():
     from curation_assets.defs.executors import executor_from_env
 
-    with pytest.raises(ValueError, match="CURATION_EXECUTOR='spark'"):
+    with pytest.raises(ValueError, match=r"executor\n.*input_value='spark'"):  # the setting and the value
         executor_from_env({"CURATION_EXECUTOR": "spark"})

@@ -6,8 +6,8 @@ import json
 import dagster as dg
 
 from curation_assets.core.ids import source_id_for
-from curation_assets.defs.ingestion import landing_sources
 from curation_assets.defs.fleet import Fleet, partitions
+from curation_assets.defs.ingestion import landing_sources
 from curation_assets.defs.jobs import ingest_video_job
 from curation_assets.defs.partitions import videos
 
