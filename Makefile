@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export DAGSTER_HOME ?= $(CURDIR)/.curation/dagster
 
-.PHONY: install demo test ui prod-local lint clean bench-quality bench-scale
+.PHONY: install demo test ui prod-local lint docs clean bench-quality bench-scale
 
 install: $(VENV)/.installed
 
@@ -30,6 +30,9 @@ ui: install $(DAGSTER_HOME)/dagster.yaml
 # webserver as plain processes on loopback (needs: apt-get install -y postgresql); Ctrl-C stops all.
 prod-local: install
 	$(PY) -m curation_assets.topology --base .curation/prod-local --port 3000
+
+docs: install
+	$(VENV)/bin/mkdocs build --strict  # the site in .site/; reference pages generated from the code
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
