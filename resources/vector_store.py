@@ -23,6 +23,7 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
+from curation_assets.component import VectorStoreSettings
 from curation_assets.core.ids import point_id_for
 
 PAYLOAD_INDEXES = ("video_id", "camera_id", "category")  # category: boxes only
@@ -31,6 +32,10 @@ QUANTIZATIONS = ("none", "int8")
 # (ef 100, oversampling 1-2) found 0.84 of the exact top 10; these find 0.98 at p95 12.7 ms
 HNSW_EF = 256  # candidates the graph search keeps
 OVERSAMPLING = 8.0  # int8 candidates fetched per result, then rescored on the full-precision vectors
+
+
+# how long a step waits for the embedded store's lock held by another process (the component's setting)
+LOCK_TIMEOUT_S = VectorStoreSettings.model_fields["lock_timeout_s"].default
 
 
 class VectorStoreError(RuntimeError):
@@ -175,7 +180,7 @@ class EdgeVectorStore(VectorStore):
     def __init__(
         self,
         path: str | Path,
-        lock_timeout_s: float = 60.0,
+        lock_timeout_s: float = LOCK_TIMEOUT_S,
         quantization: str = "none",
         hnsw_ef: int | None = HNSW_EF,
         oversampling: float = OVERSAMPLING,
@@ -434,7 +439,7 @@ class VectorStoreResource(dg.ConfigurableResource):
     url: str | None = Field(default=None, description="Qdrant server URL; overrides path.")
     api_key: str | None = Field(default=None, description="Qdrant server API key.")
     collection_prefix: str = "frames"
-    lock_timeout_s: float = 120.0
+    lock_timeout_s: float = LOCK_TIMEOUT_S
     quantization: str = Field(
         default="none",
         description="'int8': new collections keep int8 vectors in RAM (a quarter of the memory) and the "

@@ -160,3 +160,26 @@ def test_the_scaffolded_defs_yaml_loads_as_written(tmp_path, monkeypatch):
             assert component.key_prefix == "fleet" and component.storage_root == ".curation/fleet"
             assert dg.AssetKey(["fleet", "raw_frames"]) in defs.resolve_all_asset_keys()
     assert os.path.isdir(tmp_path) and not (tmp_path / ".curation").exists()  # loading writes nothing
+
+
+def tick(defs: dg.Definitions, instance, fleet: str) -> dg.SensorResult:
+    sensor = defs.resolve_sensor_def(f"{fleet}__new_video_sensor")
+    store = {f"{fleet}__object_store": defs.resources[f"{fleet}__object_store"]}
+    with dg.build_sensor_context(instance=instance, resources=store) as context:
+        return sensor(context)
+
+
+def test_one_fleet_s_ingest_of_a_video_does_not_mark_the_same_video_done_in_another_fleet(
+    two_fleets, video_dir, instance, tmp_path
+):
+    for fleet in FLEETS:  # the same file, same size and time, lands in both fleets
+        drop(two_fleets.resources[f"{fleet}__object_store"].landing_store(), video_dir, SCENE_A.name)
+        os.utime(tmp_path / fleet / "landing" / SCENE_A.name, ns=(1_700_000_000 * 10**9,) * 2)
+    (east_request,) = tick(two_fleets, instance, "cameras_east").run_requests
+    instance.add_dynamic_partitions("cameras_east__videos", [east_request.partition_key])
+    job = two_fleets.resolve_job_def("cameras_east__ingest_video")
+    assert job.execute_in_process(instance=instance, partition_key=east_request.partition_key,
+                                  tags=east_request.tags).success  # fmt: skip
+
+    (west_request,) = tick(two_fleets, instance, "cameras_west").run_requests
+    assert west_request.partition_key == east_request.partition_key

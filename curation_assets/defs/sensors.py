@@ -41,6 +41,7 @@ def plan_ingest(
     max_runs: int = MAX_RUNS_PER_TICK,
     page_size: int = LIST_PAGE_SIZE,
     partitions_name: str = videos.name,
+    job_name: str = ingest_video_job.name,
 ) -> tuple[list[dg.RunRequest], list[str], dict[str, dict[str, str]]]:
     """What to ingest now: (run requests, new partition keys, the updated cursor).
 
@@ -63,7 +64,9 @@ def plan_ingest(
         source_id = source_id_for(source.key)
         content = f"{source_id}@{source.fingerprint}"
         statuses = [
-            r.dagster_run.status for r in instance.get_run_records(filters=dg.RunsFilter(tags={SOURCE_TAG: content}))
+            r.dagster_run.status
+            # this fleet's runs only: another fleet may hold the same content in its own landing zone
+            for r in instance.get_run_records(filters=dg.RunsFilter(job_name=job_name, tags={SOURCE_TAG: content}))
         ]
         if dg.DagsterRunStatus.SUCCESS in statuses:  # e.g. by the headless command, or a run the cursor missed
             done[source.key] = source.fingerprint
@@ -123,7 +126,8 @@ def build_new_video_sensor(
         requests, new_keys, cursor = plan_ingest(context.instance, landing, load_cursor(context.cursor),
                                                  log=context.log.info, max_runs=max_runs_per_tick,
                                                  page_size=page_size,
-                                                 partitions_name=source_partitions.name)  # fmt: skip
+                                                 partitions_name=source_partitions.name,
+                                                 job_name=job.name)  # fmt: skip
         if requests:
             context.log.info(f"{len(requests)} landing objects to ingest ({len(new_keys)} new partitions)")
         return dg.SensorResult(
