@@ -23,6 +23,8 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
+from curation_assets.component import VideoCuration
+
 
 @dataclass(frozen=True)
 class StoredObject:
@@ -282,7 +284,9 @@ def open_store(uri: str, endpoint_url: str | None = None, region_name: str | Non
 class ObjectStoreResource(dg.ConfigurableResource):
     """Where frames, tables, exports and datasets live, and where videos land."""
 
-    root: str = Field(default=".curation", description="Folder or s3://bucket/prefix.")
+    root: str = Field(
+        default=VideoCuration.model_fields["storage_root"].default, description="Folder or s3://bucket/prefix."
+    )
     landing: str = Field(
         default="",
         description="Landing zone (folder or s3:// URI); empty means '<root>/landing'.",

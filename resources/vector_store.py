@@ -23,7 +23,7 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
-from curation_assets.component import VectorStoreSettings
+from curation_assets.component import VectorStoreSettings, VideoCuration
 from curation_assets.core.ids import point_id_for
 
 PAYLOAD_INDEXES = ("video_id", "camera_id", "category")  # category: boxes only
@@ -435,7 +435,10 @@ class QdrantClientVectorStore(VectorStore):
 class VectorStoreResource(dg.ConfigurableResource):
     """Embedded Qdrant by default; a Qdrant server when ``url`` is set."""
 
-    path: str = Field(default=".curation/qdrant", description="Folder of the embedded store.")
+    path: str = Field(
+        default=str(Path(VideoCuration.model_fields["storage_root"].default) / "qdrant"),
+        description="Folder of the embedded store.",
+    )
     url: str | None = Field(default=None, description="Qdrant server URL; overrides path.")
     api_key: str | None = Field(default=None, description="Qdrant server API key.")
     collection_prefix: str = "frames"
