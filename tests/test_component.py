@@ -169,6 +169,14 @@ def tick(defs: dg.Definitions, instance, fleet: str) -> dg.SensorResult:
         return sensor(context)
 
 
+def test_a_fleet_s_sensor_finds_its_landing_store_when_evaluated_the_way_the_daemon_does(two_fleets, instance):
+    sensor = two_fleets.resolve_sensor_def("cameras_east__new_video_sensor")
+    store = {"cameras_east__object_store": two_fleets.resources["cameras_east__object_store"]}
+    with dg.build_sensor_context(instance=instance, resources=store) as context:
+        tick = sensor.evaluate_tick(context)  # the daemon's path binds only named resource parameters
+    assert tick.run_requests == [] and tick.cursor
+
+
 def test_one_fleet_s_ingest_of_a_video_does_not_mark_the_same_video_done_in_another_fleet(
     two_fleets, video_dir, instance, tmp_path
 ):

@@ -121,8 +121,8 @@ def build_new_video_sensor(
         required_resource_keys={store_key},
         description="Registers a partition and requests a run for every new, changed or failed landing source.",
     )
-    def new_video_sensor(context: dg.SensorEvaluationContext, **resources):  # Dagster passes the required ones
-        landing = resources[store_key].landing_store()
+    def new_video_sensor(context: dg.SensorEvaluationContext, **_):  # a direct call also passes them as keywords
+        landing = getattr(context.resources, store_key).landing_store()
         requests, new_keys, cursor = plan_ingest(context.instance, landing, load_cursor(context.cursor),
                                                  log=context.log.info, max_runs=max_runs_per_tick,
                                                  page_size=page_size,
