@@ -1,8 +1,6 @@
 """The code location: this repository's own fleet of the ``VideoCuration`` component,
 configured in ``location/defs.yaml`` (a dg project's defs folder)."""
 
-from pathlib import Path
-
 import dagster as dg
 
 from curation_assets import location
@@ -16,4 +14,4 @@ def build_defs(resources: dict, executor: dg.ExecutorDefinition | None = None) -
     return VideoCuration().definitions(resources, location_executor=True, executor=executor)
 
 
-defs = dg.load_defs(location, project_root=Path(__file__).resolve().parent.parent)
+defs = location.component().build_defs()  # what dg.load_defs(location) builds, without the registry scan
