@@ -19,14 +19,17 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 STARTED = time.perf_counter()  # before the heavy imports: start-up is part of the summary's timings
 
 STAGES = ("ingest", "curate", "objects", "map", "select", "label")
+TEMPORARY: list[str] = []  # folders the command made for itself, removed before it exits
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -97,7 +100,63 @@ def start_helpers(args: argparse.Namespace, env: dict[str, str]) -> None:
         model_process(model)  # the run's embedder resource finds it started
 
 
+def landing_problem(env: dict[str, str]) -> str | None:
+    """Why the landing zone cannot be used with this root: it overlaps what a run writes."""
+    from curation_assets.core.layout import overlap_problem
+    from curation_assets.defs.settings import landing_and_root, vector_store_path
+
+    landing, root = landing_and_root(env)
+    written = {"DAGSTER_HOME": env.get("DAGSTER_HOME", "")}
+    if not env.get("QDRANT_URL"):
+        written["the embedded vector store"] = vector_store_path(env)
+    return overlap_problem(root, landing, **written)
+
+
 def run(args: argparse.Namespace, env: dict[str, str]) -> int:
+    """Every stage asked for. The summary is printed and written (``--summary-json``) however
+    the command ends: runs that failed, a fault outside any run (the landing zone cannot be
+    listed, the instance cannot be opened: one line with the cause, not a traceback), or a
+    stop signal (then re-raised)."""
+    from curation_assets import headless
+
+    started = time.perf_counter()
+    videos: list = []
+    outcomes: list = []
+    begun = ["start-up"]  # the stages begun: the last one is where a fault outside a run happened
+
+    def summary() -> dict:
+        return headless.summarize(videos, outcomes, time.perf_counter() - started, started - STARTED)
+
+    try:
+        _run_stages(args, env, videos, outcomes, begun.append)
+    except KeyboardInterrupt as stop:
+        signum = getattr(stop, "signum", None) or headless.STOP.received() or signal.SIGINT
+        outcomes.append(headless.RunOutcome(begun[-1], False, f"stopped by {signal.Signals(signum).name}"))
+        _report(args, summary())
+        stop.signum = signum
+        raise
+    except Exception as exc:  # noqa: BLE001 - reported as the stage's failure, with its cause
+        failed = headless.failed_outside_runs(begun[-1], exc)
+        print(f"FAILED {failed.name}: {failed.error}", file=sys.stderr)
+        outcomes.append(failed)
+    result = summary()
+    _report(args, result)
+    failed = result["blocking_checks_failed"] or not all(o.success for o in [*videos, *outcomes])
+    return 1 if failed else 0
+
+
+def _report(args: argparse.Namespace, summary: dict) -> None:
+    from curation_assets import headless
+
+    print(headless.format_summary(summary))
+    if args.summary_json:
+        try:
+            args.summary_json.write_text(json.dumps(summary, indent=1))
+        except OSError as exc:
+            print(f"cannot write --summary-json {args.summary_json}: {exc}", file=sys.stderr)
+
+
+def _run_stages(args: argparse.Namespace, env: dict[str, str], videos: list, outcomes: list, begin) -> None:
     import dagster as dg
 
     from curation_assets import headless
@@ -107,42 +166,42 @@ def run(args: argparse.Namespace, env: dict[str, str]) -> int:
     from curation_assets.defs.settings import resources_from_env
     from curation_assets.terminal import TerminalProgress
 
+    begin("start-up")
     defs = build_defs(resources_from_env(env), executor_from_env(env))
     if os.environ.get("DAGSTER_HOME"):
         instance = dg.DagsterInstance.get()
     else:
         print("note: DAGSTER_HOME is not set; runs are kept in a temporary instance, not shown in the UI")
-        instance = dg.DagsterInstance.ephemeral()
+        # its folder is removed on the way out (the command ends with os._exit: no finalizer runs)
+        TEMPORARY.append(tempfile.mkdtemp(prefix="curation-instance-"))
+        instance = dg.DagsterInstance.ephemeral(tempdir=TEMPORARY[-1])
     show_progress(TerminalProgress())
 
-    started = time.perf_counter()
-    startup_s = started - STARTED
     stages = args.select.split(",")
-    videos, outcomes = [], []
     if "ingest" in stages:
-        videos = headless.ingest_landing(defs, instance)
+        begin("ingest")
+        headless.ingest_landing(defs, instance, outcomes=videos)
     if "curate" in stages:
+        begin("curate")
         outcomes.append(headless.timed_run(defs, instance, "curate", "curate"))
     if "objects" in stages:
+        begin("objects")
         config = {"ops": {"object_embeddings": {"config": {"predictions": args.predictions}}}}
         outcomes.append(headless.timed_run(defs, instance, "objects", "curate_objects", run_config=config))
     if "map" in stages:
+        begin("map")
         outcomes.append(headless.timed_run(defs, instance, "map", "draw_map"))
     if "select" in stages:
         from curation_assets.defs.selected_batch import SelectionConfig
 
+        begin(args.round)
         chosen = {"budget": args.budget, "strategy": args.strategy, "seed": args.seed}
         round_config = SelectionConfig(**{k: v for k, v in chosen.items() if v is not None})
         outcomes.append(headless.run_round(defs, instance, args.round, round_config.budget, round_config.strategy,
                                            round_config.seed))  # fmt: skip
     if "label" in stages:
+        begin("import_labels")
         outcomes.append(headless.timed_run(defs, instance, "import_labels", "import_labels"))
-    summary = headless.summarize(videos, outcomes, time.perf_counter() - started, startup_s)
-    print(headless.format_summary(summary))
-    if args.summary_json:
-        args.summary_json.write_text(json.dumps(summary, indent=1))
-    failed = summary["blocking_checks_failed"] or not all(o.success for o in [*videos, *outcomes])
-    return 1 if failed else 0
 
 
 def search(args: argparse.Namespace) -> int:
@@ -185,7 +244,22 @@ def main(argv: list[str] | None = None) -> int:
     # progress is abandoned (every write is atomic, so nothing half-written is published),
     # no new step starts, and a re-run resumes what is left.
     env = environment(args)
-    start_helpers(args, env)
+    if problem := landing_problem(env):
+        print(f"python -m curation_assets run: {problem}", file=sys.stderr)
+        from curation_assets import headless
+
+        refused = headless.RunOutcome("start-up", False, problem)
+        _report(args, headless.summarize([], [refused], 0.0, time.perf_counter() - STARTED))
+        return 2
+    try:
+        start_helpers(args, env)
+    except Exception as exc:  # noqa: BLE001 - a setting the helpers cannot start with: its cause, and the summary
+        from curation_assets import headless
+
+        failed = headless.failed_outside_runs("start-up", exc)
+        print(f"FAILED {failed.name}: {failed.error}", file=sys.stderr)
+        _report(args, headless.summarize([], [failed], 0.0, time.perf_counter() - STARTED))
+        return 1
     from curation_assets import headless
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # outside a run: stop at once
@@ -208,6 +282,8 @@ if __name__ == "__main__":
 
     stop_model_processes()
     validation_process.stop()
+    for folder in TEMPORARY:
+        shutil.rmtree(folder, ignore_errors=True)
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

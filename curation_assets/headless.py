@@ -36,8 +36,29 @@ def _failure_message(result: dg.ExecuteInProcessResult) -> str | None:
             data = event.step_failure_data
             if data.user_failure_data and data.user_failure_data.description:
                 return data.user_failure_data.description
-            return data.error.message.strip().splitlines()[-1] if data.error else "step failed"
+            if data.error and data.error.message.startswith(RETRIES_EXHAUSTED) and data.error.cause:
+                # Dagster's own words name no cause: the last attempt's exception does
+                gave_up = data.error.message.strip()
+                return f"{_last_line(data.error.cause.message)} ({gave_up[0].lower()}{gave_up[1:]})"
+            return _last_line(data.error.message) if data.error else "step failed"
     return None
+
+
+RETRIES_EXHAUSTED = "Exceeded max_retries"
+
+
+def _last_line(message: str) -> str:
+    """An error's last line, without the exception's module path (``pkg.mod.Error: x`` -> ``Error: x``)."""
+    line = message.strip().splitlines()[-1] if message.strip() else "step failed"
+    name, sep, rest = line.partition(": ")
+    return f"{name.rsplit('.', 1)[-1]}{sep}{rest}" if sep and " " not in name else line
+
+
+def failed_outside_runs(name: str, exc: BaseException) -> RunOutcome:
+    """A stage that failed before or between its runs (e.g. the landing zone could not be
+    listed): its cause, as a run's would be."""
+    cause = str(exc) if isinstance(exc, OSError | ValueError) and str(exc) else f"{type(exc).__name__}: {exc}"
+    return RunOutcome(name, False, cause[:2000])
 
 
 STEP_ENDS = (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE)
@@ -151,13 +172,19 @@ def run_job(
 
 
 def ingest_landing(
-    defs: dg.Definitions, instance: dg.DagsterInstance, log=print, max_runs_per_tick: int = MAX_RUNS_PER_TICK
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    log=print,
+    max_runs_per_tick: int = MAX_RUNS_PER_TICK,
+    outcomes: list[RunOutcome] | None = None,
 ) -> list[RunOutcome]:
     """Ingest every landing source not yet ingested successfully, as the sensor would (planning
     at most ``max_runs_per_tick`` at a time), and retry what failed or died before: each
-    command tries each source once."""
+    command tries each source once. Each run's outcome is appended to ``outcomes`` as it ends
+    (so a caller stopped half-way still holds those)."""
     release_dead_runs(instance, log)
-    outcomes, attempted = [], set()
+    outcomes = [] if outcomes is None else outcomes
+    attempted = set()
     # the cursor lives in the instance's key-value store, so a second command skips what the
     # first ingested, as the daemon-run sensor would
     cursor = load_cursor(instance.run_storage.get_cursor_values({CURSOR_KEY}).get(CURSOR_KEY))

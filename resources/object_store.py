@@ -8,9 +8,11 @@ or a single S3 PUT, so a failed step never leaves a file that looks complete.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import posixpath
+import stat
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -24,6 +26,7 @@ import pandas as pd
 from pydantic import Field
 
 from curation_assets.component import VideoCuration
+from curation_assets.core.layout import overlap_problem
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,7 @@ class StoredObject:
     key: str  # relative to the store's root
     size: int
     fingerprint: str  # changes whenever the content changes (ETag, or size + mtime)
+    special: str = ""  # what a local entry that is not a regular file is (only from ``list_entries``)
 
 
 TEMP_PREFIX = ".tmp-"  # local writes in progress; never listed
@@ -38,6 +42,12 @@ TEMP_PREFIX = ".tmp-"  # local writes in progress; never listed
 
 class StorageError(RuntimeError):
     """A storage operation failed; the message names the object (never a credential)."""
+
+
+class NotARegularFile(ValueError):
+    """A local entry that is not read: a symbolic link (never followed, so nothing outside the
+    root is read through one), a named pipe (reading it would wait forever), a device or a
+    socket. Bad input, never retried; the message names the entry and what it is."""
 
 
 def clean_key(key: str) -> str:
@@ -66,6 +76,11 @@ class ObjectStore(ABC):
     @abstractmethod
     def list(self, prefix: str = "", page_size: int = 1000) -> Iterator[StoredObject]:
         """All objects under ``prefix``, sorted by key, fetched a page at a time."""
+
+    def list_entries(self, prefix: str = "", page_size: int = 1000) -> Iterator[StoredObject]:
+        """``list``, and the entries it leaves out because they are not regular files (links,
+        pipes, devices, sockets: ``special`` says which), in one pass. An object store has none."""
+        return self.list(prefix, page_size)
 
     @abstractmethod
     def delete(self, key: str) -> None: ...
@@ -126,45 +141,98 @@ def _holds_arrays(column: pd.Series) -> bool:
 
 
 class LocalObjectStore(ObjectStore):
-    def __init__(self, root: str | Path):
+    """Files under a folder. With ``follow_links=False`` (the landing zone: what users drop
+    there is untrusted) only regular files are listed and read: a symbolic link is never
+    followed, and links, pipes, devices and sockets are reported by ``list_entries``."""
+
+    def __init__(self, root: str | Path, follow_links: bool = True):
         self.root = str(Path(root).expanduser().resolve())
+        self.follow_links = follow_links
 
     def _path(self, key: str) -> Path:
         return Path(self.root) / clean_key(key)
 
     def put_bytes(self, key: str, data: bytes) -> str:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # No object suffix on the temp name: a write cut short never looks like a frame or a table.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX, suffix=".part")
+        tmp = None
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # No object suffix on the temp name: a write cut short never looks like a frame or a table.
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX, suffix=".part")
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             os.replace(tmp, path)
+        except OSError as exc:
+            if tmp:
+                Path(tmp).unlink(missing_ok=True)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # the write's own error names no file
+                raise OSError(exc.errno, f"{exc.strerror} writing {path} (storage root {self.root})") from exc
+            raise
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            if tmp:
+                Path(tmp).unlink(missing_ok=True)
             raise
         return str(path)
 
+    def _regular(self, key: str) -> Path:
+        """The file of ``key``, refused (NotARegularFile) when it is not a regular file under the
+        root: the last component is opened without following a link, and a link on the way
+        (a folder swapped for one) is caught by resolving the path."""
+        path = self._path(key)
+        if self.follow_links:
+            return path
+        if not path.is_symlink() and path.resolve().is_relative_to(self.root):
+            what = _special(path.lstat()) if path.exists() else None
+            if what is None:
+                return path
+        else:
+            what = _link(path)
+        raise NotARegularFile(f"{path}: {what}")
+
     def get_bytes(self, key: str) -> bytes:
-        return self._path(key).read_bytes()
+        if self.follow_links:
+            return self._path(key).read_bytes()
+        path = self._regular(key)
+        # O_NONBLOCK: a pipe swapped in after the check above cannot make the open wait forever
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as f:
+            if (what := _special(os.fstat(fd))) is not None:
+                raise NotARegularFile(f"{path}: {what}")
+            return f.read()
 
     def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
+        path = self._path(key)
+        return path.is_file() and (self.follow_links or not path.is_symlink())
+
+    def _entries(self, prefix: str) -> list[tuple[str, os.DirEntry]]:
+        """(key, entry) of everything under ``prefix`` but folders, sorted by key; a link to a
+        folder is an entry, never entered."""
+        start = os.path.join(self.root, clean_key(prefix)) if prefix.strip("/") else self.root
+        if os.path.islink(start) or not os.path.isdir(start):
+            return []
+        found, folders, skip = [], [start], len(self.root) + 1
+        while folders:
+            with os.scandir(folders.pop()) as listing:
+                for entry in listing:
+                    if entry.is_dir(follow_symlinks=False):
+                        folders.append(entry.path)
+                    elif not entry.name.startswith(TEMP_PREFIX):  # a write in progress
+                        found.append((entry.path[skip:].replace(os.sep, "/"), entry))
+        return sorted(found, key=lambda item: item[0])
 
     def list(self, prefix: str = "", page_size: int = 1000) -> Iterator[StoredObject]:
-        base = Path(self.root)
-        start = base / clean_key(prefix) if prefix.strip("/") else base
-        paths = sorted(p for p in start.rglob("*") if p.is_file()) if start.is_dir() else []
-        for path in paths:
-            if path.name.startswith(TEMP_PREFIX):
-                continue  # an atomic write in progress
-            st = path.stat()
-            yield StoredObject(
-                key=path.relative_to(base).as_posix(),
-                size=st.st_size,
-                fingerprint=f"{st.st_size}-{st.st_mtime_ns}",
-            )
+        return (obj for obj in self.list_entries(prefix, page_size) if not obj.special)
+
+    def list_entries(self, prefix: str = "", page_size: int = 1000) -> Iterator[StoredObject]:
+        for key, entry in self._entries(prefix):
+            st = entry.stat(follow_symlinks=False)
+            if self.follow_links and stat.S_ISLNK(st.st_mode) and entry.is_file():
+                st = entry.stat()  # the storage root's own files may be links (e.g. to a larger disk)
+            if stat.S_ISREG(st.st_mode):
+                yield StoredObject(key, st.st_size, f"{st.st_size}-{st.st_mtime_ns}")
+            elif not self.follow_links:
+                what = _link(Path(entry.path)) if stat.S_ISLNK(st.st_mode) else _special(st)
+                yield StoredObject(key, 0, f"special:{what}", special=what)
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
@@ -180,7 +248,27 @@ class LocalObjectStore(ObjectStore):
 
     @contextmanager
     def local_path(self, key: str) -> Iterator[Path]:
-        yield self._path(key)
+        yield self._regular(key)
+
+
+def _special(st: os.stat_result) -> str | None:
+    """What a non-regular entry is, None for a regular file."""
+    mode = st.st_mode
+    for test, what in ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISDIR, "a folder"), (stat.S_ISLNK, "a symbolic link")):  # fmt: skip
+        if test(mode):
+            return f"{what}: not read"
+    return None
+
+
+def _link(path: Path) -> str:
+    """A symbolic link (or a path through one), described with its target."""
+    if not path.is_symlink():
+        return "a path through a symbolic link: links are not followed"
+    target = os.readlink(path)
+    kind = "a folder" if path.is_dir() else "a file" if path.is_file() else "nothing readable"
+    return f"a symbolic link to {kind} ({target}): links are not followed"
 
 
 class S3ObjectStore(ObjectStore):
@@ -269,7 +357,9 @@ class S3ObjectStore(ObjectStore):
             yield path
 
 
-def open_store(uri: str, endpoint_url: str | None = None, region_name: str | None = None) -> ObjectStore:
+def open_store(
+    uri: str, endpoint_url: str | None = None, region_name: str | None = None, follow_links: bool = True
+) -> ObjectStore:
     """A store for a local folder or an ``s3://`` URI (credentials from the environment)."""
     if uri.startswith("s3://"):
         from dagster_aws.s3 import S3Resource
@@ -278,7 +368,7 @@ def open_store(uri: str, endpoint_url: str | None = None, region_name: str | Non
         return S3ObjectStore(uri, client)
     if "://" in uri and not uri.startswith("file://"):
         raise ValueError(f"{uri}: unsupported storage URI (use a folder or s3://bucket/prefix)")
-    return LocalObjectStore(uri.removeprefix("file://"))
+    return LocalObjectStore(uri.removeprefix("file://"), follow_links)
 
 
 class ObjectStoreResource(dg.ConfigurableResource):
@@ -305,4 +395,6 @@ class ObjectStoreResource(dg.ConfigurableResource):
 
     def landing_store(self) -> ObjectStore:
         uri = self.landing or f"{self.root.rstrip('/')}/landing"
-        return open_store(uri, self.endpoint_url, self.region_name)
+        if problem := overlap_problem(self.root, uri):
+            raise ValueError(problem)
+        return open_store(uri, self.endpoint_url, self.region_name, follow_links=False)

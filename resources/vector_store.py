@@ -12,6 +12,8 @@ collection beside the old one instead of rewriting it.
 
 from __future__ import annotations
 
+import errno
+import shutil
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
@@ -32,6 +34,9 @@ QUANTIZATIONS = ("none", "int8")
 # (ef 100, oversampling 1-2) found 0.84 of the exact top 10; these find 0.98 at p95 12.7 ms
 HNSW_EF = 256  # candidates the graph search keeps
 OVERSAMPLING = 8.0  # int8 candidates fetched per result, then rescored on the full-precision vectors
+# The embedded engine maps its files into memory: a write into a mapped page the full disk cannot
+# back kills the process with SIGBUS (no error, no summary). Below this much free space it refuses.
+MIN_FREE_BYTES = 64 * 1024**2
 
 
 # how long a step waits for the embedded store's lock held by another process (the component's setting)
@@ -194,9 +199,19 @@ class EdgeVectorStore(VectorStore):
         self.hnsw_ef, self.oversampling = hnsw_ef, oversampling  # search effort: candidates visited, rescored
         self._shards: dict[str, object] = {}
 
+    def _room_to_write(self, need: int = 0) -> None:
+        """Refuse a write the disk cannot hold (OSError ENOSPC, naming the store and the space)."""
+        usage = shutil.disk_usage(self.path if self.path.exists() else self.path.parent)
+        if usage.free < MIN_FREE_BYTES + need:
+            raise OSError(errno.ENOSPC, f"No space left on device: {usage.free / 1024**2:.1f} MB free for the "
+                          f"embedded vector store at {self.path}, which needs {(MIN_FREE_BYTES + need) / 1024**2:.0f} "
+                          "MB to write safely")  # fmt: skip
+
     def _shard(self, collection: str, vector_name: str | None = None, dim: int | None = None):
         if collection in self._shards:
             return self._shards[collection]
+        if dim is not None:
+            self._room_to_write()
         qe = self._qe
         folder = self.path / collection
         deadline = time.monotonic() + self.lock_timeout_s
@@ -246,6 +261,7 @@ class EdgeVectorStore(VectorStore):
             qe.Point(pid, {vector_name: vec.tolist()}, payload)
             for pid, vec, payload in zip(ids, np.asarray(vectors, dtype=np.float32), payloads)
         ]
+        self._room_to_write(2 * np.asarray(vectors, dtype=np.float32).nbytes)  # written twice: WAL and segment
         self._shard(collection).update(qe.UpdateOperation.upsert_points(points))
 
     def delete_video(self, collection: str, video_id: str, keep_ids: Sequence[str] = ()) -> None:

@@ -45,6 +45,12 @@ from PIL import Image
 from curation_assets.core.models import DEFAULT_MODEL, PACKAGED, Calibration, ModelSpec, calibration_for
 from curation_assets.core.progress import Stopwatch
 
+# onnxruntime's 1DS telemetry, on by default in its Linux wheels since 1.2x, writes a device id
+# and an event database under ~/.cache/Microsoft and uploads them; we promise no telemetry and
+# nothing written outside the storage root and CURATION_CACHE. Its own switch, read when the
+# runtime initialises (at import): set here, before any import of it in this process or its children.
+os.environ["ORT_DISABLE_TELEMETRY"] = "1"
+
 RANDOM_INIT = ("none", "random")
 # Images per forward pass; 0: the runtime's best. Torch on all cores: 16 beats 32 on CPU (61
 # vs 50 images/s here: a batch of 32 EfficientNet-Lite0 activations, 154 MB per layer, is
@@ -432,6 +438,7 @@ def _packaged_onnx(spec: ModelSpec, cache: Path) -> _Loaded:
     checked weights) into ``cache``, keyed by the weights' hash and the export's version."""
     import onnxruntime as ort
 
+    ort.disable_telemetry_events()  # the API's switch too, should the environment's come too late
     sha = _sha256(_packaged_weights(spec))
     target = cache / "onnx" / f"{spec.name}-{sha[:16]}-export{ONNX_EXPORT}.onnx"
     options = ort.SessionOptions()

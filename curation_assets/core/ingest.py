@@ -109,10 +109,13 @@ LABEL_COLUMNS = ["frame_id", "split", "category", "x", "y", "w", "h"]
 
 def source_labels(source_id: str, entries: list[LabeledEntry], frames: pd.DataFrame) -> pd.DataFrame:
     """A labeled dataset's own labels, one row per label: boxes in pixels (normalised ones
-    scaled by the image as read), image-level labels with no box (NaN)."""
+    scaled by the image as read), image-level labels with no box (NaN). An image left out
+    (its ``problem`` says why) contributes no label."""
     size = frames.set_index("frame_index")[["width", "height"]] if len(frames) else None
     rows = []
     for i, e in enumerate(entries):
+        if e.problem:
+            continue
         sx, sy = (size.at[i, "width"], size.at[i, "height"]) if e.normalized and size is not None else (1, 1)
         for c, x, y, w, h in e.annotations:
             rows.append({"frame_id": frame_id_for(source_id, i), "split": e.split, "category": c,

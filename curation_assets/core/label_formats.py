@@ -147,15 +147,17 @@ def read_labeled(
 
 # -- COCO ----------------------------------------------------------------------------------
 def _coco(root, members, read, images: _Images, problems: list[str]) -> list[LabeledEntry]:
-    """Images sharing an id are both left out (their boxes cannot be told apart); annotations
-    of no image are counted."""
+    """Images sharing an id are both left out with their boxes (they cannot be told apart);
+    annotations of no image, of a category that is not listed (or listed twice under two
+    names) and boxes that are not four finite numbers with a width and height >= 0 are
+    reported and skipped."""
     entries = []
     for ann_key in sorted(m for m in members if m.endswith(".json")):
         doc = _json(read, ann_key, "COCO JSON")
         if not isinstance(doc, dict):
             raise UnreadableSourceError(f"landing/{ann_key}: not a COCO document (top level is not an object)")
         split, where = split_name(ann_key), f"landing/{ann_key}"
-        names = {c.get("id"): c.get("name") for c in _rows(doc, "categories") if isinstance(c, dict)}
+        names = _coco_categories(doc, where, problems)
         valid = []
         for row, image in enumerate(_rows(doc, "images")):
             if not (isinstance(image, dict) and isinstance(image.get("file_name"), str) and _id(image.get("id"))):
@@ -173,17 +175,50 @@ def _coco(root, members, read, images: _Images, problems: list[str]) -> list[Lab
             if not (isinstance(bbox, list | tuple) and len(bbox) == 4 and _id(ann.get("image_id"))):
                 problems.append(f"{where}: annotation row {row} has no image_id or [x, y, w, h] bbox; skipped")
                 continue
+            if not _finite_box(bbox):
+                problems.append(f"{where}: annotation row {row} has bbox {json.dumps(bbox)[:80]}: not four finite "
+                                "numbers with width and height >= 0; skipped")  # fmt: skip
+                continue
+            category = ann.get("category_id")
+            if not _id(category) or category not in names or names[category] is None:
+                why = "listed twice under different names" if category in names else "not in categories"
+                problems.append(f"{where}: annotation row {row} has category_id {category!r}, {why}; skipped")
+                continue
             if ann["image_id"] not in ids:
                 orphans += 1
                 continue
-            boxes.setdefault(ann["image_id"], []).append((names.get(ann.get("category_id"), "?"), *bbox))
+            boxes.setdefault(ann["image_id"], []).append((names[category], *(float(v) for v in bbox)))
         if orphans:
             problems.append(f"{where}: {orphans} annotations refer to no image; skipped")
         for image in valid:
-            entry = images.entry(image["file_name"], split, boxes.get(image["id"], ()), split)
-            problem = f"image id {image['id']} is used twice in {where}" if image["id"] in shared else None
+            left_out = image["id"] in shared
+            entry = images.entry(image["file_name"], split, () if left_out else boxes.get(image["id"], ()), split)
+            problem = f"image id {image['id']} is used twice in {where}" if left_out else None
             entries.append(LabeledEntry(entry.member, entry.file_name, split, entry.annotations, problem))
     return entries
+
+
+def _coco_categories(doc: dict, where: str, problems: list[str]) -> dict:
+    """Category id -> name; None for an id listed twice under different names (ambiguous)."""
+    names: dict = {}
+    for row, category in enumerate(_rows(doc, "categories")):
+        if not (isinstance(category, dict) and _id(category.get("id")) and isinstance(category.get("name"), str)):
+            problems.append(f"{where}: category row {row} has no id and name; skipped")
+            continue
+        key, name = category["id"], category["name"]
+        if key in names and names[key] != name:
+            if names[key] is not None:
+                problems.append(f"{where}: category id {key!r} is listed twice ({names[key]!r}, {name!r}); "
+                                "its annotations are skipped")  # fmt: skip
+            names[key] = None
+        else:
+            names[key] = name
+    return names
+
+
+def _finite_box(bbox) -> bool:
+    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in bbox)
+    return numbers and bbox[2] >= 0 and bbox[3] >= 0
 
 
 # -- YOLO ----------------------------------------------------------------------------------
@@ -277,8 +312,8 @@ def _voc(root, members, read, images: _Images, problems: list[str]) -> list[Labe
             try:
                 x0, y0, x1, y1 = (float(box.findtext(t)) for t in ("xmin", "ymin", "xmax", "ymax"))
                 name = (obj.findtext("name") or "").strip()
-                if not name or x1 <= x0 or y1 <= y0:
-                    raise ValueError("empty name or box")
+                if not name or not all(map(math.isfinite, (x0, y0, x1, y1))) or x1 <= x0 or y1 <= y0:
+                    raise ValueError("empty name or box")  # NaN compares false, so finiteness first
             except (AttributeError, TypeError, ValueError):
                 problems.append(f"{where}: object {n} has no name or a malformed <bndbox>; skipped")
                 continue
@@ -332,7 +367,10 @@ def _groundtruth_labels(row: dict) -> list[Box]:
         if kind.endswith("object-detection"):
             for box in value["annotations"]:
                 name = classes.get(str(box["class_id"]), str(box["class_id"]))
-                found.append((name, float(box["left"]), float(box["top"]), float(box["width"]), float(box["height"])))
+                x, y, w, h = (float(box[k]) for k in ("left", "top", "width", "height"))
+                if not all(map(math.isfinite, (x, y, w, h))) or w < 0 or h < 0:
+                    raise ValueError(f"box {[x, y, w, h]} is not four finite numbers with width and height >= 0")
+                found.append((name, x, y, w, h))
         elif kind.endswith("image-classification-multilabel"):
             found += [(classes.get(str(c), str(c)), *NO_BOX) for c in value]
         elif kind.endswith("image-classification"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 def frame_prefix(video_id: str) -> str:
     return f"frames/{video_id}/"
@@ -47,3 +49,35 @@ def report_key(name: str) -> str:
 
 
 ANNOTATIONS_PREFIX = "annotations"
+
+
+LANDING_PREFIX = "landing"  # the default landing zone: <root>/landing
+
+
+def _location(uri: str) -> str:
+    """A comparable form of a folder or ``s3://`` location, ending in "/"."""
+    if uri.startswith("s3://"):
+        return uri.rstrip("/") + "/"
+    return str(Path(uri.removeprefix("file://")).expanduser().resolve()).rstrip("/") + "/"
+
+
+def overlap_problem(root: str, landing: str, **written: str) -> str | None:
+    """Why the landing zone cannot be ``landing`` with this storage root (None when it can).
+
+    What the store writes must never lie in the landing zone, or its own frames come back as
+    new image folders on every run, without end; the landing zone may lie inside the root only
+    under the root's own ``landing/``. ``written`` names other places a run writes (the
+    embedded vector store, the Dagster instance), which must not lie in the landing zone either.
+    """
+    land, base = _location(landing), _location(root)
+    if land == base:
+        return f"the landing zone {landing} is the storage root itself: give them separate folders"
+    if base.startswith(land):
+        return f"the storage root {root} lies inside the landing zone {landing}: its frames would be ingested again"
+    if land.startswith(base) and not land.startswith(base + LANDING_PREFIX + "/"):
+        return (f"the landing zone {landing} lies inside the storage root {root} outside its landing/ folder: "
+                "the store's own files would be read as sources")  # fmt: skip
+    for setting, location in written.items():
+        if location and _location(location).startswith(land):
+            return f"{setting} {location} lies inside the landing zone {landing}: its files would be read as sources"
+    return None

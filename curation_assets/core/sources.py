@@ -139,6 +139,7 @@ def to_rgb(image: Image.Image) -> np.ndarray:
 
 
 MAX_MEMBER_BYTES = 512 * 1024**2  # an archive member larger than this is refused unread
+ZIP_LINK = 0o120000  # a zip member's Unix mode (high 16 bits of external_attr) marking a symbolic link
 
 
 def archive_images(
@@ -146,13 +147,17 @@ def archive_images(
 ) -> Iterator[tuple[str, bytes, str | None]]:
     """(member name, bytes, error) of every image in a zip or tar archive, sorted by name.
 
-    A member that is a link, or larger than ``max_member_bytes`` (declared or once read, so a
-    lying header cannot blow memory up), comes back with empty bytes and the reason."""
+    A member that is a link, a device or a named pipe (whatever its name), or larger than
+    ``max_member_bytes`` (declared or once read, so a lying header cannot blow memory up),
+    comes back with empty bytes and the reason: links are not followed, as in the landing zone."""
     too_large = f"larger than {max_member_bytes} bytes uncompressed: not read"
     try:
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as archive:
                 for info in sorted((i for i in archive.infolist() if is_image(i.filename)), key=lambda i: i.filename):
+                    if (info.external_attr >> 16) & 0o170000 == ZIP_LINK:
+                        yield info.filename, b"", "a symbolic link in the archive: links are not followed"
+                        continue
                     if info.file_size > max_member_bytes:
                         yield info.filename, b"", too_large
                         continue
@@ -163,15 +168,26 @@ def archive_images(
                     )
             return
         with tarfile.open(path) as archive:
-            members = sorted((m for m in archive.getmembers() if is_image(m.name)), key=lambda m: m.name)
+            members = sorted(
+                (m for m in archive.getmembers() if is_image(m.name) or not (m.isfile() or m.isdir())),
+                key=lambda m: m.name,
+            )
             for member in members:
                 if member.issym() or member.islnk():
                     yield member.name, b"", f"a link to {member.linkname!r} in the archive: links are not followed"
                 elif not member.isfile():
-                    continue
+                    yield (
+                        member.name,
+                        b"",
+                        f"{_TAR_KINDS.get(member.type, 'not a regular file')} in the archive: not read",
+                    )
                 elif member.size > max_member_bytes:
                     yield member.name, b"", too_large
                 else:
                     yield member.name, archive.extractfile(member).read(max_member_bytes + 1), None
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
         raise UnreadableSourceError(f"{name}: unreadable archive ({exc})") from exc
+
+
+_TAR_KINDS = {tarfile.FIFOTYPE: "a named pipe (FIFO)", tarfile.CHRTYPE: "a character device",
+              tarfile.BLKTYPE: "a block device"}  # fmt: skip

@@ -22,7 +22,7 @@ from curation_assets.defs.partitions import videos
 from curation_assets.defs.retries import TRANSIENT, transient_only
 from curation_assets.quality import suites
 from resources import ExpectationsResource, ObjectStoreResource
-from resources.object_store import ObjectStore
+from resources.object_store import NotARegularFile, ObjectStore
 
 ASSET = "raw_frames"
 DESCRIPTION = """Read one landing source, sample frames, store them as JPEG and measure each one.
@@ -53,7 +53,10 @@ def is_ignored(key: str) -> bool:
 
 
 def landing_sources(landing: ObjectStore, page_size: int = 1000) -> list[Source]:
-    return group_sources(obj for obj in landing.list("", page_size=page_size) if not is_ignored(obj.key))
+    """The landing zone's sources. Links, pipes, devices and sockets are sources (or an image
+    folder's members) too: never followed or read, each fails its own partition, or becomes a
+    row flagged corrupt in its folder, with what it is."""
+    return group_sources(obj for obj in landing.list_entries("", page_size=page_size) if not is_ignored(obj.key))
 
 
 def find_source(landing: ObjectStore, source_id: str) -> Source:
@@ -70,7 +73,13 @@ def read_source(
     name = f"landing/{source.key}"
 
     def image(key: str) -> Callable[[], LoadedImage]:
-        return lambda: load_image(landing.get_bytes(key), key, config.max_pixels)
+        def load() -> LoadedImage:
+            try:
+                return load_image(landing.get_bytes(key), key, config.max_pixels)
+            except NotARegularFile as exc:  # a link, pipe or device among the images: that row only
+                return LoadedImage(key, None, str(exc))
+
+        return load
 
     def unreadable(member: str, reason: str) -> Callable[[], LoadedImage]:
         return lambda: LoadedImage(member, None, reason)
@@ -173,7 +182,7 @@ def raw_frames(
         camera_id = camera_id_for(source.key)
         with read_source(landing, source, config, entries, damage.append) as items:
             table = frame_table(items, source_id, camera_id, store.put_bytes, config.jpeg_quality, watch, progress)
-    except UnreadableSourceError as exc:
+    except (UnreadableSourceError, NotARegularFile) as exc:
         raise dg.Failure(description=str(exc), metadata={"landing_key": source.key}, allow_retries=False) from exc
     watch.add("frames (wall)", time.perf_counter() - started)
     elapsed = time.perf_counter() - started
@@ -195,6 +204,9 @@ def raw_frames(
     if not verdict.published:
         failed = ", ".join(verdict.failed)
         context.log.error(f"{source.key}: blocking checks failed ({failed}); table kept at {verdict.key}")
+        if len(table) and not len(readable):  # bad input, named: not a bare check name
+            raise dg.Failure(description=nothing_readable(source, table), allow_retries=False,
+                             metadata={"landing_key": source.key, "table": store.uri(verdict.key)})  # fmt: skip
     for message in damage:
         context.log.warning(f"{message}; the {len(table)} frames before it were kept")
     corrupt = table[table["corrupt"]] if len(table) else table
@@ -228,6 +240,13 @@ def raw_frames(
                 "table": dg.MetadataValue.path(store.uri(layout.table_key("source_labels", source_id))),
             },
         )
+
+
+def nothing_readable(source: Source, table: pd.DataFrame, shown: int = 3) -> str:
+    """Why a source none of whose images could be read is refused: its files and their causes."""
+    causes = "; ".join(f"{r.source_name}: {r.error}" for r in table.head(shown).itertuples())
+    more = f"; and {len(table) - shown} more" if len(table) > shown else ""
+    return f"landing/{source.key}: none of its {len(table)} image(s) is readable ({causes}{more})"
 
 
 def frame_checks(
