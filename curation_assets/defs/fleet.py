@@ -15,9 +15,6 @@ from dataclasses import dataclass, field
 import dagster as dg
 import pydantic
 
-RESOURCE_KEYS = ("object_store", "vector_store", "embedder", "expectations")
-VECTOR_POOL = "qdrant"  # the template's pool: the steps that open the (embedded) vector store
-
 
 @dataclass(frozen=True)
 class Fleet:
