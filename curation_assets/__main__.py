@@ -206,7 +206,7 @@ def _run_stages(args: argparse.Namespace, env: dict[str, str], videos: list, out
 
 def search(args: argparse.Namespace) -> int:
     from curation_assets.core.embedder import EmbedderError
-    from curation_assets.core.search import SearchError
+    from curation_assets.core.search import RootMismatch, SearchError
     from curation_assets.defs.search import SearchConfig, write_report
     from curation_assets.defs.search import search as run_search
     from curation_assets.defs.settings import resources_from_env
@@ -223,11 +223,14 @@ def search(args: argparse.Namespace) -> int:
                           **({"top": args.top} if args.top is not None else {}))  # fmt: skip
     try:
         result = run_search(config, resources["object_store"], resources["embedder"], resources["vector_store"])
+        store = resources["object_store"].store()
+        pictures, _ = write_report(store, result, time.strftime("cli-%Y%m%d-%H%M%S"))
+    except RootMismatch as exc:  # the arguments do not fit together: a usage error
+        print(f"search: {exc}", file=sys.stderr)
+        return 2
     except (SearchError, EmbedderError) as exc:
         print(f"search: {exc}", file=sys.stderr)
         return 1
-    store = resources["object_store"].store()
-    pictures, _ = write_report(store, result, time.strftime("cli-%Y%m%d-%H%M%S"))
     print(f"{result.query.describe()}: {len(result.hits)} hits from {result.model} in {result.seconds * 1000:.1f} ms")
     print(result.hits.drop(columns="uri", errors="ignore").to_string(index=False) if len(result.hits) else "no hits")
     print(f"contact sheet: {pictures['search_hits_report'].value}")

@@ -41,7 +41,54 @@ TEMP_PREFIX = ".tmp-"  # local writes in progress; never listed
 
 
 class StorageError(RuntimeError):
-    """A storage operation failed; the message names the object (never a credential)."""
+    """A storage operation failed; the message names the object (never a credential).
+
+    ``transient`` is decided where the error is raised: True only for what waiting can fix
+    (unreachable, timeouts, 5xx, throttling); a missing bucket, a refused credential or a
+    missing object is permanent and is not retried."""
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
+
+
+# S3 error codes that a later attempt can get past (all 5xx are too)
+S3_TRANSIENT_CODES = frozenset(
+    {"Throttling", "ThrottlingException", "SlowDown", "RequestTimeout", "RequestLimitExceeded",
+     "TooManyRequestsException", "InternalError", "ServiceUnavailable", "OperationAborted"}
+)  # fmt: skip
+# what fixes a permanent one: the setting (env var) to look at
+S3_CREDENTIALS_CODES = frozenset(
+    {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "AllAccessDisabled"}
+)
+S3_BUCKET_HINT = "check the bucket in CURATION_STORAGE_URI (or CURATION_LANDING_URI)"
+S3_CREDENTIALS_HINT = (
+    "the credentials cannot read it: check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) "
+    "and the bucket's policy"
+)
+
+
+def classify_s3_error(exc: Exception) -> tuple[bool, str]:
+    """(transient, hint naming the setting that fixes it) for a botocore exception."""
+    from botocore import exceptions as bx
+
+    if isinstance(exc, bx.ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        if status >= 500 or status == 429 or code in S3_TRANSIENT_CODES:
+            return True, "the service is briefly unavailable"
+        if code in S3_CREDENTIALS_CODES or status in (401, 403):
+            return False, S3_CREDENTIALS_HINT
+        if code == "NoSuchBucket":
+            return False, f"the bucket does not exist: {S3_BUCKET_HINT}"
+        return False, ""  # e.g. NoSuchKey: the object is not there, waiting will not bring it
+    if isinstance(exc, bx.SSLError):
+        return False, "TLS failed: check CURATION_S3_ENDPOINT_URL"
+    if isinstance(exc, bx.ConnectionError | bx.HTTPClientError):  # refused, timed out, closed mid-way
+        return True, "unreachable: check CURATION_S3_ENDPOINT_URL if this persists"
+    if isinstance(exc, bx.NoCredentialsError | bx.PartialCredentialsError):
+        return False, "no credentials: set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)"
+    return False, ""  # parameter validation and the like: a bug or a bad setting, not a fault
 
 
 class NotARegularFile(ValueError):
@@ -300,7 +347,9 @@ class S3ObjectStore(ObjectStore):
         try:
             yield
         except (BotoCoreError, ClientError) as exc:
-            raise StorageError(f"s3://{self.bucket}/{full_key}: {operation} failed: {exc}") from exc
+            transient, hint = classify_s3_error(exc)
+            message = f"s3://{self.bucket}/{full_key}: {operation} failed: {exc}" + (f" ({hint})" if hint else "")
+            raise StorageError(message, transient=transient) from exc
 
     def put_bytes(self, key: str, data: bytes) -> str:
         full = self._key(key)

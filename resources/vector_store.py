@@ -44,7 +44,42 @@ LOCK_TIMEOUT_S = VectorStoreSettings.model_fields["lock_timeout_s"].default
 
 
 class VectorStoreError(RuntimeError):
-    pass
+    """A vector store operation failed. ``transient`` is decided where it is raised: True only
+    for what waiting can fix (unreachable, timeouts, 5xx, throttling, the embedded store's lock
+    held by another process); a bad setting, a refused key, a missing collection or point is
+    permanent and is not retried."""
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
+
+
+def classify_qdrant_error(exc: Exception) -> tuple[bool, str]:
+    """(transient, hint naming the setting that fixes it) for an exception of qdrant-client."""
+    from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+    if isinstance(exc, UnexpectedResponse):
+        status = exc.status_code or 0
+        if status >= 500 or status in (408, 429):
+            return True, "the server is briefly unavailable"
+        if status in (401, 403):
+            return False, "the server refused the key: check QDRANT_API_KEY (and QDRANT_URL)"
+        return False, ""  # 404 and validation errors: waiting will not change the answer
+    if isinstance(exc, ResponseHandlingException | ConnectionError | TimeoutError):
+        return True, "unreachable: check QDRANT_URL if this persists"  # refused, timed out, reset
+    try:
+        import grpc
+
+        if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):
+            code = exc.code()
+            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                        grpc.StatusCode.RESOURCE_EXHAUSTED):  # fmt: skip
+                return True, "unreachable: check QDRANT_URL if this persists"
+            if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+                return False, "the server refused the key: check QDRANT_API_KEY (and QDRANT_URL)"
+    except ImportError:
+        pass
+    return False, ""
 
 
 @dataclass(frozen=True)
@@ -78,7 +113,10 @@ class Where:
 
 def _checked(quantization: str) -> str:
     if quantization not in QUANTIZATIONS:
-        raise VectorStoreError(f"unknown quantization {quantization!r}: use one of {', '.join(QUANTIZATIONS)}")
+        raise VectorStoreError(
+            f"unknown quantization {quantization!r}: "
+            f"set CURATION_QDRANT_QUANTIZATION to one of {', '.join(QUANTIZATIONS)}"
+        )
     return quantization
 
 
@@ -231,11 +269,12 @@ class EdgeVectorStore(VectorStore):
             except Exception as exc:  # the engine reports a held lock as a WAL error
                 if "WouldBlock" not in str(exc):
                     raise VectorStoreError(f"embedded Qdrant store {folder}: {exc}") from exc
-                if time.monotonic() > deadline:
+                if time.monotonic() > deadline:  # another step may finish with it: worth a retry
                     raise VectorStoreError(
                         f"embedded Qdrant store {folder} is open in another process "
                         f"(waited {self.lock_timeout_s:.0f} s). Serialise the steps that use it "
-                        "(Dagster pool 'qdrant') or point QDRANT_URL at a Qdrant server."
+                        "(Dagster pool 'qdrant') or point QDRANT_URL at a Qdrant server.",
+                        transient=True,
                     ) from exc
                 time.sleep(0.5)
         self._shards[collection] = shard
@@ -352,7 +391,9 @@ class QdrantClientVectorStore(VectorStore):
         try:
             return fn(*args, **kwargs)
         except Exception as exc:
-            raise VectorStoreError(f"Qdrant at {self.describe}: {what} failed: {exc}") from exc
+            transient, hint = classify_qdrant_error(exc)
+            message = f"Qdrant at {self.describe}: {what} failed: {exc}" + (f" ({hint})" if hint else "")
+            raise VectorStoreError(message, transient=transient) from exc
 
     def ensure_collection(self, collection: str, vector_name: str, dim: int) -> None:
         m = self.models
@@ -476,6 +517,12 @@ class VectorStoreResource(dg.ConfigurableResource):
     def describe(self) -> str:
         """Where vectors live, safe to show (never the API key)."""
         return self.url or f"embedded:{Path(self.path).expanduser().resolve()}"
+
+    def check(self) -> None:
+        """Fail now, not after minutes of embedding, on what no retry can fix: a bad setting, a
+        server that refuses the key (one cheap request; the embedded store is not locked)."""
+        with self.open() as store:
+            store.collections()
 
     @contextmanager
     def open(self) -> Iterator[VectorStore]:

@@ -88,3 +88,22 @@ def gone_within(pid: int, seconds: float) -> bool:
     while running(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     return not running(pid)
+
+
+def once_a_retry_waits(instance, action, timeout_s: float = 120) -> None:
+    """In a background thread: call ``action`` as soon as the instance's latest run has a step
+    that failed and waits for its retry (so a fault is lifted after it was seen, not by a timer)."""
+    import threading
+
+    import dagster as dg
+
+    def watch() -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for run in instance.get_runs(limit=1):
+                if instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY):
+                    action()
+                    return
+            time.sleep(0.2)
+
+    threading.Thread(target=watch, daemon=True).start()

@@ -238,3 +238,22 @@ def test_isolation_counts_frames_not_the_groups_they_were_collapsed_into():
     by_groups, by_frames = isolation_scores(vectors, 5), isolation_scores(vectors, 5, frames)
     assert by_groups[2] > 0.8 and by_frames[2] < 0.2  # the 2-frame group is as familiar as its scene
     assert by_frames[-1] == pytest.approx(by_groups[-1], abs=0.2) and by_frames[-1] > 0.8  # the odd one stays far
+
+
+def _views(photo: str, columns: int = 6, rows: int = 5) -> list[Image.Image]:
+    """A camera panning over one scene: overlapping views, each a little further on."""
+    base = _real(photo, 640)
+    w, h = base.size
+    cw, ch = int(w * 0.55), int(h * 0.55)
+    return [
+        base.crop((x, y, x + cw, y + ch)).resize((320, 240))
+        for y in np.linspace(0, h - ch, rows).astype(int)
+        for x in np.linspace(0, w - cw, columns).astype(int)
+    ]
+
+
+def test_a_frame_unlike_anything_else_among_views_of_one_scene_is_isolated(model):
+    images = [*_views("astronaut"), _real("hubble_deep_field", 320).resize((320, 240))]
+    reasons = _score(model, images)
+    assert reasons.iloc[-1] == "isolated"
+    assert (reasons.iloc[:-1] == "").all(), reasons[reasons != ""].to_dict()

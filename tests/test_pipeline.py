@@ -22,7 +22,7 @@ from curation_assets.defs.ingestion import raw_frames
 from curation_assets.defs.objects import object_embeddings
 from curation_assets.defs.partitions import videos
 from curation_assets.demo.labeler import annotate_round
-from tests.conftest import SCENE_A, SCENE_B, drop, make_resources
+from tests.conftest import SCENE_A, SCENE_B, drop, encoded, make_resources, photo
 
 ALL_INPUTS = (SCENE_A.name, SCENE_B.name, "cam-b/broken.mp4", "cam-a/notes.txt")
 
@@ -71,8 +71,7 @@ def graph(request, tmp_path_factory, video_dir):
 def test_every_good_run_succeeds_with_each_stage_s_checks_passed_or_warned(graph):
     stages = {
         "curate": (graph.curate, {"duplicate_groups_cover_frames", "duplicate_groups_one_representative",
-                                  "outliers_every_frame_scored", "outliers_flagged_fraction",
-                                  "dataset_audit_cleaned_is_leak_free"}),
+                                  "outliers_every_frame_scored", "outliers_flagged_fraction"}),
         "round": (graph.round_1, {"selected_batch_valid", "selected_batch_exports_valid"}),
         "labels": (graph.labeled, {"labeled_set_annotations_valid", "labeled_set_groups_in_one_split",
                                    "labeled_set_labels_consistent", "labeled_set_rejections_under_limit"}),
@@ -82,6 +81,12 @@ def test_every_good_run_succeeds_with_each_stage_s_checks_passed_or_warned(graph
         assert set(outcome.checks.values()) <= {"passed", "WARN"}, outcome.checks
     for name, (outcome, checks) in stages.items():
         assert set(outcome.checks) == checks, name
+
+
+def test_with_no_labeled_dataset_the_audit_says_there_is_nothing_to_audit_and_skips_its_check(graph):
+    assert graph.curate.metadata["dataset_audit"]["audit"].startswith("nothing to audit")
+    assert "dataset_audit_cleaned_is_leak_free" not in graph.curate.checks  # not evaluated: no pass over nothing
+    assert not graph.store.exists(layout.table_key("dataset_audit"))
 
 
 def test_frames_are_sampled_at_2_fps_and_static_stretches_reuse_a_vector(graph):
@@ -139,23 +144,49 @@ def test_everything_lives_under_the_storage_root(graph):
                for k in keys), sorted({k.split("/", 1)[0] for k in keys})  # fmt: skip
 
 
-def test_a_second_round_never_reselects_and_excludes_labeled_groups(local_defs, instance, video_dir):
-    run_everything(local_defs, instance, video_dir)
-    second = headless.run_round(local_defs, instance, "round-0002", budget=50, strategy="random")
-    assert second.success, second.error
-    store = local_defs.resources["object_store"].store()
-    first = store.read_table(layout.table_key("selected_batch", "round-0001"))
-    batch = store.read_table(layout.table_key("selected_batch", "round-0002"))
-    assert set(batch["frame_id"]).isdisjoint(first["frame_id"])
-    assert set(batch["group_id"]).isdisjoint(first["group_id"])
-    # re-running a round is idempotent: same frames
-    again = headless.run_round(local_defs, instance, "round-0002", budget=50, strategy="random")
-    assert again.success
-    assert store.read_table(layout.table_key("selected_batch", "round-0002")).equals(batch)
-    # ... also after its labels came back: round-0001 was labeled, re-running it selects its frames again
-    rerun = headless.run_round(local_defs, instance, "round-0001", budget=2, strategy="diversity")
-    assert rerun.success, rerun.error
-    assert store.read_table(layout.table_key("selected_batch", "round-0001")).equals(first)
+@pytest.fixture(scope="module")
+def two_rounds(tmp_path_factory, video_dir):
+    """The whole graph with round-0001 labeled and then re-run; then a folder of photographs
+    lands and is curated, so that round-0002 has something left to choose: (defs, instance,
+    store, round-0001's batch, round-0002's batch, round-0001's batch re-run after its labels)."""
+    tmp = tmp_path_factory.mktemp("rounds")
+    defs = build_defs(make_resources(str(tmp / "root"), tmp / "qdrant"))
+    store = defs.resources["object_store"].store()
+    with dg.instance_for_test() as instance:
+        *_, labeled = run_everything(defs, instance, video_dir)
+        assert labeled.success, labeled.error
+        rerun = headless.run_round(defs, instance, "round-0001", budget=2, strategy="diversity")
+        assert rerun.success, rerun.error
+        after_labels = store.read_table(layout.table_key("selected_batch", "round-0001"))
+        landing = defs.resources["object_store"].landing_store()
+        for seed in range(8):
+            landing.put_bytes(f"cam-c/photos/p{seed:02d}.jpg", encoded(photo(seed, size=(160, 120)), quality=92))
+        ingested = {o.name: o for o in headless.ingest_landing(defs, instance, log=lambda _: None)}
+        assert ingested[video_id_for("cam-c/photos/")].success  # (the broken inputs fail again)
+        assert headless.run_job(defs, instance, "curate").success
+        second = headless.run_round(defs, instance, "round-0002", budget=50, strategy="random")
+        assert second.success, second.error
+        batches = [store.read_table(layout.table_key("selected_batch", r)) for r in ("round-0001", "round-0002")]
+        yield defs, instance, store, *batches, after_labels
+
+
+def test_a_second_round_never_reselects_a_frame_or_a_group_of_the_first(two_rounds):
+    _, _, _, first, second, _ = two_rounds
+    assert len(second)
+    assert set(second["frame_id"]).isdisjoint(first["frame_id"])
+    assert set(second["group_id"]).isdisjoint(first["group_id"])
+
+
+def test_re_running_a_round_selects_the_same_frames(two_rounds):
+    defs, instance, store, _, second, _ = two_rounds
+    again = headless.run_round(defs, instance, "round-0002", budget=50, strategy="random")
+    assert again.success, again.error
+    assert store.read_table(layout.table_key("selected_batch", "round-0002")).equals(second)
+
+
+def test_re_running_a_round_after_its_labels_came_back_selects_its_frames_again(two_rounds):
+    _, _, _, first, _, after_labels = two_rounds
+    assert after_labels.equals(first)
 
 
 def _materialize_video(resources, instance, video_id, **raw_config):
@@ -307,36 +338,59 @@ def test_a_balanced_hybrid_round_uses_predictions_and_reports_shares(local_defs,
     assert meta["embedding_map_preview"].startswith("![embedding_map](data:image/png;base64,")
 
 
-def test_class_caps_keep_a_dominant_predicted_class_to_its_share(corpus):
-    defs, instance, resources, _ = corpus
+def _predicted_tools(corpus) -> pd.Series:
+    """A detector that sees a tool in every other photograph (a box elsewhere), as a stored
+    predictions table: which frames it called a tool."""
+    _, _, resources, _ = corpus
     store = resources["object_store"].store()
     frames = store.read_tables(layout.table_prefix("raw_frames"))
     photo = ~frames["video_id"].str.endswith(".mp4")
-    tool = photo & (frames["frame_index"] % 2 == 0)  # the detector sees a tool in every other photograph
+    tool = photo & (frames["frame_index"] % 2 == 0)
     boxes = frames[["frame_id"]].assign(category=np.where(tool, "tool", "box"), confidence=0.9)
     store.write_table("predictions/detector-v2.parquet", boxes)
+    return boxes.loc[tool, "frame_id"]
+
+
+def _class_round(corpus, **changes) -> headless.RunOutcome:
+    defs, instance, _, _ = corpus
     config = {"budget": 8, "predictions": "predictions/detector-v2.parquet", "balance_on": "predicted_class"}
+    if not instance.has_dynamic_partition("labeling_rounds", "round-caps"):
+        instance.add_dynamic_partitions("labeling_rounds", ["round-caps"])
+    run_config = {"ops": {"selected_batch": {"config": {**config, **changes}}}}
+    return headless.outcome("round-caps", headless.run_job(defs, instance, "labeling_round", "round-caps",
+                                                           run_config=run_config))  # fmt: skip
 
-    def round_with(**changes) -> tuple[pd.DataFrame, dict]:
-        run_config = {"ops": {"selected_batch": {"config": {**config, **changes}}}}
-        outcome = headless.outcome("round-caps", headless.run_job(defs, instance, "labeling_round", "round-caps",
-                                                                  run_config=run_config))  # fmt: skip
-        assert outcome.success, outcome.error
-        batch = store.read_table(layout.table_key("selected_batch", "round-caps"))
-        return batch.assign(tool=batch["frame_id"].isin(boxes.loc[tool, "frame_id"])), outcome.metadata
 
-    instance.add_dynamic_partitions("labeling_rounds", ["round-caps"])
-    balanced, meta = round_with()  # equal shares of the predicted classes
-    assert balanced["tool"].sum() == 4 and meta["selected_batch"]["predicted_class_shares"] == {"box": 0.5, "tool": 0.5}
-    capped, meta = round_with(balance_on="", class_caps={"tool": 0.25})
+def _tools_chosen(corpus, tools: pd.Series) -> pd.DataFrame:
+    batch = corpus[2]["object_store"].store().read_table(layout.table_key("selected_batch", "round-caps"))
+    return batch.assign(tool=batch["frame_id"].isin(tools))
+
+
+def test_balancing_on_the_predicted_class_gives_each_class_an_equal_share(corpus):
+    tools = _predicted_tools(corpus)
+    outcome = _class_round(corpus)
+    assert outcome.success, outcome.error
+    assert _tools_chosen(corpus, tools)["tool"].sum() == 4
+    assert outcome.metadata["selected_batch"]["predicted_class_shares"] == {"box": 0.5, "tool": 0.5}
+
+
+def test_a_class_cap_keeps_a_dominant_predicted_class_to_its_share(corpus):
+    tools = _predicted_tools(corpus)
+    outcome = _class_round(corpus, balance_on="", class_caps={"tool": 0.25})
+    assert outcome.success, outcome.error
+    capped = _tools_chosen(corpus, tools)
+    store = corpus[2]["object_store"].store()
     flagged = store.read_table(layout.table_key("outliers")).query("is_outlier")["frame_id"]
     candidates = store.read_table(layout.table_key("duplicate_groups")).query("is_representative")["frame_id"]
-    others = (~candidates.isin([*boxes.loc[tool, "frame_id"], *flagged])).sum()
+    others = (~candidates.isin([*tools, *flagged])).sum()
     assert capped["tool"].sum() == 2 and len(capped) == min(8, 2 + others)  # a quarter; the rest: other classes
-    assert meta["selected_batch"]["class_caps"] == {"tool": 0.25}
-    no_predictions = {"ops": {"selected_batch": {"config": {**config, "predictions": ""}}}}
-    failed = headless.run_job(defs, instance, "labeling_round", "round-caps", run_config=no_predictions)
-    assert "class-aware selection needs config 'predictions'" in headless.outcome("x", failed).error
+    assert outcome.metadata["selected_batch"]["class_caps"] == {"tool": 0.25}
+
+
+def test_class_aware_selection_without_predictions_says_which_config_to_set(corpus):
+    _predicted_tools(corpus)
+    failed = _class_round(corpus, predictions="")
+    assert not failed.success and "class-aware selection needs config 'predictions'" in failed.error
 
 
 def test_a_failed_import_leaves_the_previous_labeled_set_intact(local_defs, instance, video_dir):

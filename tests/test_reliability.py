@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -26,6 +25,7 @@ from curation_assets.demo.scenes import Scene, default_events, write_video
 from curation_assets.topology import free_port
 from resources import ExpectationsResource, ObjectStoreResource
 from tests.conftest import SCENE_A, encoded, make_resources, photo
+from tests.helpers import once_a_retry_waits
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -98,7 +98,7 @@ def test_storage_that_disappears_and_returns_is_retried_until_it_succeeds(flaky_
     object_store, video_id = _landed_on(flaky_s3, instance, video_dir)
 
     flaky_s3.stop()
-    threading.Timer(3.0, flaky_s3.start).start()  # back after the first attempt has failed
+    once_a_retry_waits(instance, flaky_s3.start)  # back once the first attempt has failed
     result = _materialize_frames(object_store, instance, video_id)
 
     assert result.success
@@ -374,13 +374,23 @@ def _frames_per_video(root: Path) -> dict[str, int]:
     return groups["frame_id"].str.rsplit("/", n=1).str[0].value_counts().to_dict()
 
 
+def _videos_in_progress(root: Path) -> list[str]:
+    """Videos whose frames are on disk but whose embeddings are not published: a run is on them."""
+    done = {p.name.removesuffix(".parquet") for p in (root / "tables" / "frame_embeddings").glob("*.parquet")}
+    frames = sorted((root / "frames").iterdir()) if (root / "frames").is_dir() else []
+    return [d.name for d in frames if d.name not in done and any(d.glob("*.jpg"))]
+
+
 def test_a_killed_command_with_a_persistent_instance_neither_wedges_nor_loses_videos(tmp_path):
     victim, landing, root, names = _three_clips_being_ingested(
         tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
-    time.sleep(0.5)  # into the next video
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not _videos_in_progress(root):
+        time.sleep(0.02)  # until the next video's run is under way
     os.killpg(victim.pid, signal.SIGKILL)
     victim.wait()
+    assert _videos_in_progress(root), "the kill should land inside a video's run"
     home = tmp_path / "dagster_home"
     proc, _ = _headless(landing, root, DAGSTER_HOME=str(home))  # must not wait on the dead run's pool slot
     assert proc.returncode == 0, proc.stdout[-3000:]

@@ -133,3 +133,36 @@ def test_the_headless_command_prints_the_hits_and_writes_json(corpus, tmp_path):
     wrong = subprocess.run([*command[:6], "--text", "a forklift"], capture_output=True, text=True, env=env,
                            cwd=Path(__file__).parents[1])  # fmt: skip
     assert wrong.returncode == 1 and "search: text search needs an open_clip model" in wrong.stderr
+
+
+def test_a_hit_in_an_image_folder_names_the_users_own_file_and_its_landing_uri(corpus):
+    _, _, resources, tmp = corpus
+    hits = _search(resources, frame=_photo_frame(3), top=2).hits
+    assert hits.loc[0, "source_name"] == f"{FOLDER}/p99-copy-of-p03.jpg"
+    assert hits.loc[0, "landing_uri"] == str(tmp / "root" / "landing" / FOLDER / "p99-copy-of-p03.jpg")
+
+
+def _headless_search(tmp: Path, root: Path, *args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "curation_assets", "search", "--root", str(root), *args]
+    env = {"CURATION_QDRANT_PATH": str(tmp / "qdrant"), "PATH": "/usr/bin:/bin", "GX_ANALYTICS_ENABLED": "false"}
+    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=Path(__file__).parents[1])
+
+
+def test_the_headless_command_shows_the_users_own_file_names_in_the_table_and_the_json(corpus, tmp_path):
+    _, _, _, tmp = corpus
+    out = tmp_path / "hits.json"
+    done = _headless_search(tmp, tmp / "root", "--frame", _photo_frame(3), "--top", "1", "--json", str(out))
+    assert done.returncode == 0, done.stderr
+    assert f"{FOLDER}/p99-copy-of-p03.jpg" in done.stdout
+    [hit] = json.loads(out.read_text())
+    assert hit["source_name"] == f"{FOLDER}/p99-copy-of-p03.jpg"
+    assert hit["landing_uri"].endswith(f"landing/{FOLDER}/p99-copy-of-p03.jpg")
+
+
+def test_a_root_that_does_not_hold_the_stores_frames_exits_2_saying_what_to_pass(corpus, tmp_path):
+    _, _, _, tmp = corpus
+    query = tmp / "root" / "landing" / FOLDER / "p05.jpg"
+    done = _headless_search(tmp, tmp_path / "another-root", "--image", str(query), "--top", "1")
+    assert done.returncode == 2
+    assert f"pass --root {tmp / 'root'}" in done.stderr and str(tmp_path / "another-root") in done.stderr
+    assert "Traceback" not in done.stderr

@@ -24,7 +24,7 @@ from curation_assets.topology import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
-ASSETS = ["raw_frames", "frame_embeddings", "duplicate_groups", "outliers", "selected_batch", "labeled_set"]
+
 NEW_VIDEO = "cam-c/dropped-while-running.mp4"
 
 
@@ -91,12 +91,27 @@ def page(dagster_ui):
         yield page
 
 
-def test_asset_graph_shows_all_six_assets(dagster_ui, page):
+REPOSITORIES = """{ workspaceOrError { ... on Workspace { locationEntries { name
+  locationOrLoadError { ... on RepositoryLocation { repositories { name } } } } } } }"""
+
+
+def test_every_asset_of_the_definitions_shows_in_its_group_s_graph(dagster_ui, page):
+    from curation_assets.definitions import ASSETS
+
     url, _ = dagster_ui
-    page.goto(f"{url}/assets/labeled_set?view=lineage&lineageScope=upstream&lineageDepth=6")
+    [entry] = graphql(url, REPOSITORIES)["workspaceOrError"]["locationEntries"]
+    [repository] = entry["locationOrLoadError"]["repositories"]
+    address = f"{repository['name']}@{entry['name']}"
+    groups: dict[str, list[str]] = {}
     for asset in ASSETS:
-        expect(page.get_by_text(asset, exact=True).first).to_be_visible(timeout=30_000)
-    page.screenshot(path=ARTIFACTS / "01-lineage.png")
+        for key in asset.keys:
+            groups.setdefault(asset.specs_by_key[key].group_name, []).append(key.to_user_string())
+    assert sum(map(len, groups.values())) >= 12
+    for group, names in sorted(groups.items()):
+        page.goto(f"{url}/locations/{address}/asset-groups/{group}/lineage")
+        for name in names:
+            expect(page.get_by_text(name, exact=True).first).to_be_visible(timeout=30_000)
+        page.screenshot(path=ARTIFACTS / f"01-lineage-{group}.png")
 
 
 def test_raw_frames_shows_its_partitions_and_check_results(dagster_ui, page):

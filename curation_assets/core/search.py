@@ -7,16 +7,36 @@ module holds the parts that need neither: which frames a query leaves out, and t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pandas as pd
 
 HIT_COLUMNS = ["rank", "score", "frame_id", "video_id", "camera_id", "frame_index", "timestamp_s", "uri"]
 BOX_HIT_COLUMNS = ["rank", "score", "object_id", "category", "frame_id", "video_id", "camera_id", "origin"]
+ORIGINAL_COLUMNS = ["source_name", "landing_uri"]  # the user's own file, beside the stored copy's uri
 
 
 class SearchError(ValueError):
     """A query that cannot be answered as asked (the message says what to change)."""
+
+
+class RootMismatch(SearchError):
+    """The vector store's frames are stored under another storage root than the one given."""
+
+
+def stored_root(uri: str) -> str:
+    """The storage root a stored frame's URI lives under (``<root>/frames/<source>/<index>.jpg``)."""
+    return uri.rsplit("/frames/", 1)[0] if "/frames/" in uri else uri
+
+
+def with_originals(hits: pd.DataFrame, frames: pd.DataFrame, landing_uri: Callable[[str], str]) -> pd.DataFrame:
+    """Each hit with the user's own file: its name in the landing zone (an image of a folder
+    or dataset, an archive's member) and, for a landing key, its URI there; "" for video
+    frames, whose file is the video."""
+    names = frames.drop_duplicates("frame_id").set_index("frame_id")["source_name"] if len(frames) else {}
+    source = hits["frame_id"].map(names).fillna("").astype(str) if len(hits) else pd.Series([], dtype=str)
+    return hits.assign(source_name=source, landing_uri=[landing_uri(name) if name else "" for name in source])
 
 
 @dataclass(frozen=True)

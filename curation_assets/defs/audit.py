@@ -58,21 +58,31 @@ def findings(report: pd.DataFrame) -> dict[str, int]:
     }
 
 
-@dg.asset(
-    retry_policy=TRANSIENT,
-    # the step before it; what it reads further up (raw_frames, source_labels, duplicate_groups)
-    # are its ancestors: automation waits for them
-    deps=["outliers"],
-    group_name="curation",
-    kinds={"coco", "parquet"},
-    automation_condition=ON_NEW_EMBEDDINGS,
-    check_specs=[
-        checks.blocking(
-            "dataset_audit_cleaned_is_leak_free",
+CHECK = "dataset_audit_cleaned_is_leak_free"
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
             ASSET,
-            "in each cleaned dataset: no duplicate group twice, none across splits, no corrupt image (GX)",
+            # the step before it; what it reads further up (raw_frames, source_labels, duplicate_groups)
+            # are its ancestors: automation waits for them
+            deps=["outliers"],
+            group_name="curation",
+            kinds={"coco", "parquet"},
+            automation_condition=ON_NEW_EMBEDDINGS,
+            description="Audit every labeled dataset source and write a cleaned, leak-free copy of it.",
         )
     ],
+    check_specs=[
+        checks.blocking(
+            CHECK, ASSET, "in each cleaned dataset: no duplicate group twice, none across splits, no corrupt image (GX)"
+        )
+    ],
+    # the check may go unevaluated: with no labeled dataset there is nothing to audit, and the UI
+    # says the check was skipped rather than that it passed
+    can_subset=True,
+    retry_policy=TRANSIENT,
 )
 @transient_only
 def dataset_audit(
@@ -85,23 +95,23 @@ def dataset_audit(
 
     The copy lives under ``datasets/<source>-cleaned-<hash>/`` (one COCO file per split,
     ``removals.json`` with every removed image and why); source images are never touched.
+    Nothing is written when the blocking check fails (the report goes to ``tables/_rejected/``).
     """
     store, landing = object_store.store(), object_store.landing_store()
     labels = store.read_tables(layout.table_prefix("source_labels"))
     frames = store.read_tables(layout.table_prefix("raw_frames"))
     if labels is None or frames is None:
-        return dg.MaterializeResult(
-            metadata={"labeled_sources": 0},
-            check_results=[
-                checks.from_assertion("dataset_audit_cleaned_is_leak_free", True, note="no labeled dataset")
-            ],
+        context.log.info("nothing to audit: no labeled dataset has landed")
+        yield dg.MaterializeResult(
+            asset_key=ASSET, metadata={"labeled_sources": 0, "audit": "nothing to audit: no labeled dataset"}
         )
+        return
     groups = store.read_table(layout.table_key("duplicate_groups"))
     scored = store.read_table(layout.table_key("outliers"))
     labeled = frames[frames["video_id"].isin(set(labels["frame_id"].map(video_id_of)))]
     sources = sorted(labeled["video_id"].unique())
 
-    reports, summary, written, cleaning, worst, balance = [], {}, {}, {}, [], {}
+    reports, summary, cleaned, cleaning, worst, balance = [], {}, {}, {}, [], {}
     rule = config.rule()
     for source_id in sources:
         source_frames = labeled[labeled["video_id"] == source_id]
@@ -117,7 +127,7 @@ def dataset_audit(
             worst += [(source_id, r) for r in result.cleaning.disagreement.head(6).itertuples() if r.variance > 0]
         # the cleaned copy points at the original images in the landing zone, untouched
         originals = source_frames.assign(uri=[landing_uri(landing, name) for name in source_frames["source_name"]])
-        written[source_id] = _write_cleaned(store, source_id, originals, result, rule)
+        cleaned[source_id] = _cleaned_files(source_id, originals, result, rule)
 
     everything = pd.concat(reports, ignore_index=True)
     kept = everything[everything["keep"]].merge(labeled[["frame_id", "corrupt"]], on="frame_id")
@@ -125,12 +135,21 @@ def dataset_audit(
         frames=("frame_id", "size"), splits=("split", "nunique"), corrupt=("corrupt", "any")
     )
     validation = expectations.validate(per_group, ASSET, suites.cleaned_dataset(), "group_id")
-    store.write_table(layout.table_key(ASSET), everything.assign(labels=everything["labels"].map(list)))
-    return dg.MaterializeResult(
+    results = [checks.from_validation(CHECK, validation)]
+
+    def write_cleaned_datasets():
+        for folder, files, manifest in cleaned.values():
+            publish_dataset_files(store, folder, files, manifest)
+
+    report = everything.assign(labels=everything["labels"].map(list))
+    verdict = checks.publish(store, results, ASSET, table=report, first=write_cleaned_datasets)
+    written = {s: store.uri(layout.dataset_key(folder, "")) for s, (folder, _, _) in cleaned.items()}
+    yield dg.MaterializeResult(
+        asset_key=ASSET,
         metadata={
             "labeled_sources": len(sources),
             "findings": dg.MetadataValue.json(summary),
-            "cleaned_datasets": dg.MetadataValue.json(written),
+            "cleaned_datasets": dg.MetadataValue.json(written if verdict.published else "none: the check failed"),
             "label_cleaning": dg.MetadataValue.json(cleaning or "no rule"),
             "class_balance": dg.MetadataValue.json(balance),
             "class_imbalance": max((b["imbalance"] or 1.0 for b in balance.values()), default=None),
@@ -138,10 +157,12 @@ def dataset_audit(
             "removal_examples": dg.MetadataValue.json(
                 everything.loc[~everything["keep"], ["source_name", "split", "reason"]].head(20).to_dict("records")
             ),
-            "table": dg.MetadataValue.path(store.uri(layout.table_key(ASSET))),
+            "table": dg.MetadataValue.path(store.uri(verdict.key)),
+            "published": verdict.published,
         },
-        check_results=[checks.from_validation("dataset_audit_cleaned_is_leak_free", validation)],
     )
+    if dg.AssetCheckKey(dg.AssetKey(ASSET), CHECK) in context.selected_asset_check_keys:
+        yield results[0]
 
 
 def landing_uri(landing, name: str) -> str:
@@ -164,7 +185,10 @@ def _worst_components(worst: list, frames: pd.DataFrame, groups: pd.DataFrame) -
     return rows
 
 
-def _write_cleaned(store, source_id: str, frames: pd.DataFrame, result: SourceAudit, rule: CleaningRule | None) -> str:
+def _cleaned_files(
+    source_id: str, frames: pd.DataFrame, result: SourceAudit, rule: CleaningRule | None
+) -> tuple[str, dict[str, bytes], dict]:
+    """The cleaned copy of one source: (folder, files, manifest), written only once the check passed."""
     report, labels, cleaned = result.report, result.labels, result.cleaning
     keep = set(report.loc[report["keep"], "frame_id"])
     kept_frames = frames[frames["frame_id"].isin(keep)]
@@ -183,5 +207,4 @@ def _write_cleaned(store, source_id: str, frames: pd.DataFrame, result: SourceAu
         record = {"rule": rule.__dict__, "removals": cleaned.removals.to_dict("records")}
         files["label_cleaning.json"] = json.dumps(record, indent=1).encode()
     folder = f"{source_id}-cleaned-{content_sha256(files)[:10]}"
-    publish_dataset_files(store, folder, files, {"source": source_id, "findings": findings(report)})
-    return store.uri(layout.dataset_key(folder, ""))
+    return folder, files, {"source": source_id, "findings": findings(report)}

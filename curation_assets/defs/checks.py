@@ -5,7 +5,9 @@ table about to be published: a table whose blocking checks fail is not published
 nothing downstream, in this run or a later one, reads it.
 """
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -52,10 +54,11 @@ def blocking_failures(results: list[dg.AssetCheckResult]) -> list[str]:
 
 @dataclass(frozen=True)
 class Verdict:
-    """Where a step's table went, and why."""
+    """Where a step's tables went, and why."""
 
-    failed: list[str]  # blocking checks that failed: empty when the table is published
-    key: str  # its storage key: the published one, or under tables/_rejected/
+    failed: list[str]  # blocking checks that failed: empty when the tables are published
+    key: str  # the main table's storage key: the published one, or under tables/_rejected/
+    written: Any = None  # what ``first`` returned (e.g. a dataset version); None when nothing was published
 
     @property
     def published(self) -> bool:
@@ -63,13 +66,29 @@ class Verdict:
 
 
 def publish(
-    store: ObjectStore, results: list[dg.AssetCheckResult], asset: str, partition: str = "all", table=None
+    store: ObjectStore,
+    results: list[dg.AssetCheckResult],
+    asset: str,
+    partition: str = "all",
+    table: pd.DataFrame | None = None,
+    *,
+    more_tables: Mapping[str, pd.DataFrame] | None = None,
+    first: Callable[[], Any] | None = None,
 ) -> Verdict:
-    """Publish-or-reject, the one place it happens: ``table`` (when given) goes to the
-    asset's published key when every blocking check passed, else to ``tables/_rejected/``,
-    kept for inspection and never read downstream."""
+    """Publish-or-reject, the one place it happens for every asset.
+
+    When every blocking check passed: ``first`` writes what the tables refer to (a dataset
+    version, a round's exports), then ``more_tables`` (partition -> table) and ``table`` go to
+    the asset's published keys, the main table last, so whatever a published table names exists.
+    Otherwise ``first`` never runs and the tables go to ``tables/_rejected/``, kept for
+    inspection and never read downstream: nothing of the step looks complete.
+    """
     failed = blocking_failures(results)
-    key = (layout.rejected_table_key if failed else layout.table_key)(asset, partition)
+    key_for = layout.rejected_table_key if failed else layout.table_key
+    written = None if failed or first is None else first()
+    for part, extra in (more_tables or {}).items():
+        store.write_table(key_for(asset, part), extra)
+    key = key_for(asset, partition)
     if isinstance(table, pd.DataFrame):
         store.write_table(key, table)
-    return Verdict(failed, key)
+    return Verdict(failed, key, written)

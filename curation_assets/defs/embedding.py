@@ -109,6 +109,7 @@ def frame_embeddings(
     reuse its vector instead of going through the model: most frames of a static camera.
     """
     video_id = context.partition_key
+    vector_store.check()  # a bad setting or a refused key fails now, before the embedding
     store = object_store.store()
     watch = Stopwatch()
     frames = store.read_table(layout.table_key("raw_frames", video_id))

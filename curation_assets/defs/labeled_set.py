@@ -152,14 +152,19 @@ def labeled_set(
         "class_imbalance": round(float(per_class.max() / per_class.min()), 2) if len(per_class) else None,
         "per_split": dg.MetadataValue.json(frames["split"].value_counts().to_dict()),
     }
-    passed = not checks.blocking_failures(results)
-    if passed:  # the dataset version first: published annotations always have their dataset
-        version, existed = publish_labeled_version(store, frames, accepted, categories, rounds)
-    checks.publish(store, results, ASSET, "annotations", accepted)
-    if not passed:  # the previous labeled set and versions stay as they were
+    verdict = checks.publish(
+        store,
+        results,
+        ASSET,
+        "annotations",
+        accepted,
+        more_tables={"rejected": rejected, "frames": frames},
+        # the dataset version first: published annotations always have their dataset
+        first=lambda: publish_labeled_version(store, frames, accepted, categories, rounds),
+    )
+    if not verdict.published:  # the previous labeled set and versions stay as they were
         return dg.MaterializeResult(metadata={**metadata, "published": False}, check_results=results)
-    store.write_table(layout.table_key(ASSET, "rejected"), rejected)
-    store.write_table(layout.table_key(ASSET, "frames"), frames)
+    version, existed = verdict.written
     return dg.MaterializeResult(
         metadata={
             **metadata,

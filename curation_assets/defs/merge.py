@@ -99,8 +99,14 @@ def merged_dataset(
         "labels_of_dropped_images": int(labels["frame_id"].isin(image_drops["frame_id"]).sum()),
         "category_map": config.category_map,
     }
-    if not checks.blocking_failures(results):
-        publish_dataset_files(store, folder, files, counts)
+    verdict = checks.publish(
+        store,
+        results,
+        ASSET,
+        config.name,
+        images[["frame_id", "source", "source_name", "split", "group_id", "uri"]],
+        first=lambda: publish_dataset_files(store, folder, files, counts),
+    )
     context.log.info(f"merged {len(sources)} sources: {images_in} images in, {len(images)} out")
     return dg.MaterializeResult(
         metadata={
@@ -108,6 +114,8 @@ def merged_dataset(
             "class_balance": dg.MetadataValue.json(class_balance(merged, images)),
             "dataset": dg.MetadataValue.path(store.uri(layout.dataset_key(folder, ""))),
             "drop_examples": dg.MetadataValue.json(drops.head(20).to_dict("records")),
+            "table": dg.MetadataValue.path(store.uri(verdict.key)),
+            "published": verdict.published,
         },
         check_results=results,
     )

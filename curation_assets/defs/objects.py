@@ -112,6 +112,7 @@ def object_embeddings(
     camera, the box's class). Boxes whose crop and model are unchanged keep their vector: a re-run embeds
     only new or moved boxes. Boxes with no area are kept in the table with the reason, and no
     vector."""
+    vector_store.check()  # a bad setting or a refused key fails now, before the embedding
     store = object_store.store()
     params = CropParams(context=config.context, min_side=config.min_side)
     watch = Stopwatch()
@@ -229,6 +230,7 @@ def flagged_sheet(store: ObjectStore, table: pd.DataFrame, per_reason: int = 6) 
 
 
 @dg.asset(
+    retry_policy=TRANSIENT,
     deps=["object_embeddings"],
     group_name="objects",
     kinds={"numpy", "parquet"},
@@ -241,6 +243,7 @@ def flagged_sheet(store: ObjectStore, table: pd.DataFrame, per_reason: int = 6) 
         checks.warning("object_outliers_flagged_fraction", OUTLIERS, "flagged share under the configured ceiling"),
     ],
 )
+@transient_only
 def object_outliers(
     context: dg.AssetExecutionContext,
     config: ObjectOutlierConfig,

@@ -1,9 +1,12 @@
-"""Retries for transient faults only: storage or vector store briefly unreachable.
+"""Retries for transient faults only: what waiting can fix.
 
-Exponential backoff with jitter: 2, 4, 8 s (±) before giving up. Anything else (bad input,
-a full disk, a permission, a missing model) is not helped by waiting: ``transient_only``
-turns it into a failure that is not retried and keeps its cause, so the summary and the UI
-say what broke instead of "Exceeded max_retries".
+Exponential backoff with jitter: 2, 4, 8 s (±) before giving up. Every asset has this policy.
+Whether a fault is transient is decided where it is raised (``StorageError.transient``,
+``VectorStoreError.transient``: unreachable, timeouts, 5xx, throttling, a held lock); anything
+else (a bad setting, a refused credential, a missing bucket or object, bad input, a full disk,
+a missing model) is not helped by waiting: ``transient_only`` turns it into a failure that is
+not retried and keeps its cause, so the summary and the UI say what broke instead of
+"Exceeded max_retries".
 """
 
 import functools
@@ -11,11 +14,13 @@ import inspect
 
 import dagster as dg
 
-from resources.object_store import StorageError
-from resources.vector_store import VectorStoreError
-
 TRANSIENT = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
-TRANSIENT_ERRORS = (StorageError, VectorStoreError, ConnectionError, TimeoutError)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Faults a later attempt can get past: those their raiser marked transient, and the
+    operating system's connection failures and timeouts."""
+    return bool(getattr(exc, "transient", False)) or isinstance(exc, ConnectionError | TimeoutError)
 
 
 def transient_only(fn):
@@ -32,9 +37,11 @@ def transient_only(fn):
         def results(*args, **kwargs):
             try:
                 yield from fn(*args, **kwargs)
-            except (dg.Failure, *TRANSIENT_ERRORS):
+            except dg.Failure:
                 raise
             except Exception as exc:
+                if is_transient(exc):
+                    raise
                 raise refuse(exc) from exc
 
         return results
@@ -43,9 +50,11 @@ def transient_only(fn):
     def body(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (dg.Failure, *TRANSIENT_ERRORS):
+        except dg.Failure:
             raise
         except Exception as exc:
+            if is_transient(exc):
+                raise
             raise refuse(exc) from exc
 
     return body

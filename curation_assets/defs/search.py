@@ -25,11 +25,14 @@ from curation_assets.core.search import (
     BOX_HIT_COLUMNS,
     HIT_COLUMNS,
     Query,
+    RootMismatch,
     SearchError,
     boxes_left_out,
     frames_of_split,
     hits_table,
     left_out,
+    stored_root,
+    with_originals,
 )
 from curation_assets.core.sources import load_image
 from curation_assets.defs.reports import png_metadata
@@ -99,6 +102,35 @@ def _where(config: SearchConfig, store: ObjectStore) -> Where:
                  time_to_s=config.time_to_s, only_frames=only, exclude_frames=skip)  # fmt: skip
 
 
+def stored_key(store: ObjectStore, uri: str) -> str:
+    """The key of a frame the vector store names, under this storage root; a frame stored under
+    another root means the root and the vector store do not belong together."""
+    try:
+        return store.key_for_uri(uri)
+    except ValueError as exc:
+        raise RootMismatch(
+            f"the vector store's frames are stored under {stored_root(uri)}, not under the storage root "
+            f"{store.root}: pass --root {stored_root(uri)} (CURATION_STORAGE_URI), or the vector store that "
+            f"belongs to {store.root} (CURATION_QDRANT_PATH or QDRANT_URL)"
+        ) from exc
+
+
+def _originals(object_store: ObjectStoreResource, store: ObjectStore, hits: pd.DataFrame) -> pd.DataFrame:
+    """The hits with the user's own file names and landing URIs, read from the hit sources' frame tables."""
+    keys = [layout.table_key("raw_frames", v) for v in sorted(set(hits["video_id"]))]
+    tables = [store.read_table(key)[["frame_id", "source_name"]] for key in keys if store.exists(key)]
+    frames = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["frame_id", "source_name"])
+    landing = object_store.landing_store()
+
+    def landing_uri(name: str) -> str:
+        try:
+            return landing.uri(name)
+        except ValueError:  # an archive member or a name that is no landing key
+            return ""
+
+    return with_originals(hits, frames, landing_uri)
+
+
 def _no_vectors(model: Embedder, collection: str, existing: list[str]) -> SearchError:
     if not existing:
         return SearchError("the vector store is empty: ingest a landing zone first (python -m curation_assets run)")
@@ -154,7 +186,7 @@ def search(
             if query.box:
                 query_image = _crop(store, boxes, stored)
             else:
-                query_image = decode_image(store.get_bytes(store.key_for_uri(payloads[0]["uri"])))
+                query_image = decode_image(store.get_bytes(stored_key(store, payloads[0]["uri"])))
         elif query.text:
             vector = model.embed_text([query.text])[0]
         else:
@@ -163,6 +195,9 @@ def search(
         hits = vs.nearest(collection, model.vector_name, vector, config.top, where)
         seconds = time.perf_counter() - started
     table = hits_table(hits, BOX_HIT_COLUMNS if over_boxes else HIT_COLUMNS)
+    if not over_boxes and len(table):
+        stored_key(store, table.loc[0, "uri"])  # frames of another root: say so before reading any
+        table = _originals(object_store, store, table)
     return SearchResult(query, model.model, collection, table, seconds, query_image, boxes)
 
 
@@ -182,7 +217,10 @@ def sheet(store: ObjectStore, result: SearchResult) -> bytes:
         ]
     else:
         tiles = [
-            (decode_image(store.get_bytes(store.key_for_uri(row.uri))), f"#{row.rank} {row.score:.3f}\n{row.frame_id}")
+            (
+                decode_image(store.get_bytes(stored_key(store, row.uri))),
+                f"#{row.rank} {row.score:.3f}\n{row.source_name or row.frame_id}",
+            )
             for row in result.hits.itertuples()
         ]
     title = f"{result.query.describe()}: top {len(tiles)} from {result.model}"
@@ -212,7 +250,7 @@ def similarity_search(
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
     store = object_store.store()
     pictures, table_uri = write_report(store, result, context.run_id)
-    shown = ["object_id", "category"] if result.boxes is not None else ["frame_id", "timestamp_s"]
+    shown = ["object_id", "category"] if result.boxes is not None else ["frame_id", "source_name", "timestamp_s"]
     top = result.hits.head(10)[["rank", "score", *shown, "camera_id"]]
     context.log.info(f"{result.query.describe()}: {len(result.hits)} hits in {result.seconds * 1000:.1f} ms")
     context.add_output_metadata(

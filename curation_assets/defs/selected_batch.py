@@ -155,10 +155,12 @@ def selected_batch(
             "selected_batch_exports_valid", not export_problems, problems=export_problems[:10] or "none"
         ),
     ]
-    if not checks.blocking_failures(results):  # the exports first: a published batch has its exports
+
+    def write_exports():  # before the batch: a published batch has its exports
         for name, text in exports.items():
             store.put_bytes(layout.export_key(round_id, name), text.encode())
-    verdict = checks.publish(store, results, ASSET, round_id, batch)
+
+    verdict = checks.publish(store, results, ASSET, round_id, batch, first=write_exports)
 
     pool = table.loc[taken_rows, "camera_id"]
     representatives = vectors[table["is_representative"].to_numpy()]
