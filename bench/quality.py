@@ -64,6 +64,10 @@ def score(truth: dict[str, dict], groups: list[list[str]], flagged: dict[str, li
     for kind in GOOD_KINDS:
         of_kind = [n for n in good if truth[n].get("kind") == kind and truth[n]["category"] not in NEAR_COPIES]
         row[f"flag_{kind}"] = f"{sum(n in flagged for n in of_kind)}/{len(of_kind)}"
+    # groups that mix blank kinds: a black frame with a white one (issue 34)
+    blank_kind = {n: t["category"] for n, t in truth.items() if t["category"] in ("black", "white")}
+    kinds = [{blank_kind[n] for n in g if n in blank_kind} for g in groups]
+    row["blank_mixed"] = sum(len(k) > 1 for k in kinds)
     row["_false_pairs"] = false_pairs
     row["_false_flags"] = {n: flagged[n] for n in false_flags}
     return row
@@ -117,6 +121,38 @@ def footage_report(t: dict) -> list[dict]:
     return rows
 
 
+def margins(truth: dict, t: dict) -> None:
+    """Per absolute image rule: its threshold, the good image nearest to it and the bad image
+    of its kind nearest to it (on the rule's own figure), so a reader sees how much room each
+    side has on this set. A negative margin is an example on the wrong side."""
+    from curation_assets.core.outliers import OutlierParams
+
+    p = OutlierParams()
+    frames = t["frames"][~t["frames"]["corrupt"]].copy()
+    frames["name"] = frames["source_name"].map(lambda s: Path(s).name)
+    frames["category"] = frames["name"].map(lambda n: truth.get(n, {}).get("category"))
+    frames["detail_ratio"] = frames["coarse_detail"] / frames["broad_detail"].clip(lower=1e-12)
+    good = frames[~frames["category"].isin(BAD) & frames["category"].notna()]
+    # rule: (figure, threshold, flags below it?, bad kinds it must catch)
+    rules = {
+        "dark": ("luma_p99", p.dark_p99, True, ("dark", "black")),
+        "bright": ("luma_p01", p.bright_p01, False, ("bright", "white")),
+        "low_information": ("contrast", p.uniform_contrast, True, ("black", "white")),
+        "noise": ("pixel_correlation", p.noise_correlation, True, ("noise",)),
+        "blurry": ("detail_ratio", p.blurry_detail_ratio, True, ("blurred",)),
+    }
+    print("\nmargins: rule | figure | threshold | nearest good (margin) | nearest bad (margin)")
+    for rule, (figure, threshold, below, kinds) in rules.items():
+        sign = 1 if below else -1
+        good_margin = sign * (good[figure] - threshold)
+        bad = frames[frames["category"].isin(kinds)]
+        bad_margin = sign * (threshold - bad[figure])
+        g, b = good_margin.idxmin(), bad_margin.idxmin() if len(bad) else None
+        bad_text = f"{bad.at[b, figure]:.4g} ({bad_margin[b]:+.3g}, {bad.at[b, 'name']})" if b is not None else "-"
+        print(f"{rule} | {figure} | {threshold:.4g} | {good.at[g, figure]:.4g} ({good_margin[g]:+.3g}, "
+              f"{good.at[g, 'name']}) | {bad_text}")  # fmt: skip
+
+
 def sweep(truth: dict, t: dict) -> None:
     """Re-group our stored frames and vectors over a grid of thresholds."""
     from curation_assets.core.duplicates import DuplicateParams, find_duplicate_groups
@@ -130,8 +166,8 @@ def sweep(truth: dict, t: dict) -> None:
         print(f"{cosine} | {ham} | {scene} | {row['near_recall']:.3f} | {row['view']:.3f} | {row['false_pairs']}")
 
 
-COLUMNS = ["near_recall", "precision", "false_pairs", *NEAR_COPIES, *HARD_COPIES, "bad_recall", "bad_precision", *BAD,
-           "good_flagged", *(f"flag_{k}" for k in GOOD_KINDS), "seconds"]  # fmt: skip
+COLUMNS = ["near_recall", "precision", "false_pairs", "blank_mixed", *NEAR_COPIES, *HARD_COPIES, "bad_recall",
+           "bad_precision", *BAD, "good_flagged", *(f"flag_{k}" for k in GOOD_KINDS), "seconds"]  # fmt: skip
 
 
 def main() -> None:
@@ -182,6 +218,7 @@ def main() -> None:
         for name, row in details.items():
             if name.startswith("ours"):
                 print(f"\n{name} false pairs: {row['_false_pairs']}\nfalse flags: {row['_false_flags']}")
+    margins(truth, ours_tables)
     if args.sweep:
         sweep(truth, ours_tables)
 

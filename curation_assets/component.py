@@ -253,6 +253,7 @@ class VideoCuration(dg.Component, Settings):
         from curation_assets.allocator import keep_frame_buffers
         from curation_assets.defs.assets import ASSETS
         from curation_assets.defs.fleet import asset_copy
+        from curation_assets.defs import settings
         from curation_assets.defs.jobs import jobs_for
         from curation_assets.defs.sensors import build_automation_sensor, build_new_video_sensor
 
@@ -264,7 +265,11 @@ class VideoCuration(dg.Component, Settings):
         if self.sensor.enabled:
             sensors.append(
                 build_new_video_sensor(
-                    self.sensor.max_runs_per_tick, fleet=fleet, job=jobs[0], interval_s=self.sensor.interval_s
+                    self.sensor.max_runs_per_tick,
+                    sources_per_run=settings.sources_per_run(),
+                    fleet=fleet,
+                    job=jobs[0],
+                    interval_s=self.sensor.interval_s,
                 )
             )
         if self.automation.enabled:

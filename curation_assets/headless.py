@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
+from curation_assets.defs.jobs import OWNER_TAG
 from curation_assets.defs.partitions import labeling_rounds, videos
 from curation_assets.defs.sensors import IN_FLIGHT, MAX_RUNS_PER_TICK, SOURCE_TAG, load_cursor, plan_ingest
 
@@ -206,9 +207,6 @@ def ingest_landing(
         instance.run_storage.set_cursor_values({CURSOR_KEY: json.dumps(cursor, sort_keys=True)})
         if not requests:
             return outcomes
-
-
-OWNER_TAG = "curation/owner"  # host:pid of the headless process executing a run in process
 
 
 def _owner() -> dict[str, str]:

@@ -67,3 +67,86 @@ def test_verification_joins_a_re_shot_scene_and_leaves_text_pages_apart():
     assert group[0] == group[1]  # the re-shot scene
     assert group[2] != group[3]  # two different pages
     assert groups["group_id"].nunique() == len(images) - 1
+
+
+def _rig(scene: Image.Image, pose: str) -> Image.Image:
+    """A virtual camera's view of ``scene`` (640x480): the reference camera, its rig partner
+    (the same instant, a small baseline: shifted, a hair of perspective) or another pose of
+    the camera (turned, tilted and moved)."""
+    import cv2
+
+    shift, turn, tilt, scale = {"reference": ((0, 0), 0.0, 0.0, 0.8), "rig": ((-25, 2), 0.0, 2e-5, 0.8),
+                                "pose": ((60, -40), 0.35, 3e-4, 0.7)}[pose]  # fmt: skip
+    c, s = np.cos(turn), np.sin(turn)
+    camera = np.array([[scale * c, -scale * s, shift[0]], [scale * s, scale * c, shift[1]], [tilt, 0, 1]])
+    H = camera @ np.array([[1, 0, -280], [0, 1, -200], [0, 0, 1]], dtype=np.float64)
+    view = cv2.warpPerspective(np.asarray(scene), H, (640, 480), borderMode=cv2.BORDER_REFLECT).astype(np.float32)
+    rng = np.random.default_rng(len(pose))  # each camera's own sensor noise and exposure
+    view = view * rng.uniform(0.9, 1.1) + rng.normal(0, 4, view.shape)
+    return Image.fromarray(np.clip(view, 0, 255).astype(np.uint8))
+
+
+def _chessboard_on_a_table() -> Image.Image:
+    """A calibration board filling most of the view, on a real photograph's table."""
+    squares = (np.indices((14, 14)).sum(0) % 2 * 255).astype(np.uint8)
+    scene = Image.fromarray(skimage.data.coffee()).convert("RGB").resize((1200, 900))
+    scene.paste(Image.fromarray(np.kron(squares, np.ones((55, 55), np.uint8))).convert("RGB"), (215, 65))
+    return scene
+
+
+def _brick_wall() -> Image.Image:
+    """A real photograph of a repetitive pattern: a brick wall."""
+    return Image.fromarray(skimage.data.brick()).convert("RGB").resize((1200, 900))
+
+
+def _shelf() -> Image.Image:
+    """A store shelf: rows of one product (a real photograph) on planks."""
+    from PIL import ImageDraw
+
+    product = Image.fromarray(skimage.data.coffee()).convert("RGB").resize((90, 120))
+    scene = Image.new("RGB", (1200, 900), (200, 200, 205))
+    draw = ImageDraw.Draw(scene)
+    for row in range(6):
+        y = 20 + row * 145
+        for column in range(12):
+            scene.paste(product, (15 + column * 98, y))
+        draw.rectangle([0, y + 122, 1200, y + 140], fill=(90, 70, 50))
+    return scene
+
+
+def test_two_cameras_of_a_rig_on_a_repetitive_pattern_are_confirmed():
+    for scene in (_chessboard_on_a_table(), _brick_wall(), _shelf()):
+        left, right = keypoints(_rig(scene, "reference")), keypoints(_rig(scene, "rig"))
+        assert inliers(left, right) >= ENOUGH
+
+
+def test_a_calibration_board_or_a_shelf_seen_from_another_pose_is_not_confirmed():
+    for scene in (_chessboard_on_a_table(), _shelf()):
+        reference, other = keypoints(_rig(scene, "reference")), keypoints(_rig(scene, "pose"))
+        assert inliers(reference, other) < ENOUGH
+
+
+def test_two_pages_of_one_layout_do_not_align():
+    from curation_assets.core.geometry import ALIGNED_DETAIL, alignment, dense
+
+    assert alignment(dense(_page(1)), dense(_page(2))) < ALIGNED_DETAIL
+
+
+def test_a_rig_pair_of_a_board_is_one_group_and_another_pose_of_it_is_not():
+    board = _chessboard_on_a_table()
+    images = [_rig(board, "reference"), _rig(board, "rig"), _rig(board, "pose")] + [
+        Image.fromarray(getattr(skimage.data, n)()).convert("RGB") for n in ("chelsea", "rocket", "coins", "camera")
+    ]
+    frames = pd.DataFrame(
+        [
+            {"frame_id": f"f/{i:06d}", "video_id": "f", "frame_index": i, "timestamp_s": 0.0, **image_stats(a).__dict__}
+            for i, a in enumerate(np.asarray(im) for im in images)
+        ]  # fmt: skip
+    )
+    model = Embedder()
+    vectors = model.embed([lambda im=im: im for im in images])
+    points = [keypoints(im) for im in images]
+    params = DuplicateParams.for_model(model.calibration)
+    groups = find_duplicate_groups(frames, vectors, params, verify=lambda a, b: inliers(points[a], points[b]))
+    assert groups["group_id"].iloc[0] == groups["group_id"].iloc[1]
+    assert groups["group_id"].iloc[2] != groups["group_id"].iloc[0]

@@ -1,13 +1,18 @@
 """new_video_sensor against a real landing folder and a real (moto) S3 prefix."""
 
+import json
+from pathlib import Path
+
 import dagster as dg
 import pytest
 
 from curation_assets.core.ids import video_id_for
 from curation_assets.defs import sensors
+from curation_assets.defs.ingestion import BAD_INPUT, FAILURE_TAG, landing_sources
 from curation_assets.defs.partitions import videos
+from curation_assets.demo.scenes import write_video
 from resources import ObjectStoreResource
-from tests.conftest import SCENE_A, SCENE_B, drop
+from tests.conftest import SCENE_A, SCENE_B, drop, encoded, photo
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -19,9 +24,14 @@ def object_store(request, tmp_path):
     return ObjectStoreResource(root=f"s3://{bucket}/curation", endpoint_url=endpoint, region_name="us-east-1")
 
 
-def tick(instance, object_store, cursor=None, sensor=sensors.new_video_sensor):
+ONE_PER_RUN = sensors.build_new_video_sensor(sources_per_run=1)  # a plain ingest_video run per source
+
+
+def tick(instance, object_store, cursor=None, sensor=ONE_PER_RUN):
     with dg.build_sensor_context(instance=instance, cursor=cursor, resources={"object_store": object_store}) as ctx:
         result = sensor(ctx)
+    targets = {target.job_name for target in sensor.targets}
+    assert all(r.job_name in targets for r in result.run_requests)  # the daemon refuses a request naming none
     # build_sensor_context does not apply partition requests; the daemon would
     for request in result.dynamic_partitions_requests or []:
         instance.add_dynamic_partitions(videos.name, list(request.partition_keys))
@@ -58,7 +68,8 @@ def test_a_changed_object_is_ingested_again_into_the_same_partition(instance, ob
 
 
 def test_many_objects_are_registered_across_ticks_without_loss(instance, object_store):
-    sensor = sensors.build_new_video_sensor(max_runs_per_tick=4, page_size=3)  # several listing pages per tick
+    # several listing pages per tick
+    sensor = sensors.build_new_video_sensor(max_runs_per_tick=4, page_size=3, sources_per_run=1)
     landing = object_store.landing_store()
     for i in range(10):
         landing.put_bytes(f"cam-x/{i:03d}.mp4", b"video %d" % i)
@@ -84,19 +95,154 @@ def test_objects_ingested_by_another_path_are_not_requested_again(local_defs, in
     assert ingested.success
     fresh_cursor_tick = tick(instance, object_store, cursor=None)
     assert fresh_cursor_tick.run_requests == []
-    assert SCENE_B.name in fresh_cursor_tick.cursor
 
 
-def test_a_failed_object_is_requested_again_a_bounded_number_of_times(local_defs, instance, video_dir):
+def test_bad_input_fails_once_and_is_not_requested_again_until_it_changes(local_defs, instance, video_dir):
     from curation_assets import headless
 
     object_store = local_defs.resources["object_store"]
-    drop(object_store.landing_store(), video_dir, "cam-a/notes.txt")
+    landing = object_store.landing_store()
+    drop(landing, video_dir, "cam-a/notes.txt", "cam-b/broken.mp4")
+    refused = headless.ingest_landing(local_defs, instance, log=lambda _: None)
+    assert [o.success for o in refused] == [False, False]
+    assert all(run.tags[FAILURE_TAG] == BAD_INPUT for run in instance.get_runs())  # the UI shows it on the run
+    assert tick(instance, object_store, cursor=None).run_requests == []
+    assert headless.ingest_landing(local_defs, instance, log=lambda _: None) == []  # the command neither
+    landing.put_bytes("cam-b/broken.mp4", (video_dir / SCENE_B.name).read_bytes())  # replaced by a good video
+    [request] = tick(instance, object_store, cursor=None).run_requests
+    assert request.tags["curation/landing_key"] == "cam-b/broken.mp4"
+
+
+def test_a_bad_input_failure_says_it_is_permanent_and_names_the_object(local_defs, instance, video_dir):
+    from curation_assets import headless
+
+    drop(local_defs.resources["object_store"].landing_store(), video_dir, "cam-a/notes.txt")
+    headless.ingest_landing(local_defs, instance, log=lambda _: None)
+    [run] = instance.get_runs()
+    [failure] = [
+        e.dagster_event for e in instance.all_logs(run.run_id) if e.dagster_event and e.dagster_event.is_step_failure
+    ]
+    user_failure = failure.step_failure_data.user_failure_data
+    assert "cam-a/notes.txt" in user_failure.description
+    assert user_failure.metadata["failure"].value.startswith("permanent")
+    assert user_failure.metadata["landing_key"].value == "cam-a/notes.txt"
+
+
+def test_a_run_failed_by_its_environment_is_requested_again_a_bounded_number_of_times(local_defs, instance, tmp_path):
+    from curation_assets import headless
+
+    object_store = local_defs.resources["object_store"]
+    root = Path(object_store.store().root)
+    (root / "tables").mkdir(parents=True)
+    (root / "tables" / "raw_frames").write_text("in the way")  # a fault of the environment, not of the input
+    object_store.landing_store().put_bytes("cam/p1.jpg", encoded(photo(1)))
     [first] = headless.ingest_landing(local_defs, instance, log=lambda _: None)  # each command tries once
-    assert not first.success and "not a readable video" in first.error
-    retry = tick(instance, object_store, cursor=None)
-    [request] = retry.run_requests
+    assert not first.success
+    [request] = tick(instance, object_store, cursor=None).run_requests
     assert request.run_key.endswith("#retry1")
     for _ in range(sensors.MAX_FAILED_ATTEMPTS - 1):
         headless.ingest_landing(local_defs, instance, log=lambda _: None)
     assert tick(instance, object_store, cursor=None).run_requests == []  # given up until the content changes
+
+
+def test_the_demo_s_bad_files_get_no_new_run_once_the_demo_ran(local_defs, instance, tmp_path):
+    """`make demo` then `make ui`: the real sensor's first tick on the demo's instance requests nothing."""
+    from curation_assets import headless
+    from curation_assets.demo.scenes import CORRUPT_VIDEO, NOT_A_VIDEO, write_corrupt_video
+
+    object_store = local_defs.resources["object_store"]
+    landing = object_store.landing_store()
+    write_video(SCENE_B, tmp_path / "valid.mp4")
+    write_corrupt_video(tmp_path / "corrupt.mp4", tmp_path / "valid.mp4")
+    landing.put_bytes(CORRUPT_VIDEO, (tmp_path / "corrupt.mp4").read_bytes())
+    landing.put_bytes(NOT_A_VIDEO, b"camera cam-a: aisle 3, mounted 2.4 m high\n")
+    headless.ingest_landing(local_defs, instance, log=lambda _: None)  # what the demo does
+    sensor = local_defs.resolve_sensor_def("new_video_sensor")
+    first = tick(instance, object_store, cursor=None, sensor=sensor)
+    assert first.run_requests == []
+    assert tick(instance, object_store, cursor=first.cursor, sensor=sensor).run_requests == []
+
+
+def test_an_old_cursor_moves_into_the_ledger_and_the_cursor_stays_small(instance, tmp_path):
+    object_store = ObjectStoreResource(root=str(tmp_path / "root"))
+    landing = object_store.landing_store()
+    for i in range(300):
+        landing.put_bytes(f"cam-{i % 7}/clip-{i:04d}.mp4", b"video %d" % i)
+    old = {s.key: s.fingerprint for s in landing_sources(landing)}  # the first format: every key -> fingerprint
+    result = tick(instance, object_store, cursor=json.dumps(old))
+    assert result.run_requests == []
+    assert len(result.cursor) < 200
+    assert tick(instance, object_store, cursor=None).run_requests == []  # the ledger remembers, not the cursor
+
+
+def test_a_burst_seen_in_one_tick_is_requested_in_batches_of_the_setting(instance, tmp_path):
+    object_store = ObjectStoreResource(root=str(tmp_path / "root"))
+    for i in range(5):
+        object_store.landing_store().put_bytes(f"cam-x/{i}.mp4", b"video %d" % i)
+    sensor = sensors.build_new_video_sensor(sources_per_run=2)
+    requests = tick(instance, object_store, sensor=sensor).run_requests
+    assert [r.job_name for r in requests] == ["ingest_batch", "ingest_batch", "ingest_video"]
+    batched = [
+        s["partition_key"] for r in requests[:2] for s in r.run_config["ops"]["ingest_sources"]["config"]["sources"]
+    ]
+    assert sorted(batched + [requests[2].partition_key]) == sorted(video_id_for(f"cam-x/{i}.mp4") for i in range(5))
+    assert len(instance.get_dynamic_partitions(videos.name)) == 5  # each source keeps its own partition
+
+
+def run_batch(defs, instance, requests):
+    [batch] = [r for r in requests if r.job_name == "ingest_batch"]
+    return defs.resolve_job_def("ingest_batch").execute_in_process(
+        instance=instance, run_config=batch.run_config, tags=batch.tags, raise_on_error=False
+    )
+
+
+def test_a_batch_ingests_each_source_in_its_own_run_and_a_bad_file_fails_only_its_own(local_defs, instance, video_dir):
+    object_store = local_defs.resources["object_store"]
+    drop(object_store.landing_store(), video_dir, "cam-b/broken.mp4", SCENE_B.name)
+    sensor = sensors.build_new_video_sensor(sources_per_run=2)
+    first = tick(instance, object_store, sensor=sensor)
+    assert run_batch(local_defs, instance, first.run_requests).success
+    runs = {r.tags["curation/landing_key"]: r for r in instance.get_runs() if r.job_name == "ingest_video"}
+    assert runs[SCENE_B.name].status == dg.DagsterRunStatus.SUCCESS
+    assert runs["cam-b/broken.mp4"].status == dg.DagsterRunStatus.FAILURE
+    assert runs["cam-b/broken.mp4"].tags[FAILURE_TAG] == BAD_INPUT
+    assert object_store.store().exists(f"tables/raw_frames/{video_id_for(SCENE_B.name)}.parquet")
+    assert tick(instance, object_store, first.cursor, sensor=sensor).run_requests == []  # nothing to do again
+
+
+def test_a_source_whose_batch_ended_without_ingesting_it_is_requested_again(local_defs, instance, tmp_path):
+    object_store = local_defs.resources["object_store"]
+    for i in range(2):
+        object_store.landing_store().put_bytes(f"cam-x/{i}.mp4", b"video %d" % i)
+    sensor = sensors.build_new_video_sensor(sources_per_run=2)
+    first = tick(instance, object_store, sensor=sensor)
+    [batch] = first.run_requests
+    config = {"ops": {"ingest_sources": {"config": {"sources": []}}}}  # a batch that died before either source
+    local_defs.resolve_job_def("ingest_batch").execute_in_process(instance=instance, run_config=config, tags=batch.tags)
+    [again] = tick(instance, object_store, first.cursor, sensor=sensor).run_requests
+    assert again.tags == batch.tags and again.run_key != batch.run_key
+
+
+def test_a_source_run_left_in_flight_by_its_ended_batch_is_failed_and_requested_again(instance, tmp_path):
+    from dagster._core.test_utils import create_run_for_test
+
+    object_store = ObjectStoreResource(root=str(tmp_path / "root"))
+    for i in range(2):
+        object_store.landing_store().put_bytes(f"cam-x/{i}.mp4", b"video %d" % i)
+    sensor = sensors.build_new_video_sensor(sources_per_run=2)
+    [request] = tick(instance, object_store, sensor=sensor).run_requests
+    batch = create_run_for_test(
+        instance, job_name="ingest_batch", status=dg.DagsterRunStatus.FAILURE, tags=request.tags
+    )
+    source = request.run_config["ops"]["ingest_sources"]["config"]["sources"][0]
+    orphan = create_run_for_test(
+        instance,
+        job_name="ingest_video",
+        status=dg.DagsterRunStatus.STARTED,  # its process went with the batch's
+        tags={**source["tags"], "curation/batch": batch.run_id},
+    )
+    [retry] = tick(instance, object_store, sensor=sensor).run_requests
+    assert instance.get_run_by_id(orphan.run_id).status == dg.DagsterRunStatus.FAILURE
+    assert {s["tags"][sensors.SOURCE_TAG] for s in retry.run_config["ops"]["ingest_sources"]["config"]["sources"]} == {
+        t for k, t in request.tags.items() if k.startswith(sensors.BATCH_SOURCE_TAG_PREFIX)
+    }  # both sources again: the one whose run was lost, and the one never started

@@ -18,13 +18,15 @@ import urllib.error
 from pathlib import Path
 
 import boto3
+import dagster as dg
 import pytest
+from dagster._core.instance.ref import InstanceRef
 from helpers import browser_page, require_chromium
 
 from curation_assets.core import layout
 from curation_assets.core.frames import sample_frames
 from curation_assets.core.ids import video_id_for
-from curation_assets.defs.sensors import SOURCE_TAG, load_cursor
+from curation_assets.defs.sensors import SOURCE_TAG, Ledger, batch_source_tag, load_cursor
 from curation_assets.defs.settings import resources_from_env
 from curation_assets.demo.scenes import Scene, write_video
 from curation_assets.topology import ROOT, Postgres, Topology
@@ -83,6 +85,12 @@ def ingest_runs(topology: Topology, name: str) -> list[dict]:
     return runs(topology, **{"dagster/partition": video_id_for(name)})
 
 
+def attempts(topology: Topology, name: str) -> list[dict]:
+    """A video's own runs, newest first; before its first, the batch runs meant to start it."""
+    key = batch_source_tag(video_id_for(name))
+    return ingest_runs(topology, name) or [r for r in runs(topology) if any(t["key"] == key for t in r["tags"])]
+
+
 def wait_for(what: str, check, topology: Topology, timeout: float = 420, every: float = 2.0):
     """Poll ``check`` until it holds (and return what it returned)."""
     deadline = time.monotonic() + timeout
@@ -136,6 +144,19 @@ def curated_after(topology: Topology, moment: float) -> bool:
 def sensor_cursor(topology: Topology) -> dict:
     state = topology.graphql(SENSOR_CURSOR)["sensorOrError"]["sensorState"]
     return load_cursor(state["typeSpecificData"]["lastCursor"])
+
+
+def ingested_per_ledger(topology: Topology) -> dict[str, str]:
+    """Landing key -> fingerprint of the content the instance's ledger holds as ingested."""
+    landing_root = resources_from_env(topology.env)["object_store"].landing_store().root
+    saved = dict(os.environ)
+    os.environ.update(topology.env)  # dagster.yaml names the Postgres variables
+    try:
+        with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(topology.home))) as instance:
+            return Ledger(instance, landing_root).entries("done")
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def run_messages(topology: Topology, run_id: str) -> str:
@@ -194,7 +215,7 @@ def test_the_postgres_backed_ui_shows_the_graph_a_sensor_run_a_check_and_a_conta
 def test_a_daemon_killed_while_runs_are_queued_or_running_loses_and_duplicates_nothing(topology, tmp_path):
     names = ["cam-c/yard-1.mp4", "cam-c/yard-2.mp4", "cam-d/ramp.mp4"]
     expected = upload(topology, tmp_path, names, seed=10)
-    before = sensor_cursor(topology)["done"]
+    before = ingested_per_ledger(topology)
 
     def runs_waiting_or_running(wanted: set[str]):
         """Statuses of the three videos' newest runs once each is in ``wanted``. A kill that lands
@@ -203,7 +224,7 @@ def test_a_daemon_killed_while_runs_are_queued_or_running_loses_and_duplicates_n
         older runs are then failed launches, and nothing else."""
         statuses = []
         for name in names:
-            found = ingest_runs(topology, name)  # newest first
+            found = attempts(topology, name)  # newest first
             if not found or found[0]["status"] not in wanted or any(r["status"] != "FAILURE" for r in found[1:]):
                 return False
             statuses.append(found[0]["status"])
@@ -219,9 +240,9 @@ def test_a_daemon_killed_while_runs_are_queued_or_running_loses_and_duplicates_n
 
     wait_for("every video ingested after the restart", lambda: all_ingested(topology, names), topology)
     one_successful_run_each(topology, names, launches_may_fail=True)  # none lost, none ingested twice
-    wait_for("the sensor to record them", lambda: set(names) <= set(sensor_cursor(topology)["done"]), topology, 120)
-    after = sensor_cursor(topology)["done"]
-    assert {k: after[k] for k in before} == before  # the cursor kept what it knew
+    wait_for("the sensor to record them", lambda: set(names) <= set(ingested_per_ledger(topology)), topology, 120)
+    after = ingested_per_ledger(topology)
+    assert {k: after[k] for k in before} == before  # the ledger kept what it knew
     wait_for("no run in flight", lambda: not any(r["status"] in IN_FLIGHT for r in runs(topology)), topology)
     assert_counted_exactly(topology, expected)
 

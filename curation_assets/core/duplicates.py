@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from curation_assets.core.image_stats import hamming_distance
+from curation_assets.core.image_stats import UNIFORM_CONTRAST, UNIFORM_EDGES, hamming_distance, informative_hash
 from curation_assets.core.models import UNCALIBRATED, Calibration, with_overrides
 from curation_assets.core.neighbors import EXACT_BELOW, knn_graph
 
@@ -58,15 +58,47 @@ def timed(frames: pd.DataFrame) -> np.ndarray:
     return frames.groupby("video_id")["timestamp_s"].transform("max").to_numpy() > 0
 
 
+def _column(frames: pd.DataFrame, name: str) -> np.ndarray:
+    """A metric column as floats, NaN where the table lacks it (a rule on it then stays off)."""
+    return frames[name].to_numpy(dtype=np.float64) if name in frames else np.full(len(frames), np.nan)
+
+
 WELL_EXPOSED = (0.15, 0.9)  # mean brightness a representative should have
 
 
 def quality_score(frames: pd.DataFrame) -> np.ndarray:
-    """Higher is a better representative: sharp, neither dark nor washed out (mean brightness
-    outside ``WELL_EXPOSED``: a preference among copies, not the outlier rules' verdict)."""
+    """Higher is a better representative: no outlier rule's flag (``image_flags``: the frame
+    table's rules), then neither dark nor washed out (mean brightness outside
+    ``WELL_EXPOSED``), then the most fine detail. So a group's representative is flagged only
+    when its members are too (isolation is its group's; the fine detail that makes a frame
+    blurry against its scene is highest in the representative)."""
+    from curation_assets.core.outliers import image_flags  # outliers reads this module's ``timed``
+
     low, high = WELL_EXPOSED
     exposure_penalty = ((frames["brightness"] < low) | (frames["brightness"] > high)).to_numpy()
-    return np.log1p(frames["sharpness"].to_numpy() * 1e4) - 100.0 * exposure_penalty
+    flawed = image_flags(frames).to_numpy().any(axis=1)
+    fine = _column(frames, "fine_detail")
+    detail = np.where(np.isnan(fine), frames["sharpness"].to_numpy(dtype=np.float64), fine)  # older tables: raw
+    return np.log1p(detail * 1e4) - 100.0 * exposure_penalty - 1000.0 * flawed
+
+
+BLANK_BRIGHTNESS = 0.02  # blank frames this close in mean brightness (5 grey levels) are one kind
+
+
+def blank(frames: pd.DataFrame) -> np.ndarray:
+    """Pictures with no structure (a covered lens, a blown-out or black frame, a blank file):
+    no contrast and no edges, or a perceptual hash whose bits carry no information. Any two
+    of them sit a few hash bits apart, black or white, so the hash rules must not judge them."""
+    uniform = (_column(frames, "contrast") < UNIFORM_CONTRAST) & (_column(frames, "edge_density") < UNIFORM_EDGES)
+    return uniform | ~informative_hash(frames["phash"].to_numpy(dtype=np.int64))
+
+
+def _blank_pair(params: DuplicateParams, cos, blank_a, blank_b, brightness_a, brightness_b):
+    """Whether two frames may be judged near copies at all, given blankness (broadcasts): two
+    frames with structure, yes; a blank and a picture, never; two blanks only of one kind (the
+    embedding agrees: one colour) and one brightness, a black frame never with a white one."""
+    same_blank = (np.abs(brightness_a - brightness_b) <= BLANK_BRIGHTNESS) & (cos >= params.near_cosine)
+    return np.where(blank_a | blank_b, blank_a & blank_b & same_blank, True)
 
 
 def _mirror_hashes(frames: pd.DataFrame) -> np.ndarray:
@@ -213,11 +245,17 @@ def find_duplicate_groups(
     in_video = timed(frames)
     by_name = dataclasses.replace(params, scene_cosine=None)
     bits = phash.view(np.uint64).tolist()  # Python ints: int.bit_count is the fastest popcount here
+    is_blank, brightness = blank(frames), frames["brightness"].to_numpy(dtype=np.float64)
     anchor = -1
     for i in order:
         if anchor >= 0 and video[i] == video[anchor]:
             rule = params if in_video[i] else by_name
-            if _is_near(rule, float(vectors[i] @ vectors[anchor]), (bits[i] ^ bits[anchor]).bit_count()):
+            cos = float(vectors[i] @ vectors[anchor])
+            if is_blank[i] or is_blank[anchor]:
+                near = bool(_blank_pair(params, cos, is_blank[i], is_blank[anchor], brightness[i], brightness[anchor]))
+            else:
+                near = _is_near(rule, cos, (bits[i] ^ bits[anchor]).bit_count())
+            if near:
                 if parent[i] != parent[anchor]:
                     attach(i, anchor, "temporal" if in_video[i] else "near")
                 continue
@@ -232,16 +270,23 @@ def find_duplicate_groups(
         valid = nbr >= 0
         neighbor_hash = phash[reps][np.where(valid, nbr, 0)]
         ham = hamming_distance(neighbor_hash, phash[reps][:, None])
-        near = valid & _is_near(params, sims, ham)
-        if verify is not None and params.verify_cosine is not None:
-            near = _verified(nbr, sims, near, ham, valid, reps, params, verify)
+        safe = np.where(valid, nbr, 0)
+        rep_blank, rep_brightness = is_blank[reps], brightness[reps]
+        judged = _blank_pair(
+            params, sims, rep_blank[:, None], rep_blank[safe], rep_brightness[:, None], rep_brightness[safe]
+        )
+        either_blank = rep_blank[:, None] | rep_blank[safe]
+        near = valid & np.where(either_blank, judged, _is_near(params, sims, ham))
+        if verify is not None and params.verify_cosine is not None:  # blank frames have no features to verify
+            near = _verified(nbr, sims, near, ham, valid & ~either_blank, reps, params, verify)
         for a, b in cluster_leaders(nbr, sims, near, quality[reps]):
             attach(reps[b], reps[a], "near")
         # 4. flipped copies: a leader whose mirror image hashes within `identical` bits of a
         # neighbour joins that neighbour's group, whole (after clustering, so a flipped copy
         # never heads a cluster that its original's other copies are not near)
         mirrored = hamming_distance(neighbor_hash, _mirror_hashes(frames)[reps][:, None])
-        for a, j in zip(*np.nonzero(valid & (mirrored <= params.identical_phash_distance))):
+        flipped = valid & ~either_blank & (mirrored <= params.identical_phash_distance)
+        for a, j in zip(*np.nonzero(flipped)):
             attach(reps[a], reps[nbr[a, j]], "near")
 
     # representatives: the best-quality member of each final group
@@ -297,7 +342,16 @@ def match_to_corpus(
         _mirror_hashes(leaders)[:, None],
         params.identical_phash_distance,
     )
-    score = np.where(valid & _is_near(params, cos, ham), cos, -np.inf)
+    # blank pictures join only blank ones of their brightness; a representative known by its
+    # hash alone (the vector store's payload) is blank when its hash says nothing, and of
+    # unknown brightness, so a blank leader joins none of those
+    rep_blank = blank(reps)[safe]
+    rep_brightness = _column(reps, "brightness")
+    leader_blank = blank(leaders)[:, None]
+    leader_brightness = leaders["brightness"].to_numpy(dtype=np.float64)[:, None]
+    judged = _blank_pair(params, cos, leader_blank, rep_blank, leader_brightness, rep_brightness[safe])
+    near = np.where(leader_blank | rep_blank, judged, _is_near(params, cos, ham))
+    score = np.where(valid & near, cos, -np.inf)
     best = np.argmax(score, axis=1)
     found = np.isfinite(score[np.arange(len(leaders)), best])
     return np.where(found, candidates[np.arange(len(leaders)), best], -1), np.where(
@@ -336,7 +390,7 @@ def embedding_sources(frames: pd.DataFrame, max_phash_distance: int = 2) -> np.n
     """Cheap before expensive: for each frame, the row whose embedding it can reuse.
 
     Walking each video in frame order, a frame that is a pixel copy (same SHA-256) or a
-    perceptual copy (pHash within ``max_phash_distance`` bits) of the last frame that was
+    perceptual copy (pHash within ``max_phash_distance`` bits; never for blank frames) of the last frame that was
     embedded reuses that frame's vector; anything else is embedded itself. Comparing to
     the last *embedded* frame, not the predecessor, keeps slow drift from being skipped.
     Returns, per row of ``frames``, the row index to embed (itself when it must be).
@@ -344,14 +398,13 @@ def embedding_sources(frames: pd.DataFrame, max_phash_distance: int = 2) -> np.n
     source = np.arange(len(frames))
     phash = frames["phash"].to_numpy(dtype=np.int64)
     sha = frames["sha256"].to_numpy()
+    is_blank = blank(frames)  # a black and a white frame hash alike: blank frames reuse only an exact copy's vector
     anchor, anchor_video = -1, None
     for i in frames.sort_values(["video_id", "frame_index"]).index.to_numpy():
         video = frames.at[i, "video_id"]
-        if (
-            anchor >= 0
-            and video == anchor_video
-            and (sha[i] == sha[anchor] or int(hamming_distance(phash[i], phash[anchor])) <= max_phash_distance)
-        ):
+        close = int(hamming_distance(phash[i], phash[anchor])) <= max_phash_distance
+        alike = close and not (is_blank[i] or is_blank[anchor])
+        if anchor >= 0 and video == anchor_video and (sha[i] == sha[anchor] or alike):
             source[i] = anchor
         else:
             anchor, anchor_video = i, video

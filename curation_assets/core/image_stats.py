@@ -30,13 +30,14 @@ class ImageStats:
     mode_share: float  # share of pixels within 2 grey levels of the commonest: near 1 for a screen of one colour
     edge_density: float  # share of pixels on an edge, at the working scale: 0 for a blank frame
     coarse_detail: float  # ... while the same 4x coarser says there was a picture to blur
+    broad_detail: float  # the same 8x coarser: blur takes detail at 4x away long before it reaches 8x
     fine_detail: float  # sharpness after a 1-pixel Gaussian: sensor noise (or an encoder smoothing it) hardly counts
     pixel_correlation: float  # neighbouring pixels' correlation: near 0 for noise, high for any picture
 
 
 # the per-frame measurements (everything but the hashes); NaN for a frame that could not be read
 METRICS = ("brightness", "contrast", "sharpness", "entropy", "luma_p01", "luma_p99", "mode_share", "edge_density",
-           "coarse_detail", "fine_detail", "pixel_correlation")  # fmt: skip
+           "coarse_detail", "broad_detail", "fine_detail", "pixel_correlation")  # fmt: skip
 
 
 def luma8(rgb: np.ndarray) -> np.ndarray:
@@ -84,6 +85,24 @@ def _dct_bits(pixels: np.ndarray) -> int:
     return int(np.array(value, dtype=np.uint64).view(np.int64))
 
 
+# A picture with no structure (a covered lens, a blown-out sensor, a blank file): hardly any
+# contrast (luma standard deviation) and hardly an edge pixel. Its perceptual hash says nothing
+# about it: the DCT's low frequencies are all near 0, so their bits are rounding noise.
+UNIFORM_CONTRAST = 0.012
+UNIFORM_EDGES = 0.001
+# A hash's bits are set against the median of its 63 AC coefficients, so a picture with any
+# structure sets about half of them; a hash far from half set comes from coefficients that tie
+# (a flat picture) and carries no information (a uniform picture: 0 to 9 bits set)
+HASH_INFORMATIVE_BITS = (16, 48)
+
+
+def informative_hash(phash: np.ndarray | int) -> np.ndarray:
+    """Whether a pHash carries information: between 16 and 48 of its 64 bits set."""
+    ones = np.bitwise_count(np.asarray(phash, dtype=np.int64).view(np.uint64))
+    low, high = HASH_INFORMATIVE_BITS
+    return (ones >= low) & (ones <= high)
+
+
 def hamming_distance(a: np.ndarray | int, b: np.ndarray | int) -> np.ndarray:
     """Bitwise Hamming distance between int64 hash bit patterns (broadcasts)."""
     x = np.bitwise_xor(np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64))
@@ -127,13 +146,13 @@ def laplacian_variance(g: np.ndarray) -> float:
     return float(std[0, 0]) ** 2
 
 
-def structure(luma: np.ndarray) -> tuple[float, float, float, float, float]:
-    """(sharpness, edge density, coarse detail, fine detail, pixel correlation) of a luma
-    image, judged at the working scale so that the figures mean the same for a 4K photo and
-    a 320x240 frame."""
+def structure(luma: np.ndarray) -> tuple[float, float, float, float, float, float]:
+    """(sharpness, edge density, coarse detail, broad detail, fine detail, pixel correlation)
+    of a luma image, judged at the working scale so that the figures mean the same for a 4K
+    photo and a 320x240 frame."""
     g = _working(luma)
     if g.shape[0] < 4 or g.shape[1] < 4:
-        return 0.0, 0.0, 0.0, 0.0, 1.0
+        return 0.0, 0.0, 0.0, 0.0, 0.0, 1.0
     dx, dy = np.abs(np.diff(g, axis=1)), np.abs(np.diff(g, axis=0))
     edges = float(np.count_nonzero(dx[:-1] + dy[:, :-1] > 0.1)) / dx[:-1].size
     quarter = Image.fromarray(g).resize((max(3, g.shape[1] // 4), max(3, g.shape[0] // 4)), Image.BOX)
@@ -141,8 +160,10 @@ def structure(luma: np.ndarray) -> tuple[float, float, float, float, float]:
     a, b = np.ascontiguousarray(centred[:, :-1]).ravel(), np.ascontiguousarray(centred[:, 1:]).ravel()
     norm = float(np.dot(a, a)) * float(np.dot(b, b))
     correlation = float(np.dot(a, b)) / np.sqrt(norm) if norm > 1e-12 else 1.0
+    eighth = quarter.resize((max(3, g.shape[1] // 8), max(3, g.shape[0] // 8)), Image.BOX)
     fine = laplacian_variance(cv2.GaussianBlur(g, (0, 0), 1.0))
-    return laplacian_variance(g), edges, laplacian_variance(np.asarray(quarter)), fine, correlation
+    coarse, broad = laplacian_variance(np.asarray(quarter)), laplacian_variance(np.asarray(eighth))
+    return laplacian_variance(g), edges, coarse, broad, fine, correlation
 
 
 def image_stats(rgb: np.ndarray) -> ImageStats:
@@ -154,7 +175,7 @@ def image_stats(rgb: np.ndarray) -> ImageStats:
     contrast = float(np.sqrt(max(hist @ levels**2 / n - brightness**2, 0.0)))
     phash, phash_mirror = perceptual_hashes(rgb, luma)
     cumulative = np.cumsum(hist) / n
-    sharpness, edges, coarse, fine, correlation = structure(luma)
+    sharpness, edges, coarse, broad, fine, correlation = structure(luma)
     return ImageStats(
         sha256=pixel_sha256(rgb),
         phash=phash,
@@ -168,6 +189,7 @@ def image_stats(rgb: np.ndarray) -> ImageStats:
         mode_share=mode_share(hist),
         edge_density=edges,
         coarse_detail=coarse,
+        broad_detail=broad,
         fine_detail=fine,
         pixel_correlation=correlation,
     )

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from curation_assets.core.duplicates import timed as timed_rows
+from curation_assets.core.image_stats import UNIFORM_CONTRAST, UNIFORM_EDGES
 from curation_assets.core.models import UNCALIBRATED, Calibration, with_overrides
 from curation_assets.core.neighbors import knn_graph
 
@@ -46,11 +47,18 @@ class OutlierParams:
     bright_p01: float = 0.85  # 99 % of pixels lighter than this ...
     bright_range: float = 0.12  # ... within this range of each other
     stroke_edges: float = 0.005  # an image (not a video frame) this edgy is a page, not blank (specks: < 0.001)
-    uniform_contrast: float = 0.012  # luma standard deviation below this ...
-    uniform_edges: float = 0.001  # ... and hardly any edge pixel: a uniform frame
+    uniform_contrast: float = UNIFORM_CONTRAST  # luma standard deviation below this ...
+    uniform_edges: float = UNIFORM_EDGES  # ... and hardly any edge pixel: a uniform frame
     screen_share: float = 0.9  # a video frame with this share of its pixels within 2 grey levels ...
     usual_screen_share: float = 0.5  # ... where its video's median frame has less than this: a screen, not the scene
-    blurry_sharpness: float = 3.5e-5  # no fine detail (Laplacian variance at the working scale) ...
+    # blurry: detail 4x coarser than the working scale is below this share of detail 8x coarser.
+    # A blur of a few working pixels empties the first scale long before the second; the
+    # share is 1/16 for a picture smooth at both scales, 0.2-1.7 for sharp photographs,
+    # designs and footage at any resolution, and sensor noise (averaged away at both) or
+    # JPEG artefacts hardly move it. 0.15: a Gaussian blur of sigma >= 4 working pixels
+    blurry_detail_ratio: float = 0.15
+    blurry_broad_detail: float = 2e-5  # ... where there is structure 8x coarser to blur (a gradient has none)
+    blurry_sharpness: float = 3.5e-5  # tables without broad_detail: no fine detail (raw Laplacian variance) ...
     blurry_coarse_detail: float = 2e-5  # ... though there is coarse structure to blur
     scene_blur_ratio: float = 0.25  # fine detail below this share of its scene's median ...
     scene_neighbors: int = 30  # ... among its nearest frames in embedding space (more than a blurred run) ...
@@ -111,20 +119,31 @@ def _video_median(values: np.ndarray, frames: pd.DataFrame, timed: np.ndarray, m
     return np.where(populated, by_video.transform("median").to_numpy(), np.nan)
 
 
-def scene_blur(frames: pd.DataFrame, vectors: np.ndarray, params: OutlierParams, timed: np.ndarray) -> np.ndarray:
-    """Frames with far less fine detail than their scene has. The scene of a video frame is its
-    video (one camera, one place: a focus failure or camera shake stands out however long it
-    lasts); in an image folder it is the frame's nearest views in embedding space. A frame with
-    too small a population is not judged, and a scene soft throughout has nothing sharper.
-    Detail is measured past sensor noise (``fine_detail``): in a noisy night video the encoder
-    smooths the noise of some frames away, which left them with a tenth of their neighbours'
-    raw Laplacian variance though nothing was blurred."""
-    n = len(frames)
+def _detail(frames: pd.DataFrame) -> np.ndarray:
+    """Fine detail past sensor noise (``fine_detail``; raw sharpness for older tables)."""
     fine = _metric(frames, "fine_detail")
-    detail = np.maximum(np.where(np.isnan(fine), _metric(frames, "sharpness"), fine), 1e-12)  # older tables: raw
-    flagged = detail < params.scene_blur_ratio * _video_median(detail, frames, timed, params.scene_min_frames)
+    return np.maximum(np.where(np.isnan(fine), _metric(frames, "sharpness"), fine), 1e-12)
+
+
+def video_blur(frames: pd.DataFrame, params: OutlierParams, timed: np.ndarray) -> np.ndarray:
+    """Video frames with far less fine detail than their video's median frame: one camera, one
+    place, so a focus failure or camera shake stands out however long it lasts, while a video
+    soft throughout has nothing sharper. Detail is measured past sensor noise
+    (``fine_detail``): in a noisy night video the encoder smooths the noise of some frames
+    away, which left them with a tenth of their neighbours' raw Laplacian variance though
+    nothing was blurred."""
+    detail = _detail(frames)
+    return detail < params.scene_blur_ratio * _video_median(detail, frames, timed, params.scene_min_frames)
+
+
+def scene_blur(frames: pd.DataFrame, vectors: np.ndarray, params: OutlierParams, timed: np.ndarray) -> np.ndarray:
+    """Image-folder frames with far less fine detail than their scene: the frame's nearest
+    views in embedding space (at least ``scene_min_frames`` of them; a frame with fewer is not
+    judged). Video frames are judged against their video (``video_blur``)."""
+    n = len(frames)
     if n <= params.scene_min_frames or params.scene_cosine is None or timed.all():
-        return flagged
+        return np.zeros(n, dtype=bool)
+    detail = _detail(frames)
     k = min(params.scene_neighbors, n - 1)
     nbr, sims = knn_graph(np.asarray(vectors, dtype=np.float32), k)
     same_scene = (nbr >= 0) & (sims >= params.scene_cosine)
@@ -132,7 +151,7 @@ def scene_blur(frames: pd.DataFrame, vectors: np.ndarray, params: OutlierParams,
     judged = ~timed & (same_scene.sum(axis=1) >= params.scene_min_frames)
     with np.errstate(all="ignore"):
         typical = np.nanmedian(np.where(judged[:, None], neighbour_detail, 1.0), axis=1)
-    return flagged | (judged & (detail < params.scene_blur_ratio * typical))
+    return judged & (detail < params.scene_blur_ratio * typical)
 
 
 def screens(frames: pd.DataFrame, params: OutlierParams, timed: np.ndarray) -> np.ndarray:
@@ -180,6 +199,47 @@ def isolation(
     return distance, z, small & far & (z > params.isolation_z)
 
 
+def blurred(frames: pd.DataFrame, params: OutlierParams) -> np.ndarray:
+    """The whole frame blurred: detail 4x coarser than the working scale far below detail 8x
+    coarser (a ratio of two scales above the noise: neither resolution, sensor noise nor
+    exposure moves it), where there is structure to blur. Tables made before ``broad_detail``
+    keep the absolute rule on raw sharpness."""
+    coarse, broad = _metric(frames, "coarse_detail"), _metric(frames, "broad_detail")
+    with np.errstate(all="ignore"):
+        by_ratio = (broad > params.blurry_broad_detail) & (coarse < params.blurry_detail_ratio * broad)
+    by_sharpness = (_metric(frames, "sharpness") < params.blurry_sharpness) & (coarse > params.blurry_coarse_detail)
+    return np.where(np.isnan(broad), by_sharpness, by_ratio)
+
+
+def image_flags(frames: pd.DataFrame, params: OutlierParams = OutlierParams()) -> pd.DataFrame:
+    """The rules that read the frame table alone (no embedding): each frame on its own, or
+    against its video or source. One boolean column per reason but ``isolated``; ``blurry``
+    here is the whole frame blurred or blurred against its video (``scene_blur`` adds the
+    folder's nearest views). Cheap: duplicate grouping asks it which frames must not
+    represent a group."""
+    frames = frames.reset_index(drop=True)
+    out = pd.DataFrame(index=frames.index)
+    p01, p99 = _metric(frames, "luma_p01"), _metric(frames, "luma_p99")
+    contrast, edges = _metric(frames, "contrast"), _metric(frames, "edge_density")
+    timed = timed_rows(frames)
+
+    page = ~timed & (edges >= params.stroke_edges)
+    out["dark"] = (p99 < params.dark_p99) & ~page
+    out["bright"] = (p01 > params.bright_p01) & (p99 - p01 < params.bright_range) & ~page
+    uniform = (contrast < params.uniform_contrast) & (edges < params.uniform_edges)
+    out["low_information"] = uniform | screens(frames, params, timed)
+    out["noise"] = (_metric(frames, "pixel_correlation") < params.noise_correlation) & (
+        _metric(frames, "entropy") > params.noise_entropy
+    )
+    whole_frame_blurred = blurred(frames, params)
+    unjudged = out["dark"] | out["bright"] | out["low_information"]  # nothing left to judge focus by
+    out["blurry"] = (whole_frame_blurred | video_blur(frames, params, timed)) & ~unjudged
+    has_size = "width" in frames and "height" in frames
+    out["odd_size"] = odd_sizes(frames, params) if has_size else False
+    out["corrupt"] = False  # unreadable frames never get here; see corrupt_outliers
+    return out
+
+
 def score_outliers(
     frames: pd.DataFrame,
     groups: pd.DataFrame,
@@ -196,24 +256,11 @@ def score_outliers(
     frames = frames.reset_index(drop=True)
     g = groups.set_index("frame_id").loc[frames["frame_id"]].reset_index()
     out = pd.DataFrame({"frame_id": frames["frame_id"]})
-    p01, p99 = _metric(frames, "luma_p01"), _metric(frames, "luma_p99")
-    contrast, edges = _metric(frames, "contrast"), _metric(frames, "edge_density")
-    sharpness, coarse = _metric(frames, "sharpness"), _metric(frames, "coarse_detail")
-    timed = timed_rows(frames)
-
-    page = ~timed & (edges >= params.stroke_edges)
-    out["dark"] = (p99 < params.dark_p99) & ~page
-    out["bright"] = (p01 > params.bright_p01) & (p99 - p01 < params.bright_range) & ~page
-    uniform = (contrast < params.uniform_contrast) & (edges < params.uniform_edges)
-    out["low_information"] = uniform | screens(frames, params, timed)
-    out["noise"] = (_metric(frames, "pixel_correlation") < params.noise_correlation) & (
-        _metric(frames, "entropy") > params.noise_entropy
-    )
-    whole_frame_blurred = (sharpness < params.blurry_sharpness) & (coarse > params.blurry_coarse_detail)
+    flags = image_flags(frames, params)
+    for reason in flags:
+        out[reason] = flags[reason].to_numpy()
     unjudged = out["dark"] | out["bright"] | out["low_information"]  # nothing left to judge focus by
-    out["blurry"] = (whole_frame_blurred | scene_blur(frames, vectors, params, timed)) & ~unjudged
-    out["odd_size"] = odd_sizes(frames, params)
-    out["corrupt"] = False  # unreadable frames never get here; see corrupt_outliers
+    out["blurry"] |= scene_blur(frames, vectors, params, timed_rows(frames)) & ~unjudged
     out["isolation"], out["score"], out["isolated"] = isolation(vectors, g, params)
 
     flags = out[list(REASONS)].to_numpy()

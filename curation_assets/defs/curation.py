@@ -154,7 +154,9 @@ def _extend(store: ObjectStore, vs, collection: str, vector_name: str, new: set[
     rep_vectors, rep_payloads = (
         vs.retrieve(collection, vector_name, [point_id_for(r) for r in rep_ids]) if rep_ids else (np.zeros((0, 1)), [])
     )
-    reps = pd.DataFrame({"frame_id": rep_ids, "phash": [p["phash"] for p in rep_payloads]})
+    # points stored before a payload field existed lack it: NaN, and the rule that needs it stays off
+    described = ("phash", "brightness", "contrast", "edge_density")
+    reps = pd.DataFrame({"frame_id": rep_ids, **{c: [p.get(c, np.nan) for p in rep_payloads] for c in described}})
     row_of_rep = {r: i for i, r in enumerate(rep_ids)}
     candidates = np.full((len(leader_rows), params.neighbors), -1)
     for n, groups_near in enumerate(hit_groups):

@@ -19,8 +19,11 @@ from curation_assets.quality import suites
 from resources import EmbedderResource, ExpectationsResource, ObjectStoreResource, VectorStoreResource
 
 ASSET = "frame_embeddings"
-# phash lets incremental duplicate matching compare a new frame with a stored one without reading its table
-PAYLOAD_COLUMNS = ["frame_id", "video_id", "camera_id", "frame_index", "timestamp_s", "uri", "phash"]
+# phash lets incremental duplicate matching compare a new frame with a stored one without reading its table;
+# brightness, contrast and edge density say whether it is blank and of what brightness (a black frame never
+# joins a white one)
+PAYLOAD_COLUMNS = ["frame_id", "video_id", "camera_id", "frame_index", "timestamp_s", "uri", "phash", "brightness",
+                   "contrast", "edge_density"]  # fmt: skip
 
 
 class EmbeddingConfig(dg.Config):

@@ -25,6 +25,10 @@ from resources import ExpectationsResource, ObjectStoreResource
 from resources.object_store import NotARegularFile, ObjectStore
 
 ASSET = "raw_frames"
+# On a run that refused its source as bad input (corrupt, not a video, too large): the sensor and the
+# headless command do not request that content again until it changes. Other failures are retried.
+FAILURE_TAG = "curation/failure"
+BAD_INPUT = "bad-input"
 DESCRIPTION = """Read one landing source, sample frames, store them as JPEG and measure each one.
 
 Unreadable images become rows flagged ``corrupt`` with the reason: never a crash of the
@@ -33,7 +37,9 @@ its own partition with the file and the cause (e.g. ``landing/cam-b/broken.mp4: 
 readable video``), so this asset and frame_embeddings show that partition as failed (red)
 in the graph while every other partition and everything downstream goes on: red here
 means "a bad input was refused", not "the pipeline is broken". The Partitions tab lists
-which, the run's error says why; replacing the object re-ingests it.
+which, the run's error says why. Such a run is tagged ``curation/failure: bad-input`` and
+its failure carries ``failure: permanent``: it is not retried, and the sensor does not
+request the object again until its content changes (replacing it re-ingests it).
 """
 
 
@@ -183,7 +189,7 @@ def raw_frames(
         with read_source(landing, source, config, entries, damage.append) as items:
             table = frame_table(items, source_id, camera_id, store.put_bytes, config.jpeg_quality, watch, progress)
     except (UnreadableSourceError, NotARegularFile) as exc:
-        raise dg.Failure(description=str(exc), metadata={"landing_key": source.key}, allow_retries=False) from exc
+        raise refuse_bad_input(context, source, str(exc)) from exc
     watch.add("frames (wall)", time.perf_counter() - started)
     elapsed = time.perf_counter() - started
 
@@ -205,8 +211,7 @@ def raw_frames(
         failed = ", ".join(verdict.failed)
         context.log.error(f"{source.key}: blocking checks failed ({failed}); table kept at {verdict.key}")
         if len(table) and not len(readable):  # bad input, named: not a bare check name
-            raise dg.Failure(description=nothing_readable(source, table), allow_retries=False,
-                             metadata={"landing_key": source.key, "table": store.uri(verdict.key)})  # fmt: skip
+            raise refuse_bad_input(context, source, nothing_readable(source, table), table=store.uri(verdict.key))
     for message in damage:
         context.log.warning(f"{message}; the {len(table)} frames before it were kept")
     corrupt = table[table["corrupt"]] if len(table) else table
@@ -240,6 +245,21 @@ def raw_frames(
                 "table": dg.MetadataValue.path(store.uri(layout.table_key("source_labels", source_id))),
             },
         )
+
+
+def refuse_bad_input(context: dg.AssetExecutionContext, source: Source, cause: str, **metadata) -> dg.Failure:
+    """Bad input fails its partition once: the run is tagged, so no one requests this content again."""
+    context.instance.add_run_tags(context.run_id, {FAILURE_TAG: BAD_INPUT})
+    return dg.Failure(
+        description=cause,
+        metadata={
+            "landing_key": source.key,
+            "failure": "permanent: bad input, not requested again until the object changes",
+            "fingerprint": source.fingerprint,
+            **metadata,
+        },
+        allow_retries=False,
+    )
 
 
 def nothing_readable(source: Source, table: pd.DataFrame, shown: int = 3) -> str:

@@ -1,6 +1,10 @@
 """Every job of the code location, in one place; ``jobs_for`` names them for one fleet."""
 
+import os
+import socket
+
 import dagster as dg
+from pydantic import Field
 
 from curation_assets.defs.fleet import Fleet, op_copy, partitions
 from curation_assets.defs.partitions import labeling_rounds, videos
@@ -42,10 +46,86 @@ ASSET_JOBS = {
 }
 
 
+ingest_video_job = dg.define_asset_job(
+    "ingest_video",
+    selection=dg.AssetSelection.assets("raw_frames", "source_labels", "frame_embeddings"),
+    partitions_def=videos,
+    description="Frames (and a labeled dataset's own labels) and embeddings for one landing source.",
+)
+BATCH_TAG = "curation/batch"  # on a batch's run and on each source's run it started
+OWNER_TAG = "curation/owner"  # host:pid of the process executing a run in process (a batch's worker, the command)
+
+
+class SourceToIngest(dg.Config):
+    partition_key: str
+    tags: dict[str, str] = Field(description="The source's run tags: its landing key and content.")
+
+
+class IngestBatchConfig(dg.Config):
+    sources: list[SourceToIngest]
+
+
+def _ingest_video_job(context: dg.OpExecutionContext) -> dg.JobDefinition:
+    """ingest_video with this run's resources, from the same assets as the code location."""
+    from curation_assets.definitions import ASSETS  # here: that module imports this one
+
+    defs = dg.Definitions(assets=ASSETS, jobs=[ingest_video_job], resources=context.job_def.resource_defs)
+    return defs.resolve_job_def(ingest_video_job.name)
+
+
+@dg.op(
+    required_resource_keys={"object_store", "vector_store", "embedder", "expectations"},  # ingest_video's
+    description="Ingest each source of the batch as its own ingest_video run, one after another, in this process.",
+)
+def ingest_sources(context: dg.OpExecutionContext, config: IngestBatchConfig) -> None:
+    """A burst of new sources costs one run worker, one model process and one validation process
+    instead of one of each per source, while each source keeps its own run: its partition, its
+    materializations and checks, and its failure (a bad file fails its own run, never the batch).
+    Dagster 1.13 cannot fail one partition of a partition-range run (dagster-io/dagster#17836),
+    so a single-run backfill over the batch would turn one bad file into a failed batch."""
+    job = _ingest_video_job(context)
+    batch_tags = {k: v for k, v in context.run.tags.items() if k in ("dagster/sensor_name",)}
+    failed = []
+    for source in config.sources:
+        result = job.execute_in_process(
+            instance=context.instance,
+            partition_key=source.partition_key,
+            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},  # the event log has it all
+            tags={
+                **batch_tags,
+                **source.tags,
+                BATCH_TAG: context.run_id,
+                OWNER_TAG: f"{socket.gethostname()}:{os.getpid()}",
+            },
+            raise_on_error=False,
+        )
+        outcome = "ingested" if result.success else "failed"
+        if not result.success:
+            failed.append(source.partition_key)
+        context.log.info(f"{source.tags.get('curation/landing_key', source.partition_key)}: {outcome} "
+                         f"(run {result.run_id})")  # fmt: skip
+    context.log.info(f"{len(config.sources) - len(failed)} of {len(config.sources)} sources ingested")
+
+
+@dg.job(
+    name="ingest_batch",
+    description="Several landing sources, each ingested as its own ingest_video run inside this one "
+    "(the sensor's way with a burst; config: sources).",
+    executor_def=dg.in_process_executor,
+)
+def ingest_batch_job():
+    ingest_sources()
+
+
 def jobs_for(fleet: Fleet, executor: dg.ExecutorDefinition | None = None) -> list:
-    """The fleet's jobs: its assets only, its partitions, its executor (None: the location's)."""
+    """The fleet's jobs: its assets only, its partitions, its executor (None: the location's).
+    The batch ingest job (``ingest_batch``) serves the plain-named fleet only: a prefixed
+    fleet's sensor requests one ingest_video run per source."""
+    plain = not fleet.prefix and executor is None
     jobs = [
-        dg.define_asset_job(
+        ingest_video_job
+        if plain and name == ingest_video_job.name
+        else dg.define_asset_job(
             fleet.name(name),
             selection=dg.AssetSelection.assets(*(fleet.key(asset) for asset in assets)),
             partitions_def=partitions(fleet, partitions_def),
@@ -60,8 +140,8 @@ def jobs_for(fleet: Fleet, executor: dg.ExecutorDefinition | None = None) -> lis
         search = dg.GraphDefinition(name=fleet.name(search_frames.name), node_defs=[op]).to_job(
             description=search_frames.description, executor_def=executor
         )
-    return [*jobs, search]
+    batch = [] if fleet.prefix else [ingest_batch_job]
+    return [jobs[0], *batch, *jobs[1:], search]
 
 
 JOBS = jobs_for(Fleet())
-ingest_video_job = JOBS[0]

@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 FRAME_COLUMNS = (
     "frame_id", "video_id", "camera_id", "frame_index", "timestamp_s", "uri", "width", "height",
     "sha256", "phash", "phash_mirror", "brightness", "contrast", "sharpness", "entropy",
-    "luma_p01", "luma_p99", "mode_share", "edge_density", "coarse_detail", "fine_detail", "pixel_correlation",
+    "luma_p01", "luma_p99", "mode_share", "edge_density", "coarse_detail", "broad_detail", "fine_detail",
+    "pixel_correlation",
 )  # fmt: skip
 
 
@@ -57,7 +58,10 @@ def frame_table(gxe, min_frames: int = 1):
             gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=1)
             for c in ("luma_p01", "luma_p99", "mode_share", "edge_density")
         ),  # fmt: skip
-        *(gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0) for c in ("coarse_detail", "fine_detail")),
+        *(
+            gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0)
+            for c in ("coarse_detail", "broad_detail", "fine_detail")
+        ),
         gxe.ExpectColumnValuesToBeBetween(column="pixel_correlation", min_value=-1, max_value=1),
     ]
 
