@@ -251,9 +251,9 @@ class VideoCuration(dg.Component, Settings):
         own). ``location_executor``: the executor (``executor`` or the configured one) is the whole
         code location's (one fleet per location); otherwise each of the fleet's jobs carries it."""
         from curation_assets.allocator import keep_frame_buffers
+        from curation_assets.defs import settings
         from curation_assets.defs.assets import ASSETS
         from curation_assets.defs.fleet import asset_copy
-        from curation_assets.defs import settings
         from curation_assets.defs.jobs import jobs_for
         from curation_assets.defs.sensors import build_automation_sensor, build_new_video_sensor
 
