@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export DAGSTER_HOME ?= $(CURDIR)/.curation/dagster
 
-.PHONY: install demo test ui prod-local lint docs clean bench-quality bench-calibration bench-scale
+.PHONY: install ssl demo test ui prod-local lint docs clean bench-quality bench-calibration bench-scale
 
 install: $(VENV)/.installed
 
@@ -30,6 +30,13 @@ ui: install $(DAGSTER_HOME)/dagster.yaml
 # webserver as plain processes on loopback (needs: apt-get install -y postgresql); Ctrl-C stops all.
 prod-local: install
 	$(PY) -m curation_assets.topology --base .curation/prod-local --port 3000
+
+# The optional embedder_adaptation asset (CURATION_ADAPTATION=1). lightly without its dependencies: its
+# metadata requires hydra-core (its CLI), whose omegaconf pins antlr4-python3-runtime 4.9, a runtime that
+# cannot read dagster's asset-selection grammar; its losses, heads and transforms need only lightning-utilities (whose
+# own requirements, packaging and typing_extensions, dagster already brings).
+ssl: install
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps 'lightly==1.6.0' 'lightning-utilities==0.15.3'
 
 docs: install
 	$(VENV)/bin/mkdocs build --strict  # the site in .site/; reference pages generated from the code

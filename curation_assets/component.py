@@ -155,6 +155,9 @@ class VideoCuration(dg.Component, Settings):
     executor: Literal["in_process", "multiprocess", "k8s"] = "in_process"
     k8s_max_concurrent: int = 8
     validation_process: Literal["separate", "inline"] = "separate"
+    adaptation: bool = pydantic.Field(
+        default=False, description="Add the optional embedder_adaptation asset (needs the ssl extra: make ssl)."
+    )
 
     # -- derived settings ----------------------------------------------------------------
 
@@ -252,7 +255,7 @@ class VideoCuration(dg.Component, Settings):
         code location's (one fleet per location); otherwise each of the fleet's jobs carries it."""
         from curation_assets.allocator import keep_frame_buffers
         from curation_assets.defs import settings
-        from curation_assets.defs.assets import ASSETS
+        from curation_assets.defs.assets import ASSETS, optional_assets
         from curation_assets.defs.fleet import asset_copy
         from curation_assets.defs.jobs import jobs_for
         from curation_assets.defs.sensors import build_automation_sensor, build_new_video_sensor
@@ -275,7 +278,7 @@ class VideoCuration(dg.Component, Settings):
         if self.automation.enabled:
             sensors.append(build_automation_sensor(fleet, self.automation.interval_s))
         return dg.Definitions(
-            assets=[asset_copy(asset, fleet) for asset in ASSETS],
+            assets=[asset_copy(asset, fleet) for asset in ASSETS + optional_assets(self.adaptation)],
             jobs=jobs,
             sensors=sensors,
             resources=dict(resources),

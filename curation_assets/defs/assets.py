@@ -12,3 +12,12 @@ from curation_assets.defs.selected_batch import selected_batch
 
 ASSETS = [raw_frames, frame_embeddings, duplicate_groups, outliers, embedding_map, dataset_audit, merged_dataset,
           object_embeddings, object_outliers, selected_batch, labeled_set]  # fmt: skip
+
+
+def optional_assets(adaptation: bool) -> list:
+    """Assets off by default: embedder_adaptation (the component's ``adaptation``; the ssl extra)."""
+    if not adaptation:
+        return []
+    from curation_assets.defs.adaptation import embedder_adaptation
+
+    return [embedder_adaptation]
