@@ -46,7 +46,11 @@ class VectorStoreSettings(Settings):
     collection_prefix: str | None = pydantic.Field(
         default=None, description="Qdrant collection names start with this; default 'frames' or '<key_prefix>_frames'."
     )
-    quantization: Literal["none", "int8"] = "none"
+    quantization: Literal["none", "int8"] = pydantic.Field(
+        default="none",
+        description="int8: new collections keep int8 vectors in RAM (a quarter of the memory) and the originals on "
+        "disk, rescoring the top hits on them: for millions of vectors.",
+    )
     lock_timeout_s: float = pydantic.Field(
         default=120.0, description="How long a step waits for the embedded store's lock held by another step."
     )
@@ -62,15 +66,22 @@ class EmbedderSettings(Settings):
         description="open_clip tag, checkpoint path or s3:// URI (ignored by the packaged models); "
         "'none' = seeded random init (reported).",
     )
-    seed: int = _EMBEDDER["seed"]
+    seed: int = pydantic.Field(default=_EMBEDDER["seed"], description="Seed of the random-init model (weights 'none').")
     device: str = pydantic.Field(default=_EMBEDDER["device"], description="'auto' (CUDA when present), 'cpu', 'cuda'.")
     runtime: Literal["auto", "torch", "onnxruntime"] = pydantic.Field(
         default=_EMBEDDER["runtime"],
         description="auto: onnxruntime for the packaged weights on CPU, torch otherwise.",
     )
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = _EMBEDDER["precision"]
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = pydantic.Field(
+        default=_EMBEDDER["precision"],
+        description="auto: fp32 on onnxruntime; with torch bf16 on AMX/AVX512-BF16 CPUs and CUDA, else fp32. "
+        "bf16: torch autocast; fp16: CUDA only.",
+    )
     batch_size: int = pydantic.Field(default=_EMBEDDER["batch_size"], description="0: chosen for the device.")
-    channels_last: bool = _EMBEDDER["channels_last"]
+    channels_last: bool = pydantic.Field(
+        default=_EMBEDDER["channels_last"],
+        description="Channels-last tensors for torch (1.3-2x faster for convnets on CPU); false: contiguous.",
+    )
     process: Literal["separate", "inline"] = pydantic.Field(
         default="separate", description="'separate': the model in a process of its own; 'inline': in the step's."
     )
@@ -82,20 +93,27 @@ class EmbedderSettings(Settings):
 class FrameSampling(Settings):
     """Which frames of a video are kept (raw_frames' settings; None: the step's default)."""
 
-    sample_fps: float | None = None
-    every_n: int | None = None
-    max_frames: int | None = None
+    sample_fps: float | None = pydantic.Field(default=None, description="Frames kept per second of video.")
+    every_n: int | None = pydantic.Field(default=None, description="Keep every n-th decoded frame instead.")
+    max_frames: int | None = pydantic.Field(default=None, description="At most this many frames per video.")
 
 
 class SensorSettings(Settings):
-    enabled: bool = True
-    interval_s: int = 10
-    max_runs_per_tick: int = 50
+    enabled: bool = pydantic.Field(default=True, description="Watch the landing zone (the fleet's new-video sensor).")
+    interval_s: int = pydantic.Field(default=10, description="Seconds between two looks at the landing zone.")
+    max_runs_per_tick: int = pydantic.Field(default=50, description="New sources planned per look; the rest next time.")
+    sources_per_run: int = pydantic.Field(
+        default=8,
+        description="New sources seen in one look that share a batch run (its run worker, model and validation "
+        "processes), each still ingested in a run of its own; 1: a run each.",
+    )
 
 
 class AutomationSettings(Settings):
-    enabled: bool = True
-    interval_s: int = 10
+    enabled: bool = pydantic.Field(
+        default=True, description="Refresh duplicate groups and outliers when new embeddings land."
+    )
+    interval_s: int = pydantic.Field(default=10, description="Seconds between two automation evaluations.")
 
 
 class VideoCurationScaffolder(dg.Scaffolder):
@@ -136,14 +154,14 @@ class VideoCuration(dg.Component, Settings):
     storage_root: str = pydantic.Field(default=".curation", description="Folder or s3://bucket/prefix.")
     landing_uri: str = pydantic.Field(default="", description="Where videos land; empty: <storage_root>/landing.")
     s3_endpoint_url: str | None = pydantic.Field(default=None, description="S3-compatible endpoint (MinIO).")
-    aws_region: str | None = None
+    aws_region: str | None = pydantic.Field(default=None, description="S3 region; default: the AWS chain's.")
     vector_store: VectorStoreSettings = VectorStoreSettings()
     embedder: EmbedderSettings = EmbedderSettings()
     frame_sampling: FrameSampling = FrameSampling()
     steps: dict[str, dict[str, Any]] = pydantic.Field(
         default={},
         description="Per step (asset or op name), defaults for its run config, e.g. "
-        "duplicate_groups: {near_threshold: 0.9}; the step's own defaults otherwise.",
+        "duplicate_groups: {near_cosine: 0.9}; the step's own defaults otherwise.",
     )
     sensor: SensorSettings = SensorSettings()
     automation: AutomationSettings = AutomationSettings()
@@ -152,9 +170,17 @@ class VideoCuration(dg.Component, Settings):
         description="The steps' pools by their role, e.g. {qdrant: my_pool}; default <key_prefix>__qdrant. "
         "Steps that open the embedded store must share a pool limited to 1.",
     )
-    executor: Literal["in_process", "multiprocess", "k8s"] = "in_process"
-    k8s_max_concurrent: int = 8
-    validation_process: Literal["separate", "inline"] = "separate"
+    executor: Literal["in_process", "multiprocess", "k8s"] = pydantic.Field(
+        default="in_process",
+        description="in_process: a run's steps in its run process; multiprocess: a process per step; "
+        "k8s: a pod per step (the k8s extra).",
+    )
+    k8s_max_concurrent: int = pydantic.Field(default=8, description="Pods per run with the k8s executor.")
+    validation_process: Literal["separate", "inline"] = pydantic.Field(
+        default="separate",
+        description="separate: Great Expectations in a process of its own (its import never stalls the step); "
+        "inline: in the step's process.",
+    )
     adaptation: bool = pydantic.Field(
         default=False, description="Add the optional embedder_adaptation asset (needs the ssl extra: make ssl)."
     )
@@ -254,7 +280,6 @@ class VideoCuration(dg.Component, Settings):
         own). ``location_executor``: the executor (``executor`` or the configured one) is the whole
         code location's (one fleet per location); otherwise each of the fleet's jobs carries it."""
         from curation_assets.allocator import keep_frame_buffers
-        from curation_assets.defs import settings
         from curation_assets.defs.assets import ASSETS, optional_assets
         from curation_assets.defs.fleet import asset_copy
         from curation_assets.defs.jobs import jobs_for
@@ -269,7 +294,7 @@ class VideoCuration(dg.Component, Settings):
             sensors.append(
                 build_new_video_sensor(
                     self.sensor.max_runs_per_tick,
-                    sources_per_run=settings.sources_per_run(),
+                    sources_per_run=self.sensor.sources_per_run,
                     fleet=fleet,
                     job=jobs[0],
                     interval_s=self.sensor.interval_s,

@@ -91,6 +91,58 @@ def assets_reference() -> str:
     return "\n".join(lines)
 
 
+def _env_by_attribute(attributes: dict, path: str = "") -> dict[str, list[str]]:
+    """Which environment variables feed which attribute in this repository's own defs.yaml."""
+    import re
+
+    found = {}
+    for name, value in attributes.items():
+        dotted = f"{path}{name}"
+        if isinstance(value, dict):
+            found.update(_env_by_attribute(value, dotted + "."))
+        else:
+            found[dotted] = re.findall(r"env\.([A-Z0-9_]+)", str(value))
+    return found
+
+
+def component_reference() -> str:
+    sys.path.insert(0, str(ROOT))
+    import pydantic
+    import yaml
+
+    from curation_assets.component import VideoCuration
+    from curation_assets.location import DEFS_YAML
+
+    env = _env_by_attribute(yaml.safe_load(DEFS_YAML.read_text())["attributes"])
+    lines = [
+        "# Component attributes",
+        "",
+        "Every attribute of `curation_assets.VideoCuration` (the `attributes:` of a `defs.yaml`), with its default "
+        "and description as the component's model declares them; this model is the one home of every setting. "
+        "The last column names the environment variable that sets it in this repository's own code location "
+        "(`curation_assets/location/defs.yaml`). Generated from the code.",
+        "",
+        "| attribute | type | default | environment variable here | description |",
+        "|---|---|---|---|---|",
+    ]
+
+    def rows(model, path=""):
+        for name, field in model.model_fields.items():
+            annotation = field.annotation
+            if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
+                rows(annotation, f"{path}{name}.")
+                continue
+            default = "required" if field.is_required() else repr(field.get_default(call_default_factory=True))
+            variables = ", ".join(f"`{v}`" for v in env.get(f"{path}{name}", []))
+            lines.append(
+                f"| `{path}{name}` | `{_cell(_type_name(annotation))}` | `{_cell(default)}` | {variables} "
+                f"| {_cell(field.description or '')} |"
+            )
+
+    rows(VideoCuration)
+    return "\n".join(lines) + "\n"
+
+
 def cli_reference() -> str:
     parts = ["# Command line", "", "`python -m curation_assets`, generated from its `--help`.", ""]
     for args in ([], ["run"], ["search"]):
@@ -109,6 +161,7 @@ def benchmarks() -> str:
 
 GENERATED = {
     "reference/assets.md": assets_reference,
+    "reference/component.md": component_reference,
     "reference/config.md": config_reference,
     "reference/cli.md": cli_reference,
     "benchmarks.md": benchmarks,

@@ -9,8 +9,8 @@ import yaml
 from dagster.components.testing import create_defs_folder_sandbox
 
 from curation_assets import VideoCuration
-from curation_assets.core import layout
 from curation_assets.core.ids import video_id_for
+from curation_assets.defs.curation import read_groups
 from tests.conftest import SCENE_A, SCENE_B, drop
 
 FLEETS = ("cameras_east", "cameras_west")
@@ -138,7 +138,7 @@ def test_a_run_of_one_fleet_never_reads_or_writes_the_other_s_data(two_fleets, t
 
     assert file_states(tmp_path / "cameras_west") == west_before
     east = two_fleets.resources["cameras_east__object_store"].store()
-    groups = east.read_table(layout.table_key("duplicate_groups", "all"))
+    groups = read_groups(east)
     assert {frame_id.rsplit("/", 1)[0] for frame_id in groups["frame_id"]} == {video_id_for(SCENE_A.name)}
 
 
@@ -191,3 +191,24 @@ def test_one_fleet_s_ingest_of_a_video_does_not_mark_the_same_video_done_in_anot
 
     (west_request,) = tick(two_fleets, instance, "cameras_west").run_requests
     assert west_request.partition_key == east_request.partition_key
+
+
+def selected_keys(condition) -> set[dg.AssetKey]:
+    """Every asset key an automation condition's dependency operators allow or ignore."""
+    keys = set()
+    for name in getattr(condition, "_fields", ()):
+        value = getattr(condition, name)
+        if name in ("allow_selection", "ignore_selection") and value is not None:
+            keys |= set(value.selected_keys)
+    for child in condition.children:
+        keys |= selected_keys(child)
+    return keys
+
+
+def test_a_fleet_s_automation_ignores_its_own_upstream_tables_never_the_other_fleet_s(two_fleets):
+    """outliers follows duplicate_groups and ignores updates of the raw tables it also reads: in a
+    fleet, those are the fleet's own tables (unprefixed keys would match no asset of the fleet)."""
+    graph = two_fleets.get_repository_def().asset_graph
+    condition = graph.get(dg.AssetKey(["cameras_east", "outliers"])).automation_condition
+    ignored = selected_keys(condition)
+    assert ignored and all(key.path[0] == "cameras_east" for key in ignored)

@@ -6,8 +6,8 @@ import json
 
 import dagster as dg
 
+from curation_assets.component import SensorSettings
 from curation_assets.core.ids import source_id_for
-from curation_assets.defs import settings
 from curation_assets.defs.fleet import Fleet, partitions
 from curation_assets.defs.ingestion import BAD_INPUT, FAILURE_TAG, landing_sources
 from curation_assets.defs.jobs import BATCH_TAG, ingest_batch_job, ingest_video_job
@@ -248,7 +248,7 @@ def plan_ingest(
 def build_new_video_sensor(
     max_runs_per_tick: int = MAX_RUNS_PER_TICK,
     page_size: int = LIST_PAGE_SIZE,
-    sources_per_run: int = settings.SOURCES_PER_RUN,
+    sources_per_run: int = SensorSettings().sources_per_run,
     fleet: Fleet = Fleet(),
     job=ingest_video_job,
     interval_s: int = 10,
@@ -303,7 +303,7 @@ def build_automation_sensor(fleet: Fleet = Fleet(), interval_s: int = 10, runnin
     )
 
 
-new_video_sensor = build_new_video_sensor(sources_per_run=settings.sources_per_run())
+new_video_sensor = build_new_video_sensor()
 automation_sensor = build_automation_sensor()
 
 SENSORS = [new_video_sensor, automation_sensor]

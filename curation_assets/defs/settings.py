@@ -34,15 +34,6 @@ def adaptation_enabled(env: Mapping[str, str] = os.environ) -> bool:
     return env.get("CURATION_ADAPTATION", "0") not in ("0", "", "false")
 
 
-SOURCES_PER_RUN = 8
-
-
-def sources_per_run(env: Mapping[str, str] = os.environ) -> int:
-    """How many new landing sources the sensor puts in one batch run (CURATION_SOURCES_PER_RUN):
-    they share its run worker, model process and validation process; 1: a run each."""
-    return max(1, int(env.get("CURATION_SOURCES_PER_RUN", SOURCES_PER_RUN)))
-
-
 def resources_from_env(env: Mapping[str, str] = os.environ) -> dict:
     from curation_assets.location import component
 
