@@ -29,7 +29,7 @@ ui: install $(DAGSTER_HOME)/dagster.yaml
 # docker/'s production shape without Docker: Postgres, the gRPC code server, the daemon and the
 # webserver as plain processes on loopback (needs: apt-get install -y postgresql); Ctrl-C stops all.
 prod-local: install
-	$(PY) -m curation_assets.topology --base .curation/prod-local --port 3000
+	$(PY) -m curation_assets.deploy.topology --base .curation/prod-local --port 3000
 
 # The optional embedder_adaptation asset (CURATION_ADAPTATION=1). lightly without its dependencies: its
 # metadata requires hydra-core (its CLI), whose omegaconf pins antlr4-python3-runtime 4.9, a runtime that

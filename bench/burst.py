@@ -3,7 +3,7 @@
     python bench/burst.py [--clips 50] [--seconds 10] [--rounds 1] [--sources-per-run 8,1]
 
 N real-looking clips (PyAV-encoded scenes, 320x240 at 10 fps) are uploaded at once to the S3
-landing prefix (moto's server) of the production topology (curation_assets/topology.py:
+landing prefix (moto's server) of the production topology (curation_assets/deploy/topology.py:
 Postgres, the gRPC code server, the daemon and its sensor, the run queue), once for each
 ``--sources-per-run`` setting; and the same clips go through the headless command
 (``python -m curation_assets run``, ingest and curate) against their own S3 prefix.
@@ -85,7 +85,7 @@ def counted(env: dict, expected: dict[str, int]) -> dict:
 
 
 def through_topology(base: Path, clips: Path, expected: dict[str, int], env: dict, s3, prefix: str) -> dict:
-    from curation_assets.topology import Topology
+    from curation_assets.deploy.topology import Topology
 
     base.mkdir(parents=True, exist_ok=True)
     env = {**env, "CURATION_STORAGE_URI": f"s3://bench/{prefix}", "CURATION_QDRANT_PATH": str(base / "qdrant")}
@@ -173,7 +173,7 @@ def main() -> None:
     from bench.machine import describe
     from curation_assets.core.frames import sample_frames
     from curation_assets.demo.scenes import Event, Scene, write_video
-    from curation_assets.topology import free_port
+    from curation_assets.deploy.topology import free_port
 
     print(f"machine: {describe()} (shared with other work: read the trend)")
     print(f"sensor interval: {SENSOR_INTERVAL_S} s; clips: {args.clips} of {args.seconds} s")

@@ -16,7 +16,7 @@
 
     python bench/reliability.py --topology 50
 
-5. (alone) The production topology (curation_assets/topology.py: Postgres, the gRPC code
+5. (alone) The production topology (curation_assets/deploy/topology.py: Postgres, the gRPC code
    server, the daemon, the webserver; S3 on moto's server): N videos uploaded to the S3
    landing prefix at once, ingested by the daemon's sensor through the run queue, then
    curated by automation. Wall time to the last ingest and to curated groups, runs per
@@ -58,7 +58,7 @@ print(json.dumps({"frames": meta["frames"].value, "peak_rss_mb": round(peak_mb)}
 def load(n_videos: int) -> dict:
     import dagster as dg
 
-    from curation_assets import headless
+    from curation_assets.cli import headless
     from curation_assets.core import layout
     from curation_assets.definitions import build_defs
     from curation_assets.demo.scenes import Scene, write_video
@@ -221,7 +221,7 @@ def topology_load(n_videos: int) -> dict:
     from curation_assets.core.ids import video_id_for
     from curation_assets.defs.settings import resources_from_env
     from curation_assets.demo.scenes import Scene, write_video
-    from curation_assets.topology import Topology, free_port
+    from curation_assets.deploy.topology import Topology, free_port
 
     credentials = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
     os.environ.update(credentials)

@@ -105,7 +105,7 @@ def main() -> None:
         import boto3
         from moto.server import ThreadedMotoServer
 
-        from curation_assets.topology import free_port
+        from curation_assets.deploy.topology import free_port
 
         port = free_port()
         for name, value in (("AWS_ACCESS_KEY_ID", "bench"), ("AWS_SECRET_ACCESS_KEY", "bench")):

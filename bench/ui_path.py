@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.machine import describe  # noqa: E402
 from bench.quality_data import PHOTOS, _open, film, write_video  # noqa: E402
-from curation_assets.topology import free_port  # noqa: E402
+from curation_assets.deploy.topology import free_port  # noqa: E402
 
 
 def step_lines(instance, run_id: str, since: float) -> list[tuple[float, str]]:

@@ -90,14 +90,14 @@ def environment(args: argparse.Namespace) -> dict[str, str]:
 def start_helpers(args: argparse.Namespace, env: dict[str, str]) -> None:
     """Start the validation and model processes before Dagster is imported (1.2 s of CPU
     here): GX imports and the model loads on the other core meanwhile."""
-    from curation_assets import validation_process
     from curation_assets.defs.settings import embedder_settings
+    from curation_assets.runtime import validation_process
 
     if validation_process.configured(env) == "separate":
         validation_process.start()
     model = embedder_settings(env)
     if "ingest" in args.select.split(",") and model.pop("process") == "separate":
-        from curation_assets.model_process import model_process
+        from curation_assets.runtime.model_process import model_process
 
         model_process(model)  # the run's embedder resource finds it started
 
@@ -119,7 +119,7 @@ def run(args: argparse.Namespace, env: dict[str, str]) -> int:
     the command ends: runs that failed, a fault outside any run (the landing zone cannot be
     listed, the instance cannot be opened: one line with the cause, not a traceback), or a
     stop signal (then re-raised)."""
-    from curation_assets import headless
+    from curation_assets.cli import headless
 
     started = time.perf_counter()
     videos: list = []
@@ -148,7 +148,7 @@ def run(args: argparse.Namespace, env: dict[str, str]) -> int:
 
 
 def _report(args: argparse.Namespace, summary: dict) -> None:
-    from curation_assets import headless
+    from curation_assets.cli import headless
 
     print(headless.format_summary(summary))
     if args.summary_json:
@@ -161,12 +161,12 @@ def _report(args: argparse.Namespace, summary: dict) -> None:
 def _run_stages(args: argparse.Namespace, env: dict[str, str], videos: list, outcomes: list, begin) -> None:
     import dagster as dg
 
-    from curation_assets import headless
+    from curation_assets.cli import headless
+    from curation_assets.cli.terminal import TerminalProgress
     from curation_assets.core.progress import show_progress
     from curation_assets.definitions import build_defs
     from curation_assets.defs.executors import executor_from_env
     from curation_assets.defs.settings import resources_from_env
-    from curation_assets.terminal import TerminalProgress
 
     begin("start-up")
     defs = build_defs(resources_from_env(env), executor_from_env(env))
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     env = environment(args)
     if problem := landing_problem(env):
         print(f"python -m curation_assets run: {problem}", file=sys.stderr)
-        from curation_assets import headless
+        from curation_assets.cli import headless
 
         refused = headless.RunOutcome("start-up", False, problem)
         _report(args, headless.summarize([], [refused], 0.0, time.perf_counter() - STARTED))
@@ -262,13 +262,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         start_helpers(args, env)
     except Exception as exc:  # noqa: BLE001 - a setting the helpers cannot start with: its cause, and the summary
-        from curation_assets import headless
+        from curation_assets.cli import headless
 
         failed = headless.failed_outside_runs("start-up", exc)
         print(f"FAILED {failed.name}: {failed.error}", file=sys.stderr)
         _report(args, headless.summarize([], [failed], 0.0, time.perf_counter() - STARTED))
         return 1
-    from curation_assets import headless
+    from curation_assets.cli import headless
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # outside a run: stop at once
     headless.STOP = headless.StopSignals()
@@ -285,8 +285,8 @@ if __name__ == "__main__":
     code = main()
     # Everything is written and closed by now (every write is atomic and complete); skip the
     # interpreter's teardown of GX and Dagster: 2.4 s here, for nothing.
-    from curation_assets import validation_process
-    from curation_assets.model_process import stop_model_processes
+    from curation_assets.runtime import validation_process
+    from curation_assets.runtime.model_process import stop_model_processes
 
     stop_model_processes()
     validation_process.stop()

@@ -279,11 +279,11 @@ class VideoCuration(dg.Component, Settings):
         """The fleet's assets, checks, jobs and sensors bound to ``resources`` (tests bind their
         own). ``location_executor``: the executor (``executor`` or the configured one) is the whole
         code location's (one fleet per location); otherwise each of the fleet's jobs carries it."""
-        from curation_assets.allocator import keep_frame_buffers
         from curation_assets.defs.assets import ASSETS, optional_assets
         from curation_assets.defs.fleet import asset_copy
         from curation_assets.defs.jobs import jobs_for
         from curation_assets.defs.sensors import build_automation_sensor, build_new_video_sensor
+        from curation_assets.runtime.allocator import keep_frame_buffers
 
         keep_frame_buffers()  # every process that loads the definitions: the UI's step processes too
         fleet = self.fleet()

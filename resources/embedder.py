@@ -1,7 +1,7 @@
 """The embedder as a Dagster resource.
 
 By default the model runs in a process of its own (``process="separate"``,
-``curation_assets.model_process``): the model's runtime and weights never enter the Dagster
+``curation_assets.runtime.model_process``): the model's runtime and weights never enter the Dagster
 process. ``process="inline"`` keeps it in the calling process.
 """
 
@@ -15,7 +15,7 @@ from pydantic import Field
 from curation_assets.component import EmbedderSettings
 from curation_assets.core.embedder import Embedder, EmbedderError
 from curation_assets.core.models import PACKAGED
-from curation_assets.model_process import RemoteEmbedder, model_process
+from curation_assets.runtime.model_process import RemoteEmbedder, model_process
 
 # every default and description lives in the component's model (curation_assets/component.py)
 DEFAULTS = EmbedderSettings()

@@ -1,7 +1,7 @@
 """Great Expectations as a resource: how checks validate tables and how much they report.
 
 GX 1.x is called directly with an ephemeral context (dagster-ge pins GX < 1.0), by default
-in a process of its own (``curation_assets/validation_process.py``): its import costs
+in a process of its own (``curation_assets/runtime/validation_process.py``): its import costs
 seconds of CPU holding the interpreter lock, so it never happens at definition load nor in
 the step's process. The resource starts it as a run (or step) begins, and the import runs
 while the assets read frames. The suites are plain functions in ``curation_assets.quality.suites``.
@@ -15,8 +15,8 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from curation_assets import validation_process
-from curation_assets.validation_process import Failure, Validation
+from curation_assets.runtime import validation_process
+from curation_assets.runtime.validation_process import Failure, Validation
 
 __all__ = ["ExpectationsResource", "Failure", "Validation"]
 

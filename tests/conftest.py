@@ -13,7 +13,7 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 from curation_assets.definitions import build_defs  # noqa: E402
 from curation_assets.demo.scenes import Event, Scene, write_corrupt_video, write_video  # noqa: E402
-from curation_assets.topology import free_port  # noqa: E402
+from curation_assets.deploy.topology import free_port  # noqa: E402
 from resources import EmbedderResource, ExpectationsResource, ObjectStoreResource, VectorStoreResource  # noqa: E402
 
 # The files that take minutes (mostly waiting on servers) start first, so the two workers of
@@ -146,7 +146,7 @@ def corpus(tmp_path_factory, video_dir):
     """Ten photographs and a planted copy of the fourth (``p99-copy-of-p03.jpg``) in one
     camera's folder, a video in another camera's; ingested and curated through the real
     graph once per session. (defs, instance, resources, folder)."""
-    from curation_assets import headless
+    from curation_assets.cli import headless
 
     tmp = tmp_path_factory.mktemp("corpus")
     resources = make_resources(str(tmp / "root"), tmp / "qdrant")

@@ -55,7 +55,7 @@ def test_docker_workspace_points_at_the_user_code_server():
 
 def test_production_instance_config_names_postgres_the_queue_and_a_launcher_that_sees_lost_runs():
     # loaded for real against PostgreSQL by tests/test_topology.py; here, what it must say
-    from curation_assets.defs.run_launcher import CodeServerRunLauncher
+    from curation_assets.deploy.run_launcher import CodeServerRunLauncher
 
     config = yaml.safe_load((ROOT / "docker/dagster.yaml").read_text())
     database = config["storage"]["postgres"]["postgres_db"]

@@ -252,7 +252,7 @@ def test_the_model_process_gives_the_inline_vectors_and_torch_stays_out_of_the_c
 
 def test_the_model_process_module_imports_neither_dagster_nor_pandas():
     # the spawned process loads the module its target lives in: seconds of CPU saved per run
-    assert modules_loaded_by("import curation_assets.model_process", ("dagster", "pandas", "torch")) == []
+    assert modules_loaded_by("import curation_assets.runtime.model_process", ("dagster", "pandas", "torch")) == []
 
 
 def test_the_command_starts_the_model_process_the_run_then_uses_before_importing_dagster():
@@ -267,7 +267,7 @@ def test_the_command_starts_the_model_process_the_run_then_uses_before_importing
 
 def test_the_model_process_ends_when_its_parent_is_killed():
     code = (
-        "import time\nfrom curation_assets.model_process import model_process\n"
+        "import time\nfrom curation_assets.runtime.model_process import model_process\n"
         "p = model_process({'model': 'efficientnet-lite0', 'pretrained': 'none'})\n"
         "p.info()\nprint(p.process.pid, flush=True)\ntime.sleep(600)\n"
     )
@@ -282,7 +282,7 @@ def test_the_model_process_ends_when_its_parent_is_killed():
 
 
 def test_a_model_process_that_dies_is_a_clear_error_and_the_next_call_starts_a_new_one():
-    from curation_assets.model_process import model_process
+    from curation_assets.runtime.model_process import model_process
 
     settings = {"model": "efficientnet-lite0", "pretrained": "none", "batch_size": 4}
     first = model_process(settings)
@@ -302,7 +302,7 @@ def test_an_interpreter_whose_model_process_died_mid_conversation_still_exits():
         "import io, skimage.data\n"
         "from PIL import Image\n"
         "from curation_assets.core.progress import Stopwatch\n"
-        "from curation_assets.model_process import model_process\n"
+        "from curation_assets.runtime.model_process import model_process\n"
         "buf = io.BytesIO(); Image.fromarray(skimage.data.astronaut()).save(buf, format='PNG')\n"
         "proc = model_process({'model': 'efficientnet-lite0', 'pretrained': 'none', 'batch_size': 4})\n"
         "proc.info(); proc.process.kill(); proc.process.join(10)\n"

@@ -20,14 +20,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from curation_assets import headless
+from curation_assets.cli import headless
 from curation_assets.core.frames import VideoDecodeError, sample_frames
 from curation_assets.core.ingest import source_labels
 from curation_assets.core.label_formats import read_labeled
 from curation_assets.core.layout import overlap_problem
 from curation_assets.core.sources import archive_images, is_image
 from curation_assets.demo.scenes import Scene, write_video
-from curation_assets.topology import free_port
+from curation_assets.deploy.topology import free_port
 from resources import ObjectStoreResource
 from tests.conftest import encoded, photo
 

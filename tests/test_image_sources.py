@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from curation_assets import headless
+from curation_assets.cli import headless
 from curation_assets.core import layout
 from curation_assets.core.ids import source_id_for
 from curation_assets.core.sources import archive_images, group_sources, load_image

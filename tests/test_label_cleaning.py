@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from curation_assets import headless
+from curation_assets.cli import headless
 from curation_assets.core.datasets import class_balance
 from curation_assets.core.label_cleaning import CleaningRule, clean_labels
 from tests.conftest import encoded, photo, shifted

@@ -8,7 +8,7 @@ import math
 import pandas as pd
 import pytest
 
-from curation_assets import headless
+from curation_assets.cli import headless
 from curation_assets.core import layout
 from curation_assets.core.frames import UnreadableSourceError
 from curation_assets.core.label_formats import dataset_root, read_labeled

@@ -6,7 +6,7 @@ import json
 import numpy as np
 from PIL import Image
 
-from curation_assets import headless
+from curation_assets.cli import headless
 from curation_assets.core import layout
 from curation_assets.core.ids import source_id_for
 from curation_assets.core.label_formats import read_labeled, split_name

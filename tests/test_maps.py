@@ -5,7 +5,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from curation_assets import headless
+from curation_assets.cli import headless
 from curation_assets.core import layout
 from curation_assets.core.maps import MIN_UMAP_POINTS, draw_panels, group_size_bins, layout_2d
 from curation_assets.defs.curation import read_outliers

@@ -138,7 +138,7 @@ def _scene(seed: int, objects: list[tuple[str, int, int, int]]) -> tuple[Image.I
 def street(tmp_path_factory):
     """Eight unlabeled frames in one folder, a detector's boxes for them under the root: cups,
     people and vehicles everywhere, one cat in one frame, one box with no area, one unsure box."""
-    from curation_assets import headless
+    from curation_assets.cli import headless
 
     tmp = tmp_path_factory.mktemp("objects")
     resources = make_resources(str(tmp / "root"), tmp / "qdrant")
@@ -171,7 +171,7 @@ OBJECTS_CONFIG = {"ops": {"object_embeddings": {"config": {"predictions": "predi
 
 
 def _curate_objects(defs, instance, config=OBJECTS_CONFIG):
-    from curation_assets import headless
+    from curation_assets.cli import headless
 
     result = headless.run_job(defs, instance, "curate_objects", run_config=config)
     assert result.success, _errors(result)
@@ -254,7 +254,7 @@ def test_object_outliers_flag_the_broken_box_and_group_every_box(street):
 
 
 def test_object_diversity_chooses_the_frame_with_the_rare_object_first(street):
-    from curation_assets import headless
+    from curation_assets.cli import headless
 
     defs, instance, resources, frame_of = street
     _curate_objects(defs, instance)
@@ -268,7 +268,7 @@ def test_object_diversity_chooses_the_frame_with_the_rare_object_first(street):
 
 
 def test_object_diversity_without_boxes_and_predictions_without_columns_say_what_to_do(tmp_path):
-    from curation_assets import headless
+    from curation_assets.cli import headless
 
     resources = make_resources(str(tmp_path / "root"), tmp_path / "qdrant")
     landing = resources["object_store"].landing_store()

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from curation_assets import headless
+from curation_assets.cli import headless
 from curation_assets.core import layout
 from curation_assets.core.ids import video_id_for
 from curation_assets.definitions import ASSETS, build_defs

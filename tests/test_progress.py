@@ -2,9 +2,9 @@ import io
 import re
 import sys
 
-from curation_assets.allocator import keep_frame_buffers
+from curation_assets.cli.terminal import TerminalProgress
 from curation_assets.core.progress import Progress, Stopwatch, show_progress
-from curation_assets.terminal import TerminalProgress
+from curation_assets.runtime.allocator import keep_frame_buffers
 from tests.helpers import modules_loaded_by
 
 

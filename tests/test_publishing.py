@@ -5,7 +5,7 @@ import functools
 import dagster as dg
 import pytest
 
-from curation_assets import headless
+from curation_assets.cli import headless
 from curation_assets.core.ids import source_id_for, video_id_for
 from curation_assets.definitions import ASSETS, build_defs
 from curation_assets.defs.partitions import labeling_rounds

@@ -14,7 +14,7 @@ import boto3
 import dagster as dg
 import pytest
 
-from curation_assets import headless
+from curation_assets.cli import headless
 from curation_assets.core import layout
 from curation_assets.core.ids import source_id_for
 from curation_assets.definitions import build_defs
@@ -23,7 +23,7 @@ from curation_assets.defs.ingestion import raw_frames
 from curation_assets.defs.partitions import videos
 from curation_assets.defs.settings import resources_from_env
 from curation_assets.demo.scenes import Scene, default_events, write_video
-from curation_assets.topology import free_port
+from curation_assets.deploy.topology import free_port
 from resources import ExpectationsResource, ObjectStoreResource
 from tests.conftest import SCENE_A, encoded, make_resources, photo
 from tests.helpers import once_a_retry_waits

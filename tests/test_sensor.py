@@ -87,7 +87,7 @@ def test_many_objects_are_registered_across_ticks_without_loss(instance, object_
 
 def test_objects_ingested_by_another_path_are_not_requested_again(local_defs, instance, video_dir):
     """A successful run for the same content (say, from the headless command) counts as done."""
-    from curation_assets import headless
+    from curation_assets.cli import headless
 
     object_store = local_defs.resources["object_store"]
     drop(object_store.landing_store(), video_dir, SCENE_B.name)
@@ -98,7 +98,7 @@ def test_objects_ingested_by_another_path_are_not_requested_again(local_defs, in
 
 
 def test_bad_input_fails_once_and_is_not_requested_again_until_it_changes(local_defs, instance, video_dir):
-    from curation_assets import headless
+    from curation_assets.cli import headless
 
     object_store = local_defs.resources["object_store"]
     landing = object_store.landing_store()
@@ -114,7 +114,7 @@ def test_bad_input_fails_once_and_is_not_requested_again_until_it_changes(local_
 
 
 def test_a_bad_input_failure_says_it_is_permanent_and_names_the_object(local_defs, instance, video_dir):
-    from curation_assets import headless
+    from curation_assets.cli import headless
 
     drop(local_defs.resources["object_store"].landing_store(), video_dir, "cam-a/notes.txt")
     headless.ingest_landing(local_defs, instance, log=lambda _: None)
@@ -129,7 +129,7 @@ def test_a_bad_input_failure_says_it_is_permanent_and_names_the_object(local_def
 
 
 def test_a_run_failed_by_its_environment_is_requested_again_a_bounded_number_of_times(local_defs, instance, tmp_path):
-    from curation_assets import headless
+    from curation_assets.cli import headless
 
     object_store = local_defs.resources["object_store"]
     root = Path(object_store.store().root)
@@ -147,7 +147,7 @@ def test_a_run_failed_by_its_environment_is_requested_again_a_bounded_number_of_
 
 def test_the_demo_s_bad_files_get_no_new_run_once_the_demo_ran(local_defs, instance, tmp_path):
     """`make demo` then `make ui`: the real sensor's first tick on the demo's instance requests nothing."""
-    from curation_assets import headless
+    from curation_assets.cli import headless
     from curation_assets.demo.scenes import CORRUPT_VIDEO, NOT_A_VIDEO, write_corrupt_video
 
     object_store = local_defs.resources["object_store"]

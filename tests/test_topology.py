@@ -1,7 +1,7 @@
 """The production topology of docker/, run for real as plain processes on loopback.
 
 PostgreSQL run storage, the queued run coordinator, the user-code gRPC server, the daemon
-and the webserver, with docker/dagster.yaml's own settings (curation_assets/topology.py,
+and the webserver, with docker/dagster.yaml's own settings (curation_assets/deploy/topology.py,
 the code behind `make prod-local`), S3 on moto's server. Videos are uploaded to the S3
 landing prefix; the daemon's sensor launches their runs; automation refreshes the global
 assets. Needs Debian's postgresql (`.ci/run` installs it); skipped without it unless
@@ -30,7 +30,7 @@ from curation_assets.defs.curation import read_groups
 from curation_assets.defs.sensors import SOURCE_TAG, Ledger, batch_source_tag, load_cursor
 from curation_assets.defs.settings import resources_from_env
 from curation_assets.demo.scenes import Scene, write_video
-from curation_assets.topology import ROOT, Postgres, Topology
+from curation_assets.deploy.topology import ROOT, Postgres, Topology
 
 ARTIFACTS = ROOT / "test-artifacts"
 BUCKET = "topology"

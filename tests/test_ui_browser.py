@@ -20,7 +20,7 @@ from playwright.sync_api import expect
 
 from curation_assets.core.ids import video_id_for
 from curation_assets.demo.scenes import Scene, default_events, write_video
-from curation_assets.topology import free_port
+from curation_assets.deploy.topology import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"

@@ -12,8 +12,8 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from curation_assets import validation_process
 from curation_assets.quality import suites
+from curation_assets.runtime import validation_process
 from resources import ExpectationsResource
 from tests.helpers import ROOT, gone_within, modules_loaded_by
 
@@ -56,7 +56,7 @@ def test_in_the_validation_process_gx_finds_no_cloud_sdk_and_still_validates():
 
 
 def test_the_module_the_process_loads_imports_neither_dagster_nor_gx():
-    code = "import curation_assets.validation_process, curation_assets.quality.suites"
+    code = "import curation_assets.runtime.validation_process, curation_assets.quality.suites"
     assert modules_loaded_by(code, ("dagster", "great_expectations", "torch")) == []
 
 
@@ -74,7 +74,7 @@ def test_a_validation_process_that_dies_is_a_clear_error_and_the_next_check_star
 def test_stopping_does_not_wait_for_the_import_and_leaves_no_process():
     code = (
         "import time\n"
-        "from curation_assets import validation_process\n"
+        "from curation_assets.runtime import validation_process\n"
         "pool = validation_process.start()\n"
         "time.sleep(0.5)\n"  # the import is under way
         "[worker] = pool._processes.values()\n"
@@ -94,7 +94,7 @@ def test_stopping_does_not_wait_for_the_import_and_leaves_no_process():
 def test_the_validation_process_ends_when_its_parent_is_killed():
     code = (
         "import os, signal\n"
-        "from curation_assets import validation_process\n"
+        "from curation_assets.runtime import validation_process\n"
         "pool = validation_process.start()\n"
         "print(pool.submit(os.getpid).result(), flush=True)\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"
@@ -112,7 +112,7 @@ def test_an_unknown_setting_fails_the_step_without_retries():
 def test_gx_validates_without_loading_what_only_unused_expectations_need_and_loads_it_on_first_use():
     probe = """
 import sys, pandas as pd
-from curation_assets import validation_process as vp
+from curation_assets.runtime import validation_process as vp
 from curation_assets.quality import suites
 table = pd.DataFrame({"group_id": ["g0", "g1"], "representatives": [1, 2]})
 verdict = vp.validate(table, "reps", suites.one_representative_per_group(), "group_id")

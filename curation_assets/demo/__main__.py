@@ -14,7 +14,7 @@ from pathlib import Path
 
 import dagster as dg  # noqa: E402
 
-from curation_assets import headless  # noqa: E402
+from curation_assets.cli import headless  # noqa: E402
 from curation_assets.core.ids import video_id_for  # noqa: E402
 from curation_assets.demo.labeler import annotate_round  # noqa: E402
 from curation_assets.demo.scenes import CORRUPT_VIDEO, DEMO_SCENES, NOT_A_VIDEO, write_corrupt_video, write_video  # noqa: E402

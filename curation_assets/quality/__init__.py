@@ -1,2 +1,2 @@
 """Great Expectations suites as code (``suites``): plain functions of GX's expectation classes,
-run by ``curation_assets.validation_process`` for ``resources.expectations``."""
+run by ``curation_assets.runtime.validation_process`` for ``resources.expectations``."""

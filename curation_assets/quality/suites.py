@@ -3,7 +3,7 @@
 Each is written as ``name(gxe, *params)`` over the ``great_expectations.expectations``
 module and called as ``name(*params)``: that gives a picklable callable taking the module,
 so GX is imported only where a check runs (the validation process,
-``curation_assets/validation_process.py``).
+``curation_assets/runtime/validation_process.py``).
 """
 
 from __future__ import annotations

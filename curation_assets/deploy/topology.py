@@ -7,7 +7,7 @@ limits, run monitoring) and the workspace of ``docker/workspace.yaml`` pointed a
 The one setting that differs is said where it is made: without a Qdrant server the
 embedded store admits one process at a time, so its pool's limit is 1.
 
-    python -m curation_assets.topology [--base .curation/prod-local] [--port 3000]
+    python -m curation_assets.deploy.topology [--base .curation/prod-local] [--port 3000]
 
 starts it (``make prod-local``), prints where the UI is, and stops everything on Ctrl-C or
 SIGTERM. Storage and models come from the same environment variables as everywhere else
@@ -33,7 +33,7 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
 BIN = Path(sys.executable).parent
 POSTGRES_USER = "dagster"

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from curation_assets.allocator import keep_frame_buffers
 from curation_assets.core.embedder import Embedder, EmbedderError
 from curation_assets.core.progress import Stopwatch
+from curation_assets.runtime.allocator import keep_frame_buffers
 
 CHUNK = 64  # stored JPEGs per message to the model process (two in flight)
 POLL_S = 1.0  # how often each side looks whether the other is still there
