@@ -324,6 +324,8 @@ def duplicate_margins(pictures, rng) -> None:
               f"{len(joined)}/{int(u.sum())} {joined[:6]} | {unrelated_cos[high]:.3f} "
               f"({params.scene_cosine - unrelated_cos[high]:+.3f}: {pictures[high][0]} ~ {pictures[nearest[high]][0]}) "
               f"| {int(unrelated_ham[u].min())}")  # fmt: skip
+    geometric_checks(params, pictures, images, stats, nearest, unrelated_cos, unrelated_ham, false_pair, parts,
+                     copies, of, categories, copy_cos, copy_ham, copy_found)  # fmt: skip
     from tests.test_geometry import _rig  # the virtual rig of the tests: reference, rig partner, another pose
 
     rig, pose = {"calibration": [], "held_out": []}, {"calibration": [], "held_out": []}
@@ -339,6 +341,60 @@ def duplicate_margins(pictures, rng) -> None:
         r, q = np.array(rig[part]), np.array(pose[part])
         print(f"{part} | {r.min():.3f}, {np.mean(r >= ALIGNED_DETAIL):.2f} of {len(r)} | {q.max():.3f}, "
               f"{np.mean(q >= ALIGNED_DETAIL):.2f} of {len(q)}")  # fmt: skip
+
+
+def geometric_checks(params, pictures, images, stats, nearest, unrelated_cos, unrelated_ham, false_pair, parts,
+                     copies, of, categories, copy_cos, copy_ham, copy_found) -> None:  # fmt: skip
+    """What the pipeline's geometric checks (``duplicates._verified``) leave of the bare rule's
+    joins: an edge on the embedding alone, and (since issue 31b) an edge on the hash between
+    two page-like pictures, is dropped when local features contradict it."""
+    from curation_assets.core.duplicates import _contradicted, page_like
+    from curation_assets.core.geometry import inliers, keypoints
+
+    pages = page_like(stats)
+    copy_pages = page_like(pd.DataFrame([asdict(image_stats_of(im)) for im in copies])) & pages[of]
+    points: dict[int, object] = {}
+
+    def checked(image, key, other, other_key) -> int:
+        for k, im in ((key, image), (other_key, other)):
+            if k not in points:
+                points[k] = keypoints(im)
+        return inliers(points[key], points[other_key])
+
+    def suspect(cos, ham, both_pages):  # the edges the pipeline checks and may drop
+        agree = (cos >= params.near_cosine) & (ham <= params.near_phash_distance)
+        on_embedding = ~agree & (ham > params.identical_phash_distance)
+        on_page_hash = both_pages & (ham <= max(params.near_phash_distance, params.identical_phash_distance))
+        return on_embedding, on_page_hash
+
+    emb_u, page_u = suspect(unrelated_cos, unrelated_ham, pages & pages[nearest])
+    emb_c, page_c = suspect(copy_cos, copy_ham, copy_pages)
+    kept_u, kept_c = false_pair.copy(), copy_found.copy()
+    for i in np.flatnonzero(false_pair & (emb_u | page_u)):
+        kept_u[i] = not _contradicted(checked(images[i], i, images[nearest[i]], int(nearest[i])), params)
+    for c in np.flatnonzero(copy_found & (emb_c | page_c)):
+        kept_c[c] = not _contradicted(checked(copies[c], ("copy", c), images[of[c]], int(of[c])), params)
+    print("\nafter the geometric checks (old: the embedding-alone edge; new: also a hash edge between page-like "
+          f"pictures, {pages.mean():.2f} of the corpus page-like): part | unrelated pairs joined: bare rule, "
+          "old checks, new checks | copies found: bare, old, new (page-like copies kept, per edit)")  # fmt: skip
+    for part in ("calibration", "held_out"):
+        u, c = parts == part, parts[of] == part
+        old_u = false_pair & ~(emb_u & ~kept_u)
+        old_c = copy_found & ~(emb_c & ~kept_c)
+        edits = ("shift", "brightness", "jpeg", "crop")
+        per = {k: f"{int((kept_c & c & copy_pages & (categories == k)).sum())}/"
+                  f"{int((c & copy_pages & (categories == k)).sum())}" for k in edits}  # fmt: skip
+        print(f"{part} | {int((false_pair & u).sum())}, {int((old_u & u).sum())}, {int((kept_u & u).sum())} | "
+              f"{int((copy_found & c).sum())}, {int((old_c & c).sum())}, {int((kept_c & c).sum())} of {int(c.sum())} "
+              f"({per})")  # fmt: skip
+        left = [f"{pictures[i][0]} ~ {pictures[nearest[i]][0]}" for i in np.flatnonzero(kept_u & u & page_u)]
+        print(f"  {part}: page-like pairs the new check keeps: {len(left)} {left[:8]}")
+
+
+def image_stats_of(image):
+    from curation_assets.core.image_stats import image_stats
+
+    return image_stats(np.asarray(image))
 
 
 def main() -> None:

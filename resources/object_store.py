@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
+from curation_assets.component import VideoCuration
 from curation_assets.core.layout import overlap_problem
 
 
@@ -422,7 +423,9 @@ def open_store(
 class ObjectStoreResource(dg.ConfigurableResource):
     """Where frames, tables, exports and datasets live, and where videos land."""
 
-    root: str = Field(default=".curation", description="Folder or s3://bucket/prefix.")
+    root: str = Field(
+        default=VideoCuration.model_fields["storage_root"].default, description="Folder or s3://bucket/prefix."
+    )
     landing: str = Field(
         default="",
         description="Landing zone (folder or s3:// URI); empty means '<root>/landing'.",

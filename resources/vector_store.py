@@ -25,6 +25,7 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
+from curation_assets.component import VectorStoreSettings, VideoCuration
 from curation_assets.core.ids import point_id_for
 
 # category: boxes only; group_id, group_role: curation's results (defs/curation.py writes them)
@@ -37,6 +38,10 @@ OVERSAMPLING = 8.0  # int8 candidates fetched per result, then rescored on the f
 # The embedded engine maps its files into memory: a write into a mapped page the full disk cannot
 # back kills the process with SIGBUS (no error, no summary). Below this much free space it refuses.
 MIN_FREE_BYTES = 64 * 1024**2
+
+
+# how long a step waits for the embedded store's lock held by another process (the component's setting)
+LOCK_TIMEOUT_S = VectorStoreSettings.model_fields["lock_timeout_s"].default
 
 
 class VectorStoreError(RuntimeError):
@@ -238,7 +243,7 @@ class EdgeVectorStore(VectorStore):
     def __init__(
         self,
         path: str | Path,
-        lock_timeout_s: float = 60.0,
+        lock_timeout_s: float = LOCK_TIMEOUT_S,
         quantization: str = "none",
         hnsw_ef: int | None = HNSW_EF,
         oversampling: float = OVERSAMPLING,
@@ -549,11 +554,14 @@ class QdrantClientVectorStore(VectorStore):
 class VectorStoreResource(dg.ConfigurableResource):
     """Embedded Qdrant by default; a Qdrant server when ``url`` is set."""
 
-    path: str = Field(default=".curation/qdrant", description="Folder of the embedded store.")
+    path: str = Field(
+        default=str(Path(VideoCuration.model_fields["storage_root"].default) / "qdrant"),
+        description="Folder of the embedded store.",
+    )
     url: str | None = Field(default=None, description="Qdrant server URL; overrides path.")
     api_key: str | None = Field(default=None, description="Qdrant server API key.")
     collection_prefix: str = "frames"
-    lock_timeout_s: float = 120.0
+    lock_timeout_s: float = LOCK_TIMEOUT_S
     quantization: str = Field(
         default="none",
         description="'int8': new collections keep int8 vectors in RAM (a quarter of the memory) and the "

@@ -105,5 +105,14 @@ def test_helm_values_run_each_video_as_its_own_kubernetes_job():
 def test_an_unknown_executor_is_refused():
     from curation_assets.defs.executors import executor_from_env
 
-    with pytest.raises(ValueError, match="CURATION_EXECUTOR='spark'"):
+    with pytest.raises(ValueError, match=r"executor\n.*input_value='spark'"):  # the setting and the value
         executor_from_env({"CURATION_EXECUTOR": "spark"})
+
+
+def test_deploy_files_set_embedder_weights_only_together_with_the_model_they_belong_to():
+    compose_env = yaml.safe_load(COMPOSE.read_text())["x-curation-env"]
+    values = yaml.safe_load((ROOT / "docker/k8s/values.yaml").read_text())
+    k8s_env = {e["name"]: e["value"] for e in values["dagster-user-deployments"]["deployments"][0]["env"]}
+    for env in (compose_env, k8s_env):
+        if "CURATION_EMBEDDER_PRETRAINED" in env:  # the packaged default model ignores weights tags
+            assert env.get("CURATION_EMBEDDER_MODEL", "").startswith(("open_clip:", "timm:"))

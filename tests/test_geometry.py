@@ -150,3 +150,54 @@ def test_a_rig_pair_of_a_board_is_one_group_and_another_pose_of_it_is_not():
     groups = find_duplicate_groups(frames, vectors, params, verify=lambda a, b: inliers(points[a], points[b]))
     assert groups["group_id"].iloc[0] == groups["group_id"].iloc[1]
     assert groups["group_id"].iloc[2] != groups["group_id"].iloc[0]
+
+
+def _page_of_one_layout(seed: int) -> Image.Image:
+    """A page of one template (bench/quality_data.py's DejaVu serif, same margins, size and line
+    count), different words: its 32x32 hash sees the layout, the embedding finds it alike."""
+    from bench.quality_data import FONTS, LOREM
+
+    rng = np.random.default_rng(seed)
+    page = Image.new("L", (850, 1100), 246)
+    draw = ImageDraw.Draw(page)
+    font = ImageFont.truetype(str(FONTS / "DejaVuSerif.ttf"), 20)
+    for line in range(28):
+        draw.text((90, 120 + 32 * line), " ".join(LOREM[i] for i in rng.integers(0, len(LOREM), 9)), fill=25, font=font)
+    return page.convert("RGB")
+
+
+def _copies(page: Image.Image) -> list[Image.Image]:
+    """The near copies the quality benches plant: JPEG q60, ±10 % brightness, a 3-px shift, a 5 % crop, a flip."""
+    import io
+
+    buffer = io.BytesIO()
+    page.save(buffer, format="JPEG", quality=60)
+    grey = np.asarray(page, np.float32)
+    w, h = page.size
+    return [
+        Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"),
+        Image.fromarray(np.clip(grey * 1.1, 0, 255).astype(np.uint8)),
+        Image.fromarray(np.clip(grey * 0.9, 0, 255).astype(np.uint8)),
+        page.transform(page.size, Image.Transform.AFFINE, (1, 0, 3, 0, 1, 3), fillcolor=(246, 246, 246)),
+        page.crop((int(0.025 * w), int(0.025 * h), int(0.975 * w), int(0.975 * h))).resize(page.size),
+        page.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+    ]
+
+
+def test_pages_of_one_layout_stay_apart_in_a_folder_and_their_copies_join():
+    pages = [_page_of_one_layout(seed) for seed in range(6)]
+    images = [pages[0], *_copies(pages[0]), *pages[1:]]
+    frames = pd.DataFrame(
+        [
+            {"frame_id": f"f/{i:06d}", "video_id": "f", "frame_index": i, "timestamp_s": 0.0, **image_stats(a).__dict__}
+            for i, a in enumerate(np.asarray(im) for im in images)
+        ]  # fmt: skip
+    )
+    model = Embedder()
+    vectors = model.embed([lambda im=im: im for im in images])
+    points = [keypoints(im) for im in images]
+    params = DuplicateParams.for_model(model.calibration)
+    groups = find_duplicate_groups(frames, vectors, params, verify=lambda a, b: inliers(points[a], points[b]))
+    group = groups["group_id"].to_numpy()
+    assert (group[:7] == group[0]).all()  # the page and its six copies
+    assert len(set(group[7:]) | {group[0]}) == 6  # five other pages: each its own group

@@ -71,7 +71,8 @@ def require_lightly():
         from lightly.transforms import SimCLRTransform
     except ImportError as exc:
         raise AdaptationError(
-            "embedder adaptation needs the ssl extra: make ssl (pip install --no-deps lightly==1.6.0 lightning-utilities==0.15.3)"
+            "embedder adaptation needs lightly: make ssl "
+            "(pip install --no-deps lightly==1.6.0 lightning-utilities==0.15.3)"
         ) from exc
     return NTXentLoss, SimCLRProjectionHead, SimCLRTransform
 

@@ -93,6 +93,24 @@ def blank(frames: pd.DataFrame) -> np.ndarray:
     return uniform | ~informative_hash(frames["phash"].to_numpy(dtype=np.int64))
 
 
+PAGE_MODE_SHARE = 0.3  # a picture this much one grey level (a page, a chart, a logo on white) is page-like
+
+
+def page_like(frames: pd.DataFrame) -> np.ndarray:
+    """Pictures mostly of one background level (text pages, charts, forms, logos on white;
+    photographs and footage hold under 0.1 of their pixels at one level). Their 32x32 hash sees
+    the layout, not the content, and the embedding finds any two of one layout alike (two
+    different pages of one template: cosine 0.97-0.99, 8-22 bits apart, some within 2), so
+    a hash match between two of them is weak evidence: geometry must not contradict it."""
+    return _column(frames, "mode_share") >= PAGE_MODE_SHARE
+
+
+def _contradicted(agreeing: int, params: DuplicateParams) -> bool:
+    """Local features say two pictures are different: both have plenty of keypoints (-1
+    otherwise) and almost none agree on one geometry (nor do they align densely)."""
+    return 0 <= agreeing < params.verify_inliers // 2
+
+
 def _blank_pair(params: DuplicateParams, cos, blank_a, blank_b, brightness_a, brightness_b):
     """Whether two frames may be judged near copies at all, given blankness (broadcasts): two
     frames with structure, yes; a blank and a picture, never; two blanks only of one kind (the
@@ -127,17 +145,24 @@ def _is_near(params: DuplicateParams, cos: np.ndarray | float, ham: np.ndarray |
     )
 
 
-def _verified(nbr, sims, near, ham, valid, reps, params: DuplicateParams, verify) -> np.ndarray:
+def _verified(nbr, sims, near, ham, valid, reps, params: DuplicateParams, verify, pages=None) -> np.ndarray:
     """The near edges after geometric verification. A look-alike among each leader's closest
     neighbours joins when enough local features agree on one geometry (the same scene, another
     view); an edge that rests on the embedding alone (the scene rule, hashes apart) is dropped
     when both pictures have plenty of features and almost none agree (two pages of text, two
-    aisles). Edges where embedding and hash agree are not second-guessed: in a folder of video
-    frames they are nearly every edge (5 600 of 5 600 here), and checking them cost 4 s of 5."""
+    aisles); so is an edge on the hash between two page-like pictures (``pages``, per leader:
+    ``page_like``), whose hashes see only their layout. Other edges where embedding and hash
+    agree are not second-guessed: in a folder of video frames they are nearly every edge
+    (5 600 of 5 600 here), and checking them cost 4 s of 5."""
     rank = np.arange(nbr.shape[1])[None, :]
     candidates = valid & ~near & (sims >= params.verify_cosine) & (rank < params.verify_neighbors)
     agree = (sims >= params.near_cosine) & (ham <= params.near_phash_distance)
     on_embedding = valid & near & ~agree & (ham > params.identical_phash_distance)
+    if pages is not None:
+        both_pages = pages[:, None] & pages[np.where(valid, nbr, 0)]
+        on_embedding |= (
+            valid & near & both_pages & (ham <= max(params.near_phash_distance, params.identical_phash_distance))
+        )
     edges = list(zip(*np.nonzero(candidates | on_embedding)))
     pairs = sorted({tuple(sorted((int(reps[a]), int(reps[nbr[a, j]])))) for a, j in edges})
     # OpenCV releases the GIL: keypoints and matching run on every core
@@ -148,7 +173,7 @@ def _verified(nbr, sims, near, ham, valid, reps, params: DuplicateParams, verify
         agreeing = checked[tuple(sorted((int(reps[a]), int(reps[nbr[a, j]]))))]
         if candidates[a, j]:
             out[a, j] = agreeing >= params.verify_inliers
-        elif 0 <= agreeing < params.verify_inliers // 2:
+        elif _contradicted(agreeing, params):
             out[a, j] = False
     return out
 
@@ -239,13 +264,16 @@ def find_duplicate_groups(
     # anchor, so a slow pan's copies join whatever their number (the k-NN graph below caps a head
     # at its k nearest). In a folder, neighbours by name are not consecutive frames: only an edit
     # of the same picture (embedding and hash agree) joins, never the embedding alone, which the
-    # geometric check must confirm there (two pages of text)
+    # geometric check must confirm there (two pages of text), and between two page-like pictures
+    # an edit joins only when local features do not contradict it (pages of one layout hash alike)
     video = pd.factorize(frames["video_id"])[0]
     order = np.lexsort((frames["frame_index"].to_numpy(), video)).tolist()
     in_video = timed(frames)
     by_name = dataclasses.replace(params, scene_cosine=None)
     bits = phash.view(np.uint64).tolist()  # Python ints: int.bit_count is the fastest popcount here
     is_blank, brightness = blank(frames), frames["brightness"].to_numpy(dtype=np.float64)
+    pages = page_like(frames)
+    check_pages = verify is not None and params.verify_cosine is not None
     anchor = -1
     for i in order:
         if anchor >= 0 and video[i] == video[anchor]:
@@ -255,6 +283,8 @@ def find_duplicate_groups(
                 near = bool(_blank_pair(params, cos, is_blank[i], is_blank[anchor], brightness[i], brightness[anchor]))
             else:
                 near = _is_near(rule, cos, (bits[i] ^ bits[anchor]).bit_count())
+                if near and not in_video[i] and pages[i] and pages[anchor] and check_pages:
+                    near = not _contradicted(verify(i, anchor), params)  # two pages of one layout, next by name
             if near:
                 if parent[i] != parent[anchor]:
                     attach(i, anchor, "temporal" if in_video[i] else "near")
@@ -278,7 +308,7 @@ def find_duplicate_groups(
         either_blank = rep_blank[:, None] | rep_blank[safe]
         near = valid & np.where(either_blank, judged, _is_near(params, sims, ham))
         if verify is not None and params.verify_cosine is not None:  # blank frames have no features to verify
-            near = _verified(nbr, sims, near, ham, valid & ~either_blank, reps, params, verify)
+            near = _verified(nbr, sims, near, ham, valid & ~either_blank, reps, params, verify, pages[reps])
         for a, b in cluster_leaders(nbr, sims, near, quality[reps]):
             attach(reps[b], reps[a], "near")
         # 4. flipped copies: a leader whose mirror image hashes within `identical` bits of a

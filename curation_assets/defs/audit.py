@@ -13,6 +13,7 @@ from curation_assets.core.label_cleaning import RULES, CleaningRule
 from curation_assets.core.labels import coco_dataset
 from curation_assets.defs import checks
 from curation_assets.defs.curation import _tables, following, read_groups, read_outliers
+from curation_assets.defs.fleet import key_of
 from curation_assets.defs.reports import picture_metadata
 from curation_assets.defs.retries import TRANSIENT, transient_only
 from curation_assets.defs.versions import content_sha256, publish_dataset_files
@@ -103,7 +104,8 @@ def dataset_audit(
     if labels is None or frames is None:
         context.log.info("nothing to audit: no labeled dataset has landed")
         yield dg.MaterializeResult(
-            asset_key=ASSET, metadata={"labeled_sources": 0, "audit": "nothing to audit: no labeled dataset"}
+            asset_key=key_of(context, ASSET),
+            metadata={"labeled_sources": 0, "audit": "nothing to audit: no labeled dataset"},
         )
         return
     groups = read_groups(store)
@@ -145,7 +147,7 @@ def dataset_audit(
     verdict = checks.publish(store, results, ASSET, table=report, first=write_cleaned_datasets)
     written = {s: store.uri(layout.dataset_key(folder, "")) for s, (folder, _, _) in cleaned.items()}
     yield dg.MaterializeResult(
-        asset_key=ASSET,
+        asset_key=key_of(context, ASSET),
         metadata={
             "labeled_sources": len(sources),
             "findings": dg.MetadataValue.json(summary),
@@ -161,7 +163,7 @@ def dataset_audit(
             "published": verdict.published,
         },
     )
-    if dg.AssetCheckKey(dg.AssetKey(ASSET), CHECK) in context.selected_asset_check_keys:
+    if dg.AssetCheckKey(key_of(context, ASSET), CHECK) in context.selected_asset_check_keys:
         yield results[0]
 
 

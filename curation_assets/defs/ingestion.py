@@ -17,6 +17,7 @@ from curation_assets.core.label_formats import LABELED_KINDS, LabeledEntry, read
 from curation_assets.core.progress import Progress, Stopwatch
 from curation_assets.core.sources import LoadedImage, Source, archive_images, group_sources, is_image, load_image
 from curation_assets.defs import checks
+from curation_assets.defs.fleet import key_of
 from curation_assets.defs.partitions import videos
 from curation_assets.defs.retries import TRANSIENT, transient_only
 from curation_assets.quality import suites
@@ -215,7 +216,7 @@ def raw_frames(
         context.log.warning(f"{message}; the {len(table)} frames before it were kept")
     corrupt = table[table["corrupt"]] if len(table) else table
     yield dg.MaterializeResult(
-        asset_key=ASSET,
+        asset_key=key_of(context, ASSET),
         metadata={
             "landing_key": source.key or "(landing root)",
             "source_kind": source.kind,
@@ -236,7 +237,7 @@ def raw_frames(
     )
     if labeled:
         yield dg.MaterializeResult(
-            asset_key="source_labels",
+            asset_key=key_of(context, "source_labels"),
             metadata={
                 "labels": len(labels),
                 "boxes": int(labels["w"].notna().sum()),

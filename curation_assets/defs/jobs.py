@@ -1,4 +1,4 @@
-"""Every job of the code location, in one place."""
+"""Every job of the code location, in one place; ``jobs_for`` names them for one fleet."""
 
 import os
 import socket
@@ -6,8 +6,52 @@ import socket
 import dagster as dg
 from pydantic import Field
 
+from curation_assets.defs.fleet import Fleet, op_copy, partitions
 from curation_assets.defs.partitions import labeling_rounds, videos
 from curation_assets.defs.search import search_frames
+
+# name -> (assets, partitions, description[, run config by step name])
+ASSET_JOBS = {
+    "ingest_video": (
+        ["raw_frames", "source_labels", "frame_embeddings"],
+        videos,
+        "Frames (and a labeled dataset's own labels) and embeddings for one landing source.",
+    ),
+    "curate": (
+        ["duplicate_groups", "outliers", "dataset_audit"],
+        None,
+        "Duplicates, outliers and labeled-dataset audits over all sources.",
+    ),
+    "rebuild_curation": (
+        ["duplicate_groups", "outliers"],
+        None,
+        "Every duplicate group and outlier flag from scratch: after a model or threshold change, and to "
+        "refresh stored frames' isolation (curate adds new sources alone).",
+        {"duplicate_groups": {"incremental": False}, "outliers": {"incremental": False}},
+    ),
+    "draw_map": (
+        ["embedding_map"],
+        None,
+        "The 2-D embedding map (UMAP), coloured by camera, group size, outlier reason and round.",
+    ),
+    "merge_datasets": (
+        ["merged_dataset"],
+        None,
+        "Labeled sources as one COCO dataset (config: sources, category_map, name).",
+    ),
+    "curate_objects": (
+        ["object_embeddings", "object_outliers"],
+        None,
+        "Every labeled or predicted box cropped and embedded; box outliers and duplicates (config: predictions).",
+    ),
+    "labeling_round": (
+        ["selected_batch"],
+        labeling_rounds,
+        "Select and export one labeling round (config: budget, strategy, seed).",
+    ),
+    "import_labels": (["labeled_set"], None, "Import annotations, split, version."),
+}
+
 
 ingest_video_job = dg.define_asset_job(
     "ingest_video",
@@ -80,57 +124,34 @@ def ingest_batch_job():
     ingest_sources()
 
 
-curate_job = dg.define_asset_job(
-    "curate",
-    selection=dg.AssetSelection.assets("duplicate_groups", "outliers", "dataset_audit"),
-    description="Duplicates, outliers and labeled-dataset audits over all sources.",
-)
-rebuild_curation_job = dg.define_asset_job(
-    "rebuild_curation",
-    selection=dg.AssetSelection.assets("duplicate_groups", "outliers"),
-    config={
-        "ops": {"duplicate_groups": {"config": {"incremental": False}}, "outliers": {"config": {"incremental": False}}}
-    },  # fmt: skip
-    description="Every duplicate group and outlier flag from scratch: after a model or threshold change, and to "
-    "refresh stored frames' isolation (curate adds new sources alone).",
-)
-labeling_round_job = dg.define_asset_job(
-    "labeling_round",
-    selection=dg.AssetSelection.assets("selected_batch"),
-    partitions_def=labeling_rounds,
-    description="Select and export one labeling round (config: budget, strategy, seed).",
-)
-map_job = dg.define_asset_job(
-    "draw_map",
-    selection=dg.AssetSelection.assets("embedding_map"),
-    description="The 2-D embedding map (UMAP), coloured by camera, group size, outlier reason and round.",
-)
-merge_job = dg.define_asset_job(
-    "merge_datasets",
-    selection=dg.AssetSelection.assets("merged_dataset"),
-    description="Labeled sources as one COCO dataset (config: sources, category_map, name).",
-)
-objects_job = dg.define_asset_job(
-    "curate_objects",
-    selection=dg.AssetSelection.assets("object_embeddings", "object_outliers"),
-    description="Every labeled or predicted box cropped and embedded; box outliers and duplicates "
-    "(config: predictions).",
-)
-import_labels_job = dg.define_asset_job(
-    "import_labels",
-    selection=dg.AssetSelection.assets("labeled_set"),
-    description="Import annotations, split, version.",
-)
+def jobs_for(fleet: Fleet, executor: dg.ExecutorDefinition | None = None) -> list:
+    """The fleet's jobs: its assets only, its partitions, its executor (None: the location's).
+    The batch ingest job (``ingest_batch``) serves the plain-named fleet only: a prefixed
+    fleet's sensor requests one ingest_video run per source."""
+    plain = not fleet.prefix and executor is None
+    jobs = [
+        ingest_video_job
+        if plain and name == ingest_video_job.name
+        else dg.define_asset_job(
+            fleet.name(name),
+            selection=dg.AssetSelection.assets(*(fleet.key(asset) for asset in assets)),
+            partitions_def=partitions(fleet, partitions_def),
+            description=description,
+            config={"ops": {fleet.name(step): {"config": values} for step, values in config[0].items()}}
+            if config
+            else None,
+            executor_def=executor,
+        )
+        for name, (assets, partitions_def, description, *config) in ASSET_JOBS.items()
+    ]
+    search = search_frames
+    if fleet.prefix or fleet.pools or fleet.step_defaults.get("similarity_search") or executor:
+        op = op_copy(search_frames.graph.node_defs[0], fleet)
+        search = dg.GraphDefinition(name=fleet.name(search_frames.name), node_defs=[op]).to_job(
+            description=search_frames.description, executor_def=executor
+        )
+    batch = [] if fleet.prefix else [ingest_batch_job]
+    return [jobs[0], *batch, *jobs[1:], search]
 
-JOBS = [
-    ingest_video_job,
-    ingest_batch_job,
-    curate_job,
-    rebuild_curation_job,
-    map_job,
-    merge_job,
-    objects_job,
-    labeling_round_job,
-    import_labels_job,
-    search_frames,
-]
+
+JOBS = jobs_for(Fleet())

@@ -8,10 +8,10 @@ import dagster as dg
 
 from curation_assets.core.ids import source_id_for
 from curation_assets.defs import settings
+from curation_assets.defs.fleet import Fleet, partitions
 from curation_assets.defs.ingestion import BAD_INPUT, FAILURE_TAG, landing_sources
 from curation_assets.defs.jobs import BATCH_TAG, ingest_batch_job, ingest_video_job
 from curation_assets.defs.partitions import videos
-from resources import ObjectStoreResource
 
 SOURCE_TAG = "curation/source"  # "<video_id>@<fingerprint>": which content a run ingested
 MAX_RUNS_PER_TICK = 50
@@ -111,12 +111,18 @@ def batch_source_tag(source_id: str) -> str:
     return f"{BATCH_SOURCE_TAG_PREFIX}{source_id}"
 
 
-def attempts_at(instance: dg.DagsterInstance, source_id: str, content: str) -> tuple[list[dg.DagsterRun], int, bool]:
+def attempts_at(
+    instance: dg.DagsterInstance, source_id: str, content: str, job_name: str = ingest_video_job.name
+) -> tuple[list[dg.DagsterRun], int, bool]:
     """The attempts at one content: (its own runs, batches that ended without starting one,
     whether a batch that has not started one yet is in flight). A source's run still in flight
     after its batch ended (its process went with the batch's) is reported failed here, as run
-    monitoring does for launched runs."""
-    own = [r.dagster_run for r in instance.get_run_records(filters=dg.RunsFilter(tags={SOURCE_TAG: content}))]
+    monitoring does for launched runs. Only ``job_name``'s runs count: another fleet may hold
+    the same content in its own landing zone."""
+    own = [
+        r.dagster_run
+        for r in instance.get_run_records(filters=dg.RunsFilter(job_name=job_name, tags={SOURCE_TAG: content}))
+    ]
     batches = [
         r.dagster_run
         for r in instance.get_run_records(filters=dg.RunsFilter(tags={batch_source_tag(source_id): content}))
@@ -165,6 +171,8 @@ def plan_ingest(
     log=None,
     max_runs: int = MAX_RUNS_PER_TICK,
     page_size: int = LIST_PAGE_SIZE,
+    partitions_name: str = videos.name,
+    job_name: str = ingest_video_job.name,
 ) -> tuple[list[dg.RunRequest], list[str], dict]:
     """What to ingest now: (run requests, new partition keys, the updated cursor).
 
@@ -194,7 +202,7 @@ def plan_ingest(
             continue
         source_id = source_id_for(source.key)
         content = f"{source_id}@{source.fingerprint}"
-        runs, lost_in_batches, batch_in_flight = attempts_at(instance, source_id, content)
+        runs, lost_in_batches, batch_in_flight = attempts_at(instance, source_id, content, job_name)
         statuses = {run.status for run in runs}
         if dg.DagsterRunStatus.SUCCESS in statuses:  # e.g. by the headless command, or a run the cursor missed
             ledger.record(source.key, source.fingerprint, "done")
@@ -217,14 +225,14 @@ def plan_ingest(
             continue
         if len(requests) >= max_runs:
             break  # the rest on the next tick
-        if source_id not in new_keys and not instance.has_dynamic_partition(videos.name, source_id):
+        if source_id not in new_keys and not instance.has_dynamic_partition(partitions_name, source_id):
             new_keys.append(source_id)
         if failures and log:
             log(f"{source.key}: retrying after {failures} failed run(s)")
         requests.append(
             dg.RunRequest(
                 run_key=run_key,
-                job_name=ingest_video_job.name,
+                job_name=job_name,
                 partition_key=source_id,
                 tags={"curation/landing_key": source.key[:255], SOURCE_TAG: content},
             )
@@ -241,41 +249,61 @@ def build_new_video_sensor(
     max_runs_per_tick: int = MAX_RUNS_PER_TICK,
     page_size: int = LIST_PAGE_SIZE,
     sources_per_run: int = settings.SOURCES_PER_RUN,
+    fleet: Fleet = Fleet(),
+    job=ingest_video_job,
+    interval_s: int = 10,
+    running: bool = True,
 ) -> dg.SensorDefinition:
-    """The landing-zone sensor, planning at most ``max_runs_per_tick`` sources a tick, in runs of
-    at most ``sources_per_run`` sources, and listing ``page_size`` objects a page (tests make
-    them small)."""
+    """The landing-zone sensor of ``fleet`` (its landing zone, partitions and ingest ``job``),
+    planning at most ``max_runs_per_tick`` sources a tick, in runs of at most ``sources_per_run``
+    sources, and listing ``page_size`` objects a page (tests make them small). Batch runs
+    (``ingest_batch``) serve the plain-named fleet; a prefixed fleet requests a run per source."""
+    source_partitions = partitions(fleet, videos)
+    store_key = fleet.name("object_store")
+    if fleet.prefix:
+        sources_per_run = 1
 
     @dg.sensor(
-        name="new_video_sensor",
-        jobs=[ingest_video_job, ingest_batch_job],
-        minimum_interval_seconds=10,
-        default_status=dg.DefaultSensorStatus.RUNNING,
+        name=fleet.name("new_video_sensor"),
+        jobs=[job, ingest_batch_job] if not fleet.prefix else [job],
+        minimum_interval_seconds=interval_s,
+        default_status=dg.DefaultSensorStatus.RUNNING if running else dg.DefaultSensorStatus.STOPPED,
+        required_resource_keys={store_key},
         description="Registers a partition for every new, changed or failed landing source and requests "
         f"its run; a burst's sources go {sources_per_run} to a batch run, each still ingested in a run of its own.",
     )
-    def new_video_sensor(context: dg.SensorEvaluationContext, object_store: ObjectStoreResource):
-        landing = object_store.landing_store()
+    def new_video_sensor(context: dg.SensorEvaluationContext, **_):  # a direct call also passes them as keywords
+        # the daemon's evaluation binds only named resource parameters: read the fleet's from the context
+        landing = getattr(context.resources, store_key).landing_store()
         requests, new_keys, cursor = plan_ingest(context.instance, landing, load_cursor(context.cursor),
                                                  log=context.log.info, max_runs=max_runs_per_tick,
-                                                 page_size=page_size)  # fmt: skip
+                                                 page_size=page_size, partitions_name=source_partitions.name,
+                                                 job_name=job.name)  # fmt: skip
         if requests:
             context.log.info(f"{len(requests)} landing objects to ingest ({len(new_keys)} new partitions)")
         return dg.SensorResult(
             run_requests=batch_requests(requests, sources_per_run),
-            dynamic_partitions_requests=[videos.build_add_request(new_keys)] if new_keys else [],
+            dynamic_partitions_requests=[source_partitions.build_add_request(new_keys)] if new_keys else [],
             cursor=json.dumps(cursor, sort_keys=True),
         )
 
     return new_video_sensor
 
 
+# the global assets that follow new embeddings
+AUTOMATED = ("duplicate_groups", "outliers", "embedding_map", "dataset_audit")
+
+
+def build_automation_sensor(fleet: Fleet = Fleet(), interval_s: int = 10, running: bool = True):
+    return dg.AutomationConditionSensorDefinition(
+        fleet.name("curation_automation"),
+        target=dg.AssetSelection.assets(*(fleet.key(asset) for asset in AUTOMATED)),
+        default_status=dg.DefaultSensorStatus.RUNNING if running else dg.DefaultSensorStatus.STOPPED,
+        minimum_interval_seconds=interval_s,  # a new video's groups follow its embeddings within seconds
+    )
+
+
 new_video_sensor = build_new_video_sensor(sources_per_run=settings.sources_per_run())
-automation_sensor = dg.AutomationConditionSensorDefinition(
-    "curation_automation",
-    target=dg.AssetSelection.assets("duplicate_groups", "outliers", "embedding_map", "dataset_audit"),
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=10,  # a new video's groups follow its embeddings within seconds
-)
+automation_sensor = build_automation_sensor()
 
 SENSORS = [new_video_sensor, automation_sensor]
