@@ -39,6 +39,12 @@ class ExpectationsResource(dg.ConfigurableResource):
         if self._separate():
             validation_process.start()
         else:
+            # GX imports SQLAlchemy's ORM on the warm-up thread while Dagster's event log imports it lazily
+            # on the step's: two threads importing one package can meet in Python's import-deadlock
+            # avoidance, and one is handed a partly initialised module ("partially initialized module
+            # 'sqlalchemy.orm.exc'", a step failing at random). Dagster brings SQLAlchemy: import it here.
+            import sqlalchemy.orm  # noqa: F401
+
             validation_process.warm_up()
 
     def validate(

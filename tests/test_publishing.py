@@ -11,7 +11,7 @@ from curation_assets.definitions import ASSETS, build_defs
 from curation_assets.defs.partitions import labeling_rounds
 from curation_assets.demo.labeler import annotate_round
 from resources import ExpectationsResource
-from tests.conftest import SCENE_A, drop, make_resources
+from tests.conftest import SCENE_A, SCENE_B, drop, make_resources
 from tests.test_labeled_datasets import planted_dataset
 
 # Every asset that has a blocking check, from the definitions themselves.
@@ -65,10 +65,26 @@ def _published(store) -> dict[str, str]:
     return {o.key: o.fingerprint for o in store.list() if o.key.startswith(PUBLISHED) and "/_rejected/" not in o.key}
 
 
+def _land_something_new(resources, instance, video_dir, name: str) -> None:
+    """Curation adds new sources only (a run with nothing new does nothing): give duplicate_groups
+    a newly embedded source, and outliers one that is newly grouped, each its own."""
+    if name not in ("duplicate_groups", "outliers"):
+        return
+    resources["object_store"].landing_store().put_bytes(
+        f"cam-{name.replace('_', '-')}/checkout.mp4", (video_dir / SCENE_B.name).read_bytes()
+    )
+    defs = build_defs(resources)
+    assert all(o.success for o in headless.ingest_landing(defs, instance, log=lambda _: None))
+    if name == "outliers":
+        grouped = dg.materialize(ASSETS, selection=["duplicate_groups"], instance=instance, resources=resources)
+        assert grouped.success
+
+
 @pytest.mark.parametrize("name", BLOCKING)
-def test_a_failed_blocking_check_publishes_nothing_and_keeps_its_table_aside(world, name):
+def test_a_failed_blocking_check_publishes_nothing_and_keeps_its_table_aside(world, video_dir, name):
     resources, instance = world
     store = resources["object_store"].store()
+    _land_something_new(resources, instance, video_dir, name)
     asset = next(a for a in ASSETS if name in {k.to_user_string() for k in a.keys})
     before = _published(store)
 

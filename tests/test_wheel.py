@@ -89,5 +89,5 @@ def test_a_new_project_scaffolds_checks_and_runs_the_component_from_the_wheel(ne
     sh(["dg", "launch", "--job", "fleet__ingest_video", "--partition", partition], project, env)
     sh(["dg", "launch", "--job", "fleet__curate"], project, env)
     tables = project / ".curation/fleet/tables"
-    for table in (f"raw_frames/{partition}", f"frame_embeddings/{partition}", "duplicate_groups/all", "outliers/all"):
-        assert (tables / f"{table}.parquet").is_file(), table
+    for asset in ("raw_frames", "frame_embeddings", "duplicate_groups", "outliers"):  # each a table per source
+        assert (tables / asset / f"{partition}.parquet").is_file(), asset
