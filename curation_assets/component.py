@@ -182,7 +182,10 @@ class VideoCuration(dg.Component, Settings):
         "inline: in the step's process.",
     )
     adaptation: bool = pydantic.Field(
-        default=False, description="Add the optional embedder_adaptation asset (needs the ssl extra: make ssl)."
+        default=False,
+        description="Add the optional embedder_adaptation asset (needs make ssl): SimCLR fine-tuning of the packaged "
+        "encoder's last blocks on the landed frames; its checkpoint, set as the embedder's weights, is a new model "
+        "(own vectors, uncalibrated thresholds).",
     )
 
     # -- derived settings ----------------------------------------------------------------

@@ -132,11 +132,9 @@ def test_two_pages_of_one_layout_do_not_align():
     assert alignment(dense(_page(1)), dense(_page(2))) < ALIGNED_DETAIL
 
 
-def test_a_rig_pair_of_a_board_is_one_group_and_another_pose_of_it_is_not():
-    board = _chessboard_on_a_table()
-    images = [_rig(board, "reference"), _rig(board, "rig"), _rig(board, "pose")] + [
-        Image.fromarray(getattr(skimage.data, n)()).convert("RGB") for n in ("chelsea", "rocket", "coins", "camera")
-    ]
+def _grouped_as_one_folder(images: list[Image.Image]) -> pd.DataFrame:
+    """The images' duplicate groups, as frames of one folder in this order: real stats, real
+    embeddings from the packaged model, keypoint verification."""
     frames = pd.DataFrame(
         [
             {"frame_id": f"f/{i:06d}", "video_id": "f", "frame_index": i, "timestamp_s": 0.0, **image_stats(a).__dict__}
@@ -148,6 +146,15 @@ def test_a_rig_pair_of_a_board_is_one_group_and_another_pose_of_it_is_not():
     points = [keypoints(im) for im in images]
     params = DuplicateParams.for_model(model.calibration)
     groups = find_duplicate_groups(frames, vectors, params, verify=lambda a, b: inliers(points[a], points[b]))
+    return groups
+
+
+def test_a_rig_pair_of_a_board_is_one_group_and_another_pose_of_it_is_not():
+    board = _chessboard_on_a_table()
+    images = [_rig(board, "reference"), _rig(board, "rig"), _rig(board, "pose")] + [
+        Image.fromarray(getattr(skimage.data, n)()).convert("RGB") for n in ("chelsea", "rocket", "coins", "camera")
+    ]
+    groups = _grouped_as_one_folder(images)
     assert groups["group_id"].iloc[0] == groups["group_id"].iloc[1]
     assert groups["group_id"].iloc[2] != groups["group_id"].iloc[0]
 
@@ -187,17 +194,7 @@ def _copies(page: Image.Image) -> list[Image.Image]:
 def test_pages_of_one_layout_stay_apart_in_a_folder_and_their_copies_join():
     pages = [_page_of_one_layout(seed) for seed in range(6)]
     images = [pages[0], *_copies(pages[0]), *pages[1:]]
-    frames = pd.DataFrame(
-        [
-            {"frame_id": f"f/{i:06d}", "video_id": "f", "frame_index": i, "timestamp_s": 0.0, **image_stats(a).__dict__}
-            for i, a in enumerate(np.asarray(im) for im in images)
-        ]  # fmt: skip
-    )
-    model = Embedder()
-    vectors = model.embed([lambda im=im: im for im in images])
-    points = [keypoints(im) for im in images]
-    params = DuplicateParams.for_model(model.calibration)
-    groups = find_duplicate_groups(frames, vectors, params, verify=lambda a, b: inliers(points[a], points[b]))
+    groups = _grouped_as_one_folder(images)
     group = groups["group_id"].to_numpy()
     assert (group[:7] == group[0]).all()  # the page and its six copies
     assert len(set(group[7:]) | {group[0]}) == 6  # five other pages: each its own group

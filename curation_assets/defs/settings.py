@@ -29,11 +29,6 @@ def embedder_settings(env: Mapping[str, str] = os.environ) -> dict:
     return component(env).embedder_settings()
 
 
-def adaptation_enabled(env: Mapping[str, str] = os.environ) -> bool:
-    """The optional embedder_adaptation asset joins the graph (it needs the ssl extra: make ssl)."""
-    return env.get("CURATION_ADAPTATION", "0") not in ("0", "", "false")
-
-
 def resources_from_env(env: Mapping[str, str] = os.environ) -> dict:
     from curation_assets.location import component
 
