@@ -30,7 +30,9 @@ from curation_assets.core.ids import point_id_for
 
 # category: boxes only; group_id, group_role: curation's results (defs/curation.py writes them)
 PAYLOAD_INDEXES = ("video_id", "camera_id", "category", "group_id", "group_role")
-QUANTIZATIONS = ("none", "int8")
+# none: float32 in RAM; int8: int8 codes in RAM (1/4), originals on disk for rescoring; binary: one bit
+# a dimension in RAM (1/32), originals on disk, rescored (Qdrant's advice for >= 1 024-d); recall: bench/RESULTS.md
+QUANTIZATIONS = ("none", "int8", "binary")
 # Search effort (bench/search.py, 1 M clustered vectors x 1280, int8): Qdrant's defaults
 # (ef 100, oversampling 1-2) found 0.84 of the exact top 10; these find 0.98 at p95 12.7 ms
 HNSW_EF = 256  # candidates the graph search keeps
@@ -304,9 +306,14 @@ class EdgeVectorStore(VectorStore):
         qe = self._qe
         if self.quantization == "none":
             return qe.EdgeConfig(vectors={vector_name: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)})
+        codes = (
+            qe.ScalarQuantizationConfig(qe.ScalarType.Int8, quantile=0.99, always_ram=True)
+            if self.quantization == "int8"
+            else qe.BinaryQuantizationConfig(always_ram=True)
+        )
         return qe.EdgeConfig(
             vectors={vector_name: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine, on_disk=True)},
-            quantization_config=qe.ScalarQuantizationConfig(qe.ScalarType.Int8, quantile=0.99, always_ram=True),
+            quantization_config=codes,
         )
 
     def ensure_collection(self, collection: str, vector_name: str, dim: int) -> None:
@@ -437,17 +444,22 @@ class QdrantClientVectorStore(VectorStore):
         m = self.models
         if self._call("collection_exists", self.client.collection_exists, collection):
             return
-        int8 = self.quantization == "int8"
+        quantized = self.quantization != "none"
+        codes = {
+            "none": None,
+            "int8": m.ScalarQuantization(
+                scalar=m.ScalarQuantizationConfig(type=m.ScalarType.INT8, quantile=0.99, always_ram=True)
+            ),
+            "binary": m.BinaryQuantization(binary=m.BinaryQuantizationConfig(always_ram=True)),
+        }[self.quantization]
         self._call(
             "create_collection",
             self.client.create_collection,
             collection,
-            vectors_config={vector_name: m.VectorParams(size=dim, distance=m.Distance.COSINE, on_disk=int8 or None)},
-            quantization_config=m.ScalarQuantization(
-                scalar=m.ScalarQuantizationConfig(type=m.ScalarType.INT8, quantile=0.99, always_ram=True)
-            )
-            if int8
-            else None,
+            vectors_config={
+                vector_name: m.VectorParams(size=dim, distance=m.Distance.COSINE, on_disk=quantized or None)
+            },
+            quantization_config=codes,
         )
         for field in PAYLOAD_INDEXES:
             self._call(
@@ -564,8 +576,9 @@ class VectorStoreResource(dg.ConfigurableResource):
     lock_timeout_s: float = LOCK_TIMEOUT_S
     quantization: str = Field(
         default="none",
-        description="'int8': new collections keep int8 vectors in RAM (a quarter of the memory) and the "
-        "full-precision ones on disk, used to rescore the top hits; for millions of vectors.",
+        description="'int8' / 'binary': new collections keep int8 codes (a quarter of the memory) or one bit a "
+        "dimension (a 32nd) in RAM and the full-precision vectors on disk, used to rescore the top hits; for "
+        "millions of vectors.",
     )
 
     def collection_for(self, vector_name: str, items: str = "frames") -> str:
