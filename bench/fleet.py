@@ -188,6 +188,7 @@ def grow(seed_root: Path, size: int, work: Path) -> tuple[Path, dict]:
     reps_scored = scored.set_index("frame_id").loc[groups.loc[groups["is_representative"], "frame_id"], "isolation"]
     clones = (size - len(embedded)) // len(embedded)
     vs = EdgeVectorStore(root / "store" / "qdrant")
+    vs.ensure_payload_indexes(collection)  # a seed made before an index was added: not left to the first add
     started = time.perf_counter()
     for c in range(clones):
         source = f"fleet-{c:05d}"
