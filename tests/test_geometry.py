@@ -1,6 +1,9 @@
 """Geometric verification on real pictures: the same scene from another view is confirmed,
 look-alikes (two pages of text, two photographs) are not."""
 
+import functools
+import itertools
+
 import numpy as np
 import pandas as pd
 import skimage.data
@@ -198,3 +201,33 @@ def test_pages_of_one_layout_stay_apart_in_a_folder_and_their_copies_join():
     group = groups["group_id"].to_numpy()
     assert (group[:7] == group[0]).all()  # the page and its six copies
     assert len(set(group[7:]) | {group[0]}) == 6  # five other pages: each its own group
+
+
+@functools.cache
+def _rig_pictures() -> dict[str, tuple[Image.Image, Image.Image]]:
+    """The first eight scenes of bench/rig_data.py's calibration part: pinhole cameras, real photographs."""
+    from bench.rig_data import pairs
+
+    return {name: (first, second) for name, _, first, second, _ in itertools.islice(pairs(False, 8), 16)}
+
+
+def test_two_cameras_of_a_rig_with_parallax_on_a_chessboard_are_confirmed():
+    # a board 0.5-1.5 m away shifts by its own disparity, the room behind by another: ORB finds 27 agreeing
+    # matches (the board's corners all look alike) and no single warp lines up both; each part is found
+    left, right = _rig_pictures()["stereo_05_chessboard"]
+    assert inliers(keypoints(left), keypoints(right)) >= ENOUGH
+
+
+def test_a_shelf_held_in_another_pose_in_the_same_room_is_contradicted_though_the_room_matches():
+    # one camera, the shelf turned and moved: ORB's 183 agreeing matches are the room's; the shelf is found nowhere
+    first, second = _rig_pictures()["pose_07_shelf"]
+    assert inliers(keypoints(first), keypoints(second)) == 0
+
+
+def test_a_zoomed_crop_of_a_photograph_is_covered_once_placed_by_its_keypoints():
+    from curation_assets.core.geometry import COVERED, _matches, covered
+
+    photo = Image.fromarray(skimage.data.astronaut())
+    crop = photo.crop((26, 26, 486, 486)).resize((512, 512))  # 5 % off each side: a 10 % zoom
+    a, b = keypoints(photo), keypoints(crop)
+    assert covered(a.grey, b.grey) < COVERED <= covered(a.grey, b.grey, _matches(a, b)[1])
