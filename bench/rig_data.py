@@ -1,6 +1,6 @@
 """Repetitive patterns seen by virtual pinhole cameras: stereo pairs (near duplicates) and other poses (not).
 
-    .venv/bin/python bench/rig_data.py OUT [--held-out]    # numpy, pillow, opencv, scikit-image
+    .venv/bin/python bench/rig_data.py OUT [--held-out] [--boards]   # numpy, pillow, opencv, scikit-image
 
 A scene is a few textured planes in 3-D, rendered by pinhole cameras (``render``): a real
 photograph as the wall of a room 2.5-6 m away, a real texture as its floor, and in front,
@@ -20,7 +20,8 @@ Pictures are 640x480, grey (as calibration rigs record) or colour. ``OUT/images`
 ``OUT/truth.json`` follow ``bench/quality_data.py``'s format (``category`` original / view,
 ``base``), so ``bench/quality.py`` scores them; ``bench/rig.py`` scores the geometric checks.
 The held-out set (``--held-out``) draws other rooms (Lomiri's photographs), other seeds and
-other textures; no threshold was chosen on it.
+other textures; no threshold was chosen on it. ``--boards`` makes only what a stereo
+calibration records: a person holding a chessboard in a plain room, grey.
 """
 
 from __future__ import annotations
@@ -314,16 +315,18 @@ def textures_for(held_out: bool, rng: np.random.Generator, with_person: bool) ->
     return {"product": product, "floor": floor, "wall": _photo("brick"), "person": person}
 
 
-def pairs(held_out: bool, count: int):
-    """``count`` stereo pairs and ``count`` pose pairs: (name, kind, first, second, is_duplicate)."""
-    rng = np.random.default_rng(1031 if held_out else 31)
+def pairs(held_out: bool, count: int, boards: bool = False):
+    """``count`` stereo pairs and ``count`` pose pairs: (name, kind, first, second, is_duplicate).
+    ``boards``: only what a stereo calibration records, a person holding a chessboard in a plain room."""
+    rng = np.random.default_rng((1031 if held_out else 31) + (7 if boards else 0))
     rooms = [p for p in ROOMS[held_out] if isinstance(p, str) or Path(p).exists()]
     for i in range(count):
-        kind = PATTERNS[i % len(PATTERNS)]
+        kind = "chessboard" if boards else PATTERNS[i % len(PATTERNS)]
         # calibration boards are mostly filmed in plain rooms
-        plain = kind == "chessboard" and i % 2 == 0 or rng.random() < 0.15
+        plain = boards or kind == "chessboard" and i % 2 == 0 or rng.random() < 0.15
         wall = plain_room(rng, _photo(rooms[i % len(rooms)])) if plain else _photo(rooms[i % len(rooms)])
-        textures = textures_for(held_out, rng, with_person=kind == "chessboard" and rng.random() < 0.7)
+        person = boards or kind == "chessboard" and rng.random() < 0.7
+        textures = textures_for(held_out, rng, with_person=person)
         s = scene(kind, wall, rng, textures)
         grey = kind == "chessboard" or rng.random() < 0.3
         yield f"stereo_{i:02d}_{kind}", kind, *stereo_pair(s, rng, grey), True
@@ -337,11 +340,11 @@ def _jpeg(image: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def generate(out: Path, held_out: bool, count: int = 15) -> dict[str, dict]:
+def generate(out: Path, held_out: bool, count: int = 15, boards: bool = False) -> dict[str, dict]:
     images = out / "images"
     images.mkdir(parents=True, exist_ok=True)
     truth: dict[str, dict] = {}
-    for name, kind, first, second, duplicate in pairs(held_out, count):
+    for name, kind, first, second, duplicate in pairs(held_out, count, boards):
         (images / f"{name}_a.jpg").write_bytes(_jpeg(first))
         (images / f"{name}_b.jpg").write_bytes(_jpeg(second))
         truth[f"{name}_a.jpg"] = {"base": name, "category": "original", "kind": kind}
@@ -356,5 +359,5 @@ if __name__ == "__main__":
     held = "--held-out" in sys.argv[1:]
     paths = [a for a in sys.argv[1:] if not a.startswith("--")]
     target = Path(paths[0] if paths else "bench/.rig")
-    made = generate(target, held)
+    made = generate(target, held, boards="--boards" in sys.argv[1:])
     print(f"{len(made)} images under {target / 'images'}")

@@ -2,6 +2,7 @@
 look-alikes (two pages of text, two photographs) are not."""
 
 import functools
+import io
 import itertools
 
 import numpy as np
@@ -231,3 +232,31 @@ def test_a_zoomed_crop_of_a_photograph_is_covered_once_placed_by_its_keypoints()
     crop = photo.crop((26, 26, 486, 486)).resize((512, 512))  # 5 % off each side: a 10 % zoom
     a, b = keypoints(photo), keypoints(crop)
     assert covered(a.grey, b.grey) < COVERED <= covered(a.grey, b.grey, _matches(a, b)[1])
+
+
+def _matched_to_a_stored_page(new: Image.Image) -> int:
+    """Incremental matching of ``new`` against one stored page of a layout (real stats,
+    embeddings and keypoints): the stored row it joins, or -1."""
+    from curation_assets.core.duplicates import match_to_corpus
+
+    stored = _page_of_one_layout(1)
+    stats = [image_stats(np.asarray(im)).__dict__ for im in (new, stored)]
+    model = Embedder()
+    vectors = model.embed([lambda im=im: im for im in (new, stored)])
+    leaders = pd.DataFrame([{"frame_id": "new/0", **stats[0]}])
+    reps = pd.DataFrame([{"frame_id": "old/0", **{k: stats[1][k] for k in ("phash", "brightness", "contrast")}}])
+    points = [keypoints(new), keypoints(stored)]
+    params = DuplicateParams.for_model(model.calibration)
+    match, _ = match_to_corpus(leaders, vectors[:1], reps, vectors[1:], np.array([[0]]), params,
+                               verify=lambda leader, rep: inliers(points[0], points[1 + rep]))  # fmt: skip
+    return int(match[0])
+
+
+def test_a_new_page_of_one_layout_does_not_join_a_stored_page_that_geometry_contradicts():
+    assert _matched_to_a_stored_page(_page_of_one_layout(2)) == -1
+
+
+def test_a_new_copy_of_a_stored_page_joins_it_with_the_geometric_check():
+    buffer = io.BytesIO()
+    _page_of_one_layout(1).save(buffer, format="JPEG", quality=60)
+    assert _matched_to_a_stored_page(Image.open(buffer).convert("RGB")) == 0
