@@ -71,7 +71,8 @@ def evaluate(data: Path) -> dict:
             "bits": int(hamming_distance(frames["phash"][a], frames["phash"][b])),
             "orb": geometry.matched(points[a], points[b]),
             "dense": geometry.alignment(points[a].grey, points[b].grey),
-            "covered": geometry.covered(points[a].grey, points[b].grey) if hasattr(geometry, "covered") else np.nan,
+            "covered": geometry.found_share(points[a], points[b], *geometry._matches(points[a], points[b]))
+            if hasattr(geometry, "found_share") else np.nan,
             "verdict": verdict,
         })  # fmt: skip
     groups = find_duplicate_groups(frames, vectors, params, verify=lambda i, j: geometry.inliers(points[i], points[j]))

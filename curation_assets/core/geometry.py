@@ -64,9 +64,7 @@ def inliers(a: Keypoints, b: Keypoints) -> int:
         return found
     if _page_like(a.grey) or _page_like(b.grey):  # lines of text are found anywhere near: parts prove nothing
         return found if found >= PLENTY else ALIGNED if alignment(a.grey, b.grey) >= ALIGNED_DETAIL else found
-    share = covered(a.grey, b.grey)  # placed by the dominant shift: what a homography of keypoints misses
-    if found >= JUDGED_BY_MATCHES and share < COVERED and _slight(homography):
-        share = max(share, covered(a.grey, b.grey, homography))
+    share = found_share(a, b, found, homography)
     if share >= COVERED:
         return ALIGNED
     if found >= JUDGED_BY_MATCHES and 0 <= share < PARTLY_COVERED:
@@ -74,6 +72,15 @@ def inliers(a: Keypoints, b: Keypoints) -> int:
     if found >= PLENTY:  # many agree: a single warp adds nothing
         return found
     return ALIGNED if alignment(a.grey, b.grey) >= ALIGNED_DETAIL else found
+
+
+def found_share(a: Keypoints, b: Keypoints, found: int, homography: np.ndarray | None) -> float:
+    """``covered`` with the pictures placed by the dominant shift, or by the keypoints'
+    homography (``found`` agreeing matches) when that places more and only zooms a little."""
+    share = covered(a.grey, b.grey)  # placed by the dominant shift: what a homography of keypoints misses
+    if found >= JUDGED_BY_MATCHES and share < COVERED and _slight(homography):
+        share = max(share, covered(a.grey, b.grey, homography))
+    return share
 
 
 def _page_like(grey: np.ndarray) -> bool:
