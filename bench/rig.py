@@ -1,8 +1,8 @@
 """Stereo pairs against other poses of repetitive patterns: the geometric checks, with margins.
 
-    .venv/bin/python bench/rig_data.py bench/.rig              # calibration part (thresholds chosen here)
-    .venv/bin/python bench/rig_data.py bench/.rig-held --held-out
-    .venv/bin/python bench/rig.py bench/.rig [bench/.rig-held ...]
+    .venv/bin/python bench/rig_data.py bench/.rig/mixed [--boards]             # calibration parts (thresholds chosen)
+    .venv/bin/python bench/rig_data.py bench/.rig/mixed-held-out --held-out [--boards]
+    .venv/bin/python bench/rig.py bench/.rig/mixed [bench/.rig/mixed-held-out ...]     # make bench-rig: all four
 
 Per pair (``bench/rig_data.py``: two cameras of a rig at one instant, or one camera and two
 poses of the pattern): the packaged model's embedding cosine, the perceptual hashes' distance,
@@ -96,18 +96,23 @@ def report(data: Path, result: dict) -> None:
           f"stereo {int((stereo['verdict'] >= confirm).sum())}/{len(stereo)}, "
           f"pose {int((pose['verdict'] >= confirm).sum())}/{len(pose)}")  # fmt: skip
     if "covered" in table and table["covered"].notna().any():
-        high, low = geometry.COVERED, geometry.PARTLY_COVERED
-        print(f"covered (confirms from {high}, overrules agreeing keypoints under {low}): lowest stereo "
-              f"{stereo['covered'].min():.3f} ({stereo['covered'].min() - low:+.3f} to {low}), highest pose "
-              f"{pose['covered'].max():.3f} ({high - pose['covered'].max():+.3f} to {high}); stereo from {high}: "
-              f"{int((stereo['covered'] >= high).sum())}, "
-              f"pose under {low}: {int((pose['covered'] < low).sum())}")  # fmt: skip
+        high, low, judged = geometry.COVERED, geometry.PARTLY_COVERED, geometry.JUDGED_BY_MATCHES
+        agreed_stereo, agreed_pose = stereo[stereo["orb"] >= judged], pose[pose["orb"] >= judged]
+        print(f"confirmation (share found >= {high}): stereo {int((stereo['covered'] >= high).sum())}/{len(stereo)}, "
+              f"pose {int((pose['covered'] >= high).sum())}/{len(pose)}; nearest pose {pose['covered'].max():.3f} "
+              f"({high - pose['covered'].max():+.3f})")  # fmt: skip
+        vetoed_pose, vetoed_stereo = (int((part["covered"] < low).sum()) for part in (agreed_pose, agreed_stereo))
+        nearest = agreed_stereo["covered"].min()
+        print(
+            f"veto (>= {judged} keypoints agree, share found < {low}): pose {vetoed_pose}/{len(agreed_pose)}, "
+            f"stereo {vetoed_stereo}/{len(agreed_stereo)}; nearest stereo {nearest:.3f} ({nearest - low:+.3f})"
+        )
     print(f"median {np.median(result['seconds']) * 1e3:.0f} ms a pair, slowest {max(result['seconds']) * 1e3:.0f} ms")
 
 
 def main() -> None:
     print(f"machine: {describe()}")
-    for data in [Path(a) for a in sys.argv[1:]] or [ROOT / "bench" / ".rig"]:
+    for data in [Path(a) for a in sys.argv[1:]] or [ROOT / "bench" / ".rig" / "mixed"]:
         report(data, evaluate(data))
 
 

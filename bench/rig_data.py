@@ -358,6 +358,6 @@ def generate(out: Path, held_out: bool, count: int = 15, boards: bool = False) -
 if __name__ == "__main__":
     held = "--held-out" in sys.argv[1:]
     paths = [a for a in sys.argv[1:] if not a.startswith("--")]
-    target = Path(paths[0] if paths else "bench/.rig")
+    target = Path(paths[0] if paths else "bench/.rig/mixed")
     made = generate(target, held, boards="--boards" in sys.argv[1:])
     print(f"{len(made)} images under {target / 'images'}")
