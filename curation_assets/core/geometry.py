@@ -7,8 +7,10 @@ regular grid or repeated letters, are dropped), then a homography fitted with RA
 matches that agree on one geometry mean the same scene re-shot: a viewpoint, zoom, framing
 or exposure change that moves every pixel and defeats perceptual hashes. A repetitive
 pattern (a chessboard, tiles, a shelf of identical products) leaves the ratio test nothing,
-so the pictures are also aligned densely (``alignment``): the same picture shifted or
-slightly re-projected lines up under a nearly rigid warp; another pose of the pattern does not.
+so the pictures are also compared part by part (``covered``): the same picture shifted or
+slightly re-projected, even with parallax (two cameras of a rig), has each part of one found
+in the other near where the dominant shift puts it; another pose of the pattern does not,
+and keypoints that agree only on the unchanged room around it are overruled.
 """
 
 from __future__ import annotations
@@ -224,12 +226,14 @@ def _translation(a: np.ndarray, b: np.ndarray, start=(0.0, 0.0)) -> tuple[float,
 # board (turned 10-40 degrees) leaves the board's part found nowhere, although the room matches.
 COVER_SIDE = 256  # pictures compared at this long side (sensor noise averaged away)
 TILE = 32  # parts of this many pixels each
+PART_BAND = (1.0, 2.5)  # the detail parts are compared by (difference of Gaussians, pixels)
 REACH = 0.2  # how far (share of the long side) a part may sit from where the geometry puts it: parallax
 TILE_MATCH = 0.7  # band-pass correlation at which a part counts as found (0.6 let a nearer board pass)
-COVERED = 0.85  # share of the detail (weighted by its contrast) found: the same picture
+# thresholds from bench/rig.py's calibration parts (bench/rig_data.py; held-out parts never used to choose)
+COVERED = 0.85  # share of the detail (weighted by its contrast) found: the same picture (other poses: up to 0.795)
 MAX_ZOOM = 0.15  # a homography placing one picture on the other zooms at most this much
 MIN_OVERLAP = 0.5  # share of one picture's detail that must lie in the other's view
-PARTLY_COVERED = 0.5  # under this share, keypoints agreeing on one geometry describe a part only
+PARTLY_COVERED = 0.5  # under this, agreeing keypoints describe a part only (rig pairs from 0.561, copies 0.89)
 _FLAT_TILE = 2e-3
 _POWER = 1.0  # parts with less band-pass contrast than this hold no detail to find
 
@@ -277,7 +281,8 @@ def _found(a: np.ndarray, b: np.ndarray, b_to_a: np.ndarray) -> tuple[float, flo
     flags = cv2.INTER_LINEAR
     placed = cv2.warpPerspective(b, b_to_a, size, flags=flags, borderMode=cv2.BORDER_REPLICATE)
     inside = cv2.warpPerspective(np.ones_like(b), b_to_a, size, flags=flags) > 0.99
-    band_a, band_b = (cv2.GaussianBlur(g, (0, 0), 1.0) - cv2.GaussianBlur(g, (0, 0), 2.5) for g in (a, placed))
+    fine, coarse = PART_BAND
+    band_a, band_b = (cv2.GaussianBlur(g, (0, 0), fine) - cv2.GaussianBlur(g, (0, 0), coarse) for g in (a, placed))
     h, w = band_a.shape
     reach = int(REACH * max(a.shape))
     found = total = everywhere = 0.0
