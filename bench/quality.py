@@ -188,7 +188,8 @@ def main() -> None:
     if args.random_init:
         models["ours (efficientnet-lite0, random init)"] = {"CURATION_EMBEDDER_PRETRAINED": "none"}
     if args.pretrained:
-        models[f"ours (efficientnet-lite0, {Path(args.pretrained).name})"] = {"CURATION_EMBEDDER_PRETRAINED": args.pretrained}
+        label = f"ours (efficientnet-lite0, {Path(args.pretrained).name})"
+        models[label] = {"CURATION_EMBEDDER_PRETRAINED": args.pretrained}
     results, footage, ours_tables = {}, {}, None
     for label, env in models.items():
         t, seconds = run_ours(args.data / "images", args.data / "ours", env, folder="photos")
