@@ -48,12 +48,22 @@ class ObjectsConfig(dg.Config):
     min_side: int = Field(default=CropParams.min_side, description="Crops are padded to at least this square.")
 
 
+def boxes_from_labeling_rounds(store: ObjectStore) -> pd.DataFrame | None:
+    """The boxes our labeling rounds brought back: labeled_set's published annotations.
+
+    A read this asset cannot declare: labeled_set follows selected_batch, which follows this
+    asset (object_diversity chooses frames by these boxes), so the dep would close a cycle.
+    The loop is real (each round's labels steer the next round) and a DAG shows one turn of
+    it; the materialization's ``by_origin`` counts the boxes that came this way."""
+    imported = layout.table_key("labeled_set", "annotations")
+    return store.read_table(imported) if store.exists(imported) else None
+
+
 def all_boxes(store: ObjectStore, frames: pd.DataFrame, config: ObjectsConfig, params: CropParams) -> pd.DataFrame:
     """Every box, one source per frame: a labeled dataset's own labels, else the labels imported
     from our labeling rounds (labeled_set), else (with ``predictions``) a model's boxes."""
     sources = [("labels", store.read_tables(layout.table_prefix("source_labels")))]
-    imported = layout.table_key("labeled_set", "annotations")
-    sources.append(("labeled_set", store.read_table(imported) if store.exists(imported) else None))
+    sources.append(("labeled_set", boxes_from_labeling_rounds(store)))
     if config.predictions:
         if not store.exists(config.predictions):
             raise dg.Failure(f"no predictions table at {store.uri(config.predictions)}", allow_retries=False)
@@ -81,8 +91,7 @@ def readable_frames(store: ObjectStore) -> pd.DataFrame:
 
 @dg.asset(
     retry_policy=TRANSIENT,
-    # it reads labeled_set's boxes too, which cannot be a dep (labeled_set follows selected_batch,
-    # which follows this asset: a cycle)
+    # it reads labeled_set's boxes too, undeclared: see boxes_from_labeling_rounds
     deps=["raw_frames", "source_labels"],
     group_name="objects",
     kinds={"pytorch", "qdrant", "parquet"},
