@@ -273,3 +273,40 @@ def audit_sources(
     )
     return DatasetsAudit(report, summary, balance, cleaning, disagreeing, cleaned, per_group)
 
+
+def merged_files(images: pd.DataFrame, labels: pd.DataFrame, drops: pd.DataFrame) -> dict[str, bytes]:
+    """A merged dataset's files (``merge_sources``' output): one COCO file per split, and
+    ``provenance.json`` with where every image and label came from and every drop."""
+    files = coco_files_by_split(images, labels, sorted(labels["category"].unique()))
+    provenance = {
+        "images": images[["frame_id", "source", "source_name", "split"]].to_dict("records"),
+        "labels": labels[["frame_id", "category", "source_category"]].to_dict("records"),
+        "drops": drops.to_dict("records"),
+    }
+    files["provenance.json"] = json.dumps(provenance, indent=1).encode()
+    return files
+
+
+def merge_counts(
+    frames: pd.DataFrame,
+    labels: pd.DataFrame,
+    sources: list[str],
+    merged: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame],
+    category_map: dict[str, str],
+) -> dict:
+    """What went into a merge (``merged``: ``merge_sources``' output) and what came out: every
+    image and label in is out or dropped, with why."""
+    images, merged_labels, drops = merged
+    image_drops = drops[drops["kind"] == "image"]
+    source_frames = frames.loc[frames["video_id"].isin(sources), "frame_id"]
+    return {
+        "sources": sources,
+        "images_in": int(frames["video_id"].isin(sources).sum()),
+        "images_out": len(images),
+        "images_dropped": {k: int(v) for k, v in image_drops["reason"].str.split(" of ").str[0].value_counts().items()},
+        "labels_in": int(labels["frame_id"].isin(source_frames).sum()),
+        "labels_out": len(merged_labels),
+        "labels_dropped_by_map": int((drops["kind"] == "label").sum()),
+        "labels_of_dropped_images": int(labels["frame_id"].isin(image_drops["frame_id"]).sum()),
+        "category_map": category_map,
+    }
