@@ -26,7 +26,7 @@ from curation_assets.core.objects import (
 )
 from curation_assets.core.progress import Stopwatch
 from curation_assets.defs import checks
-from curation_assets.defs.embedding import vector_checks
+from curation_assets.defs.embedding import replace_video_points, vector_checks
 from curation_assets.defs.reports import png_metadata
 from curation_assets.defs.retries import TRANSIENT, transient_only
 from curation_assets.quality import suites
@@ -143,7 +143,7 @@ def object_embeddings(
     collection = vector_store.collection_for(model.vector_name, items="objects")
     videos = set(table["video_id"]) | (set(earlier["video_id"]) if earlier is not None else set())
     with watch.stage("vector store"):
-        stored = _replace_points(vector_store, collection, model, usable, vectors, videos)
+        stored = replace_video_points(vector_store, collection, model, _points_by_video(usable, vectors, videos))
     with watch.stage("checks"):
         summary = usable.assign(vector=list(vectors))
         results = vector_checks(expectations, EMBEDDINGS, summary, model.dim, stored, collection, "boxes", "object_id")
@@ -161,18 +161,12 @@ def _frame_reader(store: ObjectStore, frames: pd.DataFrame) -> Callable[[str], I
     return lambda frame_id: Image.open(io.BytesIO(store.get_bytes(store.key_for_uri(uri_of[frame_id])))).convert("RGB")
 
 
-def _replace_points(vector_store: VectorStoreResource, collection: str, model, usable: pd.DataFrame,
-                    vectors: np.ndarray, videos: set[str]) -> int:  # fmt: skip
-    """Each video's points in the objects' collection become exactly its croppable boxes (a
-    video whose boxes are all gone loses its points); returns the collection's point count."""
+def _points_by_video(usable: pd.DataFrame, vectors: np.ndarray, videos: set[str]):
+    """Each video's croppable boxes as points (a video whose boxes are all gone: none, so it loses its points)."""
     point_ids = np.array([point_id_for(o) for o in usable["object_id"]], dtype=object)
-    with vector_store.open() as vs:
-        vs.ensure_collection(collection, model.vector_name, model.dim)
-        for video in sorted(videos):
-            rows = np.flatnonzero(usable["video_id"].to_numpy() == video)
-            payloads = usable.iloc[rows][PAYLOAD_COLUMNS].to_dict("records")
-            vs.replace_video(collection, model.vector_name, video, list(point_ids[rows]), vectors[rows], payloads)
-        return vs.count(collection)
+    for video in sorted(videos):
+        rows = np.flatnonzero(usable["video_id"].to_numpy() == video)
+        yield video, list(point_ids[rows]), vectors[rows], usable.iloc[rows][PAYLOAD_COLUMNS].to_dict("records")
 
 
 def _describe_objects(store: ObjectStore, objects: pd.DataFrame, embedded: dict, collection: str, vector_name: str,
