@@ -176,8 +176,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", type=Path, nargs="?", default=ROOT / "bench" / ".quality")
     parser.add_argument("--random-init", action="store_true", help="also run a seeded random-init model")
-    parser.add_argument("--pretrained", default="", help="also run the packaged model with these weights "
-                        "(e.g. embedder_adaptation's checkpoint: a new model, thresholds uncalibrated)")
+    parser.add_argument(
+        "--pretrained",
+        default="",
+        help="also run the packaged model with these weights "
+        "(e.g. embedder_adaptation's checkpoint: a new model, thresholds uncalibrated)",
+    )
     parser.add_argument("--sweep", action="store_true", help="also print a threshold sweep of our grouping")
     parser.add_argument("--details", action="store_true", help="list our false pairs and false flags")
     args = parser.parse_args()
