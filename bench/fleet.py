@@ -1,6 +1,7 @@
 """Fleet scale: what one new video costs against 10 k, 100 k, 1 M stored frames.
 
     python bench/fleet.py [--sizes 10000,100000] [--frames 1000] [--burst 10] [--rebuild-up-to 100000]
+                          [--quantization none|int8|binary] [--rebuild-limit-s 1800]
 
 A seed root is made once (cached in bench/.fleet/): one real camera video (a real photograph
 filmed with pan, jitter, lighting drift, noise and people walking; bench/quality_data.py),
@@ -11,14 +12,18 @@ around a few hundred cluster centres following the seed's duplicate groups (a me
 next to its representative), every point upserted with the payload curation keeps
 (group, role, size, outlier flags), per-source duplicate_groups / outliers tables and the
 curation state written as the incremental path would have left them. The store's HNSW
-index is built once (a Qdrant server builds it in the background; timed apart).
+index is built once (a Qdrant server builds it in the background; timed apart): every point
+is written first with indexing deferred, then one ``optimize``. ``--quantization`` is the
+store's setting (the seed's collection is made with it; each setting has its own seed).
 
 Then, each a real headless command in its own process tree (wall, CPU, peak RSS of every
 process, the command's stage timings):
   add one video   a different real video (another photograph) lands; ``run`` (ingest, curate)
   nothing new     ``run`` again: the cron tick with nothing landed
   burst           ``--burst`` more videos (``--burst-frames`` each) land at once; one ``run``
-  rebuild         ``run --select rebuild`` (sizes up to ``--rebuild-up-to``)
+  rebuild         ``run --select rebuild`` (sizes up to ``--rebuild-up-to``); past
+                  ``--rebuild-limit-s`` it is stopped and the sources each step had
+                  rewritten by then are counted (their tables' times): a rate, not a finish
 """
 
 from __future__ import annotations
@@ -64,12 +69,14 @@ def make_video(path: Path, frames: int, photo: int, seed: int) -> Path:
     return path
 
 
-def measured(command: list[str], env: dict) -> dict:
-    """Wall, CPU (GNU time: the process and its children) and each process's peak RSS."""
+def measured(command: list[str], env: dict, limit_s: float | None = None) -> dict:
+    """Wall, CPU (GNU time: the process and its children) and each process's peak RSS; past
+    ``limit_s`` the command's process group is stopped (``stopped``; CPU then unknown)."""
     report = Path(tempfile.mktemp(suffix=".time"))
     started = time.perf_counter()
-    proc = subprocess.Popen([TIME, "-o", str(report), "-f", "%U %S", *command], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)  # fmt: skip
+    log = tempfile.TemporaryFile("w+")  # not a pipe: a long command's log would fill it while we sample
+    proc = subprocess.Popen([TIME, "-o", str(report), "-f", "%U %S", *command], stdout=log, stderr=subprocess.STDOUT,
+                            text=True, cwd=ROOT, env=env, start_new_session=True)  # fmt: skip
     # per process: (name, peak RSS, peak anonymous RSS): the embedded vector store maps its
     # segment files, whose resident pages count in RSS though the kernel drops them at will
     peaks: dict[int, tuple[str, int, int]] = {}
@@ -79,13 +86,21 @@ def measured(command: list[str], env: dict) -> dict:
             if mb is not None:
                 name, high, high_anon = peaks.get(pid) or (_name(pid), 0, 0)
                 peaks[pid] = (name, max(high, mb), max(high_anon, anon or 0))
-        time.sleep(0.05)
-    stdout, stderr = proc.communicate()
+        time.sleep(0.05 if time.perf_counter() - started < 120 else 0.5)
+        if limit_s is not None and time.perf_counter() - started > limit_s:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+            wall = time.perf_counter() - started
+            return {"wall_s": round(wall, 1), "cpu_s": None, "stopped": True, "exit": None,
+                    "peak_rss_mb": sorted(peaks.values(), key=lambda p: -p[1])}  # fmt: skip
+    proc.wait()
     wall = time.perf_counter() - started
+    log.seek(0)
+    output = log.read()
     user, system = report.read_text().split()[-2:]
     report.unlink()
     if proc.returncode not in (0, 1):
-        raise SystemExit(f"{' '.join(command)} failed:\n{stdout[-3000:]}\n{stderr[-3000:]}")
+        raise SystemExit(f"{' '.join(command)} failed:\n{output[-6000:]}")
     return {"wall_s": round(wall, 1), "cpu_s": round(float(user) + float(system), 1),
             "peak_rss_mb": sorted(peaks.values(), key=lambda p: -p[1]), "exit": proc.returncode}  # fmt: skip
 
@@ -103,12 +118,22 @@ def _name(pid: int) -> str:
     return text.rsplit("/", 1)[-1][:30] or "?"
 
 
-def headless(root: Path, landing: Path, select: str, summary: Path) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "DAGSTER_HOME": str(root / "dagster")}
+def headless(root: Path, landing: Path, select: str, summary: Path, quantization: str, limit_s=None) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DAGSTER_HOME": str(root / "dagster"),
+           "CURATION_QDRANT_QUANTIZATION": quantization}  # fmt: skip
     (root / "dagster").mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "curation_assets", "run", "--landing", str(landing), "--root", str(root / "store"),
                "--select", select, "--summary-json", str(summary)]  # fmt: skip
-    result = measured(command, env)
+    started = time.time()
+    result = measured(command, env, limit_s)
+    if result.get("stopped"):  # how far each step got: the per-source tables it rewrote
+        result.update(steps={}, runs={}, failed=[])
+        for asset in ("duplicate_groups", "outliers"):
+            written = [o for o in (root / "store" / "tables" / asset).glob("*") if o.stat().st_mtime > started]
+            result["steps"][asset] = {"sources_rewritten": len(written),
+                                      "last_at_s": round(max((o.stat().st_mtime for o in written), default=started)
+                                                         - started, 1)}  # fmt: skip
+        return result
     data = json.loads(summary.read_text())
     result["steps"] = data.get("steps", {})
     result["runs"] = {r["run"]: r["steps"] for r in data["timings"]["runs"]}
@@ -118,16 +143,16 @@ def headless(root: Path, landing: Path, select: str, summary: Path) -> dict:
     return result
 
 
-def seed(frames: int) -> Path:
-    """A root with one real video ingested and curated (cached)."""
-    root = CACHE / f"seed-{frames}"
+def seed(frames: int, quantization: str) -> Path:
+    """A root with one real video ingested and curated (cached), its collection made with ``quantization``."""
+    root = CACHE / f"seed-{frames}-{quantization}"
     if (root / "store" / layout.state_key("outliers")).exists():
         return root
     shutil.rmtree(root, ignore_errors=True)
     landing = root / "landing"
     landing.mkdir(parents=True)
     shutil.copy(make_video(CACHE / f"seed-{frames}.mp4", frames, photo=15, seed=40), landing / "seed.mp4")
-    run = headless(root, landing, "ingest,curate", root / "summary.json")
+    run = headless(root, landing, "ingest,curate", root / "summary.json", quantization)
     print(f"seed: {frames} frames ingested and curated in {run['wall_s']} s")
     return root
 
@@ -163,6 +188,7 @@ def grow(seed_root: Path, size: int, work: Path) -> tuple[Path, dict]:
     reps_scored = scored.set_index("frame_id").loc[groups.loc[groups["is_representative"], "frame_id"], "isolation"]
     clones = (size - len(embedded)) // len(embedded)
     vs = EdgeVectorStore(root / "store" / "qdrant")
+    vs.ensure_payload_indexes(collection)  # a seed made before an index was added: not left to the first add
     started = time.perf_counter()
     for c in range(clones):
         source = f"fleet-{c:05d}"
@@ -210,6 +236,8 @@ def grow(seed_root: Path, size: int, work: Path) -> tuple[Path, dict]:
             vs.upsert(collection, vector_name, ids[start : start + 1024], vectors[start : start + 1024],
                       payloads[start : start + 1024])  # fmt: skip
         isolation.add(reps_scored.to_numpy())
+        if (c + 1) % 100 == 0:
+            print(f"  grown {c + 1} of {clones} sources in {time.perf_counter() - started:.0f} s", flush=True)
     grow_s = time.perf_counter() - started
     started = time.perf_counter()
     vs.build_index(collection)
@@ -238,7 +266,11 @@ def grow(seed_root: Path, size: int, work: Path) -> tuple[Path, dict]:
 def show(label: str, run: dict) -> None:
     rss = ", ".join(f"{name} {mb} MB (anon {anon} MB)" for name, mb, anon in run["peak_rss_mb"][:4])
     print(f"  {label}: wall {run['wall_s']} s, CPU {run['cpu_s']} s, peak RSS {rss}"
-          + (f", FAILED {run['failed']}" if run["failed"] else ""))  # fmt: skip
+          + (f", FAILED {run['failed']}" if run["failed"] else "")
+          + (" -- STOPPED at the limit" if run.get("stopped") else ""), flush=True)  # fmt: skip
+    if run.get("stopped"):
+        print(f"    sources rewritten by then: {json.dumps(run['steps'])}", flush=True)
+        return
     for asset, step in run["steps"].items():
         if asset in ("duplicate_groups", "outliers", "dataset_audit", "frame_embeddings", "raw_frames"):
             print(f"    {asset}: {step.get('mode', '')} {json.dumps(step.get('timings', {}))}")
@@ -254,30 +286,35 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=0, help="then this many videos at once")
     parser.add_argument("--burst-frames", type=int, default=200, help="frames of each video of the burst")
     parser.add_argument("--rebuild-up-to", type=int, default=100_000)
+    parser.add_argument("--quantization", default="none", choices=["none", "int8", "binary"])
+    parser.add_argument("--rebuild-limit-s", type=float, default=None, help="stop a rebuild past this and count")
     parser.add_argument("--work", type=Path, default=CACHE)
     parser.add_argument("--keep", action="store_true", help="keep each grown root")
     args = parser.parse_args()
     print(f"machine: {describe()}")
     CACHE.mkdir(parents=True, exist_ok=True)
-    seed_root = seed(args.frames)
+    print(f"store quantization: {args.quantization}", flush=True)
+    seed_root = seed(args.frames, args.quantization)
     videos = [make_video(CACHE / f"video-{i}-{n}.mp4", n, photo=i % 12, seed=100 + i)
               for i, n in enumerate([args.frames] + [args.burst_frames] * args.burst)]  # fmt: skip
     for size in (int(s) for s in args.sizes.split(",")):
         root, grown = grow(seed_root, size, args.work)
         print(f"{grown['stored_frames']} stored frames in {grown['sources']} sources (grown in {grown['grow_s']} s; "
-              f"HNSW index built once in {grown['index_build_once_s']} s)")  # fmt: skip
+              f"HNSW index built once in {grown['index_build_once_s']} s)", flush=True)  # fmt: skip
         landing = root / "landing"
         landing.mkdir()
         (landing / "cam-new").mkdir()
         shutil.copy(videos[0], landing / "cam-new" / "one.mp4")
-        show("add one video", headless(root, landing, "ingest,curate", root / "one.json"))
-        show("nothing new", headless(root, landing, "ingest,curate", root / "idle.json"))
+        show("add one video", headless(root, landing, "ingest,curate", root / "one.json", args.quantization))
+        show("nothing new", headless(root, landing, "ingest,curate", root / "idle.json", args.quantization))
         if args.burst:
             for i, video in enumerate(videos[1:]):
                 shutil.copy(video, landing / "cam-new" / f"burst-{i:02d}.mp4")
-            show(f"burst of {args.burst}", headless(root, landing, "ingest,curate", root / "burst.json"))
+            burst = headless(root, landing, "ingest,curate", root / "burst.json", args.quantization)
+            show(f"burst of {args.burst}", burst)
         if size <= args.rebuild_up_to:
-            show("rebuild", headless(root, landing, "rebuild", root / "rebuild.json"))
+            rebuilt = headless(root, landing, "rebuild", root / "rebuild.json", args.quantization, args.rebuild_limit_s)
+            show("rebuild", rebuilt)
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
 

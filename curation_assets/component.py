@@ -46,10 +46,11 @@ class VectorStoreSettings(Settings):
     collection_prefix: str | None = pydantic.Field(
         default=None, description="Qdrant collection names start with this; default 'frames' or '<key_prefix>_frames'."
     )
-    quantization: Literal["none", "int8"] = pydantic.Field(
+    quantization: Literal["none", "int8", "binary"] = pydantic.Field(
         default="none",
         description="int8: new collections keep int8 vectors in RAM (a quarter of the memory) and the originals on "
-        "disk, rescoring the top hits on them: for millions of vectors.",
+        "disk, rescoring the top hits on them: for millions of vectors. binary: one bit a dimension in RAM (a 32nd), "
+        "rescored the same way; its recall on this model's vectors is in bench/RESULTS.md (issue 28).",
     )
     lock_timeout_s: float = pydantic.Field(
         default=120.0, description="How long a step waits for the embedded store's lock held by another step."

@@ -28,9 +28,12 @@ from pydantic import Field
 from curation_assets.component import VectorStoreSettings, VideoCuration
 from curation_assets.core.ids import point_id_for
 
-# category: boxes only; group_id, group_role: curation's results (defs/curation.py writes them)
+# category: boxes only; group_id, group_role, is_outlier: curation's results (defs/curation.py writes them)
 PAYLOAD_INDEXES = ("video_id", "camera_id", "category", "group_id", "group_role")
-QUANTIZATIONS = ("none", "int8")
+FLAG_INDEXES = ("is_outlier",)  # booleans: what search's exclusions filter on
+# none: float32 in RAM; int8: int8 codes in RAM (1/4), originals on disk for rescoring; binary: one bit
+# a dimension in RAM (1/32), originals on disk, rescored (Qdrant's advice for >= 1 024-d); recall: bench/RESULTS.md
+QUANTIZATIONS = ("none", "int8", "binary")
 # Search effort (bench/search.py, 1 M clustered vectors x 1280, int8): Qdrant's defaults
 # (ef 100, oversampling 1-2) found 0.84 of the exact top 10; these find 0.98 at p95 12.7 ms
 HNSW_EF = 256  # candidates the graph search keeps
@@ -98,10 +101,13 @@ class Where:
     categories: Sequence[str] = ()  # boxes of these classes (the objects' collection)
     groups: Sequence[str] = ()  # frames of these duplicate groups (by group id)
     group_roles: Sequence[str] = ()  # "representative" / "member": frames curation has grouped
+    exclude_group_roles: Sequence[str] = ()  # "member": leave out frames that duplicate their group's representative
+    exclude_outliers: bool = False  # leave out frames curation flagged (payload is_outlier)
 
     def clauses(self) -> tuple[list[tuple], list[tuple]]:
-        """(must, must not), each clause ("any", payload key, values), ("range", payload key,
-        (min, max)) or ("ids", point ids): what both stores translate into their filter types."""
+        """(must, must not), each clause ("any", payload key, values), ("is", payload key, value),
+        ("range", payload key, (min, max)) or ("ids", point ids): what both stores translate into
+        their filter types."""
         listed = (("camera_id", self.cameras), ("video_id", self.videos), ("category", self.categories),
                   ("group_id", self.groups), ("group_role", self.group_roles))  # fmt: skip
         must: list[tuple] = [("any", key, list(values)) for key, values in listed if values]
@@ -112,6 +118,10 @@ class Where:
         must_not: list[tuple] = [("any", "video_id", list(self.exclude_videos))] if self.exclude_videos else []
         if self.exclude_frames:
             must_not.append(("ids", [point_id_for(f) for f in self.exclude_frames]))
+        if self.exclude_group_roles:
+            must_not.append(("any", "group_role", list(self.exclude_group_roles)))
+        if self.exclude_outliers:
+            must_not.append(("is", "is_outlier", True))
         return must, must_not
 
 
@@ -281,8 +291,7 @@ class EdgeVectorStore(VectorStore):
                     raise VectorStoreError(f"collection {collection!r} does not exist in {self.path}")
                 else:
                     shard = qe.EdgeShard.create(str(folder), self._config(vector_name, dim))
-                    for field in PAYLOAD_INDEXES:
-                        shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword))
+                    self._index_payload(shard)
                 break
             except VectorStoreError:
                 raise
@@ -304,9 +313,14 @@ class EdgeVectorStore(VectorStore):
         qe = self._qe
         if self.quantization == "none":
             return qe.EdgeConfig(vectors={vector_name: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)})
+        codes = (
+            qe.ScalarQuantizationConfig(qe.ScalarType.Int8, quantile=0.99, always_ram=True)
+            if self.quantization == "int8"
+            else qe.BinaryQuantizationConfig(always_ram=True)
+        )
         return qe.EdgeConfig(
             vectors={vector_name: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine, on_disk=True)},
-            quantization_config=qe.ScalarQuantizationConfig(qe.ScalarType.Int8, quantile=0.99, always_ram=True),
+            quantization_config=codes,
         )
 
     def ensure_collection(self, collection: str, vector_name: str, dim: int) -> None:
@@ -348,9 +362,14 @@ class EdgeVectorStore(VectorStore):
         )
 
     def ensure_payload_indexes(self, collection: str) -> None:
-        qe, shard = self._qe, self._shard(collection)
+        self._index_payload(self._shard(collection))
+
+    def _index_payload(self, shard) -> None:
+        qe = self._qe
         for field in PAYLOAD_INDEXES:  # idempotent
             shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword))
+        for field in FLAG_INDEXES:
+            shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Bool))
 
     def _condition(self, clause: tuple):
         qe, (kind, *args) = self._qe, clause
@@ -359,6 +378,9 @@ class EdgeVectorStore(VectorStore):
         key, value = args
         if kind == "any":
             return qe.FieldCondition(key=key, match=qe.MatchAny(value))
+        if kind == "is":  # qdrant-edge 0.9 reads a Python bool as the integer 1 (no stored bool matches it);
+            value = np.bool_(value) if isinstance(value, bool) else value  # numpy's bool it reads as a bool
+            return qe.FieldCondition(key=key, match=qe.MatchValue(value))
         return qe.FieldCondition(key=key, range=qe.RangeFloat(gte=value[0], lte=value[1]))
 
     def _make_filter(self, must, must_not):
@@ -437,26 +459,24 @@ class QdrantClientVectorStore(VectorStore):
         m = self.models
         if self._call("collection_exists", self.client.collection_exists, collection):
             return
-        int8 = self.quantization == "int8"
+        quantized = self.quantization != "none"
+        codes = {
+            "none": None,
+            "int8": m.ScalarQuantization(
+                scalar=m.ScalarQuantizationConfig(type=m.ScalarType.INT8, quantile=0.99, always_ram=True)
+            ),
+            "binary": m.BinaryQuantization(binary=m.BinaryQuantizationConfig(always_ram=True)),
+        }[self.quantization]
         self._call(
             "create_collection",
             self.client.create_collection,
             collection,
-            vectors_config={vector_name: m.VectorParams(size=dim, distance=m.Distance.COSINE, on_disk=int8 or None)},
-            quantization_config=m.ScalarQuantization(
-                scalar=m.ScalarQuantizationConfig(type=m.ScalarType.INT8, quantile=0.99, always_ram=True)
-            )
-            if int8
-            else None,
+            vectors_config={
+                vector_name: m.VectorParams(size=dim, distance=m.Distance.COSINE, on_disk=quantized or None)
+            },
+            quantization_config=codes,
         )
-        for field in PAYLOAD_INDEXES:
-            self._call(
-                "create_payload_index",
-                self.client.create_payload_index,
-                collection,
-                field_name=field,
-                field_schema=m.PayloadSchemaType.KEYWORD,
-            )
+        self.ensure_payload_indexes(collection)
 
     def upsert(
         self, collection: str, vector_name: str, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict]
@@ -502,9 +522,10 @@ class QdrantClientVectorStore(VectorStore):
         )
 
     def ensure_payload_indexes(self, collection: str) -> None:
-        for field in PAYLOAD_INDEXES:
+        kinds = self.models.PayloadSchemaType
+        for field, kind in [(f, kinds.KEYWORD) for f in PAYLOAD_INDEXES] + [(f, kinds.BOOL) for f in FLAG_INDEXES]:
             self._call("create_payload_index", self.client.create_payload_index, collection, field_name=field,
-                       field_schema=self.models.PayloadSchemaType.KEYWORD)  # fmt: skip
+                       field_schema=kind)  # fmt: skip
 
     def _condition(self, clause: tuple):
         m, (kind, *args) = self.models, clause
@@ -513,6 +534,8 @@ class QdrantClientVectorStore(VectorStore):
         key, value = args
         if kind == "any":
             return m.FieldCondition(key=key, match=m.MatchAny(any=value))
+        if kind == "is":
+            return m.FieldCondition(key=key, match=m.MatchValue(value=value))
         return m.FieldCondition(key=key, range=m.Range(gte=value[0], lte=value[1]))
 
     def _make_filter(self, must, must_not):
@@ -564,8 +587,9 @@ class VectorStoreResource(dg.ConfigurableResource):
     lock_timeout_s: float = LOCK_TIMEOUT_S
     quantization: str = Field(
         default="none",
-        description="'int8': new collections keep int8 vectors in RAM (a quarter of the memory) and the "
-        "full-precision ones on disk, used to rescore the top hits; for millions of vectors.",
+        description="'int8' / 'binary': new collections keep int8 codes (a quarter of the memory) or one bit a "
+        "dimension (a 32nd) in RAM and the full-precision vectors on disk, used to rescore the top hits; for "
+        "millions of vectors.",
     )
 
     def collection_for(self, vector_name: str, items: str = "frames") -> str:

@@ -76,6 +76,28 @@ def test_filters_leave_out_what_they_should(corpus):
         _search(resources, **query, split="val")
 
 
+def test_exclusions_filter_on_the_curation_payload_in_the_store(corpus):
+    """--exclude-outliers / --exclude-duplicates ask the store for points whose payload is not
+    flagged / not a group's member (inside the k-NN query); no curation table decides."""
+    _, _, resources, _ = corpus
+    store = resources["object_store"].store()
+    video = video_id_for("cam-b/shelf.mp4")
+    query = {"frame": store.read_table(layout.table_key("raw_frames", video))["frame_id"][4], "top": 200}
+    groups, flags = read_groups(store).set_index("frame_id"), read_outliers(store).set_index("frame_id")
+    hits = _search(resources, **query).hits["frame_id"]
+    marked = next(f for f in hits if groups.loc[f, "is_representative"] and not flags.loc[f, "is_outlier"])
+    collection = resources["vector_store"].collection_for(resources["embedder"].embedder().vector_name)
+    with resources["vector_store"].open() as vs:  # the store says otherwise than the tables
+        vs.set_payloads(collection, {marked: {"is_outlier": True, "group_role": "member"}})
+    try:
+        assert marked not in set(_search(resources, **query, exclude_outliers=True).hits["frame_id"])
+        assert marked not in set(_search(resources, **query, exclude_duplicates=True).hits["frame_id"])
+        assert marked in set(_search(resources, **query).hits["frame_id"])
+    finally:
+        with resources["vector_store"].open() as vs:
+            vs.set_payloads(collection, {marked: {"is_outlier": False, "group_role": "representative"}})
+
+
 def test_queries_that_cannot_be_answered_say_why(corpus, tmp_path):
     _, _, resources, tmp = corpus
     with pytest.raises(EmbedderError, match="text search needs an open_clip model"):

@@ -16,12 +16,12 @@ from resources.vector_store import (
 )
 
 
-@pytest.fixture(params=["embedded", "embedded-int8", "qdrant-client", "server", "server-int8"])
+@pytest.fixture(params=["embedded", "embedded-int8", "embedded-binary", "qdrant-client", "server", "server-int8"])
 def store(request, tmp_path):
-    """Congruence: the embedded engine (full precision, and int8 in RAM with the originals on
-    disk), qdrant-client's in-memory mode and, when QDRANT_URL is set, a real Qdrant server
-    run the same tests and must agree."""
-    quantization = "int8" if request.param.endswith("-int8") else "none"
+    """Congruence: the embedded engine (full precision, and int8 or binary codes in RAM with the
+    originals on disk), qdrant-client's in-memory mode and, when QDRANT_URL is set, a real Qdrant
+    server run the same tests and must agree."""
+    quantization = request.param.split("-")[1] if "-" in request.param else "none"
     if request.param.startswith("embedded"):
         s = EdgeVectorStore(tmp_path / "qdrant", lock_timeout_s=2, quantization=quantization)
     elif request.param == "qdrant-client":
@@ -155,17 +155,18 @@ def test_a_store_held_by_another_process_gives_a_clear_error(tmp_path):
     assert EdgeVectorStore(tmp_path, lock_timeout_s=5).count("locked") == 0  # free again
 
 
-def test_an_int8_store_keeps_full_precision_vectors_on_disk_and_refuses_unknown_settings(tmp_path):
-    store = EdgeVectorStore(tmp_path / "qdrant", quantization="int8")
+@pytest.mark.parametrize("quantization", ["int8", "binary"])
+def test_a_quantized_store_keeps_full_precision_vectors_on_disk_and_refuses_unknown_settings(tmp_path, quantization):
+    store = EdgeVectorStore(tmp_path / "qdrant", quantization=quantization)
     ids, vectors, payloads = _points("v1", 300, dim=64)
     store.ensure_collection(COLLECTION, "m", 64)
     store.replace_video(COLLECTION, "m", "v1", ids, vectors, payloads)
     store.close()
     config = (tmp_path / "qdrant" / COLLECTION / "edge_config.json").read_text()
-    assert '"on_disk":true' in config.replace(" ", "") and "int8" in config.lower()
+    assert '"on_disk":true' in config.replace(" ", "") and quantization in config.lower()
     reopened = EdgeVectorStore(tmp_path / "qdrant")  # the collection keeps the settings it was made with
     got, _ = reopened.retrieve(COLLECTION, "m", ids[:5])
-    assert np.allclose(got, vectors[:5], atol=1e-6)  # the originals, not their int8 codes
+    assert np.allclose(got, vectors[:5], atol=1e-6)  # the originals, not their codes
     assert [h[0] for h in reopened.nearest(COLLECTION, "m", vectors[42], 1)] == [ids[42]]
     reopened.close()
     with pytest.raises(VectorStoreError, match="unknown quantization 'int4'"):

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from curation_assets.core.outliers import isolated, robust_z, with_verdicts
+
 # isolation is a cosine distance in [0, 2]; 4 000 bins put the median and MAD within 5e-4
 # of the exact ones, far below the z threshold's resolution, in 32 kB of state
 BINS = 4000
@@ -103,3 +105,61 @@ def merge_neighbours(*lists: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray,
     frames = np.concatenate([f for _, f in lists], axis=1)
     order = np.argsort(-sims, axis=1, kind="stable")
     return np.take_along_axis(sims, order, axis=1), np.take_along_axis(frames, order, axis=1)
+
+
+def plan_grouping(state: dict | None, inputs: dict[str, str], settings: dict, incremental: bool) -> tuple[str, list]:
+    """What grouping has to do, given its last state, each source's vector table -> fingerprint
+    and the current settings: ("unchanged", []), ("incremental", new sources) or ("rebuild: why",
+    every source)."""
+    if not incremental:
+        return "rebuild: requested", sorted(inputs)
+    if state is None:
+        return "rebuild: first build in this layout", sorted(inputs)
+    if state["settings"] != settings:
+        return "rebuild: model or thresholds changed", sorted(inputs)
+    changed = sorted(v for v, f in state["inputs"].items() if inputs.get(v) != f)
+    if changed:
+        return f"rebuild: {len(changed)} sources changed or removed, e.g. {changed[0]}", sorted(inputs)
+    new = sorted(set(inputs) - set(state["inputs"]))
+    return ("incremental", new) if new else ("unchanged", [])
+
+
+def plan_scoring(state: dict | None, grouped: dict, settings: dict, incremental: bool) -> tuple[str, list]:
+    """What outlier scoring has to do after grouping's state ``grouped``: the sources grouped
+    since it last ran, nothing, or every source when the groups were rebuilt, its settings
+    changed or a rebuild is asked for."""
+    current = state is not None and state["generation"] == grouped["generation"] and state["settings"] == settings
+    if incremental and current:
+        todo = sorted(set(grouped["inputs"]) - set(state["sources"]))
+        return ("incremental", todo) if todo else ("unchanged", [])
+    why = "rebuild: requested" if incremental is False else "rebuild: groups rebuilt or settings changed"
+    return why, sorted(grouped["inputs"])
+
+
+def in_chunks(sources: list[str], size: int) -> list[list[str]]:
+    """A rebuild's sources, ``size`` at a time (one empty chunk when there are none)."""
+    return [sources[i : i + size] for i in range(0, len(sources), size)] or [[]]
+
+
+def judge_isolation(parts: list, known: dict[str, float], summary: RunningSummary, exact: bool, n_groups: int,
+                    params) -> list:  # fmt: skip
+    """Each scored part's isolation verdicts: the robust z of its groups' distances against every
+    group's, from the running histogram ``summary`` (which gains the groups scored now, ``known``:
+    representative -> distance), or with ``exact`` (a rebuild, which scored every group) the
+    exact statistics of ``known``. ``parts``: (scored rows, their group rows or None for frames
+    that could not be read); returned in the same order, the scored rows with score, isolated
+    and the verdict columns."""
+    new_reps = np.array(list(known.values()), dtype=np.float64)
+    summary.add(new_reps[np.isfinite(new_reps)])
+    exact_z = dict(zip(known, robust_z(new_reps))) if exact and len(known) > 2 else {}
+    judged = []
+    for scored, aligned in parts:
+        if aligned is None:
+            judged.append((scored, aligned))
+            continue
+        distance = scored["isolation"].to_numpy(dtype=np.float64)
+        z = aligned["group_id"].map(exact_z).to_numpy(dtype=np.float64) if exact_z else summary.z(distance)
+        z = np.where(np.isfinite(z), z, 0.0)  # a group with no distance (none stored) is not judged
+        flagged = isolated(distance, z, aligned["group_size"].to_numpy(), n_groups, params)
+        judged.append((with_verdicts(scored.assign(score=z, isolated=flagged)), aligned))
+    return judged

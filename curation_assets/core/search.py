@@ -62,21 +62,14 @@ class Query:
         return f"frame {self.frame}" if self.frame else f"box {self.box}" if self.box else f"text {self.text!r}"
 
 
-def left_out(
-    outliers: pd.DataFrame | None, groups: pd.DataFrame | None, exclude_outliers: bool, exclude_duplicates: bool
-) -> list[str]:
-    """Frame ids a query should not return: flagged outliers, and frames that duplicate a kept
-    one (every member of a duplicate group but its representative)."""
-    out: set[str] = set()
-    if exclude_outliers:
-        if outliers is None:
-            raise SearchError("excluding outliers needs the outliers table: materialize outliers first")
-        out |= set(outliers.loc[outliers["is_outlier"], "frame_id"])
-    if exclude_duplicates:
-        if groups is None:
-            raise SearchError("excluding duplicates needs the duplicate_groups table: materialize it first")
-        out |= set(groups.loc[~groups["is_representative"], "frame_id"])
-    return sorted(out)
+def curation_needed(curated: dict[str, bool], exclude_outliers: bool, exclude_duplicates: bool) -> None:
+    """Exclusions filter on the curation payload (flag, group role) the store keeps for every
+    curated frame; before curation has run there is nothing to exclude by, which is said, not
+    silently ignored. ``curated``: asset name -> whether it has been materialized."""
+    if exclude_outliers and not curated["outliers"]:
+        raise SearchError("excluding outliers needs the outlier flags: materialize outliers first")
+    if exclude_duplicates and not curated["duplicate_groups"]:
+        raise SearchError("excluding duplicates needs the duplicate groups: materialize duplicate_groups first")
 
 
 def boxes_left_out(object_outliers: pd.DataFrame | None, exclude_outliers: bool, exclude_duplicates: bool) -> list[str]:

@@ -21,16 +21,21 @@ from curation_assets.core.duplicates import (
 )
 from curation_assets.core.duplicates import _finish as finish_groups
 from curation_assets.core.ids import point_id_for, video_id_of
-from curation_assets.core.incremental import RunningSummary, kth_frame_distance, merge_neighbours
+from curation_assets.core.incremental import (
+    RunningSummary,
+    in_chunks,
+    judge_isolation,
+    kth_frame_distance,
+    merge_neighbours,
+    plan_grouping,
+    plan_scoring,
+)
 from curation_assets.core.neighbors import knn_graph
 from curation_assets.core.outliers import (
     REASONS,
     OutlierParams,
     corrupt_outliers,
-    isolated,
-    robust_z,
     score_outliers,
-    with_verdicts,
 )
 from curation_assets.core.progress import Stopwatch
 from curation_assets.defs import checks
@@ -231,21 +236,6 @@ def _prune_other_sources(store: ObjectStore, asset: str, verdicts: list[checks.V
     return store.prune(layout.table_prefix(asset) + "/", keep)
 
 
-def _plan(state: dict | None, inputs: dict[str, str], settings: dict, incremental: bool) -> tuple[str, list[str]]:
-    """("unchanged", []), ("incremental", new sources) or ("rebuild: why", every source)."""
-    if not incremental:
-        return "rebuild: requested", sorted(inputs)
-    if state is None:
-        return "rebuild: first build in this layout", sorted(inputs)
-    if state["settings"] != settings:
-        return "rebuild: model or thresholds changed", sorted(inputs)
-    changed = sorted(v for v, f in state["inputs"].items() if inputs.get(v) != f)
-    if changed:
-        return f"rebuild: {len(changed)} sources changed or removed, e.g. {changed[0]}", sorted(inputs)
-    new = sorted(set(inputs) - set(state["inputs"]))
-    return ("incremental", new) if new else ("unchanged", [])
-
-
 def _group_new_sources(store: ObjectStore, vs, collection: str, vector_name: str, new: list[str],
                        params: DuplicateParams, corpus: Corpus | None = None,
                        ) -> tuple[Corpus, pd.DataFrame, dict[str, str]] | None:  # fmt: skip
@@ -298,10 +288,6 @@ def _count_joined(vs, collection: str, groups: pd.DataFrame, joined: set[str]) -
 
 
 CURATION_PAYLOAD = ("group_id", "group_role", "group_size", "isolation", "is_outlier", "outlier_reasons")
-
-
-def _chunks(sources: list[str], size: int) -> list[list[str]]:
-    return [sources[i : i + size] for i in range(0, len(sources), size)] or [[]]
 
 
 class _Written:
@@ -369,118 +355,124 @@ def _group_checks(expectations, groups: pd.DataFrame, expected: list[str], store
     ],
 )
 @transient_only
-def duplicate_groups(
-    context: dg.AssetExecutionContext,
-    config: DuplicateConfig,
-    object_store: ObjectStoreResource,
-    embedder: EmbedderResource,
-    expectations: ExpectationsResource,
-    vector_store: VectorStoreResource,
-):
+def duplicate_groups(context: dg.AssetExecutionContext, config: DuplicateConfig,
+                     object_store: ObjectStoreResource, embedder: EmbedderResource,
+                     expectations: ExpectationsResource, vector_store: VectorStoreResource):  # fmt: skip
     """Group exact, temporal and near copies across all sources; pick the best frame of each.
 
     A new source is grouped alone, then matched against the stored groups through the vector
     store (a frame that copies a stored one joins its group; only that group changes); its
     rows go to its own table. Nothing new: nothing is done. A changed source, model or
     threshold, or ``incremental: false`` (the ``rebuild_curation`` job), rebuilds every group."""
-    store = object_store.store()
-    model = embedder.embedder()
-    vector_name = model.vector_name
+    store, model = object_store.store(), embedder.embedder()
     params = config.params(model.calibration)
-    settings = {"vector_name": vector_name, **params.__dict__}
+    settings = {"vector_name": model.vector_name, **params.__dict__}
     inputs = _embedding_inputs(store)
     state = read_state(store, "duplicate_groups")
-    mode, sources = _plan(state, inputs, settings, config.incremental)
+    mode, sources = plan_grouping(state, inputs, settings, config.incremental)
     if mode == "unchanged":
-        return _unchanged("duplicate_groups", state, ["duplicate_groups_cover_frames",
-                                                      "duplicate_groups_one_representative"])  # fmt: skip
-    watch = Stopwatch()
-    started = time.perf_counter()
-    collection = vector_store.collection_for(vector_name)
-    incremental = mode == "incremental"
+        return _unchanged("duplicate_groups", state, GROUP_CHECKS)
+    watch, started, incremental = Stopwatch(), time.perf_counter(), mode == "incremental"
     # a rebuild replays every source through the same path, a chunk at a time: memory stays
     # that of one chunk, and each chunk is matched against the chunks before it in the store
-    chunks = [sources] if incremental else _chunks(sources, config.rebuild_sources_at_once)
-    written = _Written()
+    chunks = [sources] if incremental else in_chunks(sources, config.rebuild_sources_at_once)
     with vector_store.open() as vs:
-        vs.ensure_payload_indexes(collection)
-        if not incremental:  # start clean; until the new state is written, nothing looks complete
-            store.delete(layout.state_key("duplicate_groups"))
-            vs.delete_payload_keys(collection, CURATION_PAYLOAD, Where(group_roles=(REPRESENTATIVE, MEMBER)))
-        for chunk in chunks:
-            with watch.stage("read tables"):  # the chunk's own
-                corpus = load_corpus(store, vector_name, set(chunk))
-            if corpus is None:  # nothing readable in these sources: nothing to add
-                continue
-            with watch.stage("grouping"):  # geometric checks included
-                # what ingest wrote. Not in a rebuild: its queries admit only the points it grouped
-                # itself, whose payload writes the engine's next optimisation re-indexes at the cost of
-                # a first build (bench/RESULTS.md, issue 28); outliers builds the index once, after
-                if incremental:
-                    vs.build_index(collection)
-                found = _group_new_sources(store, vs, collection, vector_name, chunk, params, corpus)
-            corpus, groups, joins = found
-            joined = set(joins.values())
-            with watch.stage("checks"):  # the rows this run wrote
-                results = _group_checks(expectations, groups, list(corpus.frames["frame_id"]), joined)
-            if not checks.blocking_failures(results):
-                with watch.stage("vector store payload"):
-                    vs.set_payloads(collection, _group_payloads(groups))
-                    groups = _count_joined(vs, collection, groups, joined)
-                    sizes = groups.drop_duplicates("group_id").set_index("group_id")["group_size"]
-                    vs.set_payloads(collection, {g: {"group_size": int(sizes[g])} for g in sorted(joined)})
-            with watch.stage("write tables"):
-                written.add(groups, corpus.frames, joins, results,
-                            _publish_per_source(store, results, "duplicate_groups", groups))  # fmt: skip
-            if written.failed:
-                break
-    results = written.check_results(["duplicate_groups_cover_frames", "duplicate_groups_one_representative"])
-    failed = written.failed
-    counts = {"frames": written.frames, "groups": written.new_groups}
+        written = _group_chunks(store, vs, vector_store.collection_for(model.vector_name), model.vector_name,
+                                chunks, params, expectations, incremental, watch)  # fmt: skip
     with watch.stage("write tables"):
-        if not failed:
-            if not incremental:
-                _prune_other_sources(store, "duplicate_groups", written.verdicts)
-            if incremental:
-                counts = {k: state["counts"][k] + v for k, v in counts.items()}
-            counts["duplicate_frames"] = counts["frames"] - counts["groups"]
-            # a new generation tells outliers to rebuild too
-            generation = state["generation"] if incremental else f"{time.time_ns():x}"
-            new_state = {"settings": settings, "inputs": inputs, "generation": generation, "counts": counts}
-            _write_state(store, "duplicate_groups", new_state)
+        counts = _write_grouping_state(store, state, settings, inputs, written, incremental)
     elapsed = time.perf_counter() - started
-    joins = written.joins
-    if incremental:
-        mode = f"{mode}: {len(sources)} new sources, {joins} new groups joined stored ones"
-    else:
-        mode = f"{mode}: {len(sources)} sources in {len(chunks)} chunks"
-    context.log.info(f"duplicate_groups {mode}; {written.frames} frames written in {elapsed:.1f} s")
-    groups, frames = written.last_groups, written.last_frames
+    done = f"{len(sources)} new sources, {written.joins} new groups joined stored ones" if incremental else (
+        f"{len(sources)} sources in {len(chunks)} chunks")  # fmt: skip
+    context.log.info(f"duplicate_groups {mode}: {done}; {written.frames} frames written in {elapsed:.1f} s")
     with watch.stage("pictures"):  # the groups this run touched
+        groups, frames = written.last_groups, written.last_frames
         pictures = picture_metadata(store, "largest_groups", largest_groups(frames, groups)) if len(groups) else {}
-    return dg.MaterializeResult(
-        metadata={
-            "frames": counts["frames"],
-            "groups": counts["groups"],
-            "duplicate_frames": counts["frames"] - counts["groups"],
-            "ratio_removed": round(1 - counts["groups"] / max(counts["frames"], 1), 3),
-            "videos": len(inputs),
-            "mode": mode,
-            "frames_written": written.frames,
-            "sources_written": len(written.verdicts),
-            "largest_group_written": written.largest,
-            **{f"frames_{r}": int(written.reasons.get(r, 0)) for r in ("exact", "temporal", "near")},
-            "thresholds": dg.MetadataValue.json(
-                {**params.__dict__, "calibration": model.calibration.source, "model": model.model}
-            ),
-            "seconds": round(elapsed, 3),
-            "tables": dg.MetadataValue.path(store.uri(layout.table_prefix("duplicate_groups") + "/")),
-            "published": not failed,
-            "timings": dg.MetadataValue.json(watch.rounded()),
-            **pictures,
-        },
-        check_results=results,
-    )
+    metadata = _grouping_metadata(store, model, params, counts, len(inputs), f"{mode}: {done}", written, elapsed)
+    return dg.MaterializeResult(metadata={**metadata, "timings": dg.MetadataValue.json(watch.rounded()), **pictures},
+                                check_results=written.check_results(GROUP_CHECKS))  # fmt: skip
+
+
+GROUP_CHECKS = ["duplicate_groups_cover_frames", "duplicate_groups_one_representative"]
+
+
+def _group_chunks(store: ObjectStore, vs, collection: str, vector_name: str, chunks: list[list[str]],
+                  params: DuplicateParams, expectations, incremental: bool, watch: Stopwatch) -> _Written:  # fmt: skip
+    """Group each chunk of sources against the store, check the rows it wrote, keep them as
+    payload and publish one table per source; stops at the first chunk whose checks fail."""
+    written = _Written()
+    vs.ensure_payload_indexes(collection)
+    if not incremental:  # start clean; until the new state is written, nothing looks complete
+        store.delete(layout.state_key("duplicate_groups"))
+        vs.delete_payload_keys(collection, CURATION_PAYLOAD, Where(group_roles=(REPRESENTATIVE, MEMBER)))
+    for chunk in chunks:
+        with watch.stage("read tables"):  # the chunk's own
+            corpus = load_corpus(store, vector_name, set(chunk))
+        if corpus is None:  # nothing readable in these sources: nothing to add
+            continue
+        with watch.stage("grouping"):  # geometric checks included
+            # what ingest wrote. Not in a rebuild: its queries admit only the points it grouped
+            # itself, whose payload writes the engine's next optimisation re-indexes at the cost of
+            # a first build (bench/RESULTS.md, issue 28); outliers builds the index once, after
+            if incremental:
+                vs.build_index(collection)
+            corpus, groups, joins = _group_new_sources(store, vs, collection, vector_name, chunk, params, corpus)
+        joined = set(joins.values())
+        with watch.stage("checks"):  # the rows this run wrote
+            results = _group_checks(expectations, groups, list(corpus.frames["frame_id"]), joined)
+        if not checks.blocking_failures(results):
+            with watch.stage("vector store payload"):
+                vs.set_payloads(collection, _group_payloads(groups))
+                groups = _count_joined(vs, collection, groups, joined)
+                sizes = groups.drop_duplicates("group_id").set_index("group_id")["group_size"]
+                vs.set_payloads(collection, {g: {"group_size": int(sizes[g])} for g in sorted(joined)})
+        with watch.stage("write tables"):
+            written.add(groups, corpus.frames, joins, results,
+                        _publish_per_source(store, results, "duplicate_groups", groups))  # fmt: skip
+        if written.failed:
+            break
+    return written
+
+
+def _write_grouping_state(store: ObjectStore, state: dict | None, settings: dict, inputs: dict[str, str],
+                          written: _Written, incremental: bool) -> dict[str, int]:  # fmt: skip
+    """After a run whose checks passed: the state the next run plans from (a rebuild also drops
+    the tables of sources no longer stored). Returns the corpus's counts."""
+    counts = {"frames": written.frames, "groups": written.new_groups}
+    if written.failed:
+        return counts
+    if incremental:
+        counts = {k: state["counts"][k] + v for k, v in counts.items()}
+    else:
+        _prune_other_sources(store, "duplicate_groups", written.verdicts)
+    counts["duplicate_frames"] = counts["frames"] - counts["groups"]
+    # a new generation tells outliers to rebuild too
+    generation = state["generation"] if incremental else f"{time.time_ns():x}"
+    _write_state(store, "duplicate_groups", {"settings": settings, "inputs": inputs, "generation": generation,
+                                             "counts": counts})  # fmt: skip
+    return counts
+
+
+def _grouping_metadata(store: ObjectStore, model, params: DuplicateParams, counts: dict, videos: int, mode: str,
+                       written: _Written, elapsed: float) -> dict:  # fmt: skip
+    return {
+        "frames": counts["frames"],
+        "groups": counts["groups"],
+        "duplicate_frames": counts["frames"] - counts["groups"],
+        "ratio_removed": round(1 - counts["groups"] / max(counts["frames"], 1), 3),
+        "videos": videos,
+        "mode": mode,
+        "frames_written": written.frames,
+        "sources_written": len(written.verdicts),
+        "largest_group_written": written.largest,
+        **{f"frames_{r}": int(written.reasons.get(r, 0)) for r in ("exact", "temporal", "near")},
+        "thresholds": dg.MetadataValue.json(
+            {**params.__dict__, "calibration": model.calibration.source, "model": model.model}
+        ),
+        "seconds": round(elapsed, 3),
+        "tables": dg.MetadataValue.path(store.uri(layout.table_prefix("duplicate_groups") + "/")),
+        "published": not written.failed,
+    }
 
 
 def _unchanged(asset: str, state: dict, check_names: list[str]) -> dg.MaterializeResult:
@@ -549,14 +541,24 @@ def _isolation_distances(vs, collection: str, vector_name: str, vectors: np.ndar
     return groups["group_id"].map(known).to_numpy(dtype=np.float32)
 
 
-def _outlier_payloads(scored: pd.DataFrame, groups: pd.DataFrame) -> dict[str, dict]:
-    """Each scored frame's flags as payload; a representative also keeps its group's isolation
-    (what a frame joining the group later takes)."""
-    reps = set(groups.loc[groups["is_representative"], "frame_id"]) if len(groups) else set()
+def _outlier_payloads(scored: pd.DataFrame, frames: pd.DataFrame, groups: pd.DataFrame) -> dict[str, dict]:
+    """Each scored readable frame's flags as payload (an unreadable frame has no point); a
+    representative also keeps its group's isolation (what a frame joining the group later takes)."""
+    scored = scored[scored["frame_id"].isin(frames["frame_id"])]
+    reps = set(groups.loc[groups["is_representative"], "frame_id"]) if len(frames) and len(groups) else set()
     return {
         f: {"is_outlier": bool(o), "outlier_reasons": r, **({"isolation": float(d)} if f in reps else {})}
         for f, o, r, d in zip(scored["frame_id"], scored["is_outlier"], scored["reasons"], scored["isolation"])
     }
+
+
+def _grouped_state(store: ObjectStore) -> dict:
+    """Grouping's state, which scoring follows (its generation, sources and group count)."""
+    grouped = read_state(store, "duplicate_groups")
+    if grouped is None:
+        raise dg.Failure("no duplicate groups in this layout yet: materialize duplicate_groups first",
+                         allow_retries=False)  # fmt: skip
+    return grouped
 
 
 def _unreadable(store: ObjectStore, sources: set[str] | None) -> pd.DataFrame:
@@ -577,142 +579,135 @@ def _unreadable(store: ObjectStore, sources: set[str] | None) -> pd.DataFrame:
     ],
 )
 @transient_only
-def outliers(
-    context: dg.AssetExecutionContext,
-    config: OutlierConfig,
-    object_store: ObjectStoreResource,
-    embedder: EmbedderResource,
-    expectations: ExpectationsResource,
-    vector_store: VectorStoreResource,
-):
+def outliers(context: dg.AssetExecutionContext, config: OutlierConfig, object_store: ObjectStoreResource,
+             embedder: EmbedderResource, expectations: ExpectationsResource,
+             vector_store: VectorStoreResource):  # fmt: skip
     """Flag dark, bright, blurry, low-information, noisy, odd-sized and isolated frames.
 
     A newly grouped source is scored alone (its rules judge a frame against its own source)
     and its isolation against the store's nearest representatives of other sources. A stored
     frame keeps the isolation it was scored with when later footage comes near it (or joins its
     group): the ``rebuild_curation`` job (``incremental: false``) refreshes every frame."""
-    store = object_store.store()
-    model = embedder.embedder()
+    store, model = object_store.store(), embedder.embedder()
     params = config.params(model.calibration)
     settings = {"vector_name": model.vector_name, **params.__dict__}
-    grouped = read_state(store, "duplicate_groups")
-    if grouped is None:
-        raise dg.Failure("no duplicate groups in this layout yet: materialize duplicate_groups first",
-                         allow_retries=False)  # fmt: skip
-    state = read_state(store, "outliers")
-    current = state is not None and state["generation"] == grouped["generation"] and state["settings"] == settings
-    check_names = ["outliers_every_frame_scored", "outliers_flagged_fraction"]
-    if config.incremental and current:
-        todo = sorted(set(grouped["inputs"]) - set(state["sources"]))
-        if not todo:
-            return _unchanged("outliers", state, check_names)
-        mode = "incremental"
-    else:
-        todo = sorted(grouped["inputs"])
-        mode = "rebuild: requested" if config.incremental is False else "rebuild: groups rebuilt or settings changed"
-    incremental = mode == "incremental"
-    watch = Stopwatch()
-    started = time.perf_counter()
-    collection = vector_store.collection_for(model.vector_name)
+    grouped, state = _grouped_state(store), read_state(store, "outliers")
+    mode, todo = plan_scoring(state, grouped, settings, config.incremental)
+    if mode == "unchanged":
+        return _unchanged("outliers", state, OUTLIER_CHECKS)
+    watch, started, incremental = Stopwatch(), time.perf_counter(), mode == "incremental"
     summary = RunningSummary.from_json(state["isolation"]) if incremental else RunningSummary()
-    chunks = [todo] if incremental else _chunks(todo, config.rebuild_sources_at_once)
-    known: dict[str, float] = {}  # representative -> isolation distance, of the groups scored now
-    parts, readable = [], []
+    chunks = [todo] if incremental else in_chunks(todo, config.rebuild_sources_at_once)
+    collection = vector_store.collection_for(model.vector_name)
     with vector_store.open() as vs:
-        vs.build_index(collection)
-        for chunk in chunks:  # a rebuild scores a chunk of sources at a time, against the whole store
-            with watch.stage("read tables"):  # the chunk's own tables
-                corpus = load_corpus(store, model.vector_name, set(chunk))
-                groups = _published(store, "duplicate_groups", set(chunk))
-                unreadable = _unreadable(store, set(chunk))
-            if corpus is not None and groups is not None:
-                in_groups = corpus.frames["frame_id"].isin(groups["frame_id"]).to_numpy()
-                frames, vectors = corpus.frames[in_groups].reset_index(drop=True), corpus.vectors[in_groups]
-                aligned = groups.set_index("frame_id").loc[frames["frame_id"]].reset_index()
-                with watch.stage("scoring"):
-                    scored = score_outliers(frames, aligned, vectors, params)
-                with watch.stage("isolation (vector store)"):
-                    scored["isolation"] = _isolation_distances(vs, collection, model.vector_name, vectors, aligned,
-                                                               chunk, params.isolation_k, known)  # fmt: skip
-                parts.append((scored, aligned))
-                readable.append(frames[["frame_id", "uri"]])
-            if len(unreadable):
-                parts.append((corrupt_outliers(unreadable), None))
-        # the robust z of each group's distance against every group's: the running histogram
-        # (incremental), or, rebuilding, the exact statistics of every group scored now
-        new_reps = np.array(list(known.values()), dtype=np.float64)
-        summary.add(new_reps[np.isfinite(new_reps)])
-        exact_z = dict(zip(known, robust_z(new_reps))) if not incremental and len(known) > 2 else {}
-        n_groups = grouped["counts"]["groups"]
-        for i, (scored, aligned) in enumerate(parts):
-            if aligned is None:
-                continue
-            distance = scored["isolation"].to_numpy(dtype=np.float64)
-            z = aligned["group_id"].map(exact_z).to_numpy(dtype=np.float64) if exact_z else summary.z(distance)
-            z = np.where(np.isfinite(z), z, 0.0)  # a group with no distance (none stored) is not judged
-            flagged = isolated(distance, z, aligned["group_size"].to_numpy(), n_groups, params)
-            parts[i] = (with_verdicts(scored.assign(score=z, isolated=flagged)), aligned)
-        columns = ["frame_id", "score", "is_outlier", "reasons", "isolation", *REASONS]
-        scored = pd.concat([p for p, _ in parts], ignore_index=True) if parts else pd.DataFrame(columns=columns)
-        frames = pd.concat(readable, ignore_index=True) if readable else pd.DataFrame(columns=["frame_id", "uri"])
-        aligned = pd.concat([a for _, a in parts if a is not None], ignore_index=True) if parts else pd.DataFrame()
-        unreadable_ids = scored.loc[scored["corrupt"], "frame_id"] if len(scored) else pd.Series([], dtype=object)
+        scored, frames, aligned = _score_chunks(store, vs, collection, model.vector_name, chunks, params, summary,
+                                                not incremental, grouped["counts"]["groups"], watch)  # fmt: skip
         elapsed = time.perf_counter() - started
-
-        fraction = float(scored["is_outlier"].mean()) if len(scored) else 0.0
         with watch.stage("checks"):  # the rows this run wrote
-            results = [
-                checks.from_validation(
-                    "outliers_every_frame_scored",
-                    expectations.validate(
-                        scored, "outliers", suites.outlier_scores([*frames["frame_id"], *unreadable_ids])
-                    ),
-                ),
-                checks.from_validation(
-                    "outliers_flagged_fraction",
-                    expectations.validate(
-                        scored, "outliers_fraction", suites.flagged_fraction(config.max_flagged_fraction)
-                    ),
-                    severity=dg.AssetCheckSeverity.WARN,
-                    flagged_fraction=round(fraction, 3),
-                    ceiling=config.max_flagged_fraction,
-                ),
-            ]
-        failed = checks.blocking_failures(results)
+            results = _outlier_checks(expectations, scored, frames, config.max_flagged_fraction)
+        failed = bool(checks.blocking_failures(results))
         if not failed and len(scored):
             with watch.stage("vector store payload"):
-                stored = scored[scored["frame_id"].isin(frames["frame_id"])]  # unreadable frames have no point
-                vs.set_payloads(collection, _outlier_payloads(stored, aligned if len(frames) else pd.DataFrame()))
+                vs.set_payloads(collection, _outlier_payloads(scored, frames, aligned))
     with watch.stage("write tables"):
         verdicts = _publish_per_source(store, results, "outliers", scored) if len(scored) else []
-        flagged_now = int(scored["is_outlier"].sum())
-        counts = {"frames": len(scored), "outliers": flagged_now}
-        if not failed:
-            if incremental:
-                counts = {k: state["counts"][k] + v for k, v in counts.items()}
-            else:
-                _prune_other_sources(store, "outliers", verdicts)
-            done = sorted(set(state["sources"]) | set(todo)) if incremental else todo
-            new_state = {"settings": settings, "generation": grouped["generation"], "sources": done,
-                         "isolation": summary.to_json(), "counts": counts}  # fmt: skip
-            _write_state(store, "outliers", new_state)
+        counts = _write_scoring_state(store, state, grouped, settings, todo, summary, scored, verdicts, failed,
+                                      incremental)  # fmt: skip
     with watch.stage("pictures"):
         pictures = picture_metadata(store, "outliers_by_reason", outliers_by_reason(frames, scored, REASONS))
-    return dg.MaterializeResult(
-        metadata={
-            "frames": counts["frames"],
-            "outliers": counts["outliers"],
-            "mode": f"{mode}: {len(todo)} sources" if incremental else mode,
-            "frames_written": len(scored),
-            "flagged_fraction": round(fraction, 3),
-            **{f"flag_{r}": int(scored[r].sum()) for r in REASONS},
-            "stored_frames_isolation": "as scored when their source arrived; refreshed by the rebuild_curation job",
-            "thresholds": dg.MetadataValue.json({**params.__dict__, "calibration": model.calibration.source}),
-            "seconds": round(elapsed, 3),
-            "tables": dg.MetadataValue.path(store.uri(layout.table_prefix("outliers") + "/")),
-            "published": not failed,
-            "timings": dg.MetadataValue.json(watch.rounded()),
-            **pictures,
-        },
-        check_results=results,
-    )
+    mode = f"{mode}: {len(todo)} sources" if incremental else mode
+    metadata = _scoring_metadata(store, params, model, counts, mode, scored, not failed, elapsed)
+    return dg.MaterializeResult(metadata={**metadata, "timings": dg.MetadataValue.json(watch.rounded()), **pictures},
+                                check_results=results)  # fmt: skip
+
+
+OUTLIER_CHECKS = ["outliers_every_frame_scored", "outliers_flagged_fraction"]
+OUTLIER_COLUMNS = ["frame_id", "score", "is_outlier", "reasons", "isolation", *REASONS]
+
+
+def _score_chunks(store: ObjectStore, vs, collection: str, vector_name: str, chunks: list[list[str]],
+                  params: OutlierParams, summary: RunningSummary, exact: bool, n_groups: int,
+                  watch: Stopwatch) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:  # fmt: skip
+    """Score each chunk of sources by its own rules and its isolation against the whole store,
+    then judge isolation (``core.incremental.judge_isolation``). Returns the scored rows
+    (unreadable frames included), the readable frames (id, uri) and their group rows."""
+    known: dict[str, float] = {}  # representative -> isolation distance, of the groups scored now
+    parts, readable = [], []
+    vs.build_index(collection)
+    for chunk in chunks:  # a rebuild scores a chunk of sources at a time, against the whole store
+        with watch.stage("read tables"):  # the chunk's own tables
+            corpus = load_corpus(store, vector_name, set(chunk))
+            groups = _published(store, "duplicate_groups", set(chunk))
+            unreadable = _unreadable(store, set(chunk))
+        if corpus is not None and groups is not None:
+            in_groups = corpus.frames["frame_id"].isin(groups["frame_id"]).to_numpy()
+            frames, vectors = corpus.frames[in_groups].reset_index(drop=True), corpus.vectors[in_groups]
+            aligned = groups.set_index("frame_id").loc[frames["frame_id"]].reset_index()
+            with watch.stage("scoring"):
+                scored = score_outliers(frames, aligned, vectors, params)
+            with watch.stage("isolation (vector store)"):
+                scored["isolation"] = _isolation_distances(vs, collection, vector_name, vectors, aligned, chunk,
+                                                           params.isolation_k, known)  # fmt: skip
+            parts.append((scored, aligned))
+            readable.append(frames[["frame_id", "uri"]])
+        if len(unreadable):
+            parts.append((corrupt_outliers(unreadable), None))
+    parts = judge_isolation(parts, known, summary, exact, n_groups, params)
+    scored = pd.concat([p for p, _ in parts], ignore_index=True) if parts else pd.DataFrame(columns=OUTLIER_COLUMNS)
+    frames = pd.concat(readable, ignore_index=True) if readable else pd.DataFrame(columns=["frame_id", "uri"])
+    aligned = pd.concat([a for _, a in parts if a is not None], ignore_index=True) if parts else pd.DataFrame()
+    return scored, frames, aligned
+
+
+def _outlier_checks(expectations, scored: pd.DataFrame, frames: pd.DataFrame, ceiling: float):
+    """Every frame of the run scored (unreadable ones too); the flagged fraction under ``ceiling`` (WARN)."""
+    unreadable_ids = scored.loc[scored["corrupt"], "frame_id"] if len(scored) else pd.Series([], dtype=object)
+    fraction = float(scored["is_outlier"].mean()) if len(scored) else 0.0
+    return [
+        checks.from_validation(
+            "outliers_every_frame_scored",
+            expectations.validate(scored, "outliers", suites.outlier_scores([*frames["frame_id"], *unreadable_ids])),
+        ),
+        checks.from_validation(
+            "outliers_flagged_fraction",
+            expectations.validate(scored, "outliers_fraction", suites.flagged_fraction(ceiling)),
+            severity=dg.AssetCheckSeverity.WARN,
+            flagged_fraction=round(fraction, 3),
+            ceiling=ceiling,
+        ),
+    ]
+
+
+def _write_scoring_state(store: ObjectStore, state: dict | None, grouped: dict, settings: dict, todo: list[str],
+                         summary: RunningSummary, scored: pd.DataFrame, verdicts: list[checks.Verdict], failed: bool,
+                         incremental: bool) -> dict[str, int]:  # fmt: skip
+    """After a run whose checks passed: the state the next run plans from (a rebuild also drops
+    the tables of sources no longer stored). Returns the corpus's counts."""
+    counts = {"frames": len(scored), "outliers": int(scored["is_outlier"].sum())}
+    if failed:
+        return counts
+    if incremental:
+        counts = {k: state["counts"][k] + v for k, v in counts.items()}
+    else:
+        _prune_other_sources(store, "outliers", verdicts)
+    done = sorted(set(state["sources"]) | set(todo)) if incremental else todo
+    _write_state(store, "outliers", {"settings": settings, "generation": grouped["generation"], "sources": done,
+                                     "isolation": summary.to_json(), "counts": counts})  # fmt: skip
+    return counts
+
+
+def _scoring_metadata(store: ObjectStore, params: OutlierParams, model, counts: dict, mode: str, scored: pd.DataFrame,
+                      published: bool, elapsed: float) -> dict:  # fmt: skip
+    return {
+        "frames": counts["frames"],
+        "outliers": counts["outliers"],
+        "mode": mode,
+        "frames_written": len(scored),
+        "flagged_fraction": round(float(scored["is_outlier"].mean()) if len(scored) else 0.0, 3),
+        **{f"flag_{r}": int(scored[r].sum()) for r in REASONS},
+        "stored_frames_isolation": "as scored when their source arrived; refreshed by the rebuild_curation job",
+        "thresholds": dg.MetadataValue.json({**params.__dict__, "calibration": model.calibration.source}),
+        "seconds": round(elapsed, 3),
+        "tables": dg.MetadataValue.path(store.uri(layout.table_prefix("outliers") + "/")),
+        "published": published,
+    }

@@ -28,14 +28,14 @@ from curation_assets.core.search import (
     RootMismatch,
     SearchError,
     boxes_left_out,
+    curation_needed,
     frames_of_split,
     hits_table,
-    left_out,
     stored_root,
     with_originals,
 )
 from curation_assets.core.sources import load_image
-from curation_assets.defs.curation import read_groups, read_outliers
+from curation_assets.defs.curation import MEMBER
 from curation_assets.defs.reports import png_metadata
 from resources import EmbedderResource, ObjectStoreResource, VectorStoreResource
 from resources.object_store import ObjectStore
@@ -75,9 +75,6 @@ class SearchResult:
 
 
 def _table(store: ObjectStore, asset: str) -> pd.DataFrame | None:
-    readers = {"duplicate_groups": read_groups, "outliers": read_outliers}  # one table per source
-    if asset in readers:
-        return readers[asset](store)
     key = layout.table_key(asset)
     return store.read_table(key) if store.exists(key) else None
 
@@ -96,14 +93,13 @@ def _where(config: SearchConfig, store: ObjectStore) -> Where:
         if frames is None:
             raise SearchError("no frames are stored yet: ingest a landing zone first")
         only = frames_of_split(frames, config.split)
-    skip = left_out(
-        _table(store, "outliers") if config.exclude_outliers else None,
-        _table(store, "duplicate_groups") if config.exclude_duplicates else None,
-        config.exclude_outliers,
-        config.exclude_duplicates,
-    )
+    # outliers and duplicates are left out by the payload curation keeps on every point, inside
+    # the k-NN query: no curation table is read, however many sources are stored
+    curated = {asset: store.exists(layout.state_key(asset)) for asset in ("outliers", "duplicate_groups")}
+    curation_needed(curated, config.exclude_outliers, config.exclude_duplicates)
     return Where(cameras=config.cameras, videos=config.videos, time_from_s=config.time_from_s,
-                 time_to_s=config.time_to_s, only_frames=only, exclude_frames=skip)  # fmt: skip
+                 time_to_s=config.time_to_s, only_frames=only, exclude_outliers=config.exclude_outliers,
+                 exclude_group_roles=[MEMBER] if config.exclude_duplicates else ())  # fmt: skip
 
 
 def stored_key(store: ObjectStore, uri: str) -> str:
