@@ -105,7 +105,8 @@ class SensorSettings(Settings):
     sources_per_run: int = pydantic.Field(
         default=8,
         description="New sources seen in one look that share a batch run (its run worker, model and validation "
-        "processes), each still ingested in a run of its own; 1: a run each.",
+        "processes), each still ingested in a run of its own, then curated in that batch run; 1: a plain run each, "
+        "curated by the automation sensor.",
     )
 
 

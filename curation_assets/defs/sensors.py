@@ -8,9 +8,10 @@ import dagster as dg
 
 from curation_assets.component import SensorSettings
 from curation_assets.core.ids import source_id_for
+from curation_assets.defs.curation import BATCH_TAG
 from curation_assets.defs.fleet import Fleet, partitions
 from curation_assets.defs.ingestion import BAD_INPUT, FAILURE_TAG, landing_sources
-from curation_assets.defs.jobs import BATCH_TAG, ingest_batch_job, ingest_video_job
+from curation_assets.defs.jobs import ingest_batch_job, ingest_video_job
 from curation_assets.defs.partitions import videos
 
 SOURCE_TAG = "curation/source"  # "<video_id>@<fingerprint>": which content a run ingested
@@ -138,14 +139,14 @@ def attempts_at(
 
 
 def batch_requests(requests: list[dg.RunRequest], sources_per_run: int) -> list[dg.RunRequest]:
-    """Per-source requests grouped into ingest_batch runs of at most ``sources_per_run`` sources
-    (one source alone keeps its plain ingest_video run)."""
+    """Per-source requests grouped into ingest_batch runs of at most ``sources_per_run`` sources;
+    a lone source too, so that its batch curates it at once. ``sources_per_run`` 1: a plain
+    ingest_video run per source, curated by the automation sensor."""
+    if sources_per_run <= 1:
+        return requests
     batched = []
-    for start in range(0, len(requests), max(sources_per_run, 1)):
-        group = requests[start : start + max(sources_per_run, 1)]
-        if len(group) == 1:
-            batched += group
-            continue
+    for start in range(0, len(requests), sources_per_run):
+        group = requests[start : start + sources_per_run]
         sources = [{"partition_key": r.partition_key, "tags": r.tags} for r in group]
         batched.append(
             dg.RunRequest(
@@ -270,7 +271,10 @@ def build_new_video_sensor(
         default_status=dg.DefaultSensorStatus.RUNNING if running else dg.DefaultSensorStatus.STOPPED,
         required_resource_keys={store_key},
         description="Registers a partition for every new, changed or failed landing source and requests "
-        f"its run; a burst's sources go {sources_per_run} to a batch run, each still ingested in a run of its own.",
+        f"its run; new sources go {sources_per_run} to a batch run, each still ingested in a run of its own, "
+        "and curated by the batch once they are in."
+        if sources_per_run > 1
+        else "Registers a partition for every new, changed or failed landing source and requests its run.",
     )
     def new_video_sensor(context: dg.SensorEvaluationContext, **_):  # a direct call also passes them as keywords
         # the daemon's evaluation binds only named resource parameters: read the fleet's from the context
