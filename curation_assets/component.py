@@ -100,7 +100,10 @@ class FrameSampling(Settings):
 
 class SensorSettings(Settings):
     enabled: bool = pydantic.Field(default=True, description="Watch the landing zone (the fleet's new-video sensor).")
-    interval_s: int = pydantic.Field(default=10, description="Seconds between two looks at the landing zone.")
+    interval_s: int = pydantic.Field(
+        default=5,
+        description="Seconds between two looks at the landing zone (a look that finds nothing new costs one listing).",
+    )
     max_runs_per_tick: int = pydantic.Field(default=50, description="New sources planned per look; the rest next time.")
     sources_per_run: int = pydantic.Field(
         default=8,

@@ -252,7 +252,7 @@ def build_new_video_sensor(
     sources_per_run: int = SensorSettings().sources_per_run,
     fleet: Fleet = Fleet(),
     job=ingest_video_job,
-    interval_s: int = 10,
+    interval_s: int = SensorSettings().interval_s,
     running: bool = True,
 ) -> dg.SensorDefinition:
     """The landing-zone sensor of ``fleet`` (its landing zone, partitions and ingest ``job``),
