@@ -39,7 +39,6 @@ RUNS = """query { runsOrError { ... on Runs { results { runId status jobName cre
   tags { key value } } } } }"""
 OUTLIERS = """query { assetOrError(assetKey: {path: ["outliers"]}) { ... on Asset {
   assetMaterializations(limit: 20) { runId timestamp } } } }"""
-SETTLE_S = 15  # after a burst, how long to watch for runs the automation sensor launches
 
 
 class Peaks:
@@ -193,12 +192,12 @@ def through_topology(base: Path, clips: Path, expected: dict[str, int], env: dic
                     break
             rss = peaks.stop()
             burst_results = results
-            time.sleep(SETTLE_S)  # what the automation sensor does after the burst (nothing, or a map)
-            after_burst = topology.graphql(RUNS)["runsOrError"]["results"]
+            after_burst = settled(topology)  # the lone clip is timed on an idle topology
             single = drop_one(topology, s3, prefix, drop)
             with instance_of(topology) as instance:
                 costs = start_costs(instance, burst_results)
-                single["stages"] = single_stages(instance, single.pop("runs"), single["uploaded"])
+                single["stages"] = single_stages(instance, single.pop("runs"), single.pop("uploaded"),
+                                                 single.pop("published"))  # fmt: skip
         figures = counted(env, expected)
     wall = (curated_at - started) if curated_at else None
     return {
@@ -207,7 +206,9 @@ def through_topology(base: Path, clips: Path, expected: dict[str, int], env: dic
         "runs_launched": sum(launched(r) for r in burst_results),
         "automation_runs_during_burst": sum(r["jobName"] == "__ASSET_JOB" for r in burst_results),
         "automation_runs_after_burst": [
-            r["runId"][:8] for r in after_burst if r["jobName"] == "__ASSET_JOB" and r not in burst_results
+            f"{r['runId'][:8]} {r['status']} {_gap(r['startTime'], r['endTime'])} s"
+            for r in after_burst
+            if r["jobName"] == "__ASSET_JOB" and r["runId"] not in {b["runId"] for b in burst_results}
         ],
         "ingest_runs": len(ingest),
         "s_per_video": round(wall / len(expected), 2) if wall else None,
@@ -233,9 +234,23 @@ def drop_one(topology, s3, prefix: str, clip: Path) -> dict:
     return {"latency_s": None, "uploaded": uploaded, "runs": [], "published": None}
 
 
-def single_stages(instance, runs: list[dict], uploaded: float) -> dict:
+def settled(topology, timeout: float = 300) -> list[dict]:
+    """The runs once none is queued or in flight (what the automation sensor launches after a burst
+    included: a map), after the automation sensor has had a tick to launch one."""
+    time.sleep(12)
+    deadline = time.time() + timeout
+    while True:
+        results = topology.graphql(RUNS)["runsOrError"]["results"]
+        if time.time() > deadline or all(r["status"] in ("SUCCESS", "FAILURE", "CANCELED") for r in results):
+            return results
+        time.sleep(1)
+
+
+def single_stages(instance, runs: list[dict], uploaded: float, published: float | None) -> dict:
     """Where a lone clip's seconds went: the sensor's pick-up (its interval included), the queue,
     the run worker's start, the source's ingest run, and curation until published."""
+    from curation_assets.cli.headless import step_timings
+
     first = min(runs, key=lambda r: r["creationTime"], default=None)
     if first is None:
         return {}
@@ -249,8 +264,11 @@ def single_stages(instance, runs: list[dict], uploaded: float) -> dict:
     }
     if source:
         stages["ingest_run_s"] = _gap(source["startTime"], source["endTime"])
+    if source:
+        stages["ingest_steps"] = step_timings(instance, source["runId"])
     if curate:
-        stages["curate_run_s"] = _gap(curate["startTime"], curate["endTime"])
+        stages["curate_run_to_published_s"] = _gap(curate["startTime"], published)
+        stages["curate_steps"] = step_timings(instance, curate["runId"])
         if source:
             stages["ingest_end_to_curate_start_s"] = _gap(source["endTime"], curate["startTime"])
     return stages

@@ -183,7 +183,8 @@ def test_a_burst_seen_in_one_tick_is_requested_in_batches_of_the_setting(instanc
         object_store.landing_store().put_bytes(f"cam-x/{i}.mp4", b"video %d" % i)
     sensor = sensors.build_new_video_sensor(sources_per_run=2)
     requests = tick(instance, object_store, sensor=sensor).run_requests
-    assert [r.job_name for r in requests] == ["ingest_batch"] * 3  # 2, 2 and the last one alone
+    assert [r.job_name for r in requests] == ["ingest_batch"] * 3
+    assert [len(r.run_config["ops"]["ingest_sources"]["config"]["sources"]) for r in requests] == [1, 2, 2]
     batched = [s["partition_key"] for r in requests for s in r.run_config["ops"]["ingest_sources"]["config"]["sources"]]
     assert sorted(batched) == sorted(video_id_for(f"cam-x/{i}.mp4") for i in range(5))
     assert len(instance.get_dynamic_partitions(videos.name)) == 5  # each source keeps its own partition

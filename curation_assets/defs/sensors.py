@@ -145,8 +145,9 @@ def batch_requests(requests: list[dg.RunRequest], sources_per_run: int) -> list[
     if sources_per_run <= 1:
         return requests
     batched = []
-    for start in range(0, len(requests), sources_per_run):
-        group = requests[start : start + sources_per_run]
+    count = -(-len(requests) // sources_per_run)  # batches, of even sizes: 12 at 8 a run are 6 + 6, not 8 + 4
+    for i in range(count):
+        group = requests[i * len(requests) // count : (i + 1) * len(requests) // count]
         sources = [{"partition_key": r.partition_key, "tags": r.tags} for r in group]
         batched.append(
             dg.RunRequest(
