@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from bench.reliability import _partition, _process_kind  # noqa: E402
 
 RUNS = """query { runsOrError { ... on Runs { results { runId status jobName creationTime startTime endTime
-  tags { key value } } } } }"""
+  tags { key value } assetSelection { path } } } } }"""
 OUTLIERS = """query { assetOrError(assetKey: {path: ["outliers"]}) { ... on Asset {
   assetMaterializations(limit: 20) { runId timestamp } } } }"""
 
@@ -206,7 +206,8 @@ def through_topology(base: Path, clips: Path, expected: dict[str, int], env: dic
         "runs_launched": sum(launched(r) for r in burst_results),
         "automation_runs_during_burst": sum(r["jobName"] == "__ASSET_JOB" for r in burst_results),
         "automation_runs_after_burst": [
-            f"{r['runId'][:8]} {r['status']} {_gap(r['startTime'], r['endTime'])} s"
+            f"{','.join(k['path'][-1] for k in r['assetSelection'] or [])} {r['status']} "
+            f"{_gap(r['startTime'], r['endTime'])} s"
             for r in after_burst
             if r["jobName"] == "__ASSET_JOB" and r["runId"] not in {b["runId"] for b in burst_results}
         ],
