@@ -224,6 +224,17 @@ def test_a_lone_new_source_is_curated_by_its_batch_run(local_defs, instance, vid
     assert set(frames.loc[~frames["corrupt"], "frame_id"]) <= set(read_groups(store)["frame_id"])
 
 
+def test_a_batch_leaves_curation_to_a_batch_still_ingesting(local_defs, instance, video_dir):
+    from dagster._core.test_utils import create_run_for_test
+
+    object_store = local_defs.resources["object_store"]
+    drop(object_store.landing_store(), video_dir, SCENE_B.name)
+    [request] = tick(instance, object_store, sensor=sensors.build_new_video_sensor()).run_requests
+    create_run_for_test(instance, job_name="ingest_batch", status=dg.DagsterRunStatus.STARTED)
+    assert run_batch(local_defs, instance, [request]).success
+    assert not instance.get_runs(filters=dg.RunsFilter(job_name="curate"))  # the other batch curates ours too
+
+
 def test_the_automation_sensor_does_not_curate_again_what_a_batch_curated(local_defs, instance, video_dir):
     object_store = local_defs.resources["object_store"]
     drop(object_store.landing_store(), video_dir, SCENE_B.name)

@@ -61,6 +61,7 @@ ingest_video_job = dg.define_asset_job(
     description="Frames (and a labeled dataset's own labels) and embeddings for one landing source.",
 )
 CURATES_BATCH_TAG = "curation/curates-batch"  # on the curate run a batch starts once its sources are in
+INGESTED_TAG = "curation/sources-ingested"  # on a batch run whose sources are all through
 OWNER_TAG = "curation/owner"  # host:pid of the process executing a run in process (a batch's worker, the command)
 
 
@@ -93,6 +94,17 @@ def _in_process(job: dg.JobDefinition, context: dg.OpExecutionContext, tags: dic
     )
 
 
+def _batches_still_ingesting(context: dg.OpExecutionContext) -> list[str]:
+    """Batch runs in flight whose sources are not all through: the last batch to get there curates
+    for all (each marks itself first, so of two that finish together both curate, never neither)."""
+    context.instance.add_run_tags(context.run_id, {INGESTED_TAG: "true"})
+    statuses = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+                dg.DagsterRunStatus.STARTED]  # fmt: skip
+    runs = context.instance.get_run_records(dg.RunsFilter(job_name=context.job_def.name, statuses=statuses))
+    return [r.dagster_run.run_id for r in runs if r.dagster_run.run_id != context.run_id
+            and INGESTED_TAG not in r.dagster_run.tags]  # fmt: skip
+
+
 @dg.op(
     required_resource_keys={"object_store", "vector_store", "embedder", "expectations"},  # ingest_video's
     description="Ingest each source of the batch as its own ingest_video run, one after another, in this "
@@ -122,6 +134,9 @@ def ingest_sources(context: dg.OpExecutionContext, config: IngestBatchConfig) ->
     context.log.info(f"{len(config.sources) - len(failed)} of {len(config.sources)} sources ingested")
     if len(failed) == len(config.sources):
         return  # nothing new to curate
+    if still_ingesting := _batches_still_ingesting(context):
+        context.log.info(f"curation left to batch run {still_ingesting[0][:8]}, still ingesting: it curates ours too")
+        return
     result = _in_process(curate, context, {**batch_tags, CURATES_BATCH_TAG: context.run_id})
     if not result.success:
         raise dg.Failure(
