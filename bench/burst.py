@@ -266,6 +266,8 @@ def single_stages(instance, runs: list[dict], uploaded: float, published: float 
     if source:
         stages["ingest_run_s"] = _gap(source["startTime"], source["endTime"])
     if source:
+        stages["batch_setup_s"] = _gap(events.get("PIPELINE_START"), source["creationTime"])
+        stages["source_run_start_s"] = _gap(source["creationTime"], source["startTime"])
         stages["ingest_steps"] = step_timings(instance, source["runId"])
     if curate:
         stages["curate_run_to_published_s"] = _gap(curate["startTime"], published)
