@@ -42,26 +42,56 @@ OUTLIERS = """query { assetOrError(assetKey: {path: ["outliers"]}) { ... on Asse
 
 
 class Peaks:
-    """Every process on the machine of a kind we start: its resident-memory high-water mark."""
+    """Every process of a kind we start (in ``sessions``, when given: the topology's or the
+    command's own, not other work on the machine): its resident-memory high-water mark, and the
+    CPU seconds each kind used while sampled (a process that lived less than a sample is missed)."""
 
-    def __init__(self, named: dict[int, str] | None = None) -> None:
+    def __init__(self, named: dict[int, str] | None = None, sessions: set[int] | None = None) -> None:
         from bench.machine import peak_rss_mb
 
         self.mb: dict[str, int] = {}
+        self._cpu: dict[int, tuple[str, float]] = {}
         self._done = threading.Event()
 
         def sample() -> None:
             while not self._done.wait(0.5):
                 for entry in os.listdir("/proc"):
                     pid = int(entry) if entry.isdigit() else None
-                    if pid and (kind := (named or {}).get(pid) or _process_kind(pid)):
+                    if not pid or (sessions is not None and _session(pid) not in sessions):
+                        continue
+                    if kind := (named or {}).get(pid) or _process_kind(pid):
                         self.mb[kind] = max(self.mb.get(kind, 0), peak_rss_mb(pid) or 0)
+                        if (seconds := _cpu_seconds(pid)) is not None:
+                            self._cpu[pid] = (kind, seconds)
 
         threading.Thread(target=sample, daemon=True).start()
 
     def stop(self) -> dict[str, int]:
         self._done.set()
         return self.mb
+
+    def cpu_s(self) -> dict[str, float]:
+        total: dict[str, float] = {}
+        for kind, seconds in self._cpu.values():
+            total[kind] = round(total.get(kind, 0.0) + seconds, 1)
+        return total
+
+
+def _session(pid: int) -> int | None:
+    try:
+        return os.getsid(pid)
+    except OSError:
+        return None
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process, from /proc/<pid>/stat."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def counted(env: dict, expected: dict[str, int]) -> dict:
@@ -176,7 +206,7 @@ def through_topology(base: Path, clips: Path, expected: dict[str, int], env: dic
     with tempfile.TemporaryDirectory(prefix="bench-postgres-") as pg:
         os.chmod(pg, 0o755)  # the postgres user must reach it
         with Topology(base / "topology", env=env, postgres_folder=Path(pg) / "postgres") as topology:
-            peaks = Peaks()
+            peaks = Peaks(sessions={p.pid for p in topology.processes.values()})
             started = time.time()
             for name in expected:
                 s3.upload_file(str(clips / name), "bench", f"{prefix}/landing/{name}")
@@ -216,6 +246,7 @@ def through_topology(base: Path, clips: Path, expected: dict[str, int], env: dic
         "start_costs": costs,
         "single_drop": single,
         "peak_rss_mb": rss,
+        "cpu_s_during_burst": peaks.cpu_s(),
         **figures,
     }
 
@@ -285,8 +316,9 @@ def through_headless(base: Path, clips: Path, expected: dict[str, int], env: dic
     started = time.perf_counter()
     command = [sys.executable, "-m", "curation_assets", "run", "--landing", f"s3://bench/{prefix}/landing",
                "--root", f"s3://bench/{prefix}"]  # fmt: skip
-    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    peaks = Peaks({proc.pid: "headless command"})
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)  # fmt: skip
+    peaks = Peaks({proc.pid: "headless command"}, sessions={proc.pid})
     output, _ = proc.communicate()
     wall = time.perf_counter() - started
     rss = peaks.stop()
@@ -298,6 +330,7 @@ def through_headless(base: Path, clips: Path, expected: dict[str, int], env: dic
         "runs_launched": 0,
         "s_per_video": round(wall / len(expected), 2),
         "peak_rss_mb": rss,
+        "cpu_s": peaks.cpu_s(),
         **counted(env, expected),
     }
 
