@@ -176,6 +176,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", type=Path, nargs="?", default=ROOT / "bench" / ".quality")
     parser.add_argument("--random-init", action="store_true", help="also run a seeded random-init model")
+    parser.add_argument(
+        "--pretrained",
+        default="",
+        help="also run the packaged model with these weights "
+        "(e.g. embedder_adaptation's checkpoint: a new model, thresholds uncalibrated)",
+    )
     parser.add_argument("--sweep", action="store_true", help="also print a threshold sweep of our grouping")
     parser.add_argument("--details", action="store_true", help="list our false pairs and false flags")
     args = parser.parse_args()
@@ -185,6 +191,9 @@ def main() -> None:
     models = {"ours (efficientnet-lite0, packaged)": {}}
     if args.random_init:
         models["ours (efficientnet-lite0, random init)"] = {"CURATION_EMBEDDER_PRETRAINED": "none"}
+    if args.pretrained:
+        label = f"ours (efficientnet-lite0, {Path(args.pretrained).name})"
+        models[label] = {"CURATION_EMBEDDER_PRETRAINED": args.pretrained}
     results, footage, ours_tables = {}, {}, None
     for label, env in models.items():
         t, seconds = run_ours(args.data / "images", args.data / "ours", env, folder="photos")

@@ -164,12 +164,11 @@ def _run_stages(args: argparse.Namespace, env: dict[str, str], videos: list, out
     from curation_assets.cli import headless
     from curation_assets.cli.terminal import TerminalProgress
     from curation_assets.core.progress import show_progress
-    from curation_assets.definitions import build_defs
-    from curation_assets.defs.executors import executor_from_env
-    from curation_assets.defs.settings import resources_from_env
+    from curation_assets.location import component
 
     begin("start-up")
-    defs = build_defs(resources_from_env(env), executor_from_env(env))
+    fleet = component(env)  # defs.yaml resolved once, as the code location does
+    defs = fleet.definitions(fleet.resources(env), location_executor=True)
     if os.environ.get("DAGSTER_HOME"):
         instance = dg.DagsterInstance.get()
     else:

@@ -9,12 +9,15 @@ a cleaned, leak-free version. Source images are never modified or deleted.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import hashlib
+import json
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import pandas as pd
 
 from curation_assets.core.label_cleaning import Cleaned, CleaningRule, clean_labels
+from curation_assets.core.labels import coco_dataset
 
 SPLIT_PRIORITY = ("train", "val", "test")  # on a leak, the copy in the earliest split is kept
 
@@ -175,3 +178,135 @@ def merge_sources(
     })  # fmt: skip
     drops = pd.concat([dropped_images, dropped_labels], ignore_index=True)
     return kept, t[t["category"] != ""].reset_index(drop=True), drops
+
+
+def content_sha256(files: dict[str, bytes]) -> str:
+    """One hash of a dataset's files, whatever order they were made in: names a folder by its content."""
+    return hashlib.sha256(b"".join(files[name] for name in sorted(files))).hexdigest()
+
+
+def coco_files_by_split(frames: pd.DataFrame, labels: pd.DataFrame, categories: list[str]) -> dict[str, bytes]:
+    """One COCO file per split of ``frames`` (``all.json`` for frames with no split), holding
+    their ``labels``."""
+    return {
+        f"{split or 'all'}.json": json.dumps(
+            coco_dataset(frames[frames["split"] == split], labels, categories), indent=1, sort_keys=True
+        ).encode()
+        for split in sorted(frames["split"].unique())
+    }
+
+
+def findings(report: pd.DataFrame) -> dict[str, int]:
+    """What an audit report found, counted by kind."""
+    reason = report["reason"]
+    return {
+        "frames": len(report),
+        "corrupt": int(reason.str.startswith("corrupt").sum()),
+        "outliers": int((report["outlier_reasons"] != "").sum()),
+        "duplicates_within_split": int(reason.str.startswith("duplicate inside").sum()),
+        "cross_split_leaks": int(reason.str.startswith("leak").sum()),
+        "label_conflicts": int(reason.str.startswith("labels disagree").sum()),
+        "kept": int(report["keep"].sum()),
+    }
+
+
+def cleaned_copy(
+    source_id: str, frames: pd.DataFrame, result: SourceAudit, rule: CleaningRule | None
+) -> tuple[str, dict[str, bytes], dict]:
+    """The cleaned copy of one source: (folder, files, manifest), written only once the check passed."""
+    report, labels, cleaned = result.report, result.labels, result.cleaning
+    keep = set(report.loc[report["keep"], "frame_id"])
+    kept_frames = frames[frames["frame_id"].isin(keep)]
+    files = coco_files_by_split(kept_frames, labels, sorted(labels["category"].unique()))
+    removals = report.loc[~report["keep"], ["frame_id", "source_name", "split", "reason", "related"]]
+    files["removals.json"] = json.dumps(removals.to_dict("records"), indent=1).encode()
+    if cleaned is not None:  # what the label-cleaning rule dropped, and with which thresholds
+        record = {"rule": rule.__dict__, "removals": cleaned.removals.to_dict("records")}
+        files["label_cleaning.json"] = json.dumps(record, indent=1).encode()
+    folder = f"{source_id}-cleaned-{content_sha256(files)[:10]}"
+    return folder, files, {"source": source_id, "findings": findings(report)}
+
+
+@dataclass
+class DatasetsAudit:
+    """Every labeled source audited, and its cleaned copy (nothing written yet)."""
+
+    report: pd.DataFrame  # every source's ``audit`` report, with a ``source`` column
+    findings: dict[str, dict[str, int]]  # per source: ``findings``
+    balance: dict[str, dict]  # per source: ``class_balance`` of what its cleaned copy keeps
+    cleaning: dict[str, dict]  # per source the label-cleaning rule acted on: what it changed
+    disagreeing: list[tuple[str, tuple]]  # (source, component row) of components whose labels disagree
+    cleaned: dict[str, tuple[str, dict[str, bytes], dict]]  # per source: ``cleaned_copy``
+    per_group: pd.DataFrame  # kept frames per (source, group): frames, splits, any corrupt
+
+
+def audit_sources(
+    frames: pd.DataFrame,
+    labels: pd.DataFrame,
+    groups: pd.DataFrame,
+    outliers: pd.DataFrame,
+    rule: CleaningRule | None,
+    remove_outliers: bool,
+    original_uri: Callable[[str], str],
+) -> DatasetsAudit:
+    """``audit_source`` for each labeled source of ``frames``; the cleaned copies name each
+    image by ``original_uri`` of its ``source_name`` (the landing zone's original, untouched)."""
+    reports, summary, cleaned, cleaning, disagreeing, balance = [], {}, {}, {}, [], {}
+    for source_id in sorted(frames["video_id"].unique()):
+        source_frames = frames[frames["video_id"] == source_id]
+        source_labels = labels[labels["frame_id"].isin(source_frames["frame_id"])]
+        result = audit_source(source_frames, source_labels, groups, outliers, rule, remove_outliers)
+        reports.append(result.report.assign(source=source_id))
+        summary[source_id], balance[source_id] = findings(result.report), result.balance
+        if result.cleaning is not None:
+            changes = result.cleaning.removals["change"].value_counts()
+            cleaning[source_id] = {"rule": rule.name, "labels_removed": int(changes.get("removed", 0)),
+                                   "labels_added": int(changes.get("added", 0)),
+                                   "images_removed": len(result.cleaning.dropped_images)}  # fmt: skip
+            disagreeing += [(source_id, r) for r in result.cleaning.disagreement.head(6).itertuples() if r.variance > 0]
+        originals = source_frames.assign(uri=[original_uri(name) for name in source_frames["source_name"]])
+        cleaned[source_id] = cleaned_copy(source_id, originals, result, rule)
+    report = pd.concat(reports, ignore_index=True)
+    kept = report[report["keep"]].merge(frames[["frame_id", "corrupt"]], on="frame_id")
+    per_group = kept.groupby(["source", "group_id"], as_index=False).agg(
+        frames=("frame_id", "size"), splits=("split", "nunique"), corrupt=("corrupt", "any")
+    )
+    return DatasetsAudit(report, summary, balance, cleaning, disagreeing, cleaned, per_group)
+
+
+def merged_files(images: pd.DataFrame, labels: pd.DataFrame, drops: pd.DataFrame) -> dict[str, bytes]:
+    """A merged dataset's files (``merge_sources``' output): one COCO file per split, and
+    ``provenance.json`` with where every image and label came from and every drop."""
+    files = coco_files_by_split(images, labels, sorted(labels["category"].unique()))
+    provenance = {
+        "images": images[["frame_id", "source", "source_name", "split"]].to_dict("records"),
+        "labels": labels[["frame_id", "category", "source_category"]].to_dict("records"),
+        "drops": drops.to_dict("records"),
+    }
+    files["provenance.json"] = json.dumps(provenance, indent=1).encode()
+    return files
+
+
+def merge_counts(
+    frames: pd.DataFrame,
+    labels: pd.DataFrame,
+    sources: list[str],
+    merged: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame],
+    category_map: dict[str, str],
+) -> dict:
+    """What went into a merge (``merged``: ``merge_sources``' output) and what came out: every
+    image and label in is out or dropped, with why."""
+    images, merged_labels, drops = merged
+    image_drops = drops[drops["kind"] == "image"]
+    source_frames = frames.loc[frames["video_id"].isin(sources), "frame_id"]
+    return {
+        "sources": sources,
+        "images_in": int(frames["video_id"].isin(sources).sum()),
+        "images_out": len(images),
+        "images_dropped": {k: int(v) for k, v in image_drops["reason"].str.split(" of ").str[0].value_counts().items()},
+        "labels_in": int(labels["frame_id"].isin(source_frames).sum()),
+        "labels_out": len(merged_labels),
+        "labels_dropped_by_map": int((drops["kind"] == "label").sum()),
+        "labels_of_dropped_images": int(labels["frame_id"].isin(image_drops["frame_id"]).sum()),
+        "category_map": category_map,
+    }

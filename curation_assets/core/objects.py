@@ -23,7 +23,7 @@ import pandas as pd
 from PIL import Image
 
 from curation_assets.core.frames import encode_jpeg
-from curation_assets.core.ids import object_id_for
+from curation_assets.core.ids import object_id_for, point_id_for
 from curation_assets.core.neighbors import knn_graph
 
 OBJECT_COLUMNS = ["object_id", "frame_id", "video_id", "category", "origin", "confidence", "x", "y", "w", "h",
@@ -299,3 +299,50 @@ def object_duplicates(
         leader[usable] = usable[assigned]
     ids = objects["object_id"].to_numpy()
     return pd.DataFrame({"object_id": ids, "object_group": ids[leader], "is_representative": leader == np.arange(n)})
+
+
+SAME_BOX = ["object_id", "category", "x", "y", "w", "h", "uri"]  # a stored vector is reused while these match
+
+
+def known_vectors(
+    usable: pd.DataFrame, earlier: pd.DataFrame | None, vector_name: str, dim: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Vectors for the croppable boxes ``usable`` (zeros where unknown) and which rows an
+    ``earlier`` object table already holds: same box, same frame, same model. A re-run embeds
+    only new or moved boxes."""
+    vectors = np.zeros((len(usable), dim), dtype=np.float32)
+    reuse = np.zeros(len(usable), dtype=bool)
+    if earlier is not None and len(earlier) and (earlier["vector_name"] == vector_name).all():
+        known = earlier[earlier["problem"] == ""].set_index(SAME_BOX)["vector"]
+        boxes = usable.set_index(SAME_BOX).index
+        reuse = boxes.isin(known.index)
+        if reuse.any():
+            vectors[reuse] = np.stack(known.loc[boxes[reuse]].to_numpy())
+    return vectors, reuse
+
+
+def object_vector_table(objects: pd.DataFrame, vectors: np.ndarray, vector_name: str) -> pd.DataFrame:
+    """``objects`` with their vectors (``vectors``: one per croppable box, in order) and point
+    ids; a broken box keeps its row and reason, with an empty vector."""
+    table = objects.copy()
+    croppable = (table["problem"] == "").to_numpy()
+    table["vector"] = [np.zeros(0, np.float32)] * len(table)
+    table.loc[croppable, "vector"] = pd.Series(list(vectors), index=table.index[croppable])
+    table["point_id"] = [point_id_for(o) for o in table["object_id"]]
+    table["vector_name"] = vector_name
+    return table
+
+
+OUTLIER_COLUMNS = ["object_id", "frame_id", "video_id", "category", "origin", "x", "y", "w", "h", "problem", "uri"]
+
+
+def object_outlier_table(objects: pd.DataFrame, params: ObjectOutlierParams) -> pd.DataFrame:
+    """Every box of an object table (``object_vector_table``) with its duplicate group and its
+    outlier flag, reason and score (a broken box stands in as a zero vector, never compared)."""
+    dim = max((len(v) for v in objects["vector"]), default=0)
+    vectors = (
+        np.stack([v if len(v) else np.zeros(dim, np.float32) for v in objects["vector"]]) if len(objects) else None
+    )
+    flags = object_outliers(objects, vectors, params)
+    groups = object_duplicates(objects, vectors, params)
+    return objects[OUTLIER_COLUMNS].merge(groups, on="object_id").merge(flags, on="object_id")

@@ -379,3 +379,51 @@ def choose_round(
         local, scores = cap_shares(*args, classes.iloc[candidates], local, scores, settings.class_caps, settings.seed,
                                    vectors[taken_rows], u)  # fmt: skip
     return Round(candidates[local], scores, plan, expected, classes, None)
+
+
+BATCH_COLUMNS = ["frame_id", "group_id", "video_id", "camera_id", "uri", "width", "height"]
+
+
+@dataclass(frozen=True)
+class Pool:
+    """What one round chooses among: every grouped and scored frame, what was taken before, and
+    which rows may still be chosen."""
+
+    table: pd.DataFrame  # a row per frame: the frame table with its duplicate group and outlier flag
+    vectors: np.ndarray  # in the table's order
+    taken: set[str]  # frame ids selected or labeled before this round
+    taken_rows: np.ndarray  # per table row: taken before
+    candidates: np.ndarray  # the rows that may be chosen (see candidate_mask)
+
+
+def round_pool(
+    frames: pd.DataFrame, vectors: np.ndarray, groups: pd.DataFrame, flags: pd.DataFrame, taken_before: set[str]
+) -> Pool:
+    """The pool of a round over ``frames`` (``vectors`` in their order), their duplicate
+    ``groups`` and outlier ``flags``; ``taken_before``: frames earlier rounds selected or labeled."""
+    table = frames.merge(groups, on="frame_id").merge(flags[["frame_id", "is_outlier"]], on="frame_id")
+    vectors = vectors[frames["frame_id"].isin(table["frame_id"]).to_numpy()]
+    # a labeled dataset's frames (those with a split) are labeled already: never paid for twice
+    taken = taken_before | set(table.loc[table["split"] != "", "frame_id"])
+    candidates = np.flatnonzero(candidate_mask(table, table, taken))
+    return Pool(table, vectors, taken, table["frame_id"].isin(taken).to_numpy(), candidates)
+
+
+def batch_table(pool: Pool, picked: Round, strategy: str, round_id: str) -> pd.DataFrame:
+    """The chosen frames in pick order, with how and when each was chosen."""
+    batch = pool.table.iloc[picked.picks][[*BATCH_COLUMNS, "is_outlier"]].reset_index(drop=True)
+    return batch.assign(strategy=strategy, score=picked.scores, rank=np.arange(1, len(batch) + 1), round=round_id)
+
+
+def coverage_before_after(pool: Pool, picked: Round) -> tuple[float, float]:
+    """How far the groups' representatives lie from what is labeled, before and after the round
+    (``coverage_radius``: nan when nothing is labeled)."""
+    representatives = pool.vectors[pool.table["is_representative"].to_numpy()]
+    before = pool.vectors[pool.taken_rows]
+    after = np.concatenate([before, pool.vectors[picked.picks]])
+    return coverage_radius(representatives, before), coverage_radius(representatives, after)
+
+
+def shares(values: pd.Series) -> dict[str, float]:
+    """Each value's share of ``values``, rounded, in value order."""
+    return {k: round(v, 3) for k, v in values.value_counts(normalize=True).sort_index().items()}

@@ -13,6 +13,7 @@ import io
 import json
 
 import dagster as dg
+import pandas as pd
 from PIL import Image
 from pydantic import Field
 
@@ -22,6 +23,7 @@ from curation_assets.core.embedder import Embedder
 from curation_assets.core.progress import Progress
 from curation_assets.defs.reports import png_metadata
 from resources import ObjectStoreResource
+from resources.object_store import ObjectStore
 
 ASSET = "embedder_adaptation"
 DEFAULTS = AdaptationParams()
@@ -38,6 +40,13 @@ class AdaptationConfig(dg.Config):
     learning_rate: float = DEFAULTS.learning_rate
     seed: int = 0
     device: str = Field(default="auto", description="'auto' (CUDA when present), 'cpu', 'cuda'.")
+
+    def params(self) -> AdaptationParams:
+        return AdaptationParams(trainable_blocks=self.trainable_blocks, input_size=self.input_size,
+                                batch_size=self.batch_size, max_steps=self.max_steps,
+                                time_budget_s=self.time_budget_s, learning_rate=self.learning_rate,
+                                max_images=self.max_images, seed=self.seed,
+                                device=Embedder(device=self.device).resolved_device())  # fmt: skip
 
 
 def loss_curve_png(losses: list[float], width: int = 480, height: int = 200) -> bytes:
@@ -56,28 +65,31 @@ def loss_curve_png(losses: list[float], width: int = 480, height: int = 200) -> 
     return buffer.getvalue()
 
 
-@dg.asset(deps=["raw_frames"], group_name="embedding", kinds={"torch"})
-def embedder_adaptation(context: dg.AssetExecutionContext, config: AdaptationConfig, object_store: ObjectStoreResource):
-    """Self-supervised fine-tuning (SimCLR, lightly) of the packaged encoder's last blocks on the landed frames."""
-    store = object_store.store()
-    window = set(config.videos)
+def _window_frames(store: ObjectStore, videos: list[str]) -> pd.DataFrame:
+    """The readable published frames of the data window (``videos``; [] = every landed one)."""
+    window = set(videos)
     keep = (lambda key: layout.partition_of(key, "raw_frames") in window) if window else None
     frames = store.read_tables(layout.table_prefix("raw_frames"), keep)
     if frames is None or frames.empty:
         raise dg.Failure(f"no published raw_frames{' for ' + ', '.join(sorted(window)) if window else ''}: "
                          "materialize raw_frames first", allow_retries=False)  # fmt: skip
-    frames = frames[~frames["corrupt"]] if "corrupt" in frames else frames
+    return frames[~frames["corrupt"]] if "corrupt" in frames else frames
+
+
+def _train(context: dg.AssetExecutionContext, store: ObjectStore, frames: pd.DataFrame, params: AdaptationParams):
     loaders = [lambda uri=uri: Image.open(io.BytesIO(store.get_bytes(store.key_for_uri(uri)))) for uri in frames["uri"]]
-    device = Embedder(device=config.device).resolved_device()
-    params = AdaptationParams(trainable_blocks=config.trainable_blocks, input_size=config.input_size,
-                              batch_size=config.batch_size, max_steps=config.max_steps,
-                              time_budget_s=config.time_budget_s, learning_rate=config.learning_rate,
-                              max_images=config.max_images, seed=config.seed, device=device)  # fmt: skip
-    progress = Progress("adaptation steps", config.max_steps, context.log.info)
+    progress = Progress("adaptation steps", params.max_steps, context.log.info)
     try:
-        adapted = adapt(loaders, params, progress=lambda step, loss: progress.advance())
-    except AdaptationError as exc:
+        return adapt(loaders, params, progress=lambda step, loss: progress.advance())
+    except AdaptationError as exc:  # bad input or settings: waiting fixes nothing
         raise dg.Failure(str(exc), allow_retries=False) from exc
+
+
+def _save_checkpoint(
+    store: ObjectStore, params: AdaptationParams, adapted, frames: pd.DataFrame
+) -> tuple[str, str, dict]:
+    """The checkpoint under models/, named by its content, beside a record of how it was made
+    (data window, losses, settings); returns its version, its URI and the record."""
     version = hashlib.sha256(adapted.checkpoint).hexdigest()[:16]
     key = f"models/{ASSET}/{params.base_model}-{version}.pt"
     videos = sorted(frames["video_id"].unique())
@@ -87,7 +99,17 @@ def embedder_adaptation(context: dg.AssetExecutionContext, config: AdaptationCon
               "params": adapted.params}  # fmt: skip
     store.put_bytes(key.replace(".pt", ".json"), json.dumps(record, indent=1).encode())
     store.put_bytes(key, adapted.checkpoint)  # last: a checkpoint is never there without its record
-    checkpoint = store.uri(key)
+    return version, store.uri(key), record
+
+
+@dg.asset(deps=["raw_frames"], group_name="embedding", kinds={"torch"})
+def embedder_adaptation(context: dg.AssetExecutionContext, config: AdaptationConfig, object_store: ObjectStoreResource):
+    """Self-supervised fine-tuning (SimCLR, lightly) of the packaged encoder's last blocks on the landed frames."""
+    store = object_store.store()
+    frames = _window_frames(store, config.videos)
+    params = config.params()
+    adapted = _train(context, store, frames, params)
+    version, checkpoint, record = _save_checkpoint(store, params, adapted, frames)
     model = Embedder(model=params.base_model, pretrained=checkpoint)
     return dg.MaterializeResult(
         metadata={
@@ -101,7 +123,7 @@ def embedder_adaptation(context: dg.AssetExecutionContext, config: AdaptationCon
             "seconds": round(adapted.seconds, 1),
             "loss_first": round(adapted.losses[0], 4),
             "loss_last": round(adapted.losses[-1], 4),
-            "device": device,
+            "device": params.device,
             **png_metadata(store, "loss_curve", loss_curve_png(adapted.losses), f"{ASSET}/{version}-loss.png"),
         },
         data_version=dg.DataVersion(version),

@@ -1,6 +1,7 @@
 """frame_embeddings: one video's frames -> embedding vectors in Qdrant + a vector table."""
 
 import time
+from collections.abc import Iterable
 
 import dagster as dg
 import numpy as np
@@ -9,6 +10,7 @@ from pydantic import Field
 
 from curation_assets.core import layout
 from curation_assets.core.duplicates import DuplicateParams, embedding_sources
+from curation_assets.core.embedder import Embedder
 from curation_assets.core.ids import point_id_for
 from curation_assets.core.progress import Progress, Stopwatch
 from curation_assets.defs import checks
@@ -16,7 +18,9 @@ from curation_assets.defs.executors import GPU_TAGS
 from curation_assets.defs.partitions import videos
 from curation_assets.defs.retries import TRANSIENT, transient_only
 from curation_assets.quality import suites
+from curation_assets.runtime.model_process import RemoteEmbedder
 from resources import EmbedderResource, ExpectationsResource, ObjectStoreResource, VectorStoreResource
+from resources.object_store import ObjectStore
 
 ASSET = "frame_embeddings"
 # phash lets incremental duplicate matching compare a new frame with a stored one without reading its table;
@@ -113,39 +117,23 @@ def frame_embeddings(
     """
     video_id = context.partition_key
     vector_store.check()  # a bad setting or a refused key fails now, before the embedding
-    store = object_store.store()
-    watch = Stopwatch()
+    store, watch = object_store.store(), Stopwatch()
     frames = store.read_table(layout.table_key("raw_frames", video_id))
     frames = frames[~frames["corrupt"]].reset_index(drop=True)  # unreadable images have no pixels
     with watch.stage("load model"):  # waits for the model process the headless command started early
         model = embedder.embedder(load=True)
-    if config.reuse_vectors_for_copies:
-        source = embedding_sources(frames, config.copy_phash_distance)
-    else:
-        source = np.arange(len(frames))
-    to_embed = np.unique(source)
-    progress = Progress(f"{video_id} embeddings", len(to_embed), context.log.info)
-
-    def stored_jpegs():
-        for uri in frames["uri"].to_numpy()[to_embed]:
-            yield lambda uri=uri: store.get_bytes(store.key_for_uri(uri))
-            progress.advance()
-
+    # a frame's source: the frame whose vector it takes (itself, or the last embedded frame it copies)
+    copies = config.reuse_vectors_for_copies
+    source = embedding_sources(frames, config.copy_phash_distance) if copies else np.arange(len(frames))
     started = time.perf_counter()
-    embedded = model.embed_encoded(stored_jpegs(), watch)
-    progress.finish()
-    vectors = embedded[np.searchsorted(to_embed, source)] if len(frames) else embedded
+    vectors, embedded = _embed_frames(context, store, model, frames, source, watch)
     embed_s = time.perf_counter() - started
     table = vector_table(frames, vectors, model.vector_name)
-    payloads = frames[PAYLOAD_COLUMNS].to_dict("records")
-
     collection = vector_store.collection_for(model.vector_name)
-    with watch.stage("vector store"), vector_store.open() as vs:
-        vs.ensure_collection(collection, model.vector_name, model.dim)
-        vs.replace_video(collection, model.vector_name, video_id, list(table["point_id"]), vectors, payloads)
-        stored = vs.count(collection, video_id)
+    points = [(video_id, list(table["point_id"]), vectors, frames[PAYLOAD_COLUMNS].to_dict("records"))]
+    with watch.stage("vector store"):
+        stored = replace_video_points(vector_store, collection, model, points, count_video=video_id)
     upsert_s = time.perf_counter() - started - embed_s
-
     with watch.stage("checks"):
         results = vector_checks(expectations, ASSET, table, model.dim, stored, collection, "frames")
     with watch.stage("write table"):
@@ -158,12 +146,52 @@ def frame_embeddings(
             "vector_store": vector_store.describe(),
             "collection": collection,
             "embed_seconds": round(embed_s, 2),
-            "frames_embedded": len(to_embed),
-            "frames_reused_copies": len(frames) - len(to_embed),
-            "images_per_second": round(len(to_embed) / embed_s, 1) if embed_s else None,
+            "frames_embedded": embedded,
+            "frames_reused_copies": len(frames) - embedded,
+            "images_per_second": round(embedded / embed_s, 1) if embed_s else None,
             "upsert_seconds": round(upsert_s, 3),
             "timings": dg.MetadataValue.json(watch.rounded()),
             "published": verdict.published,
         },
         check_results=results,
     )
+
+
+def _embed_frames(
+    context: dg.AssetExecutionContext,
+    store: ObjectStore,
+    model: Embedder | RemoteEmbedder,
+    frames: pd.DataFrame,
+    source: np.ndarray,
+    watch: Stopwatch,
+) -> tuple[np.ndarray, int]:
+    """A vector per frame: the model embeds the frames that are their own ``source``, and a
+    copy takes its source's vector. Returns the vectors and how many the model made."""
+    to_embed = np.unique(source)
+    progress = Progress(f"{context.partition_key} embeddings", len(to_embed), context.log.info)
+
+    def stored_jpegs():
+        for uri in frames["uri"].to_numpy()[to_embed]:
+            yield lambda uri=uri: store.get_bytes(store.key_for_uri(uri))
+            progress.advance()
+
+    embedded = model.embed_encoded(stored_jpegs(), watch)
+    progress.finish()
+    return (embedded[np.searchsorted(to_embed, source)] if len(frames) else embedded), len(to_embed)
+
+
+def replace_video_points(
+    vector_store: VectorStoreResource,
+    collection: str,
+    model: Embedder | RemoteEmbedder,
+    points: Iterable[tuple[str, list[str], np.ndarray, list[dict]]],
+    count_video: str | None = None,
+) -> int:
+    """Each video's points in ``collection`` become exactly the given ones (video, point ids,
+    vectors, payloads): a re-run leaves no stale point. Returns the points ``count_video`` has
+    afterwards (None: the whole collection), what the qdrant_count check compares."""
+    with vector_store.open() as vs:
+        vs.ensure_collection(collection, model.vector_name, model.dim)
+        for video, point_ids, vectors, payloads in points:
+            vs.replace_video(collection, model.vector_name, video, point_ids, vectors, payloads)
+        return vs.count(collection, count_video)

@@ -180,16 +180,7 @@ def raw_frames(
     source = find_source(landing, source_id)
     started, watch = time.perf_counter(), Stopwatch()
     damage: list[str] = []  # a video damaged part-way keeps the frames before the damage
-    progress = Progress(f"{source.key or 'landing root'} frames", len(source.members) or None, context.log.info)
-    try:
-        entries: list[LabeledEntry] = []
-        if source.kind in LABELED_KINDS:
-            entries = read_labeled(source.kind, source.key, source.members, landing.get_bytes, is_image, damage)
-        camera_id = camera_id_for(source.key)
-        with read_source(landing, source, config, entries, damage.append) as items:
-            table = frame_table(items, source_id, camera_id, store.put_bytes, config.jpeg_quality, watch, progress)
-    except (UnreadableSourceError, NotARegularFile) as exc:
-        raise refuse_bad_input(context, source, str(exc)) from exc
+    table, entries = _read_frames(context, store, landing, source, config, watch, damage)
     watch.add("frames (wall)", time.perf_counter() - started)
     elapsed = time.perf_counter() - started
 
@@ -214,37 +205,71 @@ def raw_frames(
             raise refuse_bad_input(context, source, nothing_readable(source, table), table=store.uri(verdict.key))
     for message in damage:
         context.log.warning(f"{message}; the {len(table)} frames before it were kept")
-    corrupt = table[table["corrupt"]] if len(table) else table
     yield dg.MaterializeResult(
         asset_key=key_of(context, ASSET),
-        metadata={
-            "landing_key": source.key or "(landing root)",
-            "source_kind": source.kind,
-            "damage": damage[0] if damage else "none",
-            "camera_id": camera_id,
-            "frames": len(readable),
-            "corrupt": len(corrupt),
-            "corrupt_examples": dg.MetadataValue.json(
-                [f"{r.source_name}: {r.error}" for r in corrupt.head(10).itertuples()]
-            ),
-            "seconds": round(elapsed, 2),
-            "timings": dg.MetadataValue.json(watch.rounded()),
-            "frames_per_second": round(len(table) / elapsed, 1) if elapsed else None,
-            "table": dg.MetadataValue.path(store.uri(verdict.key)),
-            "published": verdict.published,
-        },
+        metadata=_describe_frames(store, source, table, readable, damage, elapsed, watch, verdict),
         check_results=results,
     )
     if labeled:
         yield dg.MaterializeResult(
-            asset_key=key_of(context, "source_labels"),
-            metadata={
-                "labels": len(labels),
-                "boxes": int(labels["w"].notna().sum()),
-                "per_class": dg.MetadataValue.json(labels["category"].value_counts().to_dict()),
-                "table": dg.MetadataValue.path(store.uri(layout.table_key("source_labels", source_id))),
-            },
+            asset_key=key_of(context, "source_labels"), metadata=_describe_labels(store, source_id, labels)
         )
+
+
+def _read_frames(
+    context: dg.AssetExecutionContext,
+    store: ObjectStore,
+    landing: ObjectStore,
+    source: Source,
+    config: RawFramesConfig,
+    watch: Stopwatch,
+    damage: list[str],
+) -> tuple[pd.DataFrame, list[LabeledEntry]]:
+    """The source's frames stored as JPEG and measured (the frame table), and a labeled
+    dataset's entries; a source that cannot be read at all is refused as bad input."""
+    progress = Progress(f"{source.key or 'landing root'} frames", len(source.members) or None, context.log.info)
+    try:
+        entries: list[LabeledEntry] = []
+        if source.kind in LABELED_KINDS:
+            entries = read_labeled(source.kind, source.key, source.members, landing.get_bytes, is_image, damage)
+        camera_id = camera_id_for(source.key)
+        with read_source(landing, source, config, entries, damage.append) as items:
+            table = frame_table(
+                items, context.partition_key, camera_id, store.put_bytes, config.jpeg_quality, watch, progress
+            )
+    except (UnreadableSourceError, NotARegularFile) as exc:
+        raise refuse_bad_input(context, source, str(exc)) from exc
+    return table, entries
+
+
+def _describe_frames(store: ObjectStore, source: Source, table: pd.DataFrame, readable: pd.DataFrame,
+                     damage: list[str], elapsed: float, watch: Stopwatch, verdict: checks.Verdict) -> dict:  # fmt: skip
+    corrupt = table[table["corrupt"]] if len(table) else table
+    return {
+        "landing_key": source.key or "(landing root)",
+        "source_kind": source.kind,
+        "damage": damage[0] if damage else "none",
+        "camera_id": camera_id_for(source.key),
+        "frames": len(readable),
+        "corrupt": len(corrupt),
+        "corrupt_examples": dg.MetadataValue.json(
+            [f"{r.source_name}: {r.error}" for r in corrupt.head(10).itertuples()]
+        ),
+        "seconds": round(elapsed, 2),
+        "timings": dg.MetadataValue.json(watch.rounded()),
+        "frames_per_second": round(len(table) / elapsed, 1) if elapsed else None,
+        "table": dg.MetadataValue.path(store.uri(verdict.key)),
+        "published": verdict.published,
+    }
+
+
+def _describe_labels(store: ObjectStore, source_id: str, labels: pd.DataFrame) -> dict:
+    return {
+        "labels": len(labels),
+        "boxes": int(labels["w"].notna().sum()),
+        "per_class": dg.MetadataValue.json(labels["category"].value_counts().to_dict()),
+        "table": dg.MetadataValue.path(store.uri(layout.table_key("source_labels", source_id))),
+    }
 
 
 def refuse_bad_input(context: dg.AssetExecutionContext, source: Source, cause: str, **metadata) -> dg.Failure:

@@ -32,6 +32,9 @@ class LabeledSetConfig(dg.Config):
         default=0.5, description="Fail the import (publish nothing) when more annotations than this are rejected."
     )
 
+    def fractions(self) -> tuple[tuple[str, float], ...]:
+        return (("train", self.train_fraction), ("val", self.val_fraction), ("test", self.test_fraction))
+
 
 def round_categories(store: ObjectStore, rounds: list[str]) -> list[str]:
     names: list[str] = []
@@ -56,6 +59,81 @@ def import_all(store: ObjectStore, prefix: str, selected: pd.DataFrame, categori
 def previous_splits(store: ObjectStore) -> dict[str, str]:
     key = layout.table_key(ASSET, "frames")
     return dict(store.read_table(key)[["frame_id", "split"]].itertuples(index=False)) if store.exists(key) else {}
+
+
+def _selected_rounds(store: ObjectStore) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """Every round's batch, the rounds, and the categories their exports offered the labelers."""
+    selected = store.read_tables(layout.table_prefix("selected_batch"))
+    if selected is None:
+        raise dg.Failure("no selected batch yet: materialize a selected_batch round first", allow_retries=False)
+    rounds = sorted(selected["round"].unique())
+    return selected, rounds, round_categories(store, rounds)
+
+
+def _records_or_none(table: pd.DataFrame, rows: int) -> dg.MetadataValue | str:
+    return dg.MetadataValue.json(table.head(rows).to_dict("records")) if len(table) else "none"
+
+
+def _label_checks(
+    expectations: ExpectationsResource, found: labels.LabeledSet, categories: list[str], max_rejected_fraction: float
+) -> list[dg.AssetCheckResult]:
+    accepted, rejected = found.accepted, found.rejected
+    frame_ids = list(found.frames["frame_id"])
+    return [
+        checks.from_validation(
+            "labeled_set_annotations_valid",
+            expectations.validate(accepted, "annotations", suites.annotations(frame_ids, categories)),
+            accepted=len(accepted),
+            rejected=len(rejected),
+            rejected_examples=list(rejected["reason"][:10]) or "none",
+        ),
+        checks.from_validation(
+            "labeled_set_groups_in_one_split",
+            expectations.validate(found.splits_per_group, "splits", suites.splits_by_group(), "group_id"),
+        ),
+        checks.from_assertion(
+            "labeled_set_rejections_under_limit",
+            found.rejected_fraction <= max_rejected_fraction,
+            rejected_fraction=round(found.rejected_fraction, 3),
+            limit=max_rejected_fraction,
+        ),
+        checks.from_assertion(
+            "labeled_set_labels_consistent",
+            found.conflicts.empty and found.disagreeing_groups.empty,
+            severity=dg.AssetCheckSeverity.WARN,
+            same_object_conflicts=len(found.conflicts),
+            conflict_examples=_records_or_none(found.conflicts, 10),
+            disagreeing_groups=len(found.disagreeing_groups),
+            group_class_counts=_records_or_none(found.disagreeing_groups, 10),
+            rare_label_frames=_records_or_none(found.rare_labels, 20),
+        ),
+    ]
+
+
+def _describe_labeled_set(store: ObjectStore, rounds: list[str], found: labels.LabeledSet, verdict: checks.Verdict):
+    per_class = found.accepted["category"].value_counts()
+    metadata = {
+        "rounds": dg.MetadataValue.json(rounds),
+        "labeled_frames": len(found.frames),
+        "annotations_accepted": len(found.accepted),
+        "annotations_rejected": len(found.rejected),
+        "rejected": dg.MetadataValue.json(found.rejected.head(20).to_dict("records")),
+        "label_conflicts": len(found.conflicts),
+        "disagreeing_groups": len(found.disagreeing_groups),
+        "per_class": dg.MetadataValue.json(per_class.to_dict()),
+        "class_imbalance": round(float(per_class.max() / per_class.min()), 2) if len(per_class) else None,
+        "per_split": dg.MetadataValue.json(found.frames["split"].value_counts().to_dict()),
+    }
+    if not verdict.published:  # the previous labeled set and versions stay as they were
+        return {**metadata, "published": False}
+    version, existed = verdict.written
+    return {
+        **metadata,
+        "dataset_version": version,
+        "dataset_unchanged": existed,
+        "dataset": dg.MetadataValue.path(store.uri(layout.dataset_key(version, ""))),
+        "published": True,
+    }
 
 
 @dg.asset(
@@ -92,87 +170,23 @@ def labeled_set(
     A failing import publishes nothing: the previous labeled set and versions stay as they were.
     """
     store = object_store.store()
-    selected = store.read_tables(layout.table_prefix("selected_batch"))
-    if selected is None:
-        raise dg.Failure("no selected batch yet: materialize a selected_batch round first", allow_retries=False)
-    rounds = sorted(selected["round"].unique())
-    categories = round_categories(store, rounds)
+    selected, rounds, categories = _selected_rounds(store)
     imports = import_all(store, config.annotations_prefix, selected, categories)
     if not imports:
         raise dg.Failure(f"no annotation files under {store.uri(config.annotations_prefix)}", allow_retries=False)
     groups = read_groups(store).set_index("frame_id")["group_id"]
-    fractions = (("train", config.train_fraction), ("val", config.val_fraction), ("test", config.test_fraction))
     found = labels.assemble_labeled_set(
-        selected, imports, groups, fractions, config.split_by_video, previous_splits(store)
+        selected, imports, groups, config.fractions(), config.split_by_video, previous_splits(store)
     )
-    frames, accepted, rejected = found.frames, found.accepted, found.rejected
-    conflicts, disagreeing, rare = found.conflicts, found.disagreeing_groups, found.rare_labels
-    per_class = accepted["category"].value_counts()
-    results = [
-        checks.from_validation(
-            "labeled_set_annotations_valid",
-            expectations.validate(accepted, "annotations", suites.annotations(list(frames["frame_id"]), categories)),
-            accepted=len(accepted),
-            rejected=len(rejected),
-            rejected_examples=list(rejected["reason"][:10]) or "none",
-        ),
-        checks.from_validation(
-            "labeled_set_groups_in_one_split",
-            expectations.validate(found.splits_per_group, "splits", suites.splits_by_group(), "group_id"),
-        ),
-        checks.from_assertion(
-            "labeled_set_rejections_under_limit",
-            found.rejected_fraction <= config.max_rejected_fraction,
-            rejected_fraction=round(found.rejected_fraction, 3),
-            limit=config.max_rejected_fraction,
-        ),
-        checks.from_assertion(
-            "labeled_set_labels_consistent",
-            conflicts.empty and disagreeing.empty,
-            severity=dg.AssetCheckSeverity.WARN,
-            same_object_conflicts=len(conflicts),
-            conflict_examples=dg.MetadataValue.json(conflicts.head(10).to_dict("records"))
-            if len(conflicts)
-            else "none",
-            disagreeing_groups=len(disagreeing),
-            group_class_counts=dg.MetadataValue.json(disagreeing.head(10).to_dict("records"))
-            if len(disagreeing)
-            else "none",
-            rare_label_frames=dg.MetadataValue.json(rare.head(20).to_dict("records")) if len(rare) else "none",
-        ),
-    ]
-    metadata = {
-        "rounds": dg.MetadataValue.json(rounds),
-        "labeled_frames": len(frames),
-        "annotations_accepted": len(accepted),
-        "annotations_rejected": len(rejected),
-        "rejected": dg.MetadataValue.json(rejected.head(20).to_dict("records")),
-        "label_conflicts": len(conflicts),
-        "disagreeing_groups": len(disagreeing),
-        "per_class": dg.MetadataValue.json(per_class.to_dict()),
-        "class_imbalance": round(float(per_class.max() / per_class.min()), 2) if len(per_class) else None,
-        "per_split": dg.MetadataValue.json(frames["split"].value_counts().to_dict()),
-    }
+    results = _label_checks(expectations, found, categories, config.max_rejected_fraction)
     verdict = checks.publish(
         store,
         results,
         ASSET,
         "annotations",
-        accepted,
-        more_tables={"rejected": rejected, "frames": frames},
+        found.accepted,
+        more_tables={"rejected": found.rejected, "frames": found.frames},
         # the dataset version first: published annotations always have their dataset
-        first=lambda: publish_labeled_version(store, frames, accepted, categories, rounds),
+        first=lambda: publish_labeled_version(store, found.frames, found.accepted, categories, rounds),
     )
-    if not verdict.published:  # the previous labeled set and versions stay as they were
-        return dg.MaterializeResult(metadata={**metadata, "published": False}, check_results=results)
-    version, existed = verdict.written
-    return dg.MaterializeResult(
-        metadata={
-            **metadata,
-            "dataset_version": version,
-            "dataset_unchanged": existed,
-            "dataset": dg.MetadataValue.path(store.uri(layout.dataset_key(version, ""))),
-            "published": True,
-        },
-        check_results=results,
-    )
+    return dg.MaterializeResult(metadata=_describe_labeled_set(store, rounds, found, verdict), check_results=results)

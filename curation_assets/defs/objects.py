@@ -2,6 +2,7 @@
 
 import io
 import time
+from collections.abc import Callable
 
 import dagster as dg
 import numpy as np
@@ -19,12 +20,13 @@ from curation_assets.core.objects import (
     boxes_table,
     crop,
     encoded_crops,
-    object_duplicates,
+    known_vectors,
+    object_outlier_table,
+    object_vector_table,
 )
-from curation_assets.core.objects import object_outliers as score_object_outliers
 from curation_assets.core.progress import Stopwatch
 from curation_assets.defs import checks
-from curation_assets.defs.embedding import vector_checks
+from curation_assets.defs.embedding import replace_video_points, vector_checks
 from curation_assets.defs.reports import png_metadata
 from curation_assets.defs.retries import TRANSIENT, transient_only
 from curation_assets.quality import suites
@@ -33,7 +35,6 @@ from resources.object_store import ObjectStore
 
 EMBEDDINGS, OUTLIERS = "object_embeddings", "object_outliers"
 PAYLOAD_COLUMNS = ["object_id", "frame_id", "video_id", "camera_id", "category", "origin"]
-SAME_BOX = ["object_id", "category", "x", "y", "w", "h", "uri"]  # a stored vector is reused while these match
 
 
 class ObjectsConfig(dg.Config):
@@ -47,12 +48,22 @@ class ObjectsConfig(dg.Config):
     min_side: int = Field(default=CropParams.min_side, description="Crops are padded to at least this square.")
 
 
+def boxes_from_labeling_rounds(store: ObjectStore) -> pd.DataFrame | None:
+    """The boxes our labeling rounds brought back: labeled_set's published annotations.
+
+    A read this asset cannot declare: labeled_set follows selected_batch, which follows this
+    asset (object_diversity chooses frames by these boxes), so the dep would close a cycle.
+    The loop is real (each round's labels steer the next round) and a DAG shows one turn of
+    it; the materialization's ``by_origin`` counts the boxes that came this way."""
+    imported = layout.table_key("labeled_set", "annotations")
+    return store.read_table(imported) if store.exists(imported) else None
+
+
 def all_boxes(store: ObjectStore, frames: pd.DataFrame, config: ObjectsConfig, params: CropParams) -> pd.DataFrame:
     """Every box, one source per frame: a labeled dataset's own labels, else the labels imported
     from our labeling rounds (labeled_set), else (with ``predictions``) a model's boxes."""
     sources = [("labels", store.read_tables(layout.table_prefix("source_labels")))]
-    imported = layout.table_key("labeled_set", "annotations")
-    sources.append(("labeled_set", store.read_table(imported) if store.exists(imported) else None))
+    sources.append(("labeled_set", boxes_from_labeling_rounds(store)))
     if config.predictions:
         if not store.exists(config.predictions):
             raise dg.Failure(f"no predictions table at {store.uri(config.predictions)}", allow_retries=False)
@@ -80,8 +91,7 @@ def readable_frames(store: ObjectStore) -> pd.DataFrame:
 
 @dg.asset(
     retry_policy=TRANSIENT,
-    # it reads labeled_set's boxes too, which cannot be a dep (labeled_set follows selected_batch,
-    # which follows this asset: a cycle)
+    # it reads labeled_set's boxes too, undeclared: see boxes_from_labeling_rounds
     deps=["raw_frames", "source_labels"],
     group_name="objects",
     kinds={"pytorch", "qdrant", "parquet"},
@@ -117,71 +127,62 @@ def object_embeddings(
     params = CropParams(context=config.context, min_side=config.min_side)
     watch = Stopwatch()
     frames = readable_frames(store)
-    objects = all_boxes(store, frames, config, params)
-    objects = objects.merge(frames[["frame_id", "uri", "camera_id"]], on="frame_id")
+    objects = all_boxes(store, frames, config, params).merge(frames[["frame_id", "uri", "camera_id"]], on="frame_id")
     objects = objects.sort_values("object_id", ignore_index=True)
     model = embedder.embedder(load=True)
     usable = objects[objects["problem"] == ""].reset_index(drop=True)
-
     earlier = store.read_table(layout.table_key(EMBEDDINGS)) if store.exists(layout.table_key(EMBEDDINGS)) else None
-    vectors = np.zeros((len(usable), model.dim), dtype=np.float32)
-    reuse = np.zeros(len(usable), dtype=bool)
-    if earlier is not None and len(earlier) and (earlier["vector_name"] == model.vector_name).all():
-        known = earlier[earlier["problem"] == ""].set_index(SAME_BOX)["vector"]
-        boxes = usable.set_index(SAME_BOX).index
-        reuse = boxes.isin(known.index)
-        if reuse.any():
-            vectors[reuse] = np.stack(known.loc[boxes[reuse]].to_numpy())
+    vectors, reuse = known_vectors(usable, earlier, model.vector_name, model.dim)
     todo = usable[~reuse]  # sorted by object id, so a frame's boxes are together: one read each
-
-    uri_of = dict(zip(frames["frame_id"], frames["uri"]))
-
-    def read_frame(frame_id: str) -> Image.Image:
-        return Image.open(io.BytesIO(store.get_bytes(store.key_for_uri(uri_of[frame_id])))).convert("RGB")
-
     started = time.perf_counter()
     if len(todo):
-        vectors[todo.index.to_numpy()] = model.embed_encoded(encoded_crops(todo, read_frame, params), watch)
+        crops = encoded_crops(todo, _frame_reader(store, frames), params)
+        vectors[todo.index.to_numpy()] = model.embed_encoded(crops, watch)
     embed_s = time.perf_counter() - started
-
-    table = objects.copy()  # a broken box keeps its row and reason, with an empty vector
-    croppable = (table["problem"] == "").to_numpy()  # the rows of usable, in the same order
-    table["vector"] = [np.zeros(0, np.float32)] * len(table)
-    table.loc[croppable, "vector"] = pd.Series(list(vectors), index=table.index[croppable])
-    table["point_id"] = [point_id_for(o) for o in table["object_id"]]
-    table["vector_name"] = model.vector_name
-    usable = usable.assign(point_id=table.loc[croppable, "point_id"].to_numpy())
+    table = object_vector_table(objects, vectors, model.vector_name)
     collection = vector_store.collection_for(model.vector_name, items="objects")
     videos = set(table["video_id"]) | (set(earlier["video_id"]) if earlier is not None else set())
-    with watch.stage("vector store"), vector_store.open() as vs:
-        vs.ensure_collection(collection, model.vector_name, model.dim)
-        for video in sorted(videos):  # each video's points become exactly its usable boxes
-            rows = np.flatnonzero(usable["video_id"].to_numpy() == video)
-            payloads = usable.iloc[rows][PAYLOAD_COLUMNS].to_dict("records")
-            vs.replace_video(collection, model.vector_name, video, list(usable["point_id"].iloc[rows]), vectors[rows],
-                             payloads)  # fmt: skip
-        stored = vs.count(collection)
+    with watch.stage("vector store"):
+        stored = replace_video_points(vector_store, collection, model, _points_by_video(usable, vectors, videos))
     with watch.stage("checks"):
         summary = usable.assign(vector=list(vectors))
         results = vector_checks(expectations, EMBEDDINGS, summary, model.dim, stored, collection, "boxes", "object_id")
     verdict = checks.publish(store, results, EMBEDDINGS, table=table)
+    embedded = {"embedded": len(todo), "reused": int(reuse.sum()), "embed_seconds": round(embed_s, 2)}
     return dg.MaterializeResult(
-        metadata={
-            "objects": len(objects),
-            "by_origin": dg.MetadataValue.json(objects["origin"].value_counts().to_dict()),
-            "by_class": dg.MetadataValue.json(objects["category"].value_counts().to_dict()),
-            "broken_boxes": int((objects["problem"] != "").sum()),
-            "embedded": len(todo),
-            "reused": int(reuse.sum()),
-            "embed_seconds": round(embed_s, 2),
-            "collection": collection,
-            "vector_name": model.vector_name,
-            "timings": dg.MetadataValue.json(watch.rounded()),
-            "table": dg.MetadataValue.path(store.uri(verdict.key)),
-            "published": verdict.published,
-        },
+        metadata=_describe_objects(store, objects, embedded, collection, model.vector_name, watch, verdict),
         check_results=results,
     )
+
+
+def _frame_reader(store: ObjectStore, frames: pd.DataFrame) -> Callable[[str], Image.Image]:
+    """A frame's stored image, by frame id."""
+    uri_of = dict(zip(frames["frame_id"], frames["uri"]))
+    return lambda frame_id: Image.open(io.BytesIO(store.get_bytes(store.key_for_uri(uri_of[frame_id])))).convert("RGB")
+
+
+def _points_by_video(usable: pd.DataFrame, vectors: np.ndarray, videos: set[str]):
+    """Each video's croppable boxes as points (a video whose boxes are all gone: none, so it loses its points)."""
+    point_ids = np.array([point_id_for(o) for o in usable["object_id"]], dtype=object)
+    for video in sorted(videos):
+        rows = np.flatnonzero(usable["video_id"].to_numpy() == video)
+        yield video, list(point_ids[rows]), vectors[rows], usable.iloc[rows][PAYLOAD_COLUMNS].to_dict("records")
+
+
+def _describe_objects(store: ObjectStore, objects: pd.DataFrame, embedded: dict, collection: str, vector_name: str,
+                      watch: Stopwatch, verdict: checks.Verdict) -> dict:  # fmt: skip
+    return {
+        "objects": len(objects),
+        "by_origin": dg.MetadataValue.json(objects["origin"].value_counts().to_dict()),
+        "by_class": dg.MetadataValue.json(objects["category"].value_counts().to_dict()),
+        "broken_boxes": int((objects["problem"] != "").sum()),
+        **embedded,
+        "collection": collection,
+        "vector_name": vector_name,
+        "timings": dg.MetadataValue.json(watch.rounded()),
+        "table": dg.MetadataValue.path(store.uri(verdict.key)),
+        "published": verdict.published,
+    }
 
 
 def selectable_objects(store: ObjectStore) -> pd.DataFrame:
@@ -258,14 +259,7 @@ def object_outliers(
     objects = store.read_table(layout.table_key(EMBEDDINGS))
     params = ObjectOutlierParams(neighbors=config.neighbors, other_class_share=config.other_class_share,
                                  isolation_z=config.isolation_z, duplicate_cosine=config.duplicate_cosine)  # fmt: skip
-    dim = max((len(v) for v in objects["vector"]), default=0)
-    vectors = (
-        np.stack([v if len(v) else np.zeros(dim, np.float32) for v in objects["vector"]]) if len(objects) else None
-    )
-    flags = score_object_outliers(objects, vectors, params)
-    groups = object_duplicates(objects, vectors, params)
-    keep = ["object_id", "frame_id", "video_id", "category", "origin", "x", "y", "w", "h", "problem", "uri"]
-    table = objects[keep].merge(groups, on="object_id").merge(flags, on="object_id")
+    table = object_outlier_table(objects, params)
     validation = expectations.validate(table, OUTLIERS, suites.object_outliers(list(objects["object_id"])))
     fraction = float(table["is_outlier"].mean()) if len(table) else 0.0
     results = [

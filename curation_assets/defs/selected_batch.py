@@ -1,5 +1,7 @@
 """selected_batch: one labeling round (a partition) chosen within a budget, and its exports."""
 
+from functools import partial
+
 import dagster as dg
 import numpy as np
 import pandas as pd
@@ -8,11 +10,15 @@ from pydantic import Field
 from curation_assets.core import labels, layout
 from curation_assets.core.selection import (
     STRATEGIES,
+    Pool,
+    Round,
     RoundSettings,
-    candidate_mask,
+    batch_table,
     choose_round,
-    coverage_radius,
+    coverage_before_after,
     resolve_budget,
+    round_pool,
+    shares,
 )
 from curation_assets.defs import checks
 from curation_assets.defs.curation import load_corpus, read_groups, read_outliers
@@ -24,7 +30,6 @@ from curation_assets.quality import suites
 from resources import EmbedderResource, ExpectationsResource, ObjectStoreResource
 from resources.object_store import ObjectStore
 
-BATCH_COLUMNS = ["frame_id", "group_id", "video_id", "camera_id", "uri", "width", "height"]
 ASSET = "selected_batch"
 
 
@@ -77,8 +82,83 @@ def earlier_selections(store: ObjectStore, round_id: str | None = None) -> pd.Da
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["frame_id"])
 
 
-def shares(values: pd.Series) -> dict[str, float]:
-    return {k: round(v, 3) for k, v in values.value_counts(normalize=True).sort_index().items()}
+def _round_settings(config: SelectionConfig) -> RoundSettings:
+    if config.strategy not in STRATEGIES:
+        raise dg.Failure(
+            f"unknown strategy {config.strategy!r}; choose one of {', '.join(STRATEGIES)}", allow_retries=False
+        )
+    return RoundSettings(config.strategy, config.seed, config.balance_on, config.balance_targets or None,
+                         config.class_caps or None, config.uncertainty_measure, tuple(config.categories),
+                         config.object_class_strength)  # fmt: skip
+
+
+def _choose(store: ObjectStore, config: SelectionConfig, settings: RoundSettings, pool: Pool, budget: int) -> Round:
+    """``choose_round`` with the tables the settings need; settings the inputs cannot serve are
+    bad input (not retried)."""
+    needs = settings.needs_predictions()
+    if needs and not config.predictions:
+        raise dg.Failure(f"{needs} needs config 'predictions' (a table under the root)", allow_retries=False)
+    predictions = store.read_table(config.predictions) if needs else None
+    objects = selectable_objects(store) if config.strategy == "object_diversity" else None
+    try:
+        return choose_round(pool.table, pool.vectors, pool.candidates, pool.taken_rows, budget, settings,
+                            predictions, objects)  # fmt: skip
+    except (ValueError, KeyError) as exc:
+        raise dg.Failure(f"{type(exc).__name__}: {exc}" if isinstance(exc, KeyError) else str(exc),
+                         allow_retries=False) from exc  # fmt: skip
+
+
+def _write_exports(store: ObjectStore, round_id: str, exports: dict[str, str]) -> None:
+    for name, text in exports.items():
+        store.put_bytes(layout.export_key(round_id, name), text.encode())
+
+
+def _describe_round(store: ObjectStore, config: SelectionConfig, round_id: str, pool: Pool, budget: int,
+                    picked: Round, batch: pd.DataFrame, verdict: checks.Verdict) -> dict:  # fmt: skip
+    """What a person judges a round by: sizes, camera and class shares, coverage, scores, pictures."""
+    table, scores, plan = pool.table, picked.scores, picked.plan
+    labeled_cameras = table.loc[pool.taken_rows, "camera_id"]
+    radius_before, radius_after = coverage_before_after(pool, picked)
+    finite = scores[np.isfinite(scores)] if len(scores) else scores
+    return {
+        "selected": len(batch),
+        "budget": budget,
+        "strategy": config.strategy,
+        "candidates": len(pool.candidates),
+        "excluded_already_taken": len(pool.taken),
+        "camera_share_labeled_before": dg.MetadataValue.json(shares(labeled_cameras)),
+        "camera_share_labeled_after": dg.MetadataValue.json(shares(pd.concat([labeled_cameras, batch["camera_id"]]))),
+        "camera_share_candidates": dg.MetadataValue.json(shares(table["camera_id"].iloc[pool.candidates])),
+        "balance": dg.MetadataValue.json(
+            [{"value": q.value, "target": q.target, "available": q.available, "chosen": q.chosen} for q in plan]
+        ),
+        "balance_shortfall": int(sum(max(q.target - q.chosen, 0) for q in plan)),
+        "predicted_class_shares": dg.MetadataValue.json(
+            shares(picked.predicted_class.iloc[picked.picks])
+            if picked.predicted_class is not None
+            else "no predictions"
+        ),
+        "class_caps": dg.MetadataValue.json(config.class_caps or "none"),
+        "box_class_shares": dg.MetadataValue.json(
+            shares(picked.box_classes) if picked.box_classes is not None else "object_diversity only"
+        ),
+        "coverage_radius_before": None if np.isnan(radius_before) else round(radius_before, 4),
+        "coverage_radius_after": None if np.isnan(radius_after) else round(radius_after, 4),
+        "score_min": round(float(finite.min()), 4) if len(finite) else None,
+        "score_max": round(float(finite.max()), 4) if len(finite) else None,
+        "exports": dg.MetadataValue.path(store.uri(layout.export_key(round_id, ""))),
+        "table": dg.MetadataValue.path(store.uri(verdict.key)),
+        "published": verdict.published,
+        **picture_metadata(
+            store,
+            "batch",
+            [(f"rank {i + 1}-{i + 8}", list(batch["uri"][i : i + 8])) for i in range(0, len(batch), 8)],
+            file_name=f"{ASSET}/{round_id}.png",
+        ),
+        **embedding_map_metadata(
+            store, pool.vectors, table["camera_id"], picked.picks, pool.taken_rows, f"{ASSET}/{round_id}-map.png"
+        ),
+    }
 
 
 @dg.asset(
@@ -111,99 +191,30 @@ def selected_batch(
     expectations: ExpectationsResource,
 ):
     """Choose this round's frames and export them for SageMaker Ground Truth, COCO tools and Label Studio."""
-    if config.strategy not in STRATEGIES:
-        raise dg.Failure(
-            f"unknown strategy {config.strategy!r}; choose one of {', '.join(STRATEGIES)}", allow_retries=False
-        )
-    round_id = context.partition_key
-    store = object_store.store()
+    settings = _round_settings(config)
+    round_id, store = context.partition_key, object_store.store()
     corpus = load_corpus(store, embedder.embedder().vector_name)
-    groups = read_groups(store)
-    flags = read_outliers(store)
-    table = corpus.frames.merge(groups, on="frame_id").merge(flags[["frame_id", "is_outlier"]], on="frame_id")
-    vectors = corpus.vectors[corpus.frames["frame_id"].isin(table["frame_id"]).to_numpy()]
-
-    already_labeled = set(table.loc[table["split"] != "", "frame_id"])  # frames of labeled datasets
-    taken = set(earlier_selections(store, round_id)["frame_id"]) | labeled_frame_ids(store, round_id) | already_labeled
-    candidates = np.flatnonzero(candidate_mask(table, table, taken))
-    budget = resolve_budget(config.budget, config.budget_fraction, len(candidates))
-    taken_rows = table["frame_id"].isin(taken).to_numpy()
-    settings = RoundSettings(config.strategy, config.seed, config.balance_on, config.balance_targets or None,
-                             config.class_caps or None, config.uncertainty_measure, tuple(config.categories),
-                             config.object_class_strength)  # fmt: skip
-    needs = settings.needs_predictions()
-    if needs and not config.predictions:
-        raise dg.Failure(f"{needs} needs config 'predictions' (a table under the root)", allow_retries=False)
-    predictions = store.read_table(config.predictions) if needs else None
-    objects = selectable_objects(store) if config.strategy == "object_diversity" else None
-    try:
-        picked = choose_round(table, vectors, candidates, taken_rows, budget, settings, predictions, objects)
-    except (ValueError, KeyError) as exc:
-        raise dg.Failure(f"{type(exc).__name__}: {exc}" if isinstance(exc, KeyError) else str(exc),
-                         allow_retries=False) from exc  # fmt: skip
-    chosen, scores, plan, expected = picked.picks, picked.scores, picked.plan, picked.expected
-    batch = table.iloc[chosen][[*BATCH_COLUMNS, "is_outlier"]].reset_index(drop=True)
-    batch = batch.assign(strategy=config.strategy, score=scores, rank=np.arange(1, len(batch) + 1), round=round_id)
+    taken_before = set(earlier_selections(store, round_id)["frame_id"]) | labeled_frame_ids(store, round_id)
+    pool = round_pool(corpus.frames, corpus.vectors, read_groups(store), read_outliers(store), taken_before)
+    budget = resolve_budget(config.budget, config.budget_fraction, len(pool.candidates))
+    picked = _choose(store, config, settings, pool, budget)
+    batch = batch_table(pool, picked, config.strategy, round_id)
 
     exports, export_problems = labels.export_bundle(batch, list(config.categories))
-    validation = expectations.validate(batch, ASSET, suites.selected_batch(expected, sorted(taken)))
+    validation = expectations.validate(batch, ASSET, suites.selected_batch(picked.expected, sorted(pool.taken)))
     results = [
         checks.from_validation(
-            "selected_batch_valid", validation, candidates=len(candidates), budget=budget, expected=expected
+            "selected_batch_valid", validation, candidates=len(pool.candidates), budget=budget, expected=picked.expected
         ),
         checks.from_assertion(
             "selected_batch_exports_valid", not export_problems, problems=export_problems[:10] or "none"
         ),
     ]
-
-    def write_exports():  # before the batch: a published batch has its exports
-        for name, text in exports.items():
-            store.put_bytes(layout.export_key(round_id, name), text.encode())
-
-    verdict = checks.publish(store, results, ASSET, round_id, batch, first=write_exports)
-
-    pool = table.loc[taken_rows, "camera_id"]
-    representatives = vectors[table["is_representative"].to_numpy()]
-    radius_before = coverage_radius(representatives, vectors[taken_rows])
-    radius_after = coverage_radius(representatives, np.concatenate([vectors[taken_rows], vectors[chosen]]))
-    finite = scores[np.isfinite(scores)] if len(scores) else scores
+    # the exports before the batch: a published batch has its exports
+    verdict = checks.publish(
+        store, results, ASSET, round_id, batch, first=partial(_write_exports, store, round_id, exports)
+    )
     return dg.MaterializeResult(
-        metadata={
-            "selected": len(batch),
-            "budget": budget,
-            "strategy": config.strategy,
-            "candidates": len(candidates),
-            "excluded_already_taken": len(taken),
-            "camera_share_labeled_before": dg.MetadataValue.json(shares(pool)),
-            "camera_share_labeled_after": dg.MetadataValue.json(shares(pd.concat([pool, batch["camera_id"]]))),
-            "camera_share_candidates": dg.MetadataValue.json(shares(table["camera_id"].iloc[candidates])),
-            "balance": dg.MetadataValue.json(
-                [{"value": q.value, "target": q.target, "available": q.available, "chosen": q.chosen} for q in plan]
-            ),
-            "balance_shortfall": int(sum(max(q.target - q.chosen, 0) for q in plan)),
-            "predicted_class_shares": dg.MetadataValue.json(
-                shares(picked.predicted_class.iloc[chosen]) if settings.class_aware else "no predictions"
-            ),
-            "class_caps": dg.MetadataValue.json(config.class_caps or "none"),
-            "box_class_shares": dg.MetadataValue.json(
-                shares(picked.box_classes) if picked.box_classes is not None else "object_diversity only"
-            ),
-            "coverage_radius_before": None if np.isnan(radius_before) else round(radius_before, 4),
-            "coverage_radius_after": None if np.isnan(radius_after) else round(radius_after, 4),
-            "score_min": round(float(finite.min()), 4) if len(finite) else None,
-            "score_max": round(float(finite.max()), 4) if len(finite) else None,
-            "exports": dg.MetadataValue.path(store.uri(layout.export_key(round_id, ""))),
-            "table": dg.MetadataValue.path(store.uri(verdict.key)),
-            "published": verdict.published,
-            **picture_metadata(
-                store,
-                "batch",
-                [(f"rank {i + 1}-{i + 8}", list(batch["uri"][i : i + 8])) for i in range(0, len(batch), 8)],
-                file_name=f"{ASSET}/{round_id}.png",
-            ),
-            **embedding_map_metadata(
-                store, vectors, table["camera_id"], chosen, taken_rows, f"{ASSET}/{round_id}-map.png"
-            ),
-        },
+        metadata=_describe_round(store, config, round_id, pool, budget, picked, batch, verdict),
         check_results=results,
     )

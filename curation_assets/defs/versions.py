@@ -13,13 +13,10 @@ from datetime import UTC, datetime
 import pandas as pd
 
 from curation_assets.core import labels, layout
+from curation_assets.core.datasets import content_sha256
 from resources.object_store import ObjectStore
 
 LABELED_VERSION = re.compile(r"^v\d{4}$")  # the labeled sets: v0001, v0002, ...
-
-
-def content_sha256(files: dict[str, bytes]) -> str:
-    return hashlib.sha256(b"".join(files[name] for name in sorted(files))).hexdigest()
 
 
 def is_complete(store: ObjectStore, folder: str) -> bool:
