@@ -297,3 +297,26 @@ def test_a_source_run_left_in_flight_by_its_ended_batch_is_failed_and_requested_
     assert {s["tags"][sensors.SOURCE_TAG] for s in retry.run_config["ops"]["ingest_sources"]["config"]["sources"]} == {
         t for k, t in request.tags.items() if k.startswith(sensors.BATCH_SOURCE_TAG_PREFIX)
     }  # both sources again: the one whose run was lost, and the one never started
+
+
+def test_a_source_that_failed_inside_a_batch_is_retried_once_the_batch_ended_not_while_it_runs(instance, tmp_path):
+    from dagster._core.test_utils import create_run_for_test
+
+    object_store = ObjectStoreResource(root=str(tmp_path / "root"))
+    for i in range(2):
+        object_store.landing_store().put_bytes(f"cam-x/{i}.mp4", b"video %d" % i)
+    sensor = sensors.build_new_video_sensor(sources_per_run=2)
+    first = tick(instance, object_store, sensor=sensor)
+    [request] = first.run_requests
+    started = dg.DagsterRunStatus.STARTED
+    batch = create_run_for_test(instance, job_name="ingest_batch", status=started, tags=request.tags)
+    source = request.run_config["ops"]["ingest_sources"]["config"]["sources"][0]
+    create_run_for_test(instance, job_name="ingest_video", status=dg.DagsterRunStatus.FAILURE,
+                        tags={**source["tags"], BATCH_TAG: batch.run_id})  # fmt: skip  # a transient fault
+    during = tick(instance, object_store, first.cursor, sensor=sensor)
+    assert during.run_requests == []  # nothing landed since, and the batch still runs: no per-source look
+    instance.report_run_failed(batch, "killed")
+    [retry] = tick(instance, object_store, during.cursor, sensor=sensor).run_requests
+    assert source["tags"][sensors.SOURCE_TAG] in {
+        s["tags"][sensors.SOURCE_TAG] for s in retry.run_config["ops"]["ingest_sources"]["config"]["sources"]
+    }

@@ -103,7 +103,8 @@ def load_cursor(text: str | None) -> dict:
     cursor = json.loads(text) if text else {}
     if cursor and not ({"done", "requested", "listing"} & set(cursor)):  # the first format: key -> fingerprint
         cursor = {"done": cursor}
-    return {"requested": cursor.get("requested", {}), "listing": cursor.get("listing"), "done": cursor.get("done", {})}
+    return {"requested": cursor.get("requested", {}), "listing": cursor.get("listing"), "done": cursor.get("done", {}),
+            "planned": cursor.get("planned")}  # fmt: skip
 
 
 def batch_source_tag(source_id: str) -> str:
@@ -160,6 +161,11 @@ def batch_requests(requests: list[dg.RunRequest], sources_per_run: int) -> list[
     return batched
 
 
+def _batch_in_flight(instance: dg.DagsterInstance) -> bool:
+    runs = dg.RunsFilter(job_name=ingest_batch_job.name, statuses=list(IN_FLIGHT))
+    return bool(instance.get_run_ids(filters=runs, limit=1))
+
+
 def listing_digest(sources) -> str:
     return hashlib.sha256("\n".join(f"{s.key}\t{s.fingerprint}" for s in sources).encode()).hexdigest()[:32]
 
@@ -175,6 +181,7 @@ def plan_ingest(
     page_size: int = LIST_PAGE_SIZE,
     partitions_name: str = videos.name,
     job_name: str = ingest_video_job.name,
+    wait_for_batches: bool = False,
 ) -> tuple[list[dg.RunRequest], list[str], dict]:
     """What to ingest now: (run requests, new partition keys, the updated cursor).
 
@@ -187,13 +194,19 @@ def plan_ingest(
     left alone; content whose runs failed otherwise (a transient fault, a killed run) is
     requested again with a new run key, up to ``max_failed`` failures (None: always), skipping
     the contents in ``skip``. ``requested`` keeps a request not yet turned into a run from
-    being repeated.
+    being repeated. ``wait_for_batches`` (the sensor): while an ingest_batch run is in flight and
+    nothing changed in the landing zone since the last plan, plan nothing (a failed source's retry
+    waits for the batches to end).
     """
     sources = landing_sources(landing, page_size=page_size)
     listing = listing_digest(sources)
     requested = dict(cursor["requested"])
     if listing == cursor.get("listing") and not requested and not skip:
         return [], [], {"requested": requested, "listing": listing}
+    if wait_for_batches and listing == cursor.get("planned") and _batch_in_flight(instance):
+        # nothing landed since the last plan, and what it requested is being ingested: planning
+        # again would query each source's runs to learn only that (its batch ends, then we look)
+        return [], [], {"requested": requested, "listing": None, "planned": listing}
     ledger = Ledger(instance, landing.root)
     for key, fingerprint in cursor.get("done", {}).items():
         ledger.record(key, fingerprint, "done")
@@ -244,7 +257,7 @@ def plan_ingest(
     ledger.forget_all_but(listed)
     ledger.save()
     requested = {k: v for k, v in requested.items() if k in listed}
-    return requests, new_keys, {"requested": requested, "listing": listing if settled else None}
+    return requests, new_keys, {"requested": requested, "listing": listing if settled else None, "planned": listing}
 
 
 def build_new_video_sensor(
@@ -283,7 +296,7 @@ def build_new_video_sensor(
         requests, new_keys, cursor = plan_ingest(context.instance, landing, load_cursor(context.cursor),
                                                  log=context.log.info, max_runs=max_runs_per_tick,
                                                  page_size=page_size, partitions_name=source_partitions.name,
-                                                 job_name=job.name)  # fmt: skip
+                                                 job_name=job.name, wait_for_batches=sources_per_run > 1)  # fmt: skip
         if requests:
             context.log.info(f"{len(requests)} landing objects to ingest ({len(new_keys)} new partitions)")
         return dg.SensorResult(
