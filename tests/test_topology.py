@@ -303,6 +303,10 @@ def test_a_code_server_killed_mid_run_fails_that_run_clearly_and_the_video_is_in
     [interrupted] = wait_for("the run to end", lambda: runs_of_it("SUCCESS", "FAILURE", "CANCELED"), topology, 180)
     assert interrupted["runId"] == run["runId"]
     assert interrupted["status"] == "FAILURE"
+    # the lone video went to a batch run (which would curate it): run monitoring fails the batch,
+    # whose process the code server took along, and the sensor fails the video's run inside it
+    batch = {t["key"]: t["value"] for t in run["tags"]}["curation/batch"]
     cause = "its process was lost (the code server was restarted or killed mid-run)"
-    assert cause in run_messages(topology, run["runId"])
+    assert cause in run_messages(topology, batch)
+    assert "its batch run ended before it did" in run_messages(topology, run["runId"])
     wait_for("the sensor's retry", lambda: all_ingested(topology, [name]), topology)
