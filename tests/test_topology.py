@@ -280,10 +280,17 @@ def test_postgres_restarted_the_webserver_and_daemon_recover(topology, tmp_path)
     assert topology.processes["daemon"].poll() is None and topology.processes["webserver"].poll() is None
 
 
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(errors="ignore")
+    except FileNotFoundError:  # a vector store segment a run in flight (a map, a curation) replaced meanwhile
+        return ""
+
+
 def test_no_secret_reaches_the_files_or_logs(topology):
     password = topology.postgres.password
     written = [p for p in topology.base.rglob("*") if p.is_file() and p.name != ".postgres-password"]
-    assert written and not any(password in p.read_text(errors="ignore") for p in written)
+    assert written and not any(password in _text(p) for p in written)
     assert json.dumps(topology.graphql("{ instance { info } }")).find(password) == -1
 
 
