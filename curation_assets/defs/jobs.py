@@ -132,8 +132,7 @@ def ingest_sources(context: dg.OpExecutionContext, config: IngestBatchConfig) ->
         context.log.info(f"{source.tags.get('curation/landing_key', source.partition_key)}: {outcome} "
                          f"(run {result.run_id})")  # fmt: skip
     context.log.info(f"{len(config.sources) - len(failed)} of {len(config.sources)} sources ingested")
-    if len(failed) == len(config.sources):
-        return  # nothing new to curate
+    # even with nothing of its own ingested: another batch may have left its curation to this one
     if still_ingesting := _batches_still_ingesting(context):
         context.log.info(f"curation left to batch run {still_ingesting[0][:8]}, still ingesting: it curates ours too")
         return
