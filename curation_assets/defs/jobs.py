@@ -132,8 +132,12 @@ def ingest_sources(context: dg.OpExecutionContext, config: IngestBatchConfig) ->
         context.log.info(f"{source.tags.get('curation/landing_key', source.partition_key)}: {outcome} "
                          f"(run {result.run_id})")  # fmt: skip
     context.log.info(f"{len(config.sources) - len(failed)} of {len(config.sources)} sources ingested")
-    # even with nothing of its own ingested: another batch may have left its curation to this one
-    if still_ingesting := _batches_still_ingesting(context):
+    still_ingesting = _batches_still_ingesting(context)  # marks this batch through first
+    if len(failed) == len(config.sources):
+        # nothing of its own to curate (on a fresh layout curation would fail); a batch that left its
+        # curation to this one leaves its sources to the next curation (a new source's batch, or curate)
+        return
+    if still_ingesting:
         context.log.info(f"curation left to batch run {still_ingesting[0][:8]}, still ingesting: it curates ours too")
         return
     result = _in_process(curate, context, {**batch_tags, CURATES_BATCH_TAG: context.run_id})
