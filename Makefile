@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export DAGSTER_HOME ?= $(CURDIR)/.curation/dagster
 
-.PHONY: install ssl demo test ui prod-local lint docs clean bench-quality bench-calibration bench-scale bench-fleet
+.PHONY: install ssl demo test ui prod-local lint docs clean bench-quality bench-calibration bench-rig bench-scale bench-fleet
 
 install: $(VENV)/.installed
 
@@ -58,6 +58,13 @@ bench-quality: install
 # Margins of each rule's threshold on 1 000+ real pictures, a quarter held out (bench/calibration.py says how)
 bench-calibration: install
 	$(PY) bench/calibration.py
+
+bench-rig: install
+	$(PY) bench/rig_data.py bench/.rig/mixed
+	$(PY) bench/rig_data.py bench/.rig/boards --boards
+	$(PY) bench/rig_data.py bench/.rig/mixed-held-out --held-out
+	$(PY) bench/rig_data.py bench/.rig/boards-held-out --held-out --boards
+	$(PY) bench/rig.py bench/.rig/mixed bench/.rig/boards bench/.rig/mixed-held-out bench/.rig/boards-held-out
 
 bench-scale: install
 	$(PY) bench/scale.py

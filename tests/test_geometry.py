@@ -1,6 +1,10 @@
 """Geometric verification on real pictures: the same scene from another view is confirmed,
 look-alikes (two pages of text, two photographs) are not."""
 
+import functools
+import io
+import itertools
+
 import numpy as np
 import pandas as pd
 import skimage.data
@@ -198,3 +202,61 @@ def test_pages_of_one_layout_stay_apart_in_a_folder_and_their_copies_join():
     group = groups["group_id"].to_numpy()
     assert (group[:7] == group[0]).all()  # the page and its six copies
     assert len(set(group[7:]) | {group[0]}) == 6  # five other pages: each its own group
+
+
+@functools.cache
+def _rig_pictures() -> dict[str, tuple[Image.Image, Image.Image]]:
+    """The first eight scenes of bench/rig_data.py's calibration part: pinhole cameras, real photographs."""
+    from bench.rig_data import pairs
+
+    return {name: (first, second) for name, _, first, second, _ in itertools.islice(pairs(False, 8), 16)}
+
+
+def test_two_cameras_of_a_rig_with_parallax_on_a_chessboard_are_confirmed():
+    # a board 0.5-1.5 m away shifts by its own disparity, the room behind by another: ORB finds 27 agreeing
+    # matches (the board's corners all look alike) and no single warp lines up both; each part is found
+    left, right = _rig_pictures()["stereo_05_chessboard"]
+    assert inliers(keypoints(left), keypoints(right)) >= ENOUGH
+
+
+def test_a_shelf_held_in_another_pose_in_the_same_room_is_contradicted_though_the_room_matches():
+    # one camera, the shelf turned and moved: ORB's 183 agreeing matches are the room's; the shelf is found nowhere
+    first, second = _rig_pictures()["pose_07_shelf"]
+    assert inliers(keypoints(first), keypoints(second)) == 0
+
+
+def test_a_zoomed_crop_of_a_photograph_is_covered_once_placed_by_its_keypoints():
+    from curation_assets.core.geometry import COVERED, _matches, covered
+
+    photo = Image.fromarray(skimage.data.astronaut())
+    crop = photo.crop((26, 26, 486, 486)).resize((512, 512))  # 5 % off each side: a 10 % zoom
+    a, b = keypoints(photo), keypoints(crop)
+    assert covered(a.grey, b.grey) < COVERED <= covered(a.grey, b.grey, _matches(a, b)[1])
+
+
+def _matched_to_a_stored_page(new: Image.Image) -> int:
+    """Incremental matching of ``new`` against one stored page of a layout (real stats,
+    embeddings and keypoints): the stored row it joins, or -1."""
+    from curation_assets.core.duplicates import match_to_corpus
+
+    stored = _page_of_one_layout(1)
+    stats = [image_stats(np.asarray(im)).__dict__ for im in (new, stored)]
+    model = Embedder()
+    vectors = model.embed([lambda im=im: im for im in (new, stored)])
+    leaders = pd.DataFrame([{"frame_id": "new/0", **stats[0]}])
+    reps = pd.DataFrame([{"frame_id": "old/0", **{k: stats[1][k] for k in ("phash", "brightness", "contrast")}}])
+    points = [keypoints(new), keypoints(stored)]
+    params = DuplicateParams.for_model(model.calibration)
+    match, _ = match_to_corpus(leaders, vectors[:1], reps, vectors[1:], np.array([[0]]), params,
+                               verify=lambda leader, rep: inliers(points[0], points[1 + rep]))  # fmt: skip
+    return int(match[0])
+
+
+def test_a_new_page_of_one_layout_does_not_join_a_stored_page_that_geometry_contradicts():
+    assert _matched_to_a_stored_page(_page_of_one_layout(2)) == -1
+
+
+def test_a_new_copy_of_a_stored_page_joins_it_with_the_geometric_check():
+    buffer = io.BytesIO()
+    _page_of_one_layout(1).save(buffer, format="JPEG", quality=60)
+    assert _matched_to_a_stored_page(Image.open(buffer).convert("RGB")) == 0

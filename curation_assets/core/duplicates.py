@@ -352,13 +352,17 @@ def match_to_corpus(
     rep_vectors: np.ndarray,
     candidates: np.ndarray,
     params: DuplicateParams = DuplicateParams(),
+    verify: Callable[[int, int], int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Incremental matching: which existing group each new group's leader copies, if any.
 
     ``candidates`` (n_leaders, k) are rows of ``reps`` (representatives of existing groups,
     found near each leader through the vector store), -1 for none. A leader is compared with
     each candidate representative itself, so nothing chains; the most similar near one wins.
-    Returns (row of ``reps`` or -1, cosine to it) per leader.
+    ``verify(leader row, rep row)``, when given, counts local features agreeing on one geometry
+    (``geometry.inliers``), as in ``find_duplicate_groups``: a match that rests on the embedding
+    alone is dropped when geometry contradicts it (two pages of one layout, a board in another
+    pose). Returns (row of ``reps`` or -1, cosine to it) per leader.
     """
     valid = candidates >= 0
     safe = np.where(valid, candidates, 0)
@@ -381,6 +385,11 @@ def match_to_corpus(
     leader_brightness = leaders["brightness"].to_numpy(dtype=np.float64)[:, None]
     judged = _blank_pair(params, cos, leader_blank, rep_blank, leader_brightness, rep_brightness[safe])
     near = np.where(leader_blank | rep_blank, judged, _is_near(params, cos, ham))
+    if verify is not None:
+        agree = (cos >= params.near_cosine) & (ham <= params.near_phash_distance)
+        on_embedding = valid & near & ~agree & (ham > params.identical_phash_distance) & ~(leader_blank | rep_blank)
+        for i, j in zip(*np.nonzero(on_embedding)):
+            near[i, j] = not _contradicted(verify(int(i), int(candidates[i, j])), params)
     score = np.where(valid & near, cos, -np.inf)
     best = np.argmax(score, axis=1)
     found = np.isfinite(score[np.arange(len(leaders)), best])

@@ -7,8 +7,10 @@ regular grid or repeated letters, are dropped), then a homography fitted with RA
 matches that agree on one geometry mean the same scene re-shot: a viewpoint, zoom, framing
 or exposure change that moves every pixel and defeats perceptual hashes. A repetitive
 pattern (a chessboard, tiles, a shelf of identical products) leaves the ratio test nothing,
-so the pictures are also aligned densely (``alignment``): the same picture shifted or
-slightly re-projected lines up under a nearly rigid warp; another pose of the pattern does not.
+so the pictures are also compared part by part (``covered``): the same picture shifted or
+slightly re-projected, even with parallax (two cameras of a rig), has each part of one found
+in the other near where the dominant shift puts it; another pose of the pattern does not,
+and keypoints that agree only on the unchanged room around it are overruled.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ FEATURES = 1000
 RATIO = 0.75  # Lowe's ratio test
 REPROJECTION_PX = 5.0
 JUDGED_FROM = 150  # keypoints each picture needs before their disagreement means anything
-PLENTY = 100  # matches agreeing on one geometry past any doubt: no dense alignment needed
+PLENTY = 100  # matches agreeing on one geometry past any doubt: no single warp needed
+JUDGED_BY_MATCHES = 20  # agreeing matches from which their homography places one picture on the other
 
 
 @dataclass(frozen=True)
@@ -50,31 +53,78 @@ def keypoints(image: Image.Image | bytes) -> Keypoints:
 
 def inliers(a: Keypoints, b: Keypoints) -> int:
     """How many local features of two pictures agree on one geometry: ``ALIGNED`` (every one)
-    when the pictures align densely (the same picture, shifted or slightly re-projected, such
-    as two cameras of a rig at one instant, even on a repetitive pattern), else the
-    ratio-tested matches that agree on one homography; -1 when either picture has too few
-    keypoints to judge (a smooth gradient, a flat design) and they do not align."""
-    found = matched(a, b)
-    if found >= PLENTY or a.grey is None or b.grey is None:  # many agree: dense alignment adds nothing
+    when the pictures are the same picture, shifted or slightly re-projected (``covered``: the
+    detail of each found in the other near where the dominant shift or the keypoints'
+    homography puts it, within a parallax's reach: two cameras of a rig at one instant, even
+    on a repetitive pattern; or a single nearly rigid warp lines them up, ``alignment``);
+    0 when keypoints agree on a geometry for a part of the pictures only, most of the detail
+    being found nowhere near (the same room, the board held in another pose); else the
+    ratio-tested matches that agree on one homography, -1 when either picture has too few
+    keypoints to judge (a smooth gradient, a flat design)."""
+    found, homography = _matches(a, b)
+    if a.grey is None or b.grey is None:
+        return found
+    if _page_like(a.grey) or _page_like(b.grey):  # lines of text are found anywhere near: parts prove nothing
+        return found if found >= PLENTY else ALIGNED if alignment(a.grey, b.grey) >= ALIGNED_DETAIL else found
+    share = found_share(a, b, found, homography)
+    if share >= COVERED:
+        return ALIGNED
+    if found >= JUDGED_BY_MATCHES and 0 <= share < PARTLY_COVERED:
+        return 0
+    if found >= PLENTY:  # many agree: a single warp adds nothing
         return found
     return ALIGNED if alignment(a.grey, b.grey) >= ALIGNED_DETAIL else found
+
+
+def found_share(a: Keypoints, b: Keypoints, found: int, homography: np.ndarray | None) -> float:
+    """``covered`` with the pictures placed by the dominant shift, or by the keypoints'
+    homography (``found`` agreeing matches) when that places more and only zooms a little."""
+    share = covered(a.grey, b.grey)  # placed by the dominant shift: what a homography of keypoints misses
+    if found >= JUDGED_BY_MATCHES and share < COVERED and _slight(homography):
+        share = max(share, covered(a.grey, b.grey, homography))
+    return share
+
+
+def _page_like(grey: np.ndarray) -> bool:
+    """Mostly one background level (a page, a chart): ``duplicates.page_like``'s rule, on the grey picture."""
+    from curation_assets.core.duplicates import PAGE_MODE_SHARE
+    from curation_assets.core.image_stats import luma_histogram, mode_share
+
+    return mode_share(luma_histogram(np.clip(grey * 255 + 0.5, 0, 255).astype(np.uint8))) >= PAGE_MODE_SHARE
+
+
+def _slight(homography: np.ndarray | None) -> bool:
+    """A homography that only zooms a little (a crop, a step closer) and barely turns, shears
+    or tilts: one that places the same picture, not a pattern moved to another pose."""
+    if homography is None or abs(homography[2, 2]) < 1e-9:
+        return False
+    h = homography / homography[2, 2]
+    zoom = (h[0, 0] + h[1, 1]) / 2
+    bent = np.abs(h[:2, :2] - zoom * np.eye(2)).max()
+    tilt = np.abs(h[2, :2]).max() * DENSE_SIDE
+    return abs(zoom - 1) <= MAX_ZOOM and bent <= MAX_DEFORMATION and tilt <= MAX_DEFORMATION
 
 
 def matched(a: Keypoints, b: Keypoints) -> int:
     """How many ratio-tested matches between two keypoint sets agree on one homography; -1
     when either picture has too few keypoints to judge."""
+    return _matches(a, b)[0]
+
+
+def _matches(a: Keypoints, b: Keypoints) -> tuple[int, np.ndarray | None]:
+    """``matched``, and the homography they agree on (``b`` onto ``a``, in the scaled images)."""
     import cv2
 
     if a.descriptors is None or b.descriptors is None or min(len(a.points), len(b.points)) < JUDGED_FROM:
-        return -1
+        return -1, None
     matches = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(a.descriptors, b.descriptors, k=2)
     good = [m[0] for m in matches if len(m) == 2 and m[0].distance < RATIO * m[1].distance]
     if len(good) < 8:
-        return 0
+        return 0, None
     source = a.points[[m.queryIdx for m in good]]
     target = b.points[[m.trainIdx for m in good]]
-    _, mask = cv2.findHomography(source, target, cv2.RANSAC, REPROJECTION_PX)
-    return int(mask.sum()) if mask is not None else 0
+    homography, mask = cv2.findHomography(target, source, cv2.RANSAC, REPROJECTION_PX)
+    return (int(mask.sum()), homography) if mask is not None else (0, None)
 
 
 # Dense alignment: repetitive patterns (a chessboard, tiles, a shelf of identical products, a
@@ -167,3 +217,84 @@ def _translation(a: np.ndarray, b: np.ndarray, start=(0.0, 0.0)) -> tuple[float,
     except cv2.error:
         return None
     return float(score), (float(warp[0, 2]), float(warp[1, 2]))
+
+
+# Coverage: the same picture, shifted or slightly re-projected, with parallax. Two cameras of a
+# rig see near things shift more than far ones (a board held at 0.5-1.5 m by 20-100 px at 640,
+# the wall behind by a few), so no single warp lines up both; but every detailed part of one
+# picture is found in the other, near where the dominant geometry puts it. Another pose of the
+# board (turned 10-40 degrees) leaves the board's part found nowhere, although the room matches.
+COVER_SIDE = 256  # pictures compared at this long side (sensor noise averaged away)
+TILE = 32  # parts of this many pixels each
+PART_BAND = (1.0, 2.5)  # the detail parts are compared by (difference of Gaussians, pixels)
+REACH = 0.2  # how far (share of the long side) a part may sit from where the geometry puts it: parallax
+TILE_MATCH = 0.7  # band-pass correlation at which a part counts as found (0.6 let a nearer board pass)
+# thresholds from bench/rig.py's calibration parts (bench/rig_data.py; held-out parts never used to choose)
+COVERED = 0.85  # share of the detail (weighted by its contrast) found: the same picture (other poses: up to 0.795)
+MAX_ZOOM = 0.15  # a homography placing one picture on the other zooms at most this much
+MIN_OVERLAP = 0.5  # share of one picture's detail that must lie in the other's view
+PARTLY_COVERED = 0.5  # under this, agreeing keypoints describe a part only (rig pairs from 0.561, copies 0.89)
+_FLAT_TILE = 2e-3
+_POWER = 1.0  # parts with less band-pass contrast than this hold no detail to find
+
+
+def covered(a: np.ndarray, b: np.ndarray, homography: np.ndarray | None = None) -> float:
+    """Share of the pictures' detail found in the other picture (the lesser of both ways):
+    each ``TILE`` part's best band-pass correlation within ``REACH`` of where ``homography``
+    (``b`` onto ``a``, pixels at ``DENSE_SIDE``; the dominant shift when None) puts it, at
+    least ``TILE_MATCH``; parts that fall outside the other picture do not count. -1 when
+    there is no detail to judge."""
+    import cv2
+
+    small_a, small_b = _cover_scale(a), _cover_scale(b)
+    if homography is not None:  # in the pictures at DENSE_SIDE: scaled to the small ones
+        to_a, to_b = (np.diag([COVER_SIDE / max(g.shape)] * 2 + [1.0]) for g in (a, b))
+        onto_a = to_a @ homography @ np.linalg.inv(to_b)
+    else:
+        if small_a.shape != small_b.shape:
+            if abs(a.shape[0] / a.shape[1] - b.shape[0] / b.shape[1]) > 0.02:
+                return -1.0  # pictures of two shapes, and no keypoints to place one on the other
+            small_b = cv2.resize(small_b, small_a.shape[::-1], interpolation=cv2.INTER_AREA)
+        dx, dy = _shift(small_a, small_b) or (0.0, 0.0)
+        onto_a = np.array([[1, 0, -dx], [0, 1, -dy], [0, 0, 1]], dtype=np.float64)
+    ways = [_found(small_a, small_b, onto_a), _found(small_b, small_a, np.linalg.inv(onto_a))]
+    if min(share for share, _ in ways) < 0 or max(inside for _, inside in ways) < MIN_OVERLAP:
+        return -1.0  # no detail, or a warp that leaves the pictures hardly overlapping (a wrong homography)
+    return min(share for share, _ in ways)
+
+
+def _cover_scale(g: np.ndarray) -> np.ndarray:
+    import cv2
+
+    scale = COVER_SIDE / max(g.shape)
+    size = (max(TILE, round(g.shape[1] * scale)), max(TILE, round(g.shape[0] * scale)))
+    return cv2.resize(g, size, interpolation=cv2.INTER_AREA)
+
+
+def _found(a: np.ndarray, b: np.ndarray, b_to_a: np.ndarray) -> tuple[float, float]:
+    """Share of ``a``'s detail (its parts weighted by their contrast) found in ``b`` placed
+    onto it by ``b_to_a``, each part within ``REACH`` of its place (-1 when ``a`` has no
+    detail inside ``b``'s view), and the share of ``a``'s detail inside that view."""
+    import cv2
+
+    size = (a.shape[1], a.shape[0])
+    flags = cv2.INTER_LINEAR
+    placed = cv2.warpPerspective(b, b_to_a, size, flags=flags, borderMode=cv2.BORDER_REPLICATE)
+    inside = cv2.warpPerspective(np.ones_like(b), b_to_a, size, flags=flags) > 0.99
+    fine, coarse = PART_BAND
+    band_a, band_b = (cv2.GaussianBlur(g, (0, 0), fine) - cv2.GaussianBlur(g, (0, 0), coarse) for g in (a, placed))
+    h, w = band_a.shape
+    reach = int(REACH * max(a.shape))
+    found = total = everywhere = 0.0
+    for y in range(0, h - TILE + 1, TILE):
+        for x in range(0, w - TILE + 1, TILE):
+            part = band_a[y : y + TILE, x : x + TILE]
+            contrast = float(part.std())
+            everywhere += contrast * (contrast >= _FLAT_TILE)
+            if contrast < _FLAT_TILE or inside[y : y + TILE, x : x + TILE].mean() < 0.5:
+                continue  # no detail, or out of the other picture's view
+            x0, x1, y0, y1 = max(0, x - reach), min(w, x + TILE + reach), max(0, y - reach), min(h, y + TILE + reach)
+            best = float(cv2.matchTemplate(band_b[y0:y1, x0:x1], part, cv2.TM_CCOEFF_NORMED).max())
+            total += contrast
+            found += contrast * (best >= TILE_MATCH)
+    return (found / total if total else -1.0), (total / everywhere if everywhere else 0.0)
