@@ -29,6 +29,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.machine import describe  # noqa: E402
 from bench.quality_data import PHOTOS, _open, film, write_video  # noqa: E402
+from curation_assets.component import SensorSettings  # noqa: E402
+from curation_assets.defs.jobs import CURATES_BATCH_TAG  # noqa: E402
 from curation_assets.deploy.topology import free_port  # noqa: E402
 
 
@@ -113,14 +115,15 @@ def main() -> None:
         print(f"machine: {describe()}")
         print(f"dagster dev answered {up_s:.1f} s after start; one {args.frames}-frame 768x576 video dropped at t=0")
         executor = os.environ.get("CURATION_EXECUTOR", "in_process")
-        print(f"new_video_sensor and curation_automation every 10 s; {executor} executor\n")
+        interval = os.environ.get("CURATION_SENSOR_INTERVAL_S") or SensorSettings().interval_s
+        print(f"new_video_sensor every {interval} s; {executor} executor\n")
         timeline = []
         for record in runs:
             run = record.dagster_run
             created = record.create_timestamp.timestamp() - dropped
             if created < 0:
                 continue
-            what = run.tags.get("dagster/partition", "") or "automation"
+            what = run.tags.get("dagster/partition") or run.tags.get(CURATES_BATCH_TAG, "")[:8] or run.job_name
             timeline.append(
                 (created, f"run {run.job_name} [{what}] created by {run.tags.get('dagster/sensor_name', 'a sensor')}")
             )

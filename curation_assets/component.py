@@ -101,12 +101,16 @@ class FrameSampling(Settings):
 
 class SensorSettings(Settings):
     enabled: bool = pydantic.Field(default=True, description="Watch the landing zone (the fleet's new-video sensor).")
-    interval_s: int = pydantic.Field(default=10, description="Seconds between two looks at the landing zone.")
+    interval_s: int = pydantic.Field(
+        default=5,
+        description="Seconds between two looks at the landing zone (a look that finds nothing new costs one listing).",
+    )
     max_runs_per_tick: int = pydantic.Field(default=50, description="New sources planned per look; the rest next time.")
     sources_per_run: int = pydantic.Field(
-        default=8,
+        default=25,  # fewer, larger batches were faster with the embedded store (bench/RESULTS.md, issue 30)
         description="New sources seen in one look that share a batch run (its run worker, model and validation "
-        "processes), each still ingested in a run of its own; 1: a run each.",
+        "processes), each still ingested in a run of its own, then curated in that batch run; 1: a plain run each, "
+        "curated by the automation sensor.",
     )
 
 

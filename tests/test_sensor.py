@@ -8,7 +8,9 @@ import pytest
 
 from curation_assets.core.ids import video_id_for
 from curation_assets.defs import sensors
+from curation_assets.defs.curation import BATCH_TAG, read_groups
 from curation_assets.defs.ingestion import BAD_INPUT, FAILURE_TAG, landing_sources
+from curation_assets.defs.jobs import CURATES_BATCH_TAG
 from curation_assets.defs.partitions import videos
 from curation_assets.demo.scenes import write_video
 from resources import ObjectStoreResource
@@ -181,11 +183,10 @@ def test_a_burst_seen_in_one_tick_is_requested_in_batches_of_the_setting(instanc
         object_store.landing_store().put_bytes(f"cam-x/{i}.mp4", b"video %d" % i)
     sensor = sensors.build_new_video_sensor(sources_per_run=2)
     requests = tick(instance, object_store, sensor=sensor).run_requests
-    assert [r.job_name for r in requests] == ["ingest_batch", "ingest_batch", "ingest_video"]
-    batched = [
-        s["partition_key"] for r in requests[:2] for s in r.run_config["ops"]["ingest_sources"]["config"]["sources"]
-    ]
-    assert sorted(batched + [requests[2].partition_key]) == sorted(video_id_for(f"cam-x/{i}.mp4") for i in range(5))
+    assert [r.job_name for r in requests] == ["ingest_batch"] * 3
+    assert [len(r.run_config["ops"]["ingest_sources"]["config"]["sources"]) for r in requests] == [1, 2, 2]
+    batched = [s["partition_key"] for r in requests for s in r.run_config["ops"]["ingest_sources"]["config"]["sources"]]
+    assert sorted(batched) == sorted(video_id_for(f"cam-x/{i}.mp4") for i in range(5))
     assert len(instance.get_dynamic_partitions(videos.name)) == 5  # each source keeps its own partition
 
 
@@ -208,6 +209,56 @@ def test_a_batch_ingests_each_source_in_its_own_run_and_a_bad_file_fails_only_it
     assert runs["cam-b/broken.mp4"].tags[FAILURE_TAG] == BAD_INPUT
     assert object_store.store().exists(f"tables/raw_frames/{video_id_for(SCENE_B.name)}.parquet")
     assert tick(instance, object_store, first.cursor, sensor=sensor).run_requests == []  # nothing to do again
+
+
+def test_a_lone_new_source_is_curated_by_its_batch_run(local_defs, instance, video_dir):
+    object_store = local_defs.resources["object_store"]
+    drop(object_store.landing_store(), video_dir, SCENE_B.name)
+    [request] = tick(instance, object_store, sensor=sensors.build_new_video_sensor()).run_requests
+    batch = run_batch(local_defs, instance, [request])
+    assert batch.success
+    [curate] = instance.get_runs(filters=dg.RunsFilter(tags={CURATES_BATCH_TAG: batch.run_id}))
+    assert curate.status == dg.DagsterRunStatus.SUCCESS
+    store = object_store.store()
+    frames = store.read_table(f"tables/raw_frames/{video_id_for(SCENE_B.name)}.parquet")
+    assert set(frames.loc[~frames["corrupt"], "frame_id"]) <= set(read_groups(store)["frame_id"])
+
+
+def test_a_batch_leaves_curation_to_a_batch_still_ingesting(local_defs, instance, video_dir):
+    from dagster._core.test_utils import create_run_for_test
+
+    object_store = local_defs.resources["object_store"]
+    drop(object_store.landing_store(), video_dir, SCENE_B.name)
+    [request] = tick(instance, object_store, sensor=sensors.build_new_video_sensor()).run_requests
+    create_run_for_test(instance, job_name="ingest_batch", status=dg.DagsterRunStatus.STARTED)
+    assert run_batch(local_defs, instance, [request]).success
+    assert not instance.get_runs(filters=dg.RunsFilter(job_name="curate"))  # the other batch curates ours too
+
+
+def test_the_automation_sensor_does_not_curate_again_what_a_batch_curated(local_defs, instance, video_dir):
+    object_store = local_defs.resources["object_store"]
+    drop(object_store.landing_store(), video_dir, SCENE_B.name)
+    requests = tick(instance, object_store, sensor=sensors.build_new_video_sensor()).run_requests
+    before = dg.evaluate_automation_conditions(defs=local_defs, instance=instance)
+    assert run_batch(local_defs, instance, requests).success
+    after = dg.evaluate_automation_conditions(defs=local_defs, instance=instance, cursor=before.cursor)
+    requested = {r.key.to_user_string() for r in after.results if r.true_subset.size}
+    assert requested == {"embedding_map"}  # the map follows the batch's outliers; nothing is curated twice
+
+
+def test_a_tick_between_a_batch_s_sources_requests_no_curation(local_defs, instance, video_dir):
+    drop(local_defs.resources["object_store"].landing_store(), video_dir, "cam-b/broken.mp4", SCENE_B.name)
+    sources = [video_id_for(name) for name in ("cam-b/broken.mp4", SCENE_B.name)]
+    instance.add_dynamic_partitions(videos.name, sources)
+    ingest = local_defs.resolve_job_def("ingest_video")
+    batch = {BATCH_TAG: "a-batch-still-running"}
+    assert not ingest.execute_in_process(
+        instance=instance, partition_key=sources[0], tags=batch, raise_on_error=False
+    ).success
+    before = dg.evaluate_automation_conditions(defs=local_defs, instance=instance)
+    assert ingest.execute_in_process(instance=instance, partition_key=sources[1], tags=batch).success
+    during = dg.evaluate_automation_conditions(defs=local_defs, instance=instance, cursor=before.cursor)
+    assert during.total_requested == 0  # the batch curates its sources once they are all in
 
 
 def test_a_source_whose_batch_ended_without_ingesting_it_is_requested_again(local_defs, instance, tmp_path):
@@ -246,3 +297,26 @@ def test_a_source_run_left_in_flight_by_its_ended_batch_is_failed_and_requested_
     assert {s["tags"][sensors.SOURCE_TAG] for s in retry.run_config["ops"]["ingest_sources"]["config"]["sources"]} == {
         t for k, t in request.tags.items() if k.startswith(sensors.BATCH_SOURCE_TAG_PREFIX)
     }  # both sources again: the one whose run was lost, and the one never started
+
+
+def test_a_source_that_failed_inside_a_batch_is_retried_once_the_batch_ended_not_while_it_runs(instance, tmp_path):
+    from dagster._core.test_utils import create_run_for_test
+
+    object_store = ObjectStoreResource(root=str(tmp_path / "root"))
+    for i in range(2):
+        object_store.landing_store().put_bytes(f"cam-x/{i}.mp4", b"video %d" % i)
+    sensor = sensors.build_new_video_sensor(sources_per_run=2)
+    first = tick(instance, object_store, sensor=sensor)
+    [request] = first.run_requests
+    started = dg.DagsterRunStatus.STARTED
+    batch = create_run_for_test(instance, job_name="ingest_batch", status=started, tags=request.tags)
+    source = request.run_config["ops"]["ingest_sources"]["config"]["sources"][0]
+    create_run_for_test(instance, job_name="ingest_video", status=dg.DagsterRunStatus.FAILURE,
+                        tags={**source["tags"], BATCH_TAG: batch.run_id})  # fmt: skip  # a transient fault
+    during = tick(instance, object_store, first.cursor, sensor=sensor)
+    assert during.run_requests == []  # nothing landed since, and the batch still runs: no per-source look
+    instance.report_run_failed(batch, "killed")
+    [retry] = tick(instance, object_store, during.cursor, sensor=sensor).run_requests
+    assert source["tags"][sensors.SOURCE_TAG] in {
+        s["tags"][sensors.SOURCE_TAG] for s in retry.run_config["ops"]["ingest_sources"]["config"]["sources"]
+    }

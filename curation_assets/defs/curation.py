@@ -46,10 +46,21 @@ from resources import EmbedderResource, ExpectationsResource, ObjectStoreResourc
 from resources.object_store import ObjectStore
 from resources.vector_store import Where
 
+# On a source's run that an ingest_batch run started: the batch curates its sources itself once
+# they are in (warm processes, no second run), so their updates are not the automation's to follow.
+BATCH_TAG = "curation/batch"
+DEPS_UPDATED = dg.AutomationCondition.any_deps_match(
+    (
+        dg.AutomationCondition.newly_updated()
+        & ~dg.AutomationCondition.executed_with_root_target()
+        & ~dg.AutomationCondition.all_new_updates_have_run_tags(tag_keys={BATCH_TAG})
+    ).with_label("newly_updated_outside_a_batch")
+    | dg.AutomationCondition.will_be_requested()
+).with_label("any_deps_updated")
 # Re-run when any video's embeddings land, not on a timer; wait while some are in flight.
 # (eager() would wait forever for a video that failed and never materialised.)
 ON_NEW_EMBEDDINGS = (
-    dg.AutomationCondition.any_deps_updated().since_last_handled()
+    DEPS_UPDATED.since_last_handled()
     & ~dg.AutomationCondition.any_deps_in_progress()
     & ~dg.AutomationCondition.in_progress()
 )
@@ -59,8 +70,7 @@ def following(*also_reads: str) -> dg.AutomationCondition:
     """``ON_NEW_EMBEDDINGS`` for an asset that also reads tables further up: they are declared
     deps (lineage is the data flow), but only the step before it triggers it, so a new video
     refreshes the chain once, in order."""
-    updated = dg.AutomationCondition.any_deps_updated()
-    return ON_NEW_EMBEDDINGS.replace(updated, updated.ignore(dg.AssetSelection.assets(*also_reads)))
+    return ON_NEW_EMBEDDINGS.replace(DEPS_UPDATED, DEPS_UPDATED.ignore(dg.AssetSelection.assets(*also_reads)))
 
 
 @dataclass

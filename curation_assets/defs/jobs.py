@@ -6,6 +6,7 @@ import socket
 import dagster as dg
 from pydantic import Field
 
+from curation_assets.defs.curation import BATCH_TAG  # on each source's run a batch started
 from curation_assets.defs.fleet import Fleet, op_copy, partitions
 from curation_assets.defs.partitions import labeling_rounds, videos
 from curation_assets.defs.search import search_frames
@@ -59,7 +60,8 @@ ingest_video_job = dg.define_asset_job(
     partitions_def=videos,
     description="Frames (and a labeled dataset's own labels) and embeddings for one landing source.",
 )
-BATCH_TAG = "curation/batch"  # on a batch's run and on each source's run it started
+CURATES_BATCH_TAG = "curation/curates-batch"  # on the curate run a batch starts once its sources are in
+INGESTED_TAG = "curation/sources-ingested"  # on a batch run whose sources are all through
 OWNER_TAG = "curation/owner"  # host:pid of the process executing a run in process (a batch's worker, the command)
 
 
@@ -72,52 +74,86 @@ class IngestBatchConfig(dg.Config):
     sources: list[SourceToIngest]
 
 
-def _ingest_video_job(context: dg.OpExecutionContext) -> dg.JobDefinition:
-    """ingest_video with this run's resources, from the same assets as the code location."""
+def _batch_jobs(context: dg.OpExecutionContext) -> tuple[dg.JobDefinition, dg.JobDefinition]:
+    """ingest_video and curate with this run's resources, from the same assets as the code location."""
     from curation_assets.definitions import ASSETS  # here: that module imports this one
 
-    defs = dg.Definitions(assets=ASSETS, jobs=[ingest_video_job], resources=context.job_def.resource_defs)
-    return defs.resolve_job_def(ingest_video_job.name)
+    assets, _, description = ASSET_JOBS["curate"]
+    curate = dg.define_asset_job("curate", selection=dg.AssetSelection.assets(*assets), description=description)
+    defs = dg.Definitions(assets=ASSETS, jobs=[ingest_video_job, curate], resources=context.job_def.resource_defs)
+    return defs.resolve_job_def(ingest_video_job.name), defs.resolve_job_def(curate.name)
+
+
+def _in_process(job: dg.JobDefinition, context: dg.OpExecutionContext, tags: dict, **kwargs):
+    return job.execute_in_process(
+        instance=context.instance,
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},  # the event log has it all
+        tags={**tags, OWNER_TAG: f"{socket.gethostname()}:{os.getpid()}"},
+        raise_on_error=False,
+        **kwargs,
+    )
+
+
+def _batches_still_ingesting(context: dg.OpExecutionContext) -> list[str]:
+    """Batch runs in flight whose sources are not all through: the last batch to get there curates
+    for all (each marks itself first, so of two that finish together both curate, never neither)."""
+    context.instance.add_run_tags(context.run_id, {INGESTED_TAG: "true"})
+    statuses = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+                dg.DagsterRunStatus.STARTED]  # fmt: skip
+    runs = context.instance.get_run_records(dg.RunsFilter(job_name=context.job_def.name, statuses=statuses))
+    return [r.dagster_run.run_id for r in runs if r.dagster_run.run_id != context.run_id
+            and INGESTED_TAG not in r.dagster_run.tags]  # fmt: skip
 
 
 @dg.op(
     required_resource_keys={"object_store", "vector_store", "embedder", "expectations"},  # ingest_video's
-    description="Ingest each source of the batch as its own ingest_video run, one after another, in this process.",
+    description="Ingest each source of the batch as its own ingest_video run, one after another, in this "
+    "process; then curate them (duplicate groups, outliers, audits) in a curate run, also in this process.",
 )
 def ingest_sources(context: dg.OpExecutionContext, config: IngestBatchConfig) -> None:
     """A burst of new sources costs one run worker, one model process and one validation process
     instead of one of each per source, while each source keeps its own run: its partition, its
     materializations and checks, and its failure (a bad file fails its own run, never the batch).
     Dagster 1.13 cannot fail one partition of a partition-range run (dagster-io/dagster#17836),
-    so a single-run backfill over the batch would turn one bad file into a failed batch."""
-    job = _ingest_video_job(context)
+    so a single-run backfill over the batch would turn one bad file into a failed batch.
+    Once its sources are in, the batch curates them in a curate run of its own, in this warm
+    process: no wait for the automation sensor's tick and a fresh run worker. The sources' runs
+    carry ``BATCH_TAG``, so the automation sensor leaves their updates to the batch."""
+    context.resources.embedder.warm_up()  # the model loads while the first source is read
+    ingest, curate = _batch_jobs(context)
     batch_tags = {k: v for k, v in context.run.tags.items() if k in ("dagster/sensor_name",)}
     failed = []
     for source in config.sources:
-        result = job.execute_in_process(
-            instance=context.instance,
-            partition_key=source.partition_key,
-            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},  # the event log has it all
-            tags={
-                **batch_tags,
-                **source.tags,
-                BATCH_TAG: context.run_id,
-                OWNER_TAG: f"{socket.gethostname()}:{os.getpid()}",
-            },
-            raise_on_error=False,
-        )
+        tags = {**batch_tags, **source.tags, BATCH_TAG: context.run_id}
+        result = _in_process(ingest, context, tags, partition_key=source.partition_key)
         outcome = "ingested" if result.success else "failed"
         if not result.success:
             failed.append(source.partition_key)
         context.log.info(f"{source.tags.get('curation/landing_key', source.partition_key)}: {outcome} "
                          f"(run {result.run_id})")  # fmt: skip
     context.log.info(f"{len(config.sources) - len(failed)} of {len(config.sources)} sources ingested")
+    still_ingesting = _batches_still_ingesting(context)  # marks this batch through first
+    if len(failed) == len(config.sources):
+        # nothing of its own to curate (on a fresh layout curation would fail); a batch that left its
+        # curation to this one leaves its sources to the next curation (a new source's batch, or curate)
+        return
+    if still_ingesting:
+        context.log.info(f"curation left to batch run {still_ingesting[0][:8]}, still ingesting: it curates ours too")
+        return
+    result = _in_process(curate, context, {**batch_tags, CURATES_BATCH_TAG: context.run_id})
+    if not result.success:
+        raise dg.Failure(
+            f"the batch's sources are ingested, but curating them failed (run {result.run_id}); the next "
+            "curation (a new source's batch, or the curate job) takes them up",
+            allow_retries=False,
+        )
+    context.log.info(f"curated (run {result.run_id})")
 
 
 @dg.job(
     name="ingest_batch",
-    description="Several landing sources, each ingested as its own ingest_video run inside this one "
-    "(the sensor's way with a burst; config: sources).",
+    description="Several landing sources, each ingested as its own ingest_video run inside this one, then "
+    "curated in a curate run inside it too (the sensor's way with new sources; config: sources).",
     executor_def=dg.in_process_executor,
 )
 def ingest_batch_job():

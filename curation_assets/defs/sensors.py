@@ -8,9 +8,10 @@ import dagster as dg
 
 from curation_assets.component import SensorSettings
 from curation_assets.core.ids import source_id_for
+from curation_assets.defs.curation import BATCH_TAG
 from curation_assets.defs.fleet import Fleet, partitions
 from curation_assets.defs.ingestion import BAD_INPUT, FAILURE_TAG, landing_sources
-from curation_assets.defs.jobs import BATCH_TAG, ingest_batch_job, ingest_video_job
+from curation_assets.defs.jobs import ingest_batch_job, ingest_video_job
 from curation_assets.defs.partitions import videos
 
 SOURCE_TAG = "curation/source"  # "<video_id>@<fingerprint>": which content a run ingested
@@ -102,7 +103,8 @@ def load_cursor(text: str | None) -> dict:
     cursor = json.loads(text) if text else {}
     if cursor and not ({"done", "requested", "listing"} & set(cursor)):  # the first format: key -> fingerprint
         cursor = {"done": cursor}
-    return {"requested": cursor.get("requested", {}), "listing": cursor.get("listing"), "done": cursor.get("done", {})}
+    return {"requested": cursor.get("requested", {}), "listing": cursor.get("listing"), "done": cursor.get("done", {}),
+            "planned": cursor.get("planned")}  # fmt: skip
 
 
 def batch_source_tag(source_id: str) -> str:
@@ -138,14 +140,15 @@ def attempts_at(
 
 
 def batch_requests(requests: list[dg.RunRequest], sources_per_run: int) -> list[dg.RunRequest]:
-    """Per-source requests grouped into ingest_batch runs of at most ``sources_per_run`` sources
-    (one source alone keeps its plain ingest_video run)."""
+    """Per-source requests grouped into ingest_batch runs of at most ``sources_per_run`` sources;
+    a lone source too, so that its batch curates it at once. ``sources_per_run`` 1: a plain
+    ingest_video run per source, curated by the automation sensor."""
+    if sources_per_run <= 1:
+        return requests
     batched = []
-    for start in range(0, len(requests), max(sources_per_run, 1)):
-        group = requests[start : start + max(sources_per_run, 1)]
-        if len(group) == 1:
-            batched += group
-            continue
+    count = -(-len(requests) // sources_per_run)  # batches, of even sizes: 12 at 8 a run are 6 + 6, not 8 + 4
+    for i in range(count):
+        group = requests[i * len(requests) // count : (i + 1) * len(requests) // count]
         sources = [{"partition_key": r.partition_key, "tags": r.tags} for r in group]
         batched.append(
             dg.RunRequest(
@@ -156,6 +159,11 @@ def batch_requests(requests: list[dg.RunRequest], sources_per_run: int) -> list[
             )
         )
     return batched
+
+
+def _batch_in_flight(instance: dg.DagsterInstance) -> bool:
+    runs = dg.RunsFilter(job_name=ingest_batch_job.name, statuses=list(IN_FLIGHT))
+    return bool(instance.get_run_ids(filters=runs, limit=1))
 
 
 def listing_digest(sources) -> str:
@@ -173,6 +181,7 @@ def plan_ingest(
     page_size: int = LIST_PAGE_SIZE,
     partitions_name: str = videos.name,
     job_name: str = ingest_video_job.name,
+    wait_for_batches: bool = False,
 ) -> tuple[list[dg.RunRequest], list[str], dict]:
     """What to ingest now: (run requests, new partition keys, the updated cursor).
 
@@ -185,13 +194,19 @@ def plan_ingest(
     left alone; content whose runs failed otherwise (a transient fault, a killed run) is
     requested again with a new run key, up to ``max_failed`` failures (None: always), skipping
     the contents in ``skip``. ``requested`` keeps a request not yet turned into a run from
-    being repeated.
+    being repeated. ``wait_for_batches`` (the sensor): while an ingest_batch run is in flight and
+    nothing changed in the landing zone since the last plan, plan nothing (a failed source's retry
+    waits for the batches to end).
     """
     sources = landing_sources(landing, page_size=page_size)
     listing = listing_digest(sources)
     requested = dict(cursor["requested"])
     if listing == cursor.get("listing") and not requested and not skip:
         return [], [], {"requested": requested, "listing": listing}
+    if wait_for_batches and listing == cursor.get("planned") and _batch_in_flight(instance):
+        # nothing landed since the last plan, and what it requested is being ingested: planning
+        # again would query each source's runs to learn only that (its batch ends, then we look)
+        return [], [], {"requested": requested, "listing": None, "planned": listing}
     ledger = Ledger(instance, landing.root)
     for key, fingerprint in cursor.get("done", {}).items():
         ledger.record(key, fingerprint, "done")
@@ -242,7 +257,7 @@ def plan_ingest(
     ledger.forget_all_but(listed)
     ledger.save()
     requested = {k: v for k, v in requested.items() if k in listed}
-    return requests, new_keys, {"requested": requested, "listing": listing if settled else None}
+    return requests, new_keys, {"requested": requested, "listing": listing if settled else None, "planned": listing}
 
 
 def build_new_video_sensor(
@@ -251,7 +266,7 @@ def build_new_video_sensor(
     sources_per_run: int = SensorSettings().sources_per_run,
     fleet: Fleet = Fleet(),
     job=ingest_video_job,
-    interval_s: int = 10,
+    interval_s: int = SensorSettings().interval_s,
     running: bool = True,
 ) -> dg.SensorDefinition:
     """The landing-zone sensor of ``fleet`` (its landing zone, partitions and ingest ``job``),
@@ -270,7 +285,10 @@ def build_new_video_sensor(
         default_status=dg.DefaultSensorStatus.RUNNING if running else dg.DefaultSensorStatus.STOPPED,
         required_resource_keys={store_key},
         description="Registers a partition for every new, changed or failed landing source and requests "
-        f"its run; a burst's sources go {sources_per_run} to a batch run, each still ingested in a run of its own.",
+        f"its run; new sources go {sources_per_run} to a batch run, each still ingested in a run of its own, "
+        "and curated by the batch once they are in."
+        if sources_per_run > 1
+        else "Registers a partition for every new, changed or failed landing source and requests its run.",
     )
     def new_video_sensor(context: dg.SensorEvaluationContext, **_):  # a direct call also passes them as keywords
         # the daemon's evaluation binds only named resource parameters: read the fleet's from the context
@@ -278,7 +296,7 @@ def build_new_video_sensor(
         requests, new_keys, cursor = plan_ingest(context.instance, landing, load_cursor(context.cursor),
                                                  log=context.log.info, max_runs=max_runs_per_tick,
                                                  page_size=page_size, partitions_name=source_partitions.name,
-                                                 job_name=job.name)  # fmt: skip
+                                                 job_name=job.name, wait_for_batches=sources_per_run > 1)  # fmt: skip
         if requests:
             context.log.info(f"{len(requests)} landing objects to ingest ({len(new_keys)} new partitions)")
         return dg.SensorResult(
