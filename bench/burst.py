@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.reliability import _partition, _process_kind  # noqa: E402
+from bench.reliability import _partition, _process_kind, moto_bucket  # noqa: E402
 
 RUNS = """query { runsOrError { ... on Runs { results { runId status jobName creationTime startTime endTime
   tags { key value } assetSelection { path } } } } }"""
@@ -347,27 +347,16 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
-    import boto3
-    from moto.server import ThreadedMotoServer
-
     from bench.machine import describe
     from curation_assets.component import SensorSettings
     from curation_assets.core.frames import sample_frames
     from curation_assets.demo.scenes import Event, Scene, write_video
-    from curation_assets.deploy.topology import free_port
 
     interval = args.sensor_interval or SensorSettings().interval_s
     print(f"machine: {describe()} (shared with other work: read the trend)")
     print(f"new_video_sensor interval: {interval} s; clips: {args.clips} of {args.seconds} s")
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # not a line per moto request
-    credentials = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
-    os.environ.update(credentials)
-    port = free_port()
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    moto.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
-    s3.create_bucket(Bucket="bench")
+    moto, endpoint, s3 = moto_bucket("bench")
     env = {**os.environ, "CURATION_S3_ENDPOINT_URL": endpoint}
     try:
         with tempfile.TemporaryDirectory() as tmp:

@@ -208,12 +208,29 @@ def _partition(run: dict) -> str | None:
     return next((t["value"] for t in run["tags"] if t["key"] == "dagster/partition"), None)
 
 
+def moto_bucket(bucket: str):
+    """moto's S3 server on a free loopback port with ``bucket`` made, and the fake credentials
+    in this process's environment (the topology's processes inherit them): (server, endpoint, client)."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from curation_assets.deploy.topology import free_port
+
+    os.environ.update(
+        {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
+    )
+    port = free_port()
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    moto.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    s3.create_bucket(Bucket=bucket)
+    return moto, endpoint, s3
+
+
 def topology_load(n_videos: int) -> dict:
     """N videos through the production topology at once (part 5)."""
     import threading
-
-    import boto3
-    from moto.server import ThreadedMotoServer
 
     from bench.machine import peak_rss_mb
     from curation_assets.core import layout
@@ -221,16 +238,9 @@ def topology_load(n_videos: int) -> dict:
     from curation_assets.core.ids import video_id_for
     from curation_assets.defs.settings import resources_from_env
     from curation_assets.demo.scenes import Scene, write_video
-    from curation_assets.deploy.topology import Topology, free_port
+    from curation_assets.deploy.topology import Topology
 
-    credentials = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
-    os.environ.update(credentials)
-    port = free_port()
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    moto.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
-    s3.create_bucket(Bucket="bench")
+    moto, endpoint, s3 = moto_bucket("bench")
     peaks: dict[str, int] = {}
     done = threading.Event()
 
