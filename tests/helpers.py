@@ -1,10 +1,12 @@
 """Helpers shared by test modules (fixtures live in conftest.py)."""
 
 import ast
+import io
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -107,3 +109,16 @@ def once_a_retry_waits(instance, action, timeout_s: float = 120) -> None:
             time.sleep(0.2)
 
     threading.Thread(target=watch, daemon=True).start()
+
+
+def tar_with(path: Path, name: str, data: bytes, specials: tuple[tuple[str, bytes, str], ...]) -> None:
+    """A tar archive at ``path`` holding one regular member ``name`` (``data``) and, after it,
+    members of other kinds: (name, tarfile type such as SYMTYPE or FIFOTYPE, link target or "")."""
+    with tarfile.open(path, "w") as archive:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+        for member_name, kind, target in specials:
+            member = tarfile.TarInfo(member_name)
+            member.type, member.linkname = kind, target
+            archive.addfile(member)

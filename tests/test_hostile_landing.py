@@ -3,7 +3,6 @@ malformed labels, unreadable folders, unreachable stores, a full disk, links and
 files, rotated and cut videos, and what it writes outside its root. Real files, real
 processes, a real small filesystem."""
 
-import io
 import json
 import os
 import shutil
@@ -30,6 +29,7 @@ from curation_assets.demo.scenes import Scene, write_video
 from curation_assets.deploy.topology import free_port
 from resources import ObjectStoreResource
 from tests.conftest import encoded, photo
+from tests.helpers import tar_with
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -252,15 +252,12 @@ def test_links_pipes_and_sockets_in_the_landing_zone_are_never_followed_and_each
 
 def test_links_devices_and_pipes_inside_archives_are_reported_whatever_their_names(tmp_path):
     tar_path = tmp_path / "a.tar"
-    with tarfile.open(tar_path, "w") as tar:
-        data = encoded(photo(1))
-        info = tarfile.TarInfo("ok.jpg")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-        for name, kind in (("fifo", tarfile.FIFOTYPE), ("null", tarfile.CHRTYPE), ("link.jpg", tarfile.SYMTYPE)):
-            member = tarfile.TarInfo(name)
-            member.type, member.linkname = kind, "/etc/passwd" if kind == tarfile.SYMTYPE else ""
-            tar.addfile(member)
+    specials = (
+        ("fifo", tarfile.FIFOTYPE, ""),
+        ("null", tarfile.CHRTYPE, ""),
+        ("link.jpg", tarfile.SYMTYPE, "/etc/passwd"),
+    )
+    tar_with(tar_path, "ok.jpg", encoded(photo(1)), specials)
     assert [(m, e) for m, _, e in archive_images(tar_path, "a.tar")] == [
         ("fifo", "a named pipe (FIFO) in the archive: not read"),
         ("link.jpg", "a link to '/etc/passwd' in the archive: links are not followed"),

@@ -21,6 +21,7 @@ from curation_assets.core.sources import archive_images, group_sources, load_ima
 from curation_assets.defs.curation import read_groups, read_outliers
 from resources.object_store import StoredObject
 from tests.conftest import encoded, photo
+from tests.helpers import tar_with
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -239,15 +240,8 @@ def test_the_headless_command_runs_any_landing_and_root_and_reports_by_exit_stat
 
 def test_links_inside_a_tar_come_back_as_rows_with_the_reason(tmp_path):
     path = tmp_path / "links.tar"
-    with tarfile.open(path, "w") as archive:
-        data = encoded(photo(1))
-        info = tarfile.TarInfo("a.jpg")
-        info.size = len(data)
-        archive.addfile(info, io.BytesIO(data))
-        for name, kind in (("b.jpg", tarfile.SYMTYPE), ("c.jpg", tarfile.LNKTYPE)):
-            link = tarfile.TarInfo(name)
-            link.type, link.linkname = kind, "a.jpg"
-            archive.addfile(link)
+    data = encoded(photo(1))
+    tar_with(path, "a.jpg", data, (("b.jpg", tarfile.SYMTYPE, "a.jpg"), ("c.jpg", tarfile.LNKTYPE, "a.jpg")))
     rows = {member: (data, error) for member, data, error in archive_images(path, "links.tar")}
     assert rows["a.jpg"][1] is None and rows["a.jpg"][0] == data
     assert "a link to 'a.jpg'" in rows["b.jpg"][1] and "a link to 'a.jpg'" in rows["c.jpg"][1]
