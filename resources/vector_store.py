@@ -20,6 +20,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import get_args
 
 import dagster as dg
 import numpy as np
@@ -33,7 +34,7 @@ PAYLOAD_INDEXES = ("video_id", "camera_id", "category", "group_id", "group_role"
 FLAG_INDEXES = ("is_outlier",)  # booleans: what search's exclusions filter on
 # none: float32 in RAM; int8: int8 codes in RAM (1/4), originals on disk for rescoring; binary: one bit
 # a dimension in RAM (1/32), originals on disk, rescored (Qdrant's advice for >= 1 024-d); recall: bench/RESULTS.md
-QUANTIZATIONS = ("none", "int8", "binary")
+QUANTIZATIONS = get_args(VectorStoreSettings.model_fields["quantization"].annotation)  # the component's values
 # Search effort (bench/search.py, 1 M clustered vectors x 1280, int8): Qdrant's defaults
 # (ef 100, oversampling 1-2) found 0.84 of the exact top 10; these find 0.98 at p95 12.7 ms
 HNSW_EF = 256  # candidates the graph search keeps
