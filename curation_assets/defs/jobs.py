@@ -98,6 +98,7 @@ def _batches_still_ingesting(context: dg.OpExecutionContext) -> list[str]:
     """Batch runs in flight whose sources are not all through: the last batch to get there curates
     for all (each marks itself first, so of two that finish together both curate, never neither)."""
     context.instance.add_run_tags(context.run_id, {INGESTED_TAG: "true"})
+    # the sensor's in-flight statuses less CANCELING: a batch being cancelled will not curate for us
     statuses = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
                 dg.DagsterRunStatus.STARTED]  # fmt: skip
     runs = context.instance.get_run_records(dg.RunsFilter(job_name=context.job_def.name, statuses=statuses))
