@@ -3,7 +3,9 @@
 Both implement ``VectorStore``, so assets never know which one they talk to. The embedded
 store is the default (0.5 s for 20k upserts here, against 31 s for qdrant-client's pure
 Python local mode); it allows one process at a time, so the assets that open it share
-the Dagster pool ``qdrant``. A server (``QDRANT_URL``) removes that limit.
+the Dagster pool ``qdrant``. A process that runs several steps (the headless command, a
+batch run) holds it open across them (``VectorStoreResource.held``) and lets go between two
+steps when another process waits for it. A server (``QDRANT_URL``) removes that limit.
 
 One collection per embedding model, holding one named vector (the model's name): Qdrant
 cannot add a named vector to an existing collection, so a model change creates a new
@@ -13,8 +15,11 @@ collection beside the old one instead of rewriting it.
 from __future__ import annotations
 
 import errno
+import os
 import shutil
+import threading
 import time
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -46,6 +51,11 @@ MIN_FREE_BYTES = 64 * 1024**2
 
 # how long a step waits for the embedded store's lock held by another process (the component's setting)
 LOCK_TIMEOUT_S = VectorStoreSettings.model_fields["lock_timeout_s"].default
+# A process waiting for the embedded store's lock leaves a file named so in the store's folder, refreshed
+# every half second: a process that holds the store across its steps (VectorStoreResource.held) gives it
+# up between two steps when it sees one younger than KNOCK_FRESH_S (older ones are a dead waiter's)
+KNOCK_PREFIX = ".waiting-"
+KNOCK_FRESH_S = 5.0
 
 
 class VectorStoreError(RuntimeError):
@@ -251,6 +261,8 @@ class VectorStore(ABC):
 class EdgeVectorStore(VectorStore):
     """Qdrant's own engine in process (``qdrant-edge-py``); one shard folder per collection."""
 
+    loads = 0  # shards this process has loaded (or created): what holding the store across steps saves
+
     def __init__(
         self,
         path: str | Path,
@@ -284,29 +296,35 @@ class EdgeVectorStore(VectorStore):
         qe = self._qe
         folder = self.path / collection
         deadline = time.monotonic() + self.lock_timeout_s
-        while True:
-            try:
-                if (folder / "edge_config.json").exists():
-                    shard = qe.EdgeShard.load(str(folder))
-                elif dim is None:
-                    raise VectorStoreError(f"collection {collection!r} does not exist in {self.path}")
-                else:
-                    shard = qe.EdgeShard.create(str(folder), self._config(vector_name, dim))
-                    self._index_payload(shard)
-                break
-            except VectorStoreError:
-                raise
-            except Exception as exc:  # the engine reports a held lock as a WAL error
-                if "WouldBlock" not in str(exc):
-                    raise VectorStoreError(f"embedded Qdrant store {folder}: {exc}") from exc
-                if time.monotonic() > deadline:  # another step may finish with it: worth a retry
-                    raise VectorStoreError(
-                        f"embedded Qdrant store {folder} is open in another process "
-                        f"(waited {self.lock_timeout_s:.0f} s). Serialise the steps that use it "
-                        "(Dagster pool 'qdrant') or point QDRANT_URL at a Qdrant server.",
-                        transient=True,
-                    ) from exc
-                time.sleep(0.5)
+        knock = self.path / f"{KNOCK_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            while True:
+                try:
+                    if (folder / "edge_config.json").exists():
+                        shard = qe.EdgeShard.load(str(folder))
+                    elif dim is None:
+                        raise VectorStoreError(f"collection {collection!r} does not exist in {self.path}")
+                    else:
+                        shard = qe.EdgeShard.create(str(folder), self._config(vector_name, dim))
+                        self._index_payload(shard)
+                    break
+                except VectorStoreError:
+                    raise
+                except Exception as exc:  # the engine reports a held lock as a WAL error
+                    if "WouldBlock" not in str(exc):
+                        raise VectorStoreError(f"embedded Qdrant store {folder}: {exc}") from exc
+                    if time.monotonic() > deadline:  # another step may finish with it: worth a retry
+                        raise VectorStoreError(
+                            f"embedded Qdrant store {folder} is open in another process "
+                            f"(waited {self.lock_timeout_s:.0f} s). Serialise the steps that use it "
+                            "(Dagster pool 'qdrant') or point QDRANT_URL at a Qdrant server.",
+                            transient=True,
+                        ) from exc
+                    knock.touch()  # a holder between two of its steps lets go (VectorStoreResource.held)
+                    time.sleep(0.5)
+        finally:
+            knock.unlink(missing_ok=True)
+        EdgeVectorStore.loads += 1
         self._shards[collection] = shard
         return shard
 
@@ -430,11 +448,73 @@ class EdgeVectorStore(VectorStore):
     def build_index(self, collection: str) -> None:
         self._shard(collection).optimize()  # HNSW over segments past the engine's threshold; cheap when little changed
 
-    def close(self) -> None:
+    def flush(self) -> None:
+        """What was written is on disk (a step's writes, as closing makes them)."""
         for shard in self._shards.values():
             shard.flush()
+
+    def close(self) -> None:
+        self.flush()
+        for shard in self._shards.values():
             shard.close()
         self._shards.clear()
+
+
+def knocked(path: Path) -> bool:
+    """Whether a process is waiting for the embedded store at ``path`` (``KNOCK_PREFIX``)."""
+    fresh_after = time.time() - KNOCK_FRESH_S
+    try:
+        with os.scandir(path) as entries:
+            return any(e.name.startswith(KNOCK_PREFIX) and e.stat().st_mtime > fresh_after for e in entries)
+    except OSError:  # the folder or a knock just went away
+        return False
+
+
+class _Held:
+    """The embedded store one process keeps open across its steps (``VectorStoreResource.held``),
+    lent to each step in turn and given up between two of them to a process that knocks."""
+
+    def __init__(self, path: Path, make):
+        self.path, self.make = path, make
+        self.store: EdgeVectorStore | None = None
+        self.busy = threading.RLock()  # held while a step uses the store
+        self.done = threading.Event()
+        self.watcher = threading.Thread(target=self._watch, name=f"vector store held at {path}", daemon=True)
+        self.watcher.start()
+
+    @contextmanager
+    def lend(self) -> Iterator[EdgeVectorStore]:
+        with self.busy:
+            if self.store is None:  # first use, or given up to a waiting process since
+                self.store = self.make()
+            try:
+                yield self.store
+            finally:
+                self.store.flush()
+                if knocked(self.path):
+                    self._give_up()
+
+    def _give_up(self) -> None:
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+    def _watch(self) -> None:
+        while not self.done.wait(0.5):
+            if self.store is not None and knocked(self.path) and self.busy.acquire(blocking=False):
+                try:  # between two steps: the waiting process loads it now, this one again when it next needs it
+                    self._give_up()
+                finally:
+                    self.busy.release()
+
+    def close(self) -> None:
+        self.done.set()
+        self.watcher.join()
+        with self.busy:
+            self._give_up()
+
+
+_HELD: dict[Path, _Held] = {}  # resolved store folder -> the store this process holds across its steps
 
 
 class QdrantClientVectorStore(VectorStore):
@@ -611,17 +691,47 @@ class VectorStoreResource(dg.ConfigurableResource):
         with self.open() as store:
             store.collections()
 
+    def _edge(self) -> EdgeVectorStore:
+        return EdgeVectorStore(self.path, self.lock_timeout_s, self.quantization)
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Keep the embedded store open from here to the block's end for every step this process
+        runs inside it: ``open`` lends the one store, loaded once, instead of loading the shard
+        per step (seconds at a million points: bench/RESULTS.md, issue 28). Each step's writes are
+        still flushed when it ends, and the block's end closes the store (its lock released).
+
+        The lock is not hogged: a process that waits for it (another run's step) knocks
+        (``KNOCK_PREFIX``), and this one gives the store up as soon as its current step is done
+        with it, loading it again at its next step that needs it. A Qdrant server needs none of
+        this (no lock, nothing loaded per step): the block changes nothing there."""
+        key = Path(self.path).expanduser().resolve()
+        if self.url or key in _HELD:  # a server, or an outer block holds it already
+            yield
+            return
+        _HELD[key] = holder = _Held(key, self._edge)
+        try:
+            yield
+        finally:
+            del _HELD[key]
+            holder.close()
+
     @contextmanager
     def open(self) -> Iterator[VectorStore]:
-        """Open the store for the duration of a step and always release it (and its lock)."""
+        """Open the store for the duration of a step and always release it (and its lock); inside
+        ``held``, lend the store held open across steps."""
         if self.url:
             from qdrant_client import QdrantClient
 
             store: VectorStore = QdrantClientVectorStore(
                 QdrantClient(url=self.url, api_key=self.api_key or None), self.url, self.quantization
             )
+        elif (holder := _HELD.get(Path(self.path).expanduser().resolve())) is not None:
+            with holder.lend() as lent:
+                yield lent
+            return
         else:
-            store = EdgeVectorStore(self.path, self.lock_timeout_s, self.quantization)
+            store = self._edge()
         try:
             yield store
         finally:

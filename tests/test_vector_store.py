@@ -2,6 +2,7 @@ import multiprocessing
 import os
 import uuid
 
+import dagster as dg
 import numpy as np
 import pytest
 from qdrant_client import QdrantClient
@@ -176,3 +177,95 @@ def test_a_quantized_store_keeps_full_precision_vectors_on_disk_and_refuses_unkn
 def test_the_resource_never_describes_itself_with_the_api_key():
     resource = VectorStoreResource(url="http://127.0.0.1:6333", api_key="s3cr3t-key")
     assert "s3cr3t" not in resource.describe()
+
+
+# -- the embedded store held open across a process's steps (VectorStoreResource.held) --------------------
+
+
+def _count_elsewhere(path, collection, lock_timeout_s, answer):
+    try:
+        answer.put(EdgeVectorStore(path, lock_timeout_s=lock_timeout_s).count(collection))
+    except VectorStoreError as exc:
+        answer.put(str(exc))
+
+
+def count_in_another_process(path, lock_timeout_s: float):
+    """What another process reads of the store: its point count, or why it could not open it
+    (lock_timeout_s 0: it asks once and does not wait)."""
+    ctx = multiprocessing.get_context("spawn")
+    answer = ctx.Queue()
+    process = ctx.Process(target=_count_elsewhere, args=(path, COLLECTION, lock_timeout_s, answer))
+    process.start()
+    try:
+        return answer.get(timeout=90)
+    finally:
+        process.join(30)
+
+
+def _a_step(resource, video="v1", n=5):
+    with resource.open() as store:
+        store.ensure_collection(COLLECTION, "m", 8)
+        store.replace_video(COLLECTION, "m", video, *_points(video, n))
+
+
+def test_inside_a_held_block_every_step_uses_the_store_loaded_once(tmp_path):
+    resource = VectorStoreResource(path=str(tmp_path / "qdrant"), lock_timeout_s=5)
+    loaded = EdgeVectorStore.loads
+    with resource.held():
+        _a_step(resource, "v1")
+        _a_step(resource, "v2")
+        with resource.open() as store:
+            assert store.count(COLLECTION) == 10
+    assert EdgeVectorStore.loads - loaded == 1
+
+
+def test_a_held_store_stays_locked_between_steps_and_is_released_at_the_block_s_end(tmp_path):
+    resource = VectorStoreResource(path=str(tmp_path / "qdrant"), lock_timeout_s=5)
+    with resource.held():
+        _a_step(resource)
+        assert "open in another process" in count_in_another_process(resource.path, 0)  # asks once, no wait
+    assert count_in_another_process(resource.path, 0) == 5
+
+
+def test_a_process_that_waits_for_a_held_store_gets_it_between_two_steps(tmp_path):
+    resource = VectorStoreResource(path=str(tmp_path / "qdrant"), lock_timeout_s=30)
+    loaded = EdgeVectorStore.loads
+    with resource.held():
+        _a_step(resource, "v1")
+        assert count_in_another_process(resource.path, 30) == 5  # not after the block: now
+        _a_step(resource, "v2")  # loaded again
+        with resource.open() as store:
+            assert store.count(COLLECTION) == 10
+    assert EdgeVectorStore.loads - loaded == 2
+
+
+def test_a_batch_loads_the_embedded_store_once_for_its_sources_and_their_curation(local_defs, instance, video_dir):
+    from curation_assets.defs.sensors import build_new_video_sensor
+    from tests.conftest import SCENE_A, SCENE_B, drop
+    from tests.test_sensor import run_batch, tick
+
+    object_store = local_defs.resources["object_store"]
+    drop(object_store.landing_store(), video_dir, SCENE_A.name, SCENE_B.name)
+    requests = tick(instance, object_store, sensor=build_new_video_sensor(sources_per_run=2)).run_requests
+    loaded = EdgeVectorStore.loads
+    assert run_batch(local_defs, instance, requests).success  # 2 x frame_embeddings, duplicate_groups, outliers
+    assert len(instance.get_runs(filters=dg.RunsFilter(job_name="curate"))) == 1
+    assert EdgeVectorStore.loads - loaded == 1
+
+
+def test_the_headless_command_loads_the_embedded_store_once(tmp_path, video_dir, monkeypatch):
+    import curation_assets.__main__ as command
+    from curation_assets.core.progress import show_progress
+    from tests.conftest import SCENE_B
+
+    landing = tmp_path / "landing"
+    (landing / "cam-b").mkdir(parents=True)
+    (landing / SCENE_B.name).write_bytes((video_dir / SCENE_B.name).read_bytes())
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    args = command.parse_args(["run", "--landing", str(landing), "--root", str(tmp_path / "root")])
+    loaded = EdgeVectorStore.loads
+    try:
+        assert command.run(args, command.environment(args)) == 0  # ingest (frame_embeddings), then curate
+    finally:
+        show_progress(None)
+    assert EdgeVectorStore.loads - loaded == 1
