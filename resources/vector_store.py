@@ -51,6 +51,7 @@ MIN_FREE_BYTES = 64 * 1024**2
 
 # how long a step waits for the embedded store's lock held by another process (the component's setting)
 LOCK_TIMEOUT_S = VectorStoreSettings.model_fields["lock_timeout_s"].default
+CODES_IN_RAM = VectorStoreSettings.model_fields["codes_in_ram"].default  # quantized codes: RAM or mapped file
 # A process waiting for the embedded store's lock leaves a file named so in the store's folder, refreshed
 # every half second: a process that holds the store across its steps (VectorStoreResource.held) gives it
 # up between two steps when it sees one younger than KNOCK_FRESH_S (older ones are a dead waiter's)
@@ -270,6 +271,7 @@ class EdgeVectorStore(VectorStore):
         quantization: str = "none",
         hnsw_ef: int | None = HNSW_EF,
         oversampling: float = OVERSAMPLING,
+        codes_in_ram: bool = CODES_IN_RAM,
     ):
         import qdrant_edge
 
@@ -277,6 +279,7 @@ class EdgeVectorStore(VectorStore):
         self.path = Path(path).expanduser().resolve()
         self.lock_timeout_s = lock_timeout_s
         self.quantization = _checked(quantization)
+        self.codes_in_ram = codes_in_ram  # like quantization, how a new collection is made
         self.hnsw_ef, self.oversampling = hnsw_ef, oversampling  # search effort: candidates visited, rescored
         self._shards: dict[str, object] = {}
 
@@ -333,9 +336,9 @@ class EdgeVectorStore(VectorStore):
         if self.quantization == "none":
             return qe.EdgeConfig(vectors={vector_name: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)})
         codes = (
-            qe.ScalarQuantizationConfig(qe.ScalarType.Int8, quantile=0.99, always_ram=True)
+            qe.ScalarQuantizationConfig(qe.ScalarType.Int8, quantile=0.99, always_ram=self.codes_in_ram)
             if self.quantization == "int8"
-            else qe.BinaryQuantizationConfig(always_ram=True)
+            else qe.BinaryQuantizationConfig(always_ram=self.codes_in_ram)
         )
         return qe.EdgeConfig(
             vectors={vector_name: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine, on_disk=True)},
@@ -520,13 +523,14 @@ _HELD: dict[Path, _Held] = {}  # resolved store folder -> the store this process
 class QdrantClientVectorStore(VectorStore):
     """A Qdrant server through qdrant-client (also runs on qdrant-client's in-memory mode)."""
 
-    def __init__(self, client, describe: str, quantization: str = "none"):
+    def __init__(self, client, describe: str, quantization: str = "none", codes_in_ram: bool = CODES_IN_RAM):
         from qdrant_client import models
 
         self.client = client
         self.models = models
         self.describe = describe
         self.quantization = _checked(quantization)
+        self.codes_in_ram = codes_in_ram
 
     def _call(self, what: str, fn, *args, **kwargs):
         try:
@@ -544,9 +548,9 @@ class QdrantClientVectorStore(VectorStore):
         codes = {
             "none": None,
             "int8": m.ScalarQuantization(
-                scalar=m.ScalarQuantizationConfig(type=m.ScalarType.INT8, quantile=0.99, always_ram=True)
+                scalar=m.ScalarQuantizationConfig(type=m.ScalarType.INT8, quantile=0.99, always_ram=self.codes_in_ram)
             ),
-            "binary": m.BinaryQuantization(binary=m.BinaryQuantizationConfig(always_ram=True)),
+            "binary": m.BinaryQuantization(binary=m.BinaryQuantizationConfig(always_ram=self.codes_in_ram)),
         }[self.quantization]
         self._call(
             "create_collection",
@@ -672,6 +676,11 @@ class VectorStoreResource(dg.ConfigurableResource):
         "dimension (a 32nd) in RAM and the full-precision vectors on disk, used to rescore the top hits; for "
         "millions of vectors.",
     )
+    codes_in_ram: bool = Field(
+        default=CODES_IN_RAM,
+        description="With a quantization: new collections keep the codes in RAM (true) or in a memory-mapped file "
+        "read through the page cache (false: no copy in the process's own memory).",
+    )
 
     def collection_for(self, vector_name: str, items: str = "frames") -> str:
         """Frames' vectors, or (``items="objects"``) the crops of their boxes, each in their own collection."""
@@ -692,7 +701,7 @@ class VectorStoreResource(dg.ConfigurableResource):
             store.collections()
 
     def _edge(self) -> EdgeVectorStore:
-        return EdgeVectorStore(self.path, self.lock_timeout_s, self.quantization)
+        return EdgeVectorStore(self.path, self.lock_timeout_s, self.quantization, codes_in_ram=self.codes_in_ram)
 
     @contextmanager
     def held(self) -> Iterator[None]:
@@ -724,7 +733,7 @@ class VectorStoreResource(dg.ConfigurableResource):
             from qdrant_client import QdrantClient
 
             store: VectorStore = QdrantClientVectorStore(
-                QdrantClient(url=self.url, api_key=self.api_key or None), self.url, self.quantization
+                QdrantClient(url=self.url, api_key=self.api_key or None), self.url, self.quantization, self.codes_in_ram
             )
         elif (holder := _HELD.get(Path(self.path).expanduser().resolve())) is not None:
             with holder.lend() as lent:

@@ -1,3 +1,4 @@
+import json
 import multiprocessing
 import os
 import uuid
@@ -269,3 +270,41 @@ def test_the_headless_command_loads_the_embedded_store_once(tmp_path, video_dir,
     finally:
         show_progress(None)
     assert EdgeVectorStore.loads - loaded == 1
+
+
+# -- quantized codes in RAM or in a memory-mapped file (vector_store.codes_in_ram) --------------------------
+
+
+@pytest.fixture(params=["embedded", "server"])
+def int8_resource(request, tmp_path):
+    """Makes a resource whose new collections are int8, on the embedded engine or (QDRANT_URL) a Qdrant server."""
+    if request.param == "embedded":
+        return lambda **settings: VectorStoreResource(path=str(tmp_path / "qdrant"), quantization="int8", **settings)
+    url = os.environ.get("QDRANT_URL") or pytest.skip("set QDRANT_URL to run against a Qdrant server")
+    key = os.environ.get("QDRANT_API_KEY")
+    return lambda **settings: VectorStoreResource(url=url, api_key=key, quantization="int8", **settings)
+
+
+def _always_ram(store) -> bool:
+    if isinstance(store, EdgeVectorStore):  # the engine's own record of how the collection was made
+        config = json.loads((store.path / COLLECTION / "edge_config.json").read_text())
+        return config["quantization_config"]["scalar"]["always_ram"]
+    return store.client.get_collection(COLLECTION).config.quantization_config.scalar.always_ram
+
+
+@pytest.mark.parametrize("codes_in_ram", [True, False], ids=["codes in RAM", "codes in a mapped file"])
+def test_a_quantized_collection_is_made_with_its_codes_where_the_setting_says_and_searches_alike(
+    int8_resource, codes_in_ram
+):
+    resource = int8_resource(codes_in_ram=codes_in_ram)
+    ids, vectors, payloads = _points("v1", 300, dim=64)
+    with resource.open() as store:
+        store.ensure_collection(COLLECTION, "m", 64)
+        store.replace_video(COLLECTION, "m", "v1", ids, vectors, payloads)
+        store.build_index(COLLECTION)
+        try:
+            assert _always_ram(store) is codes_in_ram
+            assert [h[0] for h in store.nearest(COLLECTION, "m", vectors[42], 1)] == [ids[42]]
+        finally:
+            if not isinstance(store, EdgeVectorStore):
+                store.client.delete_collection(COLLECTION)
