@@ -15,6 +15,7 @@ collection beside the old one instead of rewriting it.
 from __future__ import annotations
 
 import errno
+import math
 import os
 import shutil
 import threading
@@ -146,6 +147,16 @@ def _checked(quantization: str) -> str:
     return quantization
 
 
+def _same(stored, given) -> bool:
+    """A stored payload value equals the one to write, as far as the store keeps it: the embedded engine
+    gives a float back a unit in the last place off (two float32 values differ by far more)."""
+    if isinstance(stored, float) and isinstance(given, float):
+        return math.isclose(stored, given, rel_tol=1e-12)
+    if isinstance(given, bool) or isinstance(stored, bool):  # True == 1, but a filter on a bool needs a bool
+        return type(stored) is type(given) and stored == given
+    return stored == given
+
+
 def _stack(vectors: list) -> np.ndarray:
     return np.asarray(vectors, dtype=np.float32).reshape(len(vectors), -1)
 
@@ -175,13 +186,60 @@ class VectorStore(ABC):
     def count_where(self, collection: str, where: Where) -> int:
         """How many points ``where`` admits (exactly)."""
 
-    @abstractmethod
+    # Points whose payload this process wrote or cleared. The embedded engine moves a point whose payload
+    # is written out of its indexed segment, so its next optimisation re-indexes it (bench/RESULTS.md,
+    # issue 28): curation writes only what changed, and this says how much that was.
+    payload_writes = 0
+
     def set_payloads(self, collection: str, payloads: dict[str, dict]) -> None:
         """Merge each frame's fields (frame id -> fields) into its point's payload; other keys stay."""
+        if payloads:
+            self._set_payloads(collection, payloads)
+            VectorStore.payload_writes += len(payloads)
+
+    def delete_payload_keys(self, collection: str, keys: Sequence[str], where: Where) -> int:
+        """Remove ``keys`` from the payload of every point ``where`` admits; returns how many (none
+        admitted: nothing is written)."""
+        admitted = self.count_where(collection, where)
+        if admitted:
+            self._delete_payload_keys(collection, keys, where)
+            VectorStore.payload_writes += admitted
+        return admitted
+
+    def set_changed_payloads(self, collection: str, payloads: dict[str, dict], drop: Sequence[str] = ()) -> int:
+        """``set_payloads`` for the frames whose stored payload differs in a field given, and removal of
+        the ``drop`` keys a frame holds but is not given: a point whose payload would not change is not
+        written (a rebuild that changes little leaves the index as it is). Returns the points written."""
+        changed: dict[str, dict] = {}
+        stale: dict[tuple[str, ...], list[str]] = {}  # keys to remove -> frames
+        frames = list(payloads)
+        for start in range(0, len(frames), 1024):
+            stored = self.payloads(collection, frames[start : start + 1024])
+            for frame in frames[start : start + 1024]:
+                have, want = stored.get(frame, {}), payloads[frame]
+                if any(not _same(have.get(key), value) for key, value in want.items()):
+                    changed[frame] = want
+                extra = tuple(key for key in drop if key in have and key not in want)
+                if extra:
+                    stale.setdefault(extra, []).append(frame)
+        self.set_payloads(collection, changed)
+        cleared = sum(self.delete_payload_keys(collection, keys, Where(only_frames=f)) for keys, f in stale.items())
+        return len(changed) + cleared
+
+    def payloads(self, collection: str, frame_ids: Sequence[str]) -> dict[str, dict]:
+        """The stored payload of each of ``frame_ids`` that has a point (frame id -> payload)."""
+        frame_of = {point_id_for(f): f for f in frame_ids}
+        return {frame_of[p]: payload for p, payload in self._payloads(collection, list(frame_of)).items()}
 
     @abstractmethod
-    def delete_payload_keys(self, collection: str, keys: Sequence[str], where: Where) -> None:
-        """Remove ``keys`` from the payload of every point ``where`` admits (a rebuild starts clean)."""
+    def _set_payloads(self, collection: str, payloads: dict[str, dict]) -> None: ...
+
+    @abstractmethod
+    def _delete_payload_keys(self, collection: str, keys: Sequence[str], where: Where) -> None: ...
+
+    @abstractmethod
+    def _payloads(self, collection: str, point_ids: list[str]) -> dict[str, dict]:
+        """Point id -> payload of the stored points among ``point_ids``."""
 
     @abstractmethod
     def ensure_payload_indexes(self, collection: str) -> None:
@@ -373,15 +431,18 @@ class EdgeVectorStore(VectorStore):
     def count_where(self, collection: str, where: Where) -> int:
         return self._shard(collection).count(self._qe.CountRequest(exact=True, filter=self._filter(where)))
 
-    def set_payloads(self, collection: str, payloads: dict[str, dict]) -> None:
+    def _set_payloads(self, collection: str, payloads: dict[str, dict]) -> None:
         qe, shard = self._qe, self._shard(collection)
         for frame_id, fields in payloads.items():  # one operation a point: the engine has no batch of payloads
             shard.update(qe.UpdateOperation.set_payload([point_id_for(frame_id)], fields))
 
-    def delete_payload_keys(self, collection: str, keys: Sequence[str], where: Where) -> None:
+    def _delete_payload_keys(self, collection: str, keys: Sequence[str], where: Where) -> None:
         self._shard(collection).update(
             self._qe.UpdateOperation.delete_payload_by_filter(self._filter(where), list(keys))
         )
+
+    def _payloads(self, collection: str, point_ids: list[str]) -> dict[str, dict]:
+        return {str(r.id): dict(r.payload or {}) for r in self._shard(collection).retrieve(point_ids, True, False)}
 
     def ensure_payload_indexes(self, collection: str) -> None:
         self._index_payload(self._shard(collection))
@@ -591,7 +652,7 @@ class QdrantClientVectorStore(VectorStore):
         flt = self._filter(where)
         return self._call("count", self.client.count, collection, count_filter=flt, exact=True).count
 
-    def set_payloads(self, collection: str, payloads: dict[str, dict]) -> None:
+    def _set_payloads(self, collection: str, payloads: dict[str, dict]) -> None:
         m = self.models
         operations = [
             m.SetPayloadOperation(set_payload=m.SetPayload(payload=fields, points=[point_id_for(frame_id)]))
@@ -600,7 +661,7 @@ class QdrantClientVectorStore(VectorStore):
         for start in range(0, len(operations), 1000):
             self._call("set_payload", self.client.batch_update_points, collection, operations[start : start + 1000])
 
-    def delete_payload_keys(self, collection: str, keys: Sequence[str], where: Where) -> None:
+    def _delete_payload_keys(self, collection: str, keys: Sequence[str], where: Where) -> None:
         selector = self.models.FilterSelector(filter=self._filter(where))
         self._call(
             "delete_payload", self.client.delete_payload, collection, keys=list(keys), points=selector, wait=True
@@ -648,6 +709,11 @@ class QdrantClientVectorStore(VectorStore):
 
     def collections(self) -> list[str]:
         return sorted(c.name for c in self._call("get_collections", self.client.get_collections).collections)
+
+    def _payloads(self, collection: str, point_ids: list[str]) -> dict[str, dict]:
+        found = self._call("retrieve", self.client.retrieve, collection, point_ids, with_payload=True,
+                           with_vectors=False)  # fmt: skip
+        return {str(r.id): dict(r.payload or {}) for r in found}
 
     def _records(self, collection: str, ids: Sequence[str]) -> dict[str, tuple[dict, dict]]:
         found = self._call(
