@@ -209,7 +209,8 @@ class VectorStore(ABC):
     def set_changed_payloads(self, collection: str, payloads: dict[str, dict], drop: Sequence[str] = ()) -> int:
         """``set_payloads`` for the frames whose stored payload differs in a field given, and removal of
         the ``drop`` keys a frame holds but is not given: a point whose payload would not change is not
-        written (a rebuild that changes little leaves the index as it is). Returns the points written."""
+        written (a rebuild that changes little leaves the index as it is). Returns the writes (setting a
+        point's fields and removing its keys are one each)."""
         changed: dict[str, dict] = {}
         stale: dict[tuple[str, ...], list[str]] = {}  # keys to remove -> frames
         frames = list(payloads)

@@ -308,3 +308,17 @@ def test_a_quantized_collection_is_made_with_its_codes_where_the_setting_says_an
         finally:
             if not isinstance(store, EdgeVectorStore):
                 store.client.delete_collection(COLLECTION)
+
+
+def test_only_payloads_that_differ_from_the_stored_ones_are_written(store):
+    store.ensure_collection(COLLECTION, "m", 8)
+    ids, vectors, payloads = _points("v1", 3)
+    store.replace_video(COLLECTION, "m", "v1", ids, vectors, payloads)
+    rep, member = {"group_role": "representative", "group_size": 2, "isolation": 0.123456789}, {"group_size": None}
+    given = {"v1/000000": rep, "v1/000001": {"group_role": "member", **member}}
+    assert store.set_changed_payloads(COLLECTION, given) == 2
+    assert store.set_changed_payloads(COLLECTION, given) == 0  # all stored as given: nothing written
+    demoted = {"v1/000000": {"group_role": "member", **member}}  # no longer a representative: no isolation
+    assert store.set_changed_payloads(COLLECTION, demoted, drop=("isolation",)) == 2  # its role; its isolation
+    assert store.payloads(COLLECTION, ["v1/000000"])["v1/000000"].get("isolation") is None
+    assert store.set_changed_payloads(COLLECTION, demoted, drop=("isolation",)) == 0
