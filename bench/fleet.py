@@ -277,7 +277,9 @@ def show(label: str, run: dict) -> None:
         return
     for asset, step in run["steps"].items():
         if asset in ("duplicate_groups", "outliers", "dataset_audit", "frame_embeddings", "raw_frames"):
-            print(f"    {asset}: {step.get('mode', '')} {json.dumps(step.get('timings', {}))}")
+            points = step.get("payload_points_written")
+            written = "" if points is None else f", payload written on {points} points"
+            print(f"    {asset}: {step.get('mode', '')} {json.dumps(step.get('timings', {}))}{written}")
     for name, steps in run["runs"].items():
         if name in ("curate", "rebuild"):
             print(f"    {name} steps: " + ", ".join(f"{s} {v['wall_s']} s" for s, v in steps.items()))

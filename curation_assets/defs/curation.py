@@ -44,7 +44,7 @@ from curation_assets.defs.retries import TRANSIENT, transient_only
 from curation_assets.quality import suites
 from resources import EmbedderResource, ExpectationsResource, ObjectStoreResource, VectorStoreResource
 from resources.object_store import ObjectStore
-from resources.vector_store import Where
+from resources.vector_store import VectorStore, Where
 
 # On a source's run that an ingest_batch run started: the batch curates its sources itself once
 # they are in (warm processes, no second run), so their updates are not the automation's to follow.
@@ -409,6 +409,7 @@ def duplicate_groups(context: dg.AssetExecutionContext, config: DuplicateConfig,
     # a rebuild replays every source through the same path, a chunk at a time: memory stays
     # that of one chunk, and each chunk is matched against the chunks before it in the store
     chunks = [sources] if incremental else in_chunks(sources, config.rebuild_sources_at_once)
+    payload_writes = VectorStore.payload_writes
     with vector_store.open() as vs:
         written = _group_chunks(store, vs, vector_store.collection_for(model.vector_name), model.vector_name,
                                 chunks, params, expectations, incremental, watch)  # fmt: skip
@@ -422,6 +423,7 @@ def duplicate_groups(context: dg.AssetExecutionContext, config: DuplicateConfig,
         groups, frames = written.last_groups, written.last_frames
         pictures = picture_metadata(store, "largest_groups", largest_groups(frames, groups)) if len(groups) else {}
     metadata = _grouping_metadata(store, model, params, counts, len(inputs), f"{mode}: {done}", written, elapsed)
+    metadata["payload_points_written"] = VectorStore.payload_writes - payload_writes  # what the index re-takes
     return dg.MaterializeResult(metadata={**metadata, "timings": dg.MetadataValue.json(watch.rounded()), **pictures},
                                 check_results=written.check_results(GROUP_CHECKS))  # fmt: skip
 
@@ -650,6 +652,7 @@ def outliers(context: dg.AssetExecutionContext, config: OutlierConfig, object_st
     summary = RunningSummary.from_json(state["isolation"]) if incremental else RunningSummary()
     chunks = [todo] if incremental else in_chunks(todo, config.rebuild_sources_at_once)
     collection = vector_store.collection_for(model.vector_name)
+    payload_writes = VectorStore.payload_writes
     with vector_store.open() as vs:
         scored, frames, aligned = _score_chunks(store, vs, collection, model.vector_name, chunks, params, summary,
                                                 not incremental, grouped["counts"]["groups"], watch)  # fmt: skip
@@ -670,6 +673,7 @@ def outliers(context: dg.AssetExecutionContext, config: OutlierConfig, object_st
         pictures = picture_metadata(store, "outliers_by_reason", outliers_by_reason(frames, scored, REASONS))
     mode = f"{mode}: {len(todo)} sources" if incremental else mode
     metadata = _scoring_metadata(store, params, model, counts, mode, scored, not failed, elapsed)
+    metadata["payload_points_written"] = VectorStore.payload_writes - payload_writes  # what the index re-takes
     return dg.MaterializeResult(metadata={**metadata, "timings": dg.MetadataValue.json(watch.rounded()), **pictures},
                                 check_results=results)  # fmt: skip
 
