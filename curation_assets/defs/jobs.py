@@ -113,7 +113,7 @@ def hold_connections(instance: dg.DagsterInstance) -> None:
     The webserver is told, through this same call; statement_timeout 0: no limit, as before.
     docker/dagster.yaml's storage holds them in every process already (curation_assets/deploy/storage.py);
     this serves instances configured the standard way (the Helm chart's). A no-op on SQLite."""
-    instance.optimize_for_webserver(statement_timeout=0, pool_recycle=3600, max_overflow=8)
+    instance.optimize_for_webserver(statement_timeout=0, pool_recycle=3600, max_overflow=16)  # as deploy/storage.py
 
 
 @dg.op(
