@@ -1,6 +1,7 @@
 """A burst of new videos: the production topology's sensor path against the headless command.
 
     python bench/burst.py [--clips 50] [--seconds 10] [--rounds 1] [--sources-per-run 8] [--sensor-interval S]
+                          [--drops 1]
 
 N real-looking clips (PyAV-encoded scenes, 320x240 at 10 fps) are uploaded at once to the S3
 landing prefix (moto's server) of the production topology (curation_assets/deploy/topology.py:
@@ -13,8 +14,9 @@ command's start to its exit), runs launched through the queue (automation runs i
 seconds per video, what each launched run paid to start (queue, run worker, a batch's set-up,
 its first source's wait for the model and validation processes against the later sources'),
 peak RSS per kind of process, videos, frames and Qdrant points lost and duplicated, frames
-left out of groups or scores; then one more clip dropped alone into the same topology: its
-latency to published groups and outliers and where it went, with the sensor interval used.
+left out of groups or scores; then ``--drops`` more clips dropped alone into the same topology, one at a
+time: each one's latency to published groups and outliers and where it went, with the sensor interval
+used and how far apart its ticks were.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import argparse
 import json
 import logging
 import os
+import random
 import subprocess
 import sys
 import tempfile
@@ -197,8 +200,11 @@ def launched(run: dict) -> bool:
     return run["jobName"] in ("ingest_batch", "__ASSET_JOB")
 
 
-def through_topology(base: Path, clips: Path, expected: dict[str, int], env: dict, s3, prefix: str, drop: Path) -> dict:
-    """The burst through the topology, then one more clip dropped alone once it is curated."""
+def through_topology(
+    base: Path, clips: Path, expected: dict[str, int], env: dict, s3, prefix: str, drop: Path, drops: int = 1
+) -> dict:
+    """The burst through the topology, then ``drops`` more clips dropped alone, each once the last is curated."""
+    from bench.ui_path import sensor_ticks
     from curation_assets.deploy.topology import Topology
 
     base.mkdir(parents=True, exist_ok=True)
@@ -207,6 +213,7 @@ def through_topology(base: Path, clips: Path, expected: dict[str, int], env: dic
         os.chmod(pg, 0o755)  # the postgres user must reach it
         with Topology(base / "topology", env=env, postgres_folder=Path(pg) / "postgres") as topology:
             peaks = Peaks(sessions={p.pid for p in topology.processes.values()})
+            sessions_before = postgres_sessions(topology)
             started = time.time()
             for name in expected:
                 s3.upload_file(str(clips / name), "bench", f"{prefix}/landing/{name}")
@@ -221,13 +228,21 @@ def through_topology(base: Path, clips: Path, expected: dict[str, int], env: dic
                 if ingested_at is not None and (curated_at := published_after(topology, results, ingested_at)):
                     break
             rss = peaks.stop()
+            sessions = postgres_sessions(topology) - sessions_before
             burst_results = results
             after_burst = settled(topology)  # the lone clip is timed on an idle topology
-            single = drop_one(topology, s3, prefix, drop)
+            singles = []
+            for i in range(drops):  # each on a settled topology, at another moment of the sensor's loop
+                if i:
+                    settled(topology)
+                    time.sleep(random.Random(i).uniform(0, 5))
+                singles.append(drop_one(topology, s3, prefix, drop, f"drop-{i}.mp4"))
             with instance_of(topology) as instance:
                 costs = start_costs(instance, burst_results)
-                single["stages"] = single_stages(instance, single.pop("runs"), single.pop("uploaded"),
-                                                 single.pop("published"))  # fmt: skip
+                for single in singles:
+                    single["stages"] = single_stages(instance, single.pop("runs"), single.pop("uploaded"),
+                                                     single.pop("published"))  # fmt: skip
+                ticks = sensor_ticks(instance, "new_video_sensor", started)
         figures = counted(env, expected)
     wall = (curated_at - started) if curated_at else None
     return {
@@ -244,17 +259,35 @@ def through_topology(base: Path, clips: Path, expected: dict[str, int], env: dic
         "ingest_runs": len(ingest),
         "s_per_video": round(wall / len(expected), 2) if wall else None,
         "start_costs": costs,
-        "single_drop": single,
+        "single_drop": singles[0],
+        "single_drop_latencies_s": [x["latency_s"] for x in singles],
+        "single_drop_median_s": median([x["latency_s"] for x in singles]),
+        "single_drop_pick_up_s": [x["stages"].get("sensor_pick_up_s") for x in singles],
+        "new_video_sensor_ticks": ticks,
         "peak_rss_mb": rss,
         "cpu_s_during_burst": peaks.cpu_s(),
+        "postgres_sessions_during_burst": sessions,
         **figures,
     }
 
 
-def drop_one(topology, s3, prefix: str, clip: Path) -> dict:
+def postgres_sessions(topology) -> int:
+    """Sessions opened on the instance's database so far (each a server process and a password exchange)."""
+    from curation_assets.deploy.topology import POSTGRES_DB
+
+    sql = f"SELECT sessions + numbackends FROM pg_stat_database WHERE datname = '{POSTGRES_DB}'"
+    return int(topology.postgres._psql(sql))
+
+
+def median(values: list) -> float | None:
+    found = sorted(v for v in values if v is not None)
+    return found[len(found) // 2] if found else None
+
+
+def drop_one(topology, s3, prefix: str, clip: Path, name: str) -> dict:
     """One clip uploaded alone: seconds until duplicate groups and outliers that include it are published."""
     uploaded = time.time()
-    s3.upload_file(str(clip), "bench", f"{prefix}/landing/cam-z/{clip.name}")
+    s3.upload_file(str(clip), "bench", f"{prefix}/landing/cam-z/{name}")
     while time.time() < uploaded + 600:
         time.sleep(0.5)
         results = topology.graphql(RUNS)["runsOrError"]["results"]
@@ -341,6 +374,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--sources-per-run", default="8", help="topology settings to try, comma-separated")
+    parser.add_argument("--drops", type=int, default=1, help="clips dropped alone after each topology burst")
     parser.add_argument(
         "--sensor-interval", type=int, default=None, help="new_video_sensor's (default: the component's)"
     )
@@ -379,7 +413,7 @@ def main() -> None:
                     topology_env = {**env, "CURATION_SOURCES_PER_RUN": str(setting),
                                     "CURATION_SENSOR_INTERVAL_S": str(interval)}  # fmt: skip
                     row = through_topology(Path(tmp) / f"t{run}", clips, expected, topology_env, s3, f"topo-{run}",
-                                           drop)  # fmt: skip
+                                           drop, args.drops)  # fmt: skip
                     print(f"round {round_ + 1} topology, {setting} sources per run:", json.dumps(row), flush=True)
     finally:
         moto.stop()

@@ -1,7 +1,7 @@
 """The UI path: one new video dropped into the landing zone under `dagster dev`, timed until
 duplicate groups and outliers that include it are published.
 
-    .venv/bin/python bench/ui_path.py [--frames 240]
+    .venv/bin/python bench/ui_path.py [--frames 240] [--drops 1]
 
 Starts `dagster dev` (webserver + daemon, SQLite instance, the configured executor:
 CURATION_EXECUTOR, default in_process) on a fresh root, waits for it to answer, drops one real-looking camera
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -58,10 +59,76 @@ def step_lines(instance, run_id: str, since: float) -> list[tuple[float, str]]:
     return lines
 
 
+def sensor_ticks(instance, name: str, since: float) -> dict:
+    """The sensor's ticks after ``since``: how far apart they started (the daemon's loop looks at
+    each sensor every 5 s at most, whatever its interval) and how long each took to evaluate."""
+    states = [s for s in instance.all_instigator_state() if s.name == name]
+    ticks = sorted(
+        (t for s in states for t in instance.get_ticks(s.instigator_origin_id, s.selector_id, after=since)),
+        key=lambda t: t.timestamp,
+    )
+    gaps = sorted(b.timestamp - a.timestamp for a, b in zip(ticks, ticks[1:]))
+    took = sorted(t.end_timestamp - t.timestamp for t in ticks if t.end_timestamp)
+
+    def spread(values: list[float]) -> str:
+        return f"median {values[len(values) // 2]:.1f} s, max {values[-1]:.1f} s" if values else "-"
+
+    return {"ticks": len(ticks), "apart": spread(gaps), "evaluation": spread(took)}
+
+
+def settle(instance, timeout: float = 300) -> None:
+    """Until no run is in flight, once the automation sensor had a tick (every 10 s) to launch one."""
+    import dagster as dg
+
+    time.sleep(11)
+    in_flight = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+    deadline = time.time() + timeout
+    while instance.get_run_ids(dg.RunsFilter(statuses=in_flight), limit=1) and time.time() < deadline:
+        time.sleep(1)
+
+
+def drop_one(instance, folder: Path, video: Path, name: str, timeout: float, base: Path) -> tuple[float, list]:
+    """One video appears whole in ``folder``: seconds until groups and outliers that include it are
+    published, and its timeline (runs, steps) from the instance."""
+    import dagster as dg
+
+    tmp = folder / f".{name}.part"
+    shutil.copy(video, tmp)
+    dropped = time.time()
+    os.replace(tmp, folder / name)  # appears whole, as an upload that completes
+
+    def materialized(asset: str) -> float | None:
+        record = instance.get_latest_materialization_event(dg.AssetKey(asset))
+        return record.timestamp - dropped if record and record.timestamp > dropped else None
+
+    while time.time() - dropped < timeout:
+        done = {a: materialized(a) for a in ("duplicate_groups", "outliers")}
+        if all(v is not None for v in done.values()):
+            break
+        time.sleep(0.5)
+    else:
+        raise SystemExit(f"not published after {timeout} s; see {base / 'dagster-dev.log'}")
+    time.sleep(1)  # the batch run's last events
+    timeline = []
+    for record in sorted(instance.get_run_records(), key=lambda r: r.create_timestamp.timestamp()):
+        run = record.dagster_run
+        created = record.create_timestamp.timestamp() - dropped
+        if created < 0:
+            continue
+        what = run.tags.get("dagster/partition") or run.tags.get(CURATES_BATCH_TAG, "")[:8] or run.job_name
+        timeline.append(
+            (created, f"run {run.job_name} [{what}] created by {run.tags.get('dagster/sensor_name', 'a sensor')}")
+        )
+        timeline += step_lines(instance, run.run_id, dropped)
+    timeline += [(t, f"{a} published") for a, t in done.items()]
+    return max(done.values()), timeline
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=240)
     parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--drops", type=int, default=1, help="videos dropped one after another, each once published")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="ui-path-"))
     landing, home = base / "landing", base / "home"
@@ -94,44 +161,28 @@ def main() -> None:
         import dagster as dg
 
         instance = dg.DagsterInstance.get()
-        (landing / "cam-a").mkdir()
-        tmp = landing / "cam-a" / ".aisle.mp4.part"
-        shutil.copy(video, tmp)
-        dropped = time.time()
-        os.replace(tmp, landing / "cam-a" / "aisle.mp4")  # appears whole, as an upload that completes
-
-        def materialized(asset: str) -> float | None:
-            record = instance.get_latest_materialization_event(dg.AssetKey(asset))
-            return record.timestamp - dropped if record and record.timestamp > dropped else None
-
-        while time.time() - dropped < args.timeout:
-            done = {a: materialized(a) for a in ("duplicate_groups", "outliers")}
-            if all(v is not None for v in done.values()):
-                break
-            time.sleep(0.5)
-        else:
-            raise SystemExit(f"not published after {args.timeout} s; see {base / 'dagster-dev.log'}")
-        runs = sorted(instance.get_run_records(), key=lambda r: r.create_timestamp.timestamp())
         print(f"machine: {describe()}")
-        print(f"dagster dev answered {up_s:.1f} s after start; one {args.frames}-frame 768x576 video dropped at t=0")
         executor = os.environ.get("CURATION_EXECUTOR", "in_process")
         interval = os.environ.get("CURATION_SENSOR_INTERVAL_S") or SensorSettings().interval_s
-        print(f"new_video_sensor every {interval} s; {executor} executor\n")
-        timeline = []
-        for record in runs:
-            run = record.dagster_run
-            created = record.create_timestamp.timestamp() - dropped
-            if created < 0:
-                continue
-            what = run.tags.get("dagster/partition") or run.tags.get(CURATES_BATCH_TAG, "")[:8] or run.job_name
-            timeline.append(
-                (created, f"run {run.job_name} [{what}] created by {run.tags.get('dagster/sensor_name', 'a sensor')}")
-            )
-            timeline += step_lines(instance, run.run_id, dropped)
-        timeline += [(t, f"{a} published") for a, t in done.items()]
-        for t, line in sorted(timeline):
-            print(f"  t={t:6.1f} s  {line}")
-        print(f"\nnew video -> duplicate groups and outliers published: {max(done.values()):.1f} s")
+        print(f"dagster dev answered {up_s:.1f} s after start; new_video_sensor every {interval} s; {executor}")
+        (landing / "cam-a").mkdir()
+        pause = random.Random(0)
+        latencies = []
+        for drop in range(args.drops):
+            if drop:  # on a settled instance (the map the automation sensor draws after a curation included),
+                settle(instance)  # at another moment of the sensor's loop
+                time.sleep(pause.uniform(0, 5))
+            latency, timeline = drop_one(instance, landing / "cam-a", video, f"aisle-{drop}.mp4", args.timeout, base)
+            latencies.append(latency)
+            print(f"\ndrop {drop + 1}: one {args.frames}-frame 768x576 video dropped at t=0")
+            for t, line in sorted(timeline):
+                print(f"  t={t:6.1f} s  {line}")
+            print(f"new video -> duplicate groups and outliers published: {latency:.1f} s")
+        ticks = sensor_ticks(instance, "new_video_sensor", began)
+        print(f"\nnew_video_sensor: {ticks['ticks']} ticks, apart {ticks['apart']}; each {ticks['evaluation']}")
+        ordered = sorted(latencies)
+        print(f"{len(latencies)} drops: latency median {ordered[len(ordered) // 2]:.1f} s, "
+              f"min {ordered[0]:.1f}, max {ordered[-1]:.1f} ({', '.join(f'{x:.1f}' for x in latencies)})")  # fmt: skip
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:

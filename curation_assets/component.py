@@ -108,8 +108,10 @@ class FrameSampling(Settings):
 class SensorSettings(Settings):
     enabled: bool = pydantic.Field(default=True, description="Watch the landing zone (the fleet's new-video sensor).")
     interval_s: int = pydantic.Field(
-        default=5,
-        description="Seconds between two looks at the landing zone (a look that finds nothing new costs one listing).",
+        # below the daemon's sensor loop (a look every 5 s at most): due at every loop, never skipped to 10 s
+        default=2,
+        description="Seconds between two looks at the landing zone, at least (Dagster's daemon looks at its "
+        "sensors every 5 s at most); a look that finds nothing new costs one listing.",
     )
     max_runs_per_tick: int = pydantic.Field(default=50, description="New sources planned per look; the rest next time.")
     sources_per_run: int = pydantic.Field(

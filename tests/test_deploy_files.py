@@ -58,7 +58,9 @@ def test_production_instance_config_names_postgres_the_queue_and_a_launcher_that
     from curation_assets.deploy.run_launcher import CodeServerRunLauncher
 
     config = yaml.safe_load((ROOT / "docker/dagster.yaml").read_text())
-    database = config["storage"]["postgres"]["postgres_db"]
+    storage = config["storage"]["custom"]  # dagster-postgres's, holding its connections (tests/test_topology.py)
+    assert (storage["module"], storage["class"]) == ("curation_assets.deploy.storage", "HeldConnectionsPostgresStorage")
+    database = storage["config"]["postgres_db"]
     settings = {"hostname": "HOST", "port": "PORT", "username": "USER", "password": "PASSWORD", "db_name": "DB"}
     assert all(database[k] == {"env": f"DAGSTER_POSTGRES_{v}"} for k, v in settings.items())  # secrets from env
     assert database["scheme"] == "postgresql+psycopg2"  # the driver dagster-postgres installs

@@ -320,3 +320,31 @@ def test_a_source_that_failed_inside_a_batch_is_retried_once_the_batch_ended_not
     assert source["tags"][sensors.SOURCE_TAG] in {
         s["tags"][sensors.SOURCE_TAG] for s in retry.run_config["ops"]["ingest_sources"]["config"]["sources"]
     }
+
+
+def test_the_location_s_sensor_is_due_at_each_pass_of_the_daemon_s_sensor_loop(instance):
+    """The daemon passes over its sensors every 5 s at most and evaluates those whose interval has
+    elapsed since their last tick; a pass can come a hair under 5 s after that tick began (the tick
+    starts a moment into its pass), so an interval of 5 s left some passes out: a new video then
+    waited up to 10 s for its tick."""
+    from dagster._core.scheduler.instigation import (
+        InstigatorState,
+        InstigatorStatus,
+        InstigatorType,
+        SensorInstigatorData,
+    )
+    from dagster._core.test_utils import in_process_test_workspace
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+    from dagster._daemon.sensor import MIN_INTERVAL_LOOP_TIME, is_under_min_interval
+    from dagster._time import get_current_timestamp
+
+    origin = LoadableTargetOrigin(module_name="curation_assets.definitions", working_directory=str(Path.cwd()))
+    with in_process_test_workspace(instance, origin) as workspace:
+        [location] = workspace.code_locations
+        [repository] = location.get_repositories().values()
+        sensor = repository.get_sensor("new_video_sensor")
+    last_tick = get_current_timestamp() - (MIN_INTERVAL_LOOP_TIME - 0.05)  # one pass ago, the tick began late
+    data = SensorInstigatorData(last_tick_timestamp=last_tick, last_tick_start_timestamp=last_tick,
+                                min_interval=sensor.min_interval_seconds)  # fmt: skip
+    state = InstigatorState(sensor.get_remote_origin(), InstigatorType.SENSOR, InstigatorStatus.RUNNING, data)
+    assert not is_under_min_interval(state, sensor)

@@ -20,6 +20,7 @@ from pathlib import Path
 import boto3
 import dagster as dg
 import pytest
+import yaml
 from dagster._core.instance.ref import InstanceRef
 from helpers import browser_page, require_chromium
 
@@ -30,7 +31,7 @@ from curation_assets.defs.curation import read_groups
 from curation_assets.defs.sensors import SOURCE_TAG, Ledger, batch_source_tag, load_cursor
 from curation_assets.defs.settings import resources_from_env
 from curation_assets.demo.scenes import Scene, write_video
-from curation_assets.deploy.topology import ROOT, Postgres, Topology
+from curation_assets.deploy.topology import POSTGRES_USER, ROOT, Postgres, Topology
 
 ARTIFACTS = ROOT / "test-artifacts"
 BUCKET = "topology"
@@ -317,3 +318,62 @@ def test_a_code_server_killed_mid_run_fails_that_run_clearly_and_the_video_is_in
     assert cause in run_messages(topology, batch)
     assert "its batch run ended before it did" in run_messages(topology, run["runId"])
     wait_for("the sensor's retry", lambda: all_ingested(topology, [name]), topology)
+
+
+def sessions(topology: Topology, database: str) -> int:
+    """Every session opened on ``database`` so far (ended ones counted, open ones too)."""
+    sql = f"SELECT sessions + numbackends FROM pg_stat_database WHERE datname = '{database}'"
+    return int(topology.postgres._psql(sql))
+
+
+def test_a_batch_run_holds_its_postgres_connections_instead_of_opening_one_per_write(topology, tmp_path, video_dir):
+    """A batch's source and curate runs write their events and run records through the batch's
+    process: against Postgres, Dagster opened a connection (a server process, a password
+    exchange) for each of those writes until the batch held them open: 301 sessions for a lone
+    source's batch before, 29 since (the batch run's own start, before its op, opens most)."""
+    from curation_assets.definitions import build_defs
+    from curation_assets.defs.sensors import build_new_video_sensor
+    from tests.conftest import SCENE_B, drop, make_resources
+
+    database = "batch_connections"  # a database of its own: the topology's processes connect to theirs
+    topology.postgres._psql(f"CREATE DATABASE {database}")
+    postgres_db = {"hostname": "127.0.0.1", "port": topology.postgres.port, "username": POSTGRES_USER,
+                   "password": topology.postgres.password, "db_name": database,
+                   "scheme": "postgresql+psycopg2"}  # as docker/dagster.yaml  # fmt: skip
+
+    defs = build_defs(make_resources(str(tmp_path / "root"), tmp_path / "qdrant"))
+    object_store = defs.resources["object_store"]
+    drop(object_store.landing_store(), video_dir, SCENE_B.name)
+    with dg.instance_for_test(overrides={"storage": {"postgres": {"postgres_db": postgres_db}}}) as instance:
+        with dg.build_sensor_context(instance=instance, resources={"object_store": object_store}) as context:
+            result = build_new_video_sensor()(context)
+        instance.add_dynamic_partitions("videos", list(result.dynamic_partitions_requests[0].partition_keys))
+        [batch] = result.run_requests
+        before = sessions(topology, database)
+        job = defs.resolve_job_def("ingest_batch")
+        ran = job.execute_in_process(instance=instance, run_config=batch.run_config, tags=batch.tags)
+        assert ran.success
+        assert len(instance.get_runs()) == 3  # the batch, its source's run, its curate run
+        assert sessions(topology, database) - before <= 60
+
+
+def test_the_production_storage_holds_its_connections_across_writes(topology):
+    """docker/dagster.yaml's storage: a process that loads the instance (the daemon, the code
+    server's sensor ticks, a run worker) reads and writes through connections it keeps, where
+    dagster-postgres's own opens one per read or write (50 writes: 50 sessions)."""
+    from curation_assets.deploy.topology import DOCKER
+
+    database = "held_connections"  # a database of its own: the topology's processes connect to theirs
+    topology.postgres._psql(f"CREATE DATABASE {database}")
+    storage = yaml.safe_load((DOCKER / "dagster.yaml").read_text())["storage"]
+    storage["custom"]["config"]["postgres_db"].update(
+        hostname="127.0.0.1", port=topology.postgres.port, username=POSTGRES_USER,
+        password=topology.postgres.password, db_name=database,
+    )  # fmt: skip
+    with dg.instance_for_test(overrides={"storage": storage}) as instance:
+        run = instance.create_run_for_job(dg.GraphDefinition("noop").to_job())
+        before = sessions(topology, database)
+        for i in range(50):
+            instance.report_engine_event(f"step {i}", run)
+        assert len(instance.all_logs(run.run_id)) >= 50
+        assert sessions(topology, database) - before <= 5
