@@ -1,7 +1,7 @@
 """Fleet scale: what one new video costs against 10 k, 100 k, 1 M stored frames.
 
     python bench/fleet.py [--sizes 10000,100000] [--frames 1000] [--burst 10] [--rebuild-up-to 100000]
-                          [--quantization none|int8|binary] [--rebuild-limit-s 1800]
+                          [--quantization none|int8|binary] [--codes-on-disk] [--rebuild-limit-s 1800]
 
 A seed root is made once (cached in bench/.fleet/): one real camera video (a real photograph
 filmed with pan, jitter, lighting drift, noise and people walking; bench/quality_data.py),
@@ -14,7 +14,8 @@ next to its representative), every point upserted with the payload curation keep
 curation state written as the incremental path would have left them. The store's HNSW
 index is built once (a Qdrant server builds it in the background; timed apart): every point
 is written first with indexing deferred, then one ``optimize``. ``--quantization`` is the
-store's setting (the seed's collection is made with it; each setting has its own seed).
+store's setting (the seed's collection is made with it; each setting has its own seed), and
+``--codes-on-disk`` keeps its int8 / binary codes in a memory-mapped file (``codes_in_ram`` false).
 
 Then, each a real headless command in its own process tree (wall, CPU, peak RSS of every
 process, the command's stage timings):
@@ -119,8 +120,11 @@ def _name(pid: int) -> str:
 
 
 def headless(root: Path, landing: Path, select: str, summary: Path, quantization: str, limit_s=None) -> dict:
+    """``quantization``: the store's settings, e.g. ``int8`` or ``int8:codes-on-disk``."""
+    quantization, _, codes = quantization.partition(":")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "DAGSTER_HOME": str(root / "dagster"),
-           "CURATION_QDRANT_QUANTIZATION": quantization}  # fmt: skip
+           "CURATION_QDRANT_QUANTIZATION": quantization,
+           "CURATION_QDRANT_CODES_IN_RAM": "false" if codes == "codes-on-disk" else "true"}  # fmt: skip
     (root / "dagster").mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "curation_assets", "run", "--landing", str(landing), "--root", str(root / "store"),
                "--select", select, "--summary-json", str(summary)]  # fmt: skip
@@ -145,7 +149,7 @@ def headless(root: Path, landing: Path, select: str, summary: Path, quantization
 
 def seed(frames: int, quantization: str) -> Path:
     """A root with one real video ingested and curated (cached), its collection made with ``quantization``."""
-    root = CACHE / f"seed-{frames}-{quantization}"
+    root = CACHE / f"seed-{frames}-{quantization.replace(':', '-')}"
     if (root / "store" / layout.state_key("outliers")).exists():
         return root
     shutil.rmtree(root, ignore_errors=True)
@@ -273,7 +277,9 @@ def show(label: str, run: dict) -> None:
         return
     for asset, step in run["steps"].items():
         if asset in ("duplicate_groups", "outliers", "dataset_audit", "frame_embeddings", "raw_frames"):
-            print(f"    {asset}: {step.get('mode', '')} {json.dumps(step.get('timings', {}))}")
+            points = step.get("payload_points_written")
+            written = "" if points is None else f", payload written on {points} points"
+            print(f"    {asset}: {step.get('mode', '')} {json.dumps(step.get('timings', {}))}{written}")
     for name, steps in run["runs"].items():
         if name in ("curate", "rebuild"):
             print(f"    {name} steps: " + ", ".join(f"{s} {v['wall_s']} s" for s, v in steps.items()))
@@ -287,12 +293,15 @@ def main() -> None:
     parser.add_argument("--burst-frames", type=int, default=200, help="frames of each video of the burst")
     parser.add_argument("--rebuild-up-to", type=int, default=100_000)
     parser.add_argument("--quantization", default="none", choices=["none", "int8", "binary"])
+    parser.add_argument("--codes-on-disk", action="store_true", help="int8 / binary codes in a memory-mapped file")
     parser.add_argument("--rebuild-limit-s", type=float, default=None, help="stop a rebuild past this and count")
     parser.add_argument("--work", type=Path, default=CACHE)
     parser.add_argument("--keep", action="store_true", help="keep each grown root")
     args = parser.parse_args()
     print(f"machine: {describe()}")
     CACHE.mkdir(parents=True, exist_ok=True)
+    if args.codes_on_disk:
+        args.quantization += ":codes-on-disk"  # the store's settings, as headless() passes them on
     print(f"store quantization: {args.quantization}", flush=True)
     seed_root = seed(args.frames, args.quantization)
     videos = [make_video(CACHE / f"video-{i}-{n}.mp4", n, photo=i % 12, seed=100 + i)

@@ -179,33 +179,36 @@ def _run_stages(args: argparse.Namespace, env: dict[str, str], videos: list, out
     show_progress(TerminalProgress())
 
     stages = args.select.split(",")
-    if "ingest" in stages:
-        begin("ingest")
-        headless.ingest_landing(defs, instance, outcomes=videos)
-    if "curate" in stages:
-        begin("curate")
-        outcomes.append(headless.timed_run(defs, instance, "curate", "curate"))
-    if "rebuild" in stages:
-        begin("rebuild")
-        outcomes.append(headless.timed_run(defs, instance, "rebuild", "rebuild_curation"))
-    if "objects" in stages:
-        begin("objects")
-        config = {"ops": {"object_embeddings": {"config": {"predictions": args.predictions}}}}
-        outcomes.append(headless.timed_run(defs, instance, "objects", "curate_objects", run_config=config))
-    if "map" in stages:
-        begin("map")
-        outcomes.append(headless.timed_run(defs, instance, "map", "draw_map"))
-    if "select" in stages:
-        from curation_assets.defs.selected_batch import SelectionConfig
+    # One load of the embedded store for the whole command, not one per step that uses it (at a million
+    # points a load takes seconds); a process that waits for it gets it between two steps (held's doc)
+    with defs.resources["vector_store"].held():
+        if "ingest" in stages:
+            begin("ingest")
+            headless.ingest_landing(defs, instance, outcomes=videos)
+        if "curate" in stages:
+            begin("curate")
+            outcomes.append(headless.timed_run(defs, instance, "curate", "curate"))
+        if "rebuild" in stages:
+            begin("rebuild")
+            outcomes.append(headless.timed_run(defs, instance, "rebuild", "rebuild_curation"))
+        if "objects" in stages:
+            begin("objects")
+            config = {"ops": {"object_embeddings": {"config": {"predictions": args.predictions}}}}
+            outcomes.append(headless.timed_run(defs, instance, "objects", "curate_objects", run_config=config))
+        if "map" in stages:
+            begin("map")
+            outcomes.append(headless.timed_run(defs, instance, "map", "draw_map"))
+        if "select" in stages:
+            from curation_assets.defs.selected_batch import SelectionConfig
 
-        begin(args.round)
-        chosen = {"budget": args.budget, "strategy": args.strategy, "seed": args.seed}
-        round_config = SelectionConfig(**{k: v for k, v in chosen.items() if v is not None})
-        outcomes.append(headless.run_round(defs, instance, args.round, round_config.budget, round_config.strategy,
-                                           round_config.seed))  # fmt: skip
-    if "label" in stages:
-        begin("import_labels")
-        outcomes.append(headless.timed_run(defs, instance, "import_labels", "import_labels"))
+            begin(args.round)
+            chosen = {"budget": args.budget, "strategy": args.strategy, "seed": args.seed}
+            round_config = SelectionConfig(**{k: v for k, v in chosen.items() if v is not None})
+            outcomes.append(headless.run_round(defs, instance, args.round, round_config.budget, round_config.strategy,
+                                               round_config.seed))  # fmt: skip
+        if "label" in stages:
+            begin("import_labels")
+            outcomes.append(headless.timed_run(defs, instance, "import_labels", "import_labels"))
 
 
 def search(args: argparse.Namespace) -> int:

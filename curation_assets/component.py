@@ -52,6 +52,12 @@ class VectorStoreSettings(Settings):
         "disk, rescoring the top hits on them: for millions of vectors. binary: one bit a dimension in RAM (a 32nd), "
         "rescored the same way; its recall on this model's vectors is in bench/RESULTS.md (issue 28).",
     )
+    codes_in_ram: bool = pydantic.Field(
+        default=True,
+        description="With int8 or binary: new collections keep the codes in RAM (fastest search). false: the codes "
+        "stay in a memory-mapped file read through the page cache, so the process keeps no copy of its own (a "
+        "million int8 vectors of 1 280 dimensions: 1.3 GB); a search whose codes are not cached reads them from disk.",
+    )
     lock_timeout_s: float = pydantic.Field(
         default=120.0, description="How long a step waits for the embedded store's lock held by another step."
     )
@@ -246,6 +252,7 @@ class VideoCuration(dg.Component, Settings):
                 path=self.qdrant_path(),
                 url=self.vector_store.url,
                 quantization=self.vector_store.quantization,
+                codes_in_ram=self.vector_store.codes_in_ram,
                 lock_timeout_s=self.vector_store.lock_timeout_s,
                 collection_prefix=self.vector_store.collection_prefix
                 or (f"{self.key_prefix}_frames" if self.key_prefix else "frames"),

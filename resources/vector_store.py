@@ -3,7 +3,9 @@
 Both implement ``VectorStore``, so assets never know which one they talk to. The embedded
 store is the default (0.5 s for 20k upserts here, against 31 s for qdrant-client's pure
 Python local mode); it allows one process at a time, so the assets that open it share
-the Dagster pool ``qdrant``. A server (``QDRANT_URL``) removes that limit.
+the Dagster pool ``qdrant``. A process that runs several steps (the headless command, a
+batch run) holds it open across them (``VectorStoreResource.held``) and lets go between two
+steps when another process waits for it. A server (``QDRANT_URL``) removes that limit.
 
 One collection per embedding model, holding one named vector (the model's name): Qdrant
 cannot add a named vector to an existing collection, so a model change creates a new
@@ -13,8 +15,12 @@ collection beside the old one instead of rewriting it.
 from __future__ import annotations
 
 import errno
+import math
+import os
 import shutil
+import threading
 import time
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -46,6 +52,12 @@ MIN_FREE_BYTES = 64 * 1024**2
 
 # how long a step waits for the embedded store's lock held by another process (the component's setting)
 LOCK_TIMEOUT_S = VectorStoreSettings.model_fields["lock_timeout_s"].default
+CODES_IN_RAM = VectorStoreSettings.model_fields["codes_in_ram"].default  # quantized codes: RAM or mapped file
+# A process waiting for the embedded store's lock leaves a file named so in the store's folder, refreshed
+# every half second: a process that holds the store across its steps (VectorStoreResource.held) gives it
+# up between two steps when it sees one younger than KNOCK_FRESH_S (older ones are a dead waiter's)
+KNOCK_PREFIX = ".waiting-"
+KNOCK_FRESH_S = 5.0
 
 
 class VectorStoreError(RuntimeError):
@@ -135,6 +147,16 @@ def _checked(quantization: str) -> str:
     return quantization
 
 
+def _same(stored, given) -> bool:
+    """A stored payload value equals the one to write, as far as the store keeps it: the embedded engine
+    gives a float back a unit in the last place off (two float32 values differ by far more)."""
+    if isinstance(stored, float) and isinstance(given, float):
+        return math.isclose(stored, given, rel_tol=1e-12)
+    if isinstance(given, bool) or isinstance(stored, bool):  # True == 1, but a filter on a bool needs a bool
+        return type(stored) is type(given) and stored == given
+    return stored == given
+
+
 def _stack(vectors: list) -> np.ndarray:
     return np.asarray(vectors, dtype=np.float32).reshape(len(vectors), -1)
 
@@ -164,13 +186,61 @@ class VectorStore(ABC):
     def count_where(self, collection: str, where: Where) -> int:
         """How many points ``where`` admits (exactly)."""
 
-    @abstractmethod
+    # Points whose payload this process wrote or cleared. The embedded engine moves a point whose payload
+    # is written out of its indexed segment, so its next optimisation re-indexes it (bench/RESULTS.md,
+    # issue 28): curation writes only what changed, and this says how much that was.
+    payload_writes = 0
+
     def set_payloads(self, collection: str, payloads: dict[str, dict]) -> None:
         """Merge each frame's fields (frame id -> fields) into its point's payload; other keys stay."""
+        if payloads:
+            self._set_payloads(collection, payloads)
+            VectorStore.payload_writes += len(payloads)
+
+    def delete_payload_keys(self, collection: str, keys: Sequence[str], where: Where) -> int:
+        """Remove ``keys`` from the payload of every point ``where`` admits; returns how many (none
+        admitted: nothing is written)."""
+        admitted = self.count_where(collection, where)
+        if admitted:
+            self._delete_payload_keys(collection, keys, where)
+            VectorStore.payload_writes += admitted
+        return admitted
+
+    def set_changed_payloads(self, collection: str, payloads: dict[str, dict], drop: Sequence[str] = ()) -> int:
+        """``set_payloads`` for the frames whose stored payload differs in a field given, and removal of
+        the ``drop`` keys a frame holds but is not given: a point whose payload would not change is not
+        written (a rebuild that changes little leaves the index as it is). Returns the writes (setting a
+        point's fields and removing its keys are one each)."""
+        changed: dict[str, dict] = {}
+        stale: dict[tuple[str, ...], list[str]] = {}  # keys to remove -> frames
+        frames = list(payloads)
+        for start in range(0, len(frames), 1024):
+            stored = self.payloads(collection, frames[start : start + 1024])
+            for frame in frames[start : start + 1024]:
+                have, want = stored.get(frame, {}), payloads[frame]
+                if any(not _same(have.get(key), value) for key, value in want.items()):
+                    changed[frame] = want
+                extra = tuple(key for key in drop if key in have and key not in want)
+                if extra:
+                    stale.setdefault(extra, []).append(frame)
+        self.set_payloads(collection, changed)
+        cleared = sum(self.delete_payload_keys(collection, keys, Where(only_frames=f)) for keys, f in stale.items())
+        return len(changed) + cleared
+
+    def payloads(self, collection: str, frame_ids: Sequence[str]) -> dict[str, dict]:
+        """The stored payload of each of ``frame_ids`` that has a point (frame id -> payload)."""
+        frame_of = {point_id_for(f): f for f in frame_ids}
+        return {frame_of[p]: payload for p, payload in self._payloads(collection, list(frame_of)).items()}
 
     @abstractmethod
-    def delete_payload_keys(self, collection: str, keys: Sequence[str], where: Where) -> None:
-        """Remove ``keys`` from the payload of every point ``where`` admits (a rebuild starts clean)."""
+    def _set_payloads(self, collection: str, payloads: dict[str, dict]) -> None: ...
+
+    @abstractmethod
+    def _delete_payload_keys(self, collection: str, keys: Sequence[str], where: Where) -> None: ...
+
+    @abstractmethod
+    def _payloads(self, collection: str, point_ids: list[str]) -> dict[str, dict]:
+        """Point id -> payload of the stored points among ``point_ids``."""
 
     @abstractmethod
     def ensure_payload_indexes(self, collection: str) -> None:
@@ -251,6 +321,8 @@ class VectorStore(ABC):
 class EdgeVectorStore(VectorStore):
     """Qdrant's own engine in process (``qdrant-edge-py``); one shard folder per collection."""
 
+    loads = 0  # shards this process has loaded (or created): what holding the store across steps saves
+
     def __init__(
         self,
         path: str | Path,
@@ -258,6 +330,7 @@ class EdgeVectorStore(VectorStore):
         quantization: str = "none",
         hnsw_ef: int | None = HNSW_EF,
         oversampling: float = OVERSAMPLING,
+        codes_in_ram: bool = CODES_IN_RAM,
     ):
         import qdrant_edge
 
@@ -265,6 +338,7 @@ class EdgeVectorStore(VectorStore):
         self.path = Path(path).expanduser().resolve()
         self.lock_timeout_s = lock_timeout_s
         self.quantization = _checked(quantization)
+        self.codes_in_ram = codes_in_ram  # like quantization, how a new collection is made
         self.hnsw_ef, self.oversampling = hnsw_ef, oversampling  # search effort: candidates visited, rescored
         self._shards: dict[str, object] = {}
 
@@ -284,29 +358,35 @@ class EdgeVectorStore(VectorStore):
         qe = self._qe
         folder = self.path / collection
         deadline = time.monotonic() + self.lock_timeout_s
-        while True:
-            try:
-                if (folder / "edge_config.json").exists():
-                    shard = qe.EdgeShard.load(str(folder))
-                elif dim is None:
-                    raise VectorStoreError(f"collection {collection!r} does not exist in {self.path}")
-                else:
-                    shard = qe.EdgeShard.create(str(folder), self._config(vector_name, dim))
-                    self._index_payload(shard)
-                break
-            except VectorStoreError:
-                raise
-            except Exception as exc:  # the engine reports a held lock as a WAL error
-                if "WouldBlock" not in str(exc):
-                    raise VectorStoreError(f"embedded Qdrant store {folder}: {exc}") from exc
-                if time.monotonic() > deadline:  # another step may finish with it: worth a retry
-                    raise VectorStoreError(
-                        f"embedded Qdrant store {folder} is open in another process "
-                        f"(waited {self.lock_timeout_s:.0f} s). Serialise the steps that use it "
-                        "(Dagster pool 'qdrant') or point QDRANT_URL at a Qdrant server.",
-                        transient=True,
-                    ) from exc
-                time.sleep(0.5)
+        knock = self.path / f"{KNOCK_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            while True:
+                try:
+                    if (folder / "edge_config.json").exists():
+                        shard = qe.EdgeShard.load(str(folder))
+                    elif dim is None:
+                        raise VectorStoreError(f"collection {collection!r} does not exist in {self.path}")
+                    else:
+                        shard = qe.EdgeShard.create(str(folder), self._config(vector_name, dim))
+                        self._index_payload(shard)
+                    break
+                except VectorStoreError:
+                    raise
+                except Exception as exc:  # the engine reports a held lock as a WAL error
+                    if "WouldBlock" not in str(exc):
+                        raise VectorStoreError(f"embedded Qdrant store {folder}: {exc}") from exc
+                    if time.monotonic() > deadline:  # another step may finish with it: worth a retry
+                        raise VectorStoreError(
+                            f"embedded Qdrant store {folder} is open in another process "
+                            f"(waited {self.lock_timeout_s:.0f} s). Serialise the steps that use it "
+                            "(Dagster pool 'qdrant') or point QDRANT_URL at a Qdrant server.",
+                            transient=True,
+                        ) from exc
+                    knock.touch()  # a holder between two of its steps lets go (VectorStoreResource.held)
+                    time.sleep(0.5)
+        finally:
+            knock.unlink(missing_ok=True)
+        EdgeVectorStore.loads += 1
         self._shards[collection] = shard
         return shard
 
@@ -315,9 +395,9 @@ class EdgeVectorStore(VectorStore):
         if self.quantization == "none":
             return qe.EdgeConfig(vectors={vector_name: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)})
         codes = (
-            qe.ScalarQuantizationConfig(qe.ScalarType.Int8, quantile=0.99, always_ram=True)
+            qe.ScalarQuantizationConfig(qe.ScalarType.Int8, quantile=0.99, always_ram=self.codes_in_ram)
             if self.quantization == "int8"
-            else qe.BinaryQuantizationConfig(always_ram=True)
+            else qe.BinaryQuantizationConfig(always_ram=self.codes_in_ram)
         )
         return qe.EdgeConfig(
             vectors={vector_name: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine, on_disk=True)},
@@ -352,15 +432,18 @@ class EdgeVectorStore(VectorStore):
     def count_where(self, collection: str, where: Where) -> int:
         return self._shard(collection).count(self._qe.CountRequest(exact=True, filter=self._filter(where)))
 
-    def set_payloads(self, collection: str, payloads: dict[str, dict]) -> None:
+    def _set_payloads(self, collection: str, payloads: dict[str, dict]) -> None:
         qe, shard = self._qe, self._shard(collection)
         for frame_id, fields in payloads.items():  # one operation a point: the engine has no batch of payloads
             shard.update(qe.UpdateOperation.set_payload([point_id_for(frame_id)], fields))
 
-    def delete_payload_keys(self, collection: str, keys: Sequence[str], where: Where) -> None:
+    def _delete_payload_keys(self, collection: str, keys: Sequence[str], where: Where) -> None:
         self._shard(collection).update(
             self._qe.UpdateOperation.delete_payload_by_filter(self._filter(where), list(keys))
         )
+
+    def _payloads(self, collection: str, point_ids: list[str]) -> dict[str, dict]:
+        return {str(r.id): dict(r.payload or {}) for r in self._shard(collection).retrieve(point_ids, True, False)}
 
     def ensure_payload_indexes(self, collection: str) -> None:
         self._index_payload(self._shard(collection))
@@ -430,23 +513,86 @@ class EdgeVectorStore(VectorStore):
     def build_index(self, collection: str) -> None:
         self._shard(collection).optimize()  # HNSW over segments past the engine's threshold; cheap when little changed
 
-    def close(self) -> None:
+    def flush(self) -> None:
+        """What was written is on disk (a step's writes, as closing makes them)."""
         for shard in self._shards.values():
             shard.flush()
+
+    def close(self) -> None:
+        self.flush()
+        for shard in self._shards.values():
             shard.close()
         self._shards.clear()
+
+
+def knocked(path: Path) -> bool:
+    """Whether a process is waiting for the embedded store at ``path`` (``KNOCK_PREFIX``)."""
+    fresh_after = time.time() - KNOCK_FRESH_S
+    try:
+        with os.scandir(path) as entries:
+            return any(e.name.startswith(KNOCK_PREFIX) and e.stat().st_mtime > fresh_after for e in entries)
+    except OSError:  # the folder or a knock just went away
+        return False
+
+
+class _Held:
+    """The embedded store one process keeps open across its steps (``VectorStoreResource.held``),
+    lent to each step in turn and given up between two of them to a process that knocks."""
+
+    def __init__(self, path: Path, make):
+        self.path, self.make = path, make
+        self.store: EdgeVectorStore | None = None
+        self.busy = threading.RLock()  # held while a step uses the store
+        self.done = threading.Event()
+        self.watcher = threading.Thread(target=self._watch, name=f"vector store held at {path}", daemon=True)
+        self.watcher.start()
+
+    @contextmanager
+    def lend(self) -> Iterator[EdgeVectorStore]:
+        with self.busy:
+            if self.store is None:  # first use, or given up to a waiting process since
+                self.store = self.make()
+            try:
+                yield self.store
+            finally:
+                self.store.flush()
+                if knocked(self.path):
+                    self._give_up()
+
+    def _give_up(self) -> None:
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+    def _watch(self) -> None:
+        while not self.done.wait(0.5):
+            if self.store is not None and knocked(self.path) and self.busy.acquire(blocking=False):
+                try:  # between two steps: the waiting process loads it now, this one again when it next needs it
+                    self._give_up()
+                finally:
+                    self.busy.release()
+
+    def close(self) -> None:
+        self.done.set()
+        self.watcher.join()
+        with self.busy:
+            self._give_up()
+
+
+_HELD: dict[Path, _Held] = {}  # resolved store folder -> the store this process holds across its steps
 
 
 class QdrantClientVectorStore(VectorStore):
     """A Qdrant server through qdrant-client (also runs on qdrant-client's in-memory mode)."""
 
-    def __init__(self, client, describe: str, quantization: str = "none"):
+    def __init__(self, client, describe: str, quantization: str = "none", codes_in_ram: bool = CODES_IN_RAM):
         from qdrant_client import models
 
         self.client = client
         self.models = models
         self.describe = describe
         self.quantization = _checked(quantization)
+        self.codes_in_ram = codes_in_ram
 
     def _call(self, what: str, fn, *args, **kwargs):
         try:
@@ -464,9 +610,9 @@ class QdrantClientVectorStore(VectorStore):
         codes = {
             "none": None,
             "int8": m.ScalarQuantization(
-                scalar=m.ScalarQuantizationConfig(type=m.ScalarType.INT8, quantile=0.99, always_ram=True)
+                scalar=m.ScalarQuantizationConfig(type=m.ScalarType.INT8, quantile=0.99, always_ram=self.codes_in_ram)
             ),
-            "binary": m.BinaryQuantization(binary=m.BinaryQuantizationConfig(always_ram=True)),
+            "binary": m.BinaryQuantization(binary=m.BinaryQuantizationConfig(always_ram=self.codes_in_ram)),
         }[self.quantization]
         self._call(
             "create_collection",
@@ -507,7 +653,7 @@ class QdrantClientVectorStore(VectorStore):
         flt = self._filter(where)
         return self._call("count", self.client.count, collection, count_filter=flt, exact=True).count
 
-    def set_payloads(self, collection: str, payloads: dict[str, dict]) -> None:
+    def _set_payloads(self, collection: str, payloads: dict[str, dict]) -> None:
         m = self.models
         operations = [
             m.SetPayloadOperation(set_payload=m.SetPayload(payload=fields, points=[point_id_for(frame_id)]))
@@ -516,7 +662,7 @@ class QdrantClientVectorStore(VectorStore):
         for start in range(0, len(operations), 1000):
             self._call("set_payload", self.client.batch_update_points, collection, operations[start : start + 1000])
 
-    def delete_payload_keys(self, collection: str, keys: Sequence[str], where: Where) -> None:
+    def _delete_payload_keys(self, collection: str, keys: Sequence[str], where: Where) -> None:
         selector = self.models.FilterSelector(filter=self._filter(where))
         self._call(
             "delete_payload", self.client.delete_payload, collection, keys=list(keys), points=selector, wait=True
@@ -565,6 +711,11 @@ class QdrantClientVectorStore(VectorStore):
     def collections(self) -> list[str]:
         return sorted(c.name for c in self._call("get_collections", self.client.get_collections).collections)
 
+    def _payloads(self, collection: str, point_ids: list[str]) -> dict[str, dict]:
+        found = self._call("retrieve", self.client.retrieve, collection, point_ids, with_payload=True,
+                           with_vectors=False)  # fmt: skip
+        return {str(r.id): dict(r.payload or {}) for r in found}
+
     def _records(self, collection: str, ids: Sequence[str]) -> dict[str, tuple[dict, dict]]:
         found = self._call(
             "retrieve", self.client.retrieve, collection, list(ids), with_payload=True, with_vectors=True
@@ -592,6 +743,11 @@ class VectorStoreResource(dg.ConfigurableResource):
         "dimension (a 32nd) in RAM and the full-precision vectors on disk, used to rescore the top hits; for "
         "millions of vectors.",
     )
+    codes_in_ram: bool = Field(
+        default=CODES_IN_RAM,
+        description="With a quantization: new collections keep the codes in RAM (true) or in a memory-mapped file "
+        "read through the page cache (false: no copy in the process's own memory).",
+    )
 
     def collection_for(self, vector_name: str, items: str = "frames") -> str:
         """Frames' vectors, or (``items="objects"``) the crops of their boxes, each in their own collection."""
@@ -611,17 +767,47 @@ class VectorStoreResource(dg.ConfigurableResource):
         with self.open() as store:
             store.collections()
 
+    def _edge(self) -> EdgeVectorStore:
+        return EdgeVectorStore(self.path, self.lock_timeout_s, self.quantization, codes_in_ram=self.codes_in_ram)
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Keep the embedded store open from here to the block's end for every step this process
+        runs inside it: ``open`` lends the one store, loaded once, instead of loading the shard
+        per step (seconds at a million points: bench/RESULTS.md, issue 28). Each step's writes are
+        still flushed when it ends, and the block's end closes the store (its lock released).
+
+        The lock is not hogged: a process that waits for it (another run's step) knocks
+        (``KNOCK_PREFIX``), and this one gives the store up as soon as its current step is done
+        with it, loading it again at its next step that needs it. A Qdrant server needs none of
+        this (no lock, nothing loaded per step): the block changes nothing there."""
+        key = Path(self.path).expanduser().resolve()
+        if self.url or key in _HELD:  # a server, or an outer block holds it already
+            yield
+            return
+        _HELD[key] = holder = _Held(key, self._edge)
+        try:
+            yield
+        finally:
+            del _HELD[key]
+            holder.close()
+
     @contextmanager
     def open(self) -> Iterator[VectorStore]:
-        """Open the store for the duration of a step and always release it (and its lock)."""
+        """Open the store for the duration of a step and always release it (and its lock); inside
+        ``held``, lend the store held open across steps."""
         if self.url:
             from qdrant_client import QdrantClient
 
             store: VectorStore = QdrantClientVectorStore(
-                QdrantClient(url=self.url, api_key=self.api_key or None), self.url, self.quantization
+                QdrantClient(url=self.url, api_key=self.api_key or None), self.url, self.quantization, self.codes_in_ram
             )
+        elif (holder := _HELD.get(Path(self.path).expanduser().resolve())) is not None:
+            with holder.lend() as lent:
+                yield lent
+            return
         else:
-            store = EdgeVectorStore(self.path, self.lock_timeout_s, self.quantization)
+            store = self._edge()
         try:
             yield store
         finally:

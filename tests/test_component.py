@@ -212,3 +212,11 @@ def test_a_fleet_s_automation_ignores_its_own_upstream_tables_never_the_other_fl
     condition = graph.get(dg.AssetKey(["cameras_east", "outliers"])).automation_condition
     ignored = selected_keys(condition)
     assert ignored and all(key.path[0] == "cameras_east" for key in ignored)
+
+
+def test_codes_in_ram_is_set_by_its_environment_variable():
+    from curation_assets.location import component
+
+    assert component({}).resources({})["vector_store"].codes_in_ram is True  # the default: as before
+    resource = component({"CURATION_QDRANT_CODES_IN_RAM": "false"}).resources({})["vector_store"]
+    assert resource.codes_in_ram is False

@@ -3,6 +3,7 @@
 import dagster as dg
 import numpy as np
 import pandas as pd
+import pytest
 
 from curation_assets.core import layout
 from curation_assets.core.ids import video_id_for
@@ -10,8 +11,9 @@ from curation_assets.core.incremental import RunningSummary, kth_frame_distance,
 from curation_assets.core.neighbors import knn_graph
 from curation_assets.core.outliers import isolation_scores, robust_z
 from curation_assets.definitions import ASSETS
-from curation_assets.defs.curation import read_groups, read_outliers
+from curation_assets.defs.curation import CURATION_PAYLOAD, MEMBER, REPRESENTATIVE, read_groups, read_outliers
 from curation_assets.defs.partitions import videos
+from resources.vector_store import VectorStore, Where
 from tests.conftest import SCENE_A, SCENE_B, drop, make_resources
 from tests.test_pipeline import _materialize_video
 
@@ -103,3 +105,52 @@ def test_a_rebuild_streamed_a_source_at_a_time_equals_the_one_in_memory(tmp_path
     assert modes["duplicate_groups"].endswith("2 sources in 2 chunks")
     pd.testing.assert_frame_equal(_sorted(read_groups(store)), in_memory[0])
     pd.testing.assert_frame_equal(_sorted(read_outliers(store)), in_memory[1], check_dtype=False, atol=1e-5)
+
+
+def _two_sources(tmp_path, instance, video_dir) -> dict:
+    """Both test videos ingested (not curated): their resources."""
+    resources = make_resources(str(tmp_path / "root"), tmp_path / "qdrant")
+    drop(resources["object_store"].landing_store(), video_dir, SCENE_A.name, SCENE_B.name)
+    sources = [video_id_for(SCENE_A.name), video_id_for(SCENE_B.name)]
+    instance.add_dynamic_partitions(videos.name, sources)
+    for source in sources:
+        assert _materialize_video(resources, instance, source).success
+    return resources
+
+
+def _curation_payload(resources) -> dict[str, dict]:
+    """Every grouped frame's curation payload in the store."""
+    frames = list(read_groups(resources["object_store"].store())["frame_id"])
+    with resources["vector_store"].open() as vs:
+        [collection] = vs.collections()
+        return {f: {k: p.get(k) for k in CURATION_PAYLOAD} for f, p in vs.payloads(collection, frames).items()}
+
+
+def test_a_rebuild_whose_results_do_not_change_writes_no_payload(tmp_path, instance, video_dir):
+    resources = _two_sources(tmp_path, instance, video_dir)
+    _curate(resources, instance, incremental=False, rebuild_sources_at_once=1)
+    written = VectorStore.payload_writes
+    modes = _curate(resources, instance, incremental=False, rebuild_sources_at_once=1)
+    assert all(m.startswith("rebuild") for m in modes.values())
+    assert VectorStore.payload_writes == written  # every point stays where the index has it
+
+
+def test_a_rebuild_leaves_the_payload_a_rebuild_of_a_cleared_store_leaves(tmp_path, instance, video_dir):
+    resources = _two_sources(tmp_path, instance, video_dir)
+    _curate(resources, instance, incremental=False)
+    first = read_groups(resources["object_store"].store())
+    first = first[first["frame_id"].str.startswith(video_id_for(SCENE_A.name))]
+    with resources["vector_store"].open() as vs:  # the first source as an earlier build with other results left it
+        [collection] = vs.collections()
+        vs.set_payloads(collection, dict.fromkeys(first["frame_id"], {"group_id": "gone", "group_role": MEMBER,
+                                                                      "group_size": 99, "isolation": 0.5,
+                                                                      "is_outlier": True}))  # fmt: skip
+    _curate(resources, instance, incremental=False, rebuild_sources_at_once=1)
+    kept = _curation_payload(resources)
+    with resources["vector_store"].open() as vs:  # what the rebuild used to start from: nothing
+        vs.delete_payload_keys(collection, CURATION_PAYLOAD, Where(group_roles=(REPRESENTATIVE, MEMBER)))
+    _curate(resources, instance, incremental=False, rebuild_sources_at_once=1)
+    from_scratch = _curation_payload(resources)
+    assert kept.keys() == from_scratch.keys()
+    for frame, payload in from_scratch.items():
+        assert kept[frame] == pytest.approx(payload), frame

@@ -1,7 +1,9 @@
+import json
 import multiprocessing
 import os
 import uuid
 
+import dagster as dg
 import numpy as np
 import pytest
 from qdrant_client import QdrantClient
@@ -176,3 +178,147 @@ def test_a_quantized_store_keeps_full_precision_vectors_on_disk_and_refuses_unkn
 def test_the_resource_never_describes_itself_with_the_api_key():
     resource = VectorStoreResource(url="http://127.0.0.1:6333", api_key="s3cr3t-key")
     assert "s3cr3t" not in resource.describe()
+
+
+# -- the embedded store held open across a process's steps (VectorStoreResource.held) --------------------
+
+
+def _count_elsewhere(path, collection, lock_timeout_s, answer):
+    try:
+        answer.put(EdgeVectorStore(path, lock_timeout_s=lock_timeout_s).count(collection))
+    except VectorStoreError as exc:
+        answer.put(str(exc))
+
+
+def count_in_another_process(path, lock_timeout_s: float):
+    """What another process reads of the store: its point count, or why it could not open it
+    (lock_timeout_s 0: it asks once and does not wait)."""
+    ctx = multiprocessing.get_context("spawn")
+    answer = ctx.Queue()
+    process = ctx.Process(target=_count_elsewhere, args=(path, COLLECTION, lock_timeout_s, answer))
+    process.start()
+    try:
+        return answer.get(timeout=90)
+    finally:
+        process.join(30)
+
+
+def _a_step(resource, video="v1", n=5):
+    with resource.open() as store:
+        store.ensure_collection(COLLECTION, "m", 8)
+        store.replace_video(COLLECTION, "m", video, *_points(video, n))
+
+
+def test_inside_a_held_block_every_step_uses_the_store_loaded_once(tmp_path):
+    resource = VectorStoreResource(path=str(tmp_path / "qdrant"), lock_timeout_s=5)
+    loaded = EdgeVectorStore.loads
+    with resource.held():
+        _a_step(resource, "v1")
+        _a_step(resource, "v2")
+        with resource.open() as store:
+            assert store.count(COLLECTION) == 10
+    assert EdgeVectorStore.loads - loaded == 1
+
+
+def test_a_held_store_stays_locked_between_steps_and_is_released_at_the_block_s_end(tmp_path):
+    resource = VectorStoreResource(path=str(tmp_path / "qdrant"), lock_timeout_s=5)
+    with resource.held():
+        _a_step(resource)
+        assert "open in another process" in count_in_another_process(resource.path, 0)  # asks once, no wait
+    assert count_in_another_process(resource.path, 0) == 5
+
+
+def test_a_process_that_waits_for_a_held_store_gets_it_between_two_steps(tmp_path):
+    resource = VectorStoreResource(path=str(tmp_path / "qdrant"), lock_timeout_s=30)
+    loaded = EdgeVectorStore.loads
+    with resource.held():
+        _a_step(resource, "v1")
+        assert count_in_another_process(resource.path, 30) == 5  # not after the block: now
+        _a_step(resource, "v2")  # loaded again
+        with resource.open() as store:
+            assert store.count(COLLECTION) == 10
+    assert EdgeVectorStore.loads - loaded == 2
+
+
+def test_a_batch_loads_the_embedded_store_once_for_its_sources_and_their_curation(local_defs, instance, video_dir):
+    from curation_assets.defs.sensors import build_new_video_sensor
+    from tests.conftest import SCENE_A, SCENE_B, drop
+    from tests.test_sensor import run_batch, tick
+
+    object_store = local_defs.resources["object_store"]
+    drop(object_store.landing_store(), video_dir, SCENE_A.name, SCENE_B.name)
+    requests = tick(instance, object_store, sensor=build_new_video_sensor(sources_per_run=2)).run_requests
+    loaded = EdgeVectorStore.loads
+    assert run_batch(local_defs, instance, requests).success  # 2 x frame_embeddings, duplicate_groups, outliers
+    assert len(instance.get_runs(filters=dg.RunsFilter(job_name="curate"))) == 1
+    assert EdgeVectorStore.loads - loaded == 1
+
+
+def test_the_headless_command_loads_the_embedded_store_once(tmp_path, video_dir, monkeypatch):
+    import curation_assets.__main__ as command
+    from curation_assets.core.progress import show_progress
+    from tests.conftest import SCENE_B
+
+    landing = tmp_path / "landing"
+    (landing / "cam-b").mkdir(parents=True)
+    (landing / SCENE_B.name).write_bytes((video_dir / SCENE_B.name).read_bytes())
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    args = command.parse_args(["run", "--landing", str(landing), "--root", str(tmp_path / "root")])
+    loaded = EdgeVectorStore.loads
+    try:
+        assert command.run(args, command.environment(args)) == 0  # ingest (frame_embeddings), then curate
+    finally:
+        show_progress(None)
+    assert EdgeVectorStore.loads - loaded == 1
+
+
+# -- quantized codes in RAM or in a memory-mapped file (vector_store.codes_in_ram) --------------------------
+
+
+@pytest.fixture(params=["embedded", "server"])
+def int8_resource(request, tmp_path):
+    """Makes a resource whose new collections are int8, on the embedded engine or (QDRANT_URL) a Qdrant server."""
+    if request.param == "embedded":
+        return lambda **settings: VectorStoreResource(path=str(tmp_path / "qdrant"), quantization="int8", **settings)
+    url = os.environ.get("QDRANT_URL") or pytest.skip("set QDRANT_URL to run against a Qdrant server")
+    key = os.environ.get("QDRANT_API_KEY")
+    return lambda **settings: VectorStoreResource(url=url, api_key=key, quantization="int8", **settings)
+
+
+def _always_ram(store) -> bool:
+    if isinstance(store, EdgeVectorStore):  # the engine's own record of how the collection was made
+        config = json.loads((store.path / COLLECTION / "edge_config.json").read_text())
+        return config["quantization_config"]["scalar"]["always_ram"]
+    return store.client.get_collection(COLLECTION).config.quantization_config.scalar.always_ram
+
+
+@pytest.mark.parametrize("codes_in_ram", [True, False], ids=["codes in RAM", "codes in a mapped file"])
+def test_a_quantized_collection_is_made_with_its_codes_where_the_setting_says_and_searches_alike(
+    int8_resource, codes_in_ram
+):
+    resource = int8_resource(codes_in_ram=codes_in_ram)
+    ids, vectors, payloads = _points("v1", 300, dim=64)
+    with resource.open() as store:
+        store.ensure_collection(COLLECTION, "m", 64)
+        store.replace_video(COLLECTION, "m", "v1", ids, vectors, payloads)
+        store.build_index(COLLECTION)
+        try:
+            assert _always_ram(store) is codes_in_ram
+            assert [h[0] for h in store.nearest(COLLECTION, "m", vectors[42], 1)] == [ids[42]]
+        finally:
+            if not isinstance(store, EdgeVectorStore):
+                store.client.delete_collection(COLLECTION)
+
+
+def test_only_payloads_that_differ_from_the_stored_ones_are_written(store):
+    store.ensure_collection(COLLECTION, "m", 8)
+    ids, vectors, payloads = _points("v1", 3)
+    store.replace_video(COLLECTION, "m", "v1", ids, vectors, payloads)
+    rep, member = {"group_role": "representative", "group_size": 2, "isolation": 0.123456789}, {"group_size": None}
+    given = {"v1/000000": rep, "v1/000001": {"group_role": "member", **member}}
+    assert store.set_changed_payloads(COLLECTION, given) == 2
+    assert store.set_changed_payloads(COLLECTION, given) == 0  # all stored as given: nothing written
+    demoted = {"v1/000000": {"group_role": "member", **member}}  # no longer a representative: no isolation
+    assert store.set_changed_payloads(COLLECTION, demoted, drop=("isolation",)) == 2  # its role; its isolation
+    assert store.payloads(COLLECTION, ["v1/000000"])["v1/000000"].get("isolation") is None
+    assert store.set_changed_payloads(COLLECTION, demoted, drop=("isolation",)) == 0

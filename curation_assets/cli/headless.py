@@ -326,7 +326,7 @@ def summarize(
         "timings": timings(videos, stages, startup_s),
         # each step's own stages and, for curation, what it did (incremental, unchanged, rebuild)
         "steps": {
-            asset: {k: values[k] for k in ("mode", "timings") if k in values}
+            asset: {k: values[k] for k in ("mode", "timings", "payload_points_written") if k in values}
             for o in stages
             for asset, values in o.metadata.items()
             if "timings" in values or "mode" in values

@@ -3,7 +3,7 @@ source at a time against the vector store; a rebuild is the explicit ``rebuild_c
 
 import json
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 
 import dagster as dg
@@ -44,7 +44,7 @@ from curation_assets.defs.retries import TRANSIENT, transient_only
 from curation_assets.quality import suites
 from resources import EmbedderResource, ExpectationsResource, ObjectStoreResource, VectorStoreResource
 from resources.object_store import ObjectStore
-from resources.vector_store import Where
+from resources.vector_store import VectorStore, Where
 
 # On a source's run that an ingest_batch run started: the batch curates its sources itself once
 # they are in (warm processes, no second run), so their updates are not the automation's to follow.
@@ -223,13 +223,14 @@ def read_outliers(store: ObjectStore) -> pd.DataFrame | None:
     return _published(store, "outliers")
 
 
-def _group_payloads(groups: pd.DataFrame) -> dict[str, dict]:
+def _group_payloads(groups: pd.DataFrame, sizes: bool = True) -> dict[str, dict]:
     """Vector-store payload of each grouped frame: its group, its role, and on the
-    representative the group's size (what isolation weighs a stored neighbour by)."""
+    representative the group's size (what isolation weighs a stored neighbour by; left out
+    with ``sizes`` false, for a rebuild to write once its last chunk is in)."""
     reps = groups["is_representative"].to_numpy()
     return {
         frame_id: {"group_id": group_id, "group_role": REPRESENTATIVE if rep else MEMBER,
-                   "group_size": int(size) if rep else None}
+                   **({"group_size": int(size) if rep else None} if sizes or not rep else {})}
         for frame_id, group_id, rep, size in zip(groups["frame_id"], groups["group_id"], reps, groups["group_size"])
     }  # fmt: skip
 
@@ -247,19 +248,23 @@ def _prune_other_sources(store: ObjectStore, asset: str, verdicts: list[checks.V
 
 
 def _group_new_sources(store: ObjectStore, vs, collection: str, vector_name: str, new: list[str],
-                       params: DuplicateParams, corpus: Corpus | None = None,
+                       params: DuplicateParams, corpus: Corpus | None = None, among: list[str] | None = None,
                        ) -> tuple[Corpus, pd.DataFrame, dict[str, str]] | None:  # fmt: skip
     """Group the new sources' frames, then match each new group's leader with the stored groups'
     representatives through the vector store: work grows with the new sources, not the corpus.
-    Returns the new sources' corpus, their rows (group sizes of joined groups still to be
-    counted) and the joins (new group id -> stored group id)."""
+    ``among``: the only sources whose stored groups count (a rebuild's, regrouped before; the
+    others' payload is the last build's). Returns the new sources' corpus, their rows (group
+    sizes of joined groups still to be counted) and the joins (new group id -> stored group id)."""
     corpus = corpus or load_corpus(store, vector_name, set(new))
     if corpus is None:  # nothing readable in the new sources: nothing to add
         return None
     new_groups = find_duplicate_groups(corpus.frames, corpus.vectors, params, verifier(store, corpus.frames))
     leader_rows = np.flatnonzero(new_groups["is_representative"].to_numpy())
-    stored = Where(exclude_videos=new, group_roles=(REPRESENTATIVE, MEMBER))
-    hits = vs.nearest_many(collection, vector_name, corpus.vectors[leader_rows], params.neighbors, stored)
+    roles = (REPRESENTATIVE, MEMBER)
+    stored = Where(exclude_videos=new, group_roles=roles) if among is None else Where(videos=among, group_roles=roles)
+    hits = [[] for _ in leader_rows]  # a rebuild's first chunk: nothing stored to match
+    if among is None or among:
+        hits = vs.nearest_many(collection, vector_name, corpus.vectors[leader_rows], params.neighbors, stored)
     # per leader, the stored groups its neighbours belong to, nearest first
     hit_groups = [list(dict.fromkeys(p["group_id"] for _, _, p in row if p.get("group_id"))) for row in hits]
     rep_ids = sorted(set().union(*hit_groups))
@@ -294,6 +299,24 @@ def _count_joined(vs, collection: str, groups: pd.DataFrame, joined: set[str]) -
     rows = groups["group_id"].isin(joined).to_numpy()
     groups = groups.copy()
     groups.loc[rows, "group_size"] = groups.loc[rows, "group_id"].map(size).astype(int)
+    return groups
+
+
+def _keep_groups(vs, collection: str, groups: pd.DataFrame, joined: set[str], sizes: Counter | None) -> pd.DataFrame:
+    """The chunk's groups as payload, only where it changes. Incremental: a joined stored group's
+    size is counted in the store and rewritten on its representative. A rebuild counts its
+    groups' frames in ``sizes`` as its chunks come in (the store's other points still hold the
+    last build's payload) and writes the representatives' sizes once, after its last chunk.
+    Returns the rows with their groups' sizes."""
+    if sizes is None:
+        vs.set_changed_payloads(collection, _group_payloads(groups))
+        groups = _count_joined(vs, collection, groups, joined)
+        size = groups.drop_duplicates("group_id").set_index("group_id")["group_size"]
+        vs.set_changed_payloads(collection, {g: {"group_size": int(size[g])} for g in sorted(joined)})
+        return groups
+    sizes.update(groups["group_id"])
+    groups = groups.assign(group_size=groups["group_id"].map(sizes).astype(int))
+    vs.set_changed_payloads(collection, _group_payloads(groups, sizes=False))
     return groups
 
 
@@ -386,6 +409,7 @@ def duplicate_groups(context: dg.AssetExecutionContext, config: DuplicateConfig,
     # a rebuild replays every source through the same path, a chunk at a time: memory stays
     # that of one chunk, and each chunk is matched against the chunks before it in the store
     chunks = [sources] if incremental else in_chunks(sources, config.rebuild_sources_at_once)
+    payload_writes = VectorStore.payload_writes
     with vector_store.open() as vs:
         written = _group_chunks(store, vs, vector_store.collection_for(model.vector_name), model.vector_name,
                                 chunks, params, expectations, incremental, watch)  # fmt: skip
@@ -399,6 +423,7 @@ def duplicate_groups(context: dg.AssetExecutionContext, config: DuplicateConfig,
         groups, frames = written.last_groups, written.last_frames
         pictures = picture_metadata(store, "largest_groups", largest_groups(frames, groups)) if len(groups) else {}
     metadata = _grouping_metadata(store, model, params, counts, len(inputs), f"{mode}: {done}", written, elapsed)
+    metadata["payload_points_written"] = VectorStore.payload_writes - payload_writes  # what the index re-takes
     return dg.MaterializeResult(metadata={**metadata, "timings": dg.MetadataValue.json(watch.rounded()), **pictures},
                                 check_results=written.check_results(GROUP_CHECKS))  # fmt: skip
 
@@ -409,38 +434,52 @@ GROUP_CHECKS = ["duplicate_groups_cover_frames", "duplicate_groups_one_represent
 def _group_chunks(store: ObjectStore, vs, collection: str, vector_name: str, chunks: list[list[str]],
                   params: DuplicateParams, expectations, incremental: bool, watch: Stopwatch) -> _Written:  # fmt: skip
     """Group each chunk of sources against the store, check the rows it wrote, keep them as
-    payload and publish one table per source; stops at the first chunk whose checks fail."""
+    payload and publish one table per source; stops at the first chunk whose checks fail.
+
+    A rebuild writes only the payload that changes: the engine moves a point whose payload is
+    written out of its indexed segment, so rewriting every point (as clearing them all first
+    did) made the next optimisation re-index the whole store (bench/RESULTS.md, issue 28). Its
+    queries and counts admit only the sources it regrouped before (``regrouped``)."""
     written = _Written()
     vs.ensure_payload_indexes(collection)
-    if not incremental:  # start clean; until the new state is written, nothing looks complete
+    regrouped: list[str] | None = None if incremental else []
+    sizes: Counter | None = None if incremental else Counter()  # a rebuild's groups: frames so far
+    if not incremental:  # until the new state is written, nothing looks complete
         store.delete(layout.state_key("duplicate_groups"))
-        vs.delete_payload_keys(collection, CURATION_PAYLOAD, Where(group_roles=(REPRESENTATIVE, MEMBER)))
     for chunk in chunks:
         with watch.stage("read tables"):  # the chunk's own
             corpus = load_corpus(store, vector_name, set(chunk))
         if corpus is None:  # nothing readable in these sources: nothing to add
             continue
         with watch.stage("grouping"):  # geometric checks included
-            # what ingest wrote. Not in a rebuild: its queries admit only the points it grouped
-            # itself, whose payload writes the engine's next optimisation re-indexes at the cost of
-            # a first build (bench/RESULTS.md, issue 28); outliers builds the index once, after
+            # what ingest wrote. Not in a rebuild: its queries admit only the points it regrouped
+            # itself, and those whose payload changed the engine's next optimisation re-indexes (at
+            # the cost of a first build when most did: bench/RESULTS.md, issue 28); outliers builds
+            # the index once, after
             if incremental:
                 vs.build_index(collection)
-            corpus, groups, joins = _group_new_sources(store, vs, collection, vector_name, chunk, params, corpus)
+            corpus, groups, joins = _group_new_sources(store, vs, collection, vector_name, chunk, params, corpus,
+                                                       regrouped)  # fmt: skip
         joined = set(joins.values())
         with watch.stage("checks"):  # the rows this run wrote
             results = _group_checks(expectations, groups, list(corpus.frames["frame_id"]), joined)
         if not checks.blocking_failures(results):
             with watch.stage("vector store payload"):
-                vs.set_payloads(collection, _group_payloads(groups))
-                groups = _count_joined(vs, collection, groups, joined)
-                sizes = groups.drop_duplicates("group_id").set_index("group_id")["group_size"]
-                vs.set_payloads(collection, {g: {"group_size": int(sizes[g])} for g in sorted(joined)})
+                groups = _keep_groups(vs, collection, groups, joined, sizes)
         with watch.stage("write tables"):
             written.add(groups, corpus.frames, joins, results,
                         _publish_per_source(store, results, "duplicate_groups", groups))  # fmt: skip
         if written.failed:
             break
+        if regrouped is not None:
+            regrouped += sorted(set(groups["frame_id"].map(video_id_of)))
+    if regrouped is not None and not written.failed:
+        # the representatives' final sizes; and away with what the last build left on the points of
+        # sources no longer stored (if any)
+        with watch.stage("vector store payload"):
+            vs.set_changed_payloads(collection, {g: {"group_size": n} for g, n in sizes.items()})
+            stale = Where(exclude_videos=regrouped, group_roles=(REPRESENTATIVE, MEMBER))
+            vs.delete_payload_keys(collection, CURATION_PAYLOAD, stale)
     return written
 
 
@@ -520,13 +559,15 @@ class OutlierConfig(dg.Config):
 
 
 def _isolation_distances(vs, collection: str, vector_name: str, vectors: np.ndarray, groups: pd.DataFrame,
-                         sources: list[str], k: int, known: dict[str, float]) -> np.ndarray:  # fmt: skip
+                         sources: list[str], k: int, known: dict[str, float],
+                         stored_isolation: bool = True) -> np.ndarray:  # fmt: skip
     """Per row of ``groups`` (the sources' frames, aligned with ``vectors``): its group's isolation,
     the distance by which k frames are reached among the sources' own groups and the k nearest
     stored representatives of other sources (weighted by group size, as
     ``core.outliers.isolation_scores`` does over a whole corpus). ``known`` (representative ->
     distance) gains these groups; a frame that joined a stored group takes that group's
-    distance, from ``known`` or as stored in its representative's payload."""
+    distance, from ``known`` or as stored in its representative's payload (not in a rebuild,
+    where the payload holds the last build's: NaN)."""
     rep_rows = np.flatnonzero(groups["is_representative"].to_numpy())
     sizes = groups["group_size"].to_numpy()
     rep_vectors = np.asarray(vectors, dtype=np.float32)[rep_rows]
@@ -545,7 +586,9 @@ def _isolation_distances(vs, collection: str, vector_name: str, vectors: np.ndar
     merged = merge_neighbours((local_sims, local_frames), (stored_sims, stored_frames))
     known.update(zip(groups["frame_id"].to_numpy()[rep_rows], kth_frame_distance(*merged, k).tolist()))
     stored_reps = sorted(set(groups["group_id"]) - set(known))
-    if stored_reps:
+    if stored_reps and not stored_isolation:
+        known.update(dict.fromkeys(stored_reps, np.nan))
+    elif stored_reps:
         _, payloads = vs.retrieve(collection, vector_name, [point_id_for(r) for r in stored_reps])
         known.update({r: p.get("isolation", np.nan) for r, p in zip(stored_reps, payloads)})
     return groups["group_id"].map(known).to_numpy(dtype=np.float32)
@@ -609,6 +652,7 @@ def outliers(context: dg.AssetExecutionContext, config: OutlierConfig, object_st
     summary = RunningSummary.from_json(state["isolation"]) if incremental else RunningSummary()
     chunks = [todo] if incremental else in_chunks(todo, config.rebuild_sources_at_once)
     collection = vector_store.collection_for(model.vector_name)
+    payload_writes = VectorStore.payload_writes
     with vector_store.open() as vs:
         scored, frames, aligned = _score_chunks(store, vs, collection, model.vector_name, chunks, params, summary,
                                                 not incremental, grouped["counts"]["groups"], watch)  # fmt: skip
@@ -618,7 +662,9 @@ def outliers(context: dg.AssetExecutionContext, config: OutlierConfig, object_st
         failed = bool(checks.blocking_failures(results))
         if not failed and len(scored):
             with watch.stage("vector store payload"):
-                vs.set_payloads(collection, _outlier_payloads(scored, frames, aligned))
+                # only what changes (a rebuild's too); a frame that is no longer its group's representative
+                # loses the isolation it kept as one
+                vs.set_changed_payloads(collection, _outlier_payloads(scored, frames, aligned), drop=("isolation",))
     with watch.stage("write tables"):
         verdicts = _publish_per_source(store, results, "outliers", scored) if len(scored) else []
         counts = _write_scoring_state(store, state, grouped, settings, todo, summary, scored, verdicts, failed,
@@ -627,6 +673,7 @@ def outliers(context: dg.AssetExecutionContext, config: OutlierConfig, object_st
         pictures = picture_metadata(store, "outliers_by_reason", outliers_by_reason(frames, scored, REASONS))
     mode = f"{mode}: {len(todo)} sources" if incremental else mode
     metadata = _scoring_metadata(store, params, model, counts, mode, scored, not failed, elapsed)
+    metadata["payload_points_written"] = VectorStore.payload_writes - payload_writes  # what the index re-takes
     return dg.MaterializeResult(metadata={**metadata, "timings": dg.MetadataValue.json(watch.rounded()), **pictures},
                                 check_results=results)  # fmt: skip
 
@@ -657,7 +704,7 @@ def _score_chunks(store: ObjectStore, vs, collection: str, vector_name: str, chu
                 scored = score_outliers(frames, aligned, vectors, params)
             with watch.stage("isolation (vector store)"):
                 scored["isolation"] = _isolation_distances(vs, collection, vector_name, vectors, aligned, chunk,
-                                                           params.isolation_k, known)  # fmt: skip
+                                                           params.isolation_k, known, not exact)  # fmt: skip
             parts.append((scored, aligned))
             readable.append(frames[["frame_id", "uri"]])
         if len(unreadable):

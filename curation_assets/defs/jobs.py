@@ -130,6 +130,14 @@ def ingest_sources(context: dg.OpExecutionContext, config: IngestBatchConfig) ->
     Once its sources are in, the batch curates them in a curate run of its own, in this warm
     process: no wait for the automation sensor's tick and a fresh run worker. The sources' runs
     carry ``BATCH_TAG``, so the automation sensor leaves their updates to the batch."""
+    # The whole batch holds the embedded store: loaded once for every source's frame_embeddings and the
+    # curation steps, not once a step (seconds each at a million points). Another run's step that needs
+    # it meanwhile gets it between two of the batch's steps (VectorStoreResource.held), not after the batch.
+    with context.resources.vector_store.held():
+        _ingest_and_curate(context, config)
+
+
+def _ingest_and_curate(context: dg.OpExecutionContext, config: IngestBatchConfig) -> None:
     context.resources.embedder.warm_up()  # the model loads while the first source is read
     hold_connections(context.instance)  # the sources' and curation's events: one connection, not one each
     ingest, curate = _batch_jobs(context)
