@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from curation_assets.core.duplicates import DuplicateParams, find_duplicate_groups
 from curation_assets.core.embedder import Embedder
-from curation_assets.core.geometry import inliers, keypoints
+from curation_assets.core.geometry import dense, inliers, keypoints
 from curation_assets.core.image_stats import image_stats
 
 ENOUGH = DuplicateParams().verify_inliers
@@ -260,3 +260,10 @@ def test_a_new_copy_of_a_stored_page_joins_it_with_the_geometric_check():
     buffer = io.BytesIO()
     _page_of_one_layout(1).save(buffer, format="JPEG", quality=60)
     assert _matched_to_a_stored_page(Image.open(buffer).convert("RGB")) == 0
+
+
+def test_keypoints_hold_the_dense_picture_in_8_bits_and_give_back_its_exact_float_values():
+    photo = Image.fromarray(skimage.data.astronaut()).resize((768, 576))
+    held = keypoints(photo)
+    assert held.luma.dtype == np.uint8  # a quarter of the float32 picture: a rebuild's verifier keeps thousands
+    assert np.array_equal(held.grey, dense(photo)) and held.grey.dtype == np.float32

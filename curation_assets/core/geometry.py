@@ -34,7 +34,14 @@ JUDGED_BY_MATCHES = 20  # agreeing matches from which their homography places on
 class Keypoints:
     points: np.ndarray  # (n, 2) float32, in the scaled image
     descriptors: np.ndarray | None  # (n, 32) uint8 ORB descriptors
-    grey: np.ndarray | None = None  # the picture for dense alignment (``dense``)
+    # the picture for dense alignment, kept as its 8-bit luma: ``dense``'s float32 copy is 4x the
+    # size (0.8 MB a frame at 512 x 384), and a rebuild's verifier keeps thousands of frames' keypoints
+    luma: np.ndarray | None = None
+
+    @property
+    def grey(self) -> np.ndarray | None:
+        """The picture as ``dense`` makes it (the same float32 values, made from ``luma`` on each call)."""
+        return None if self.luma is None else _as_grey(self.luma)
 
 
 def keypoints(image: Image.Image | bytes) -> Keypoints:
@@ -44,7 +51,7 @@ def keypoints(image: Image.Image | bytes) -> Keypoints:
         image = Image.open(io.BytesIO(image))
         image.draft("L", (SIDE, SIDE))
     grey = image.convert("L")
-    whole = dense(grey)
+    whole = _dense_luma(grey)
     grey.thumbnail((SIDE, SIDE), Image.Resampling.BILINEAR)
     found, descriptors = cv2.ORB_create(nfeatures=FEATURES).detectAndCompute(np.asarray(grey), None)
     points = np.float32([k.pt for k in found]).reshape(-1, 2)
@@ -62,26 +69,31 @@ def inliers(a: Keypoints, b: Keypoints) -> int:
     ratio-tested matches that agree on one homography, -1 when either picture has too few
     keypoints to judge (a smooth gradient, a flat design)."""
     found, homography = _matches(a, b)
-    if a.grey is None or b.grey is None:
+    if a.luma is None or b.luma is None:
         return found
-    if _page_like(a.grey) or _page_like(b.grey):  # lines of text are found anywhere near: parts prove nothing
-        return found if found >= PLENTY else ALIGNED if alignment(a.grey, b.grey) >= ALIGNED_DETAIL else found
-    share = found_share(a, b, found, homography)
+    grey_a, grey_b = a.grey, b.grey
+    if _page_like(grey_a) or _page_like(grey_b):  # lines of text are found anywhere near: parts prove nothing
+        return found if found >= PLENTY else ALIGNED if alignment(grey_a, grey_b) >= ALIGNED_DETAIL else found
+    share = _found_share(grey_a, grey_b, found, homography)
     if share >= COVERED:
         return ALIGNED
     if found >= JUDGED_BY_MATCHES and 0 <= share < PARTLY_COVERED:
         return 0
     if found >= PLENTY:  # many agree: a single warp adds nothing
         return found
-    return ALIGNED if alignment(a.grey, b.grey) >= ALIGNED_DETAIL else found
+    return ALIGNED if alignment(grey_a, grey_b) >= ALIGNED_DETAIL else found
 
 
 def found_share(a: Keypoints, b: Keypoints, found: int, homography: np.ndarray | None) -> float:
     """``covered`` with the pictures placed by the dominant shift, or by the keypoints'
     homography (``found`` agreeing matches) when that places more and only zooms a little."""
-    share = covered(a.grey, b.grey)  # placed by the dominant shift: what a homography of keypoints misses
+    return _found_share(a.grey, b.grey, found, homography)
+
+
+def _found_share(grey_a: np.ndarray, grey_b: np.ndarray, found: int, homography: np.ndarray | None) -> float:
+    share = covered(grey_a, grey_b)  # placed by the dominant shift: what a homography of keypoints misses
     if found >= JUDGED_BY_MATCHES and share < COVERED and _slight(homography):
-        share = max(share, covered(a.grey, b.grey, homography))
+        share = max(share, covered(grey_a, grey_b, homography))
     return share
 
 
@@ -143,9 +155,18 @@ _CRITERIA = (3, 50, 1e-4)  # ECC: at most 50 iterations, or until the warp moves
 
 def dense(image: Image.Image) -> np.ndarray:
     """The grey picture at ``DENSE_SIDE``, as float32 in [0, 1]."""
+    return _as_grey(_dense_luma(image))
+
+
+def _dense_luma(image: Image.Image) -> np.ndarray:
+    """The grey picture at ``DENSE_SIDE``, 8 bits."""
     grey = image.convert("L")
     grey.thumbnail((DENSE_SIDE, DENSE_SIDE), Image.Resampling.BOX)
-    return np.asarray(grey, dtype=np.float32) / 255.0
+    return np.asarray(grey, dtype=np.uint8)
+
+
+def _as_grey(luma: np.ndarray) -> np.ndarray:
+    return luma.astype(np.float32) / 255.0
 
 
 def _band(g: np.ndarray) -> np.ndarray:
