@@ -58,6 +58,7 @@ CODES_IN_RAM = VectorStoreSettings.model_fields["codes_in_ram"].default  # quant
 # up between two steps when it sees one younger than KNOCK_FRESH_S (older ones are a dead waiter's)
 KNOCK_PREFIX = ".waiting-"
 KNOCK_FRESH_S = 5.0
+KNOCK_DEAD_S = 60.0  # untouched this long, a knock is a dead waiter's: the next process to load the store removes it
 
 
 class VectorStoreError(RuntimeError):
@@ -386,6 +387,7 @@ class EdgeVectorStore(VectorStore):
                     time.sleep(0.5)
         finally:
             knock.unlink(missing_ok=True)
+        sweep_dead_knocks(self.path)
         EdgeVectorStore.loads += 1
         self._shards[collection] = shard
         return shard
@@ -533,6 +535,19 @@ def knocked(path: Path) -> bool:
             return any(e.name.startswith(KNOCK_PREFIX) and e.stat().st_mtime > fresh_after for e in entries)
     except OSError:  # the folder or a knock just went away
         return False
+
+
+def sweep_dead_knocks(path: Path) -> None:
+    """Remove the knocks of waiters that died waiting (a live one refreshes its own every half
+    second, a waiter that got the store removes it): what KNOCK_DEAD_S leaves untouched is gone."""
+    dead_before = time.time() - KNOCK_DEAD_S
+    try:
+        with os.scandir(path) as entries:
+            dead = [e.path for e in entries if e.name.startswith(KNOCK_PREFIX) and e.stat().st_mtime < dead_before]
+    except OSError:  # the folder or a knock just went away
+        return
+    for knock in dead:
+        Path(knock).unlink(missing_ok=True)
 
 
 class _Held:

@@ -1,7 +1,9 @@
 import json
 import multiprocessing
 import os
+import time
 import uuid
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -10,6 +12,8 @@ from qdrant_client import QdrantClient
 
 from curation_assets.core.ids import point_id_for
 from resources.vector_store import (
+    KNOCK_DEAD_S,
+    KNOCK_PREFIX,
     EdgeVectorStore,
     QdrantClientVectorStore,
     VectorStoreError,
@@ -238,6 +242,17 @@ def test_a_process_that_waits_for_a_held_store_gets_it_between_two_steps(tmp_pat
         with resource.open() as store:
             assert store.count(COLLECTION) == 10
     assert EdgeVectorStore.loads - loaded == 2
+
+
+def test_loading_the_store_removes_the_knock_of_a_waiter_that_died_and_keeps_a_live_one(tmp_path):
+    resource = VectorStoreResource(path=str(tmp_path / "qdrant"), lock_timeout_s=5)
+    _a_step(resource)
+    dead, live = Path(resource.path) / f"{KNOCK_PREFIX}1-dead", Path(resource.path) / f"{KNOCK_PREFIX}2-live"
+    dead.touch()
+    live.touch()
+    os.utime(dead, (time.time() - 2 * KNOCK_DEAD_S,) * 2)
+    _a_step(resource, "v2")
+    assert not dead.exists() and live.exists()
 
 
 def test_a_batch_loads_the_embedded_store_once_for_its_sources_and_their_curation(local_defs, instance, video_dir):
