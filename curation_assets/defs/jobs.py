@@ -10,6 +10,7 @@ from curation_assets.defs.curation import BATCH_TAG  # on each source's run a ba
 from curation_assets.defs.fleet import Fleet, op_copy, partitions
 from curation_assets.defs.partitions import labeling_rounds, videos
 from curation_assets.defs.search import search_frames
+from curation_assets.deploy.connections import hold_connections
 
 # name -> (assets, partitions, description[, run config by step name])
 ASSET_JOBS = {
@@ -106,16 +107,6 @@ def _batches_still_ingesting(context: dg.OpExecutionContext) -> list[str]:
             and INGESTED_TAG not in r.dagster_run.tags]  # fmt: skip
 
 
-def hold_connections(instance: dg.DagsterInstance) -> None:
-    """Keep this process's storage connections open across its writes. Against Postgres, Dagster opens
-    a connection per read or write unless told otherwise (a TCP connection, a SCRAM password exchange
-    and a server process each: ~10 ms and 3 ms of client CPU here); a lone source's batch opened 301.
-    The webserver is told, through this same call; statement_timeout 0: no limit, as before.
-    docker/dagster.yaml's storage holds them in every process already (curation_assets/deploy/storage.py);
-    this serves instances configured the standard way (the Helm chart's). A no-op on SQLite."""
-    instance.optimize_for_webserver(statement_timeout=0, pool_recycle=3600, max_overflow=16)  # as deploy/storage.py
-
-
 @dg.op(
     required_resource_keys={"object_store", "vector_store", "embedder", "expectations"},  # ingest_video's
     description="Ingest each source of the batch as its own ingest_video run, one after another, in this "
@@ -139,7 +130,9 @@ def ingest_sources(context: dg.OpExecutionContext, config: IngestBatchConfig) ->
 
 def _ingest_and_curate(context: dg.OpExecutionContext, config: IngestBatchConfig) -> None:
     context.resources.embedder.warm_up()  # the model loads while the first source is read
-    hold_connections(context.instance)  # the sources' and curation's events: one connection, not one each
+    # the sources' and curation's events: one connection, not one each (docker/dagster.yaml's storage
+    # holds them in every process already; this serves instances set up the standard way, the Helm chart's)
+    hold_connections(context.instance)
     ingest, curate = _batch_jobs(context)
     batch_tags = {k: v for k, v in context.run.tags.items() if k in ("dagster/sensor_name",)}
     failed = []

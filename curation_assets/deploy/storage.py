@@ -15,8 +15,7 @@ from __future__ import annotations
 
 from dagster_postgres import DagsterPostgresStorage
 
-POOL_RECYCLE_S = 3600
-MAX_OVERFLOW = 16  # connections beyond the held one while threads (the daemon's loops) overlap
+from curation_assets.deploy.connections import hold_connections
 
 
 class HeldConnectionsPostgresStorage(DagsterPostgresStorage):
@@ -24,5 +23,5 @@ class HeldConnectionsPostgresStorage(DagsterPostgresStorage):
     def from_config_value(cls, inst_data, config_value) -> DagsterPostgresStorage:
         storage = super().from_config_value(inst_data, config_value)  # inst_data names this class: run workers too
         for part in (storage.run_storage, storage.event_log_storage, storage.schedule_storage):
-            part.optimize_for_webserver(statement_timeout=0, pool_recycle=POOL_RECYCLE_S, max_overflow=MAX_OVERFLOW)
+            hold_connections(part)
         return storage
