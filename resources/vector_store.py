@@ -527,27 +527,27 @@ class EdgeVectorStore(VectorStore):
         self._shards.clear()
 
 
-def knocked(path: Path) -> bool:
-    """Whether a process is waiting for the embedded store at ``path`` (``KNOCK_PREFIX``)."""
-    fresh_after = time.time() - KNOCK_FRESH_S
+def _knock_ages(path: Path) -> dict[str, float]:
+    """The knocks in the store's folder at ``path`` (``KNOCK_PREFIX``), each with seconds since its last touch."""
+    now = time.time()
     try:
         with os.scandir(path) as entries:
-            return any(e.name.startswith(KNOCK_PREFIX) and e.stat().st_mtime > fresh_after for e in entries)
+            return {e.path: now - e.stat().st_mtime for e in entries if e.name.startswith(KNOCK_PREFIX)}
     except OSError:  # the folder or a knock just went away
-        return False
+        return {}
+
+
+def knocked(path: Path) -> bool:
+    """Whether a process is waiting for the embedded store at ``path``."""
+    return any(age < KNOCK_FRESH_S for age in _knock_ages(path).values())
 
 
 def sweep_dead_knocks(path: Path) -> None:
     """Remove the knocks of waiters that died waiting (a live one refreshes its own every half
     second, a waiter that got the store removes it): what KNOCK_DEAD_S leaves untouched is gone."""
-    dead_before = time.time() - KNOCK_DEAD_S
-    try:
-        with os.scandir(path) as entries:
-            dead = [e.path for e in entries if e.name.startswith(KNOCK_PREFIX) and e.stat().st_mtime < dead_before]
-    except OSError:  # the folder or a knock just went away
-        return
-    for knock in dead:
-        Path(knock).unlink(missing_ok=True)
+    for knock, age in _knock_ages(path).items():
+        if age > KNOCK_DEAD_S:
+            Path(knock).unlink(missing_ok=True)
 
 
 class _Held:
