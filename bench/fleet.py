@@ -119,12 +119,15 @@ def _name(pid: int) -> str:
     return text.rsplit("/", 1)[-1][:30] or "?"
 
 
-def headless(root: Path, landing: Path, select: str, summary: Path, quantization: str, limit_s=None) -> dict:
-    """``quantization``: the store's settings, e.g. ``int8`` or ``int8:codes-on-disk``."""
-    quantization, _, codes = quantization.partition(":")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "DAGSTER_HOME": str(root / "dagster"),
-           "CURATION_QDRANT_QUANTIZATION": quantization,
-           "CURATION_QDRANT_CODES_IN_RAM": "false" if codes == "codes-on-disk" else "true"}  # fmt: skip
+def store_settings(quantization: str, codes_on_disk: bool) -> dict[str, str]:
+    """The store's settings, as the command reads them from its environment."""
+    in_ram = "false" if codes_on_disk else "true"
+    return {"CURATION_QDRANT_QUANTIZATION": quantization, "CURATION_QDRANT_CODES_IN_RAM": in_ram}
+
+
+def headless(root: Path, landing: Path, select: str, summary: Path, store: dict[str, str], limit_s=None) -> dict:
+    """``store``: the store's settings (``store_settings``)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DAGSTER_HOME": str(root / "dagster"), **store}
     (root / "dagster").mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "curation_assets", "run", "--landing", str(landing), "--root", str(root / "store"),
                "--select", select, "--summary-json", str(summary)]  # fmt: skip
@@ -147,16 +150,16 @@ def headless(root: Path, landing: Path, select: str, summary: Path, quantization
     return result
 
 
-def seed(frames: int, quantization: str) -> Path:
-    """A root with one real video ingested and curated (cached), its collection made with ``quantization``."""
-    root = CACHE / f"seed-{frames}-{quantization.replace(':', '-')}"
+def seed(frames: int, store: dict[str, str]) -> Path:
+    """A root with one real video ingested and curated (cached), its collection made with ``store``'s settings."""
+    root = CACHE / f"seed-{frames}-{'-'.join(store.values())}"  # e.g. seed-1000-int8-true (codes in RAM)
     if (root / "store" / layout.state_key("outliers")).exists():
         return root
     shutil.rmtree(root, ignore_errors=True)
     landing = root / "landing"
     landing.mkdir(parents=True)
     shutil.copy(make_video(CACHE / f"seed-{frames}.mp4", frames, photo=15, seed=40), landing / "seed.mp4")
-    run = headless(root, landing, "ingest,curate", root / "summary.json", quantization)
+    run = headless(root, landing, "ingest,curate", root / "summary.json", store)
     print(f"seed: {frames} frames ingested and curated in {run['wall_s']} s")
     return root
 
@@ -300,10 +303,9 @@ def main() -> None:
     args = parser.parse_args()
     print(f"machine: {describe()}")
     CACHE.mkdir(parents=True, exist_ok=True)
-    if args.codes_on_disk:
-        args.quantization += ":codes-on-disk"  # the store's settings, as headless() passes them on
-    print(f"store quantization: {args.quantization}", flush=True)
-    seed_root = seed(args.frames, args.quantization)
+    store = store_settings(args.quantization, args.codes_on_disk)
+    print(f"store: {store}", flush=True)
+    seed_root = seed(args.frames, store)
     videos = [make_video(CACHE / f"video-{i}-{n}.mp4", n, photo=i % 12, seed=100 + i)
               for i, n in enumerate([args.frames] + [args.burst_frames] * args.burst)]  # fmt: skip
     for size in (int(s) for s in args.sizes.split(",")):
@@ -314,15 +316,15 @@ def main() -> None:
         landing.mkdir()
         (landing / "cam-new").mkdir()
         shutil.copy(videos[0], landing / "cam-new" / "one.mp4")
-        show("add one video", headless(root, landing, "ingest,curate", root / "one.json", args.quantization))
-        show("nothing new", headless(root, landing, "ingest,curate", root / "idle.json", args.quantization))
+        show("add one video", headless(root, landing, "ingest,curate", root / "one.json", store))
+        show("nothing new", headless(root, landing, "ingest,curate", root / "idle.json", store))
         if args.burst:
             for i, video in enumerate(videos[1:]):
                 shutil.copy(video, landing / "cam-new" / f"burst-{i:02d}.mp4")
-            burst = headless(root, landing, "ingest,curate", root / "burst.json", args.quantization)
+            burst = headless(root, landing, "ingest,curate", root / "burst.json", store)
             show(f"burst of {args.burst}", burst)
         if size <= args.rebuild_up_to:
-            rebuilt = headless(root, landing, "rebuild", root / "rebuild.json", args.quantization, args.rebuild_limit_s)
+            rebuilt = headless(root, landing, "rebuild", root / "rebuild.json", store, args.rebuild_limit_s)
             show("rebuild", rebuilt)
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
