@@ -1,7 +1,7 @@
 """Fleet scale: what one new video costs against 10 k, 100 k, 1 M stored frames.
 
     python bench/fleet.py [--sizes 10000,100000] [--frames 1000] [--burst 10] [--rebuild-up-to 100000]
-                          [--quantization none|int8|binary] [--codes-on-disk] [--rebuild-limit-s 1800]
+                          [--quantization none|int8|binary] [--codes-in-ram] [--rebuild-limit-s 1800]
 
 A seed root is made once (cached in bench/.fleet/): one real camera video (a real photograph
 filmed with pan, jitter, lighting drift, noise and people walking; bench/quality_data.py),
@@ -15,7 +15,7 @@ curation state written as the incremental path would have left them. The store's
 index is built once (a Qdrant server builds it in the background; timed apart): every point
 is written first with indexing deferred, then one ``optimize``. ``--quantization`` is the
 store's setting (the seed's collection is made with it; each setting has its own seed), and
-``--codes-on-disk`` keeps its int8 / binary codes in a memory-mapped file (``codes_in_ram`` false).
+``--codes-in-ram`` keeps its int8 / binary codes in RAM (``codes_in_ram`` true; the default is a mapped file).
 
 Then, each a real headless command in its own process tree (wall, CPU, peak RSS of every
 process, the command's stage timings):
@@ -119,9 +119,9 @@ def _name(pid: int) -> str:
     return text.rsplit("/", 1)[-1][:30] or "?"
 
 
-def store_settings(quantization: str, codes_on_disk: bool) -> dict[str, str]:
+def store_settings(quantization: str, codes_in_ram: bool) -> dict[str, str]:
     """The store's settings, as the command reads them from its environment."""
-    in_ram = "false" if codes_on_disk else "true"
+    in_ram = "true" if codes_in_ram else "false"
     return {"CURATION_QDRANT_QUANTIZATION": quantization, "CURATION_QDRANT_CODES_IN_RAM": in_ram}
 
 
@@ -152,7 +152,7 @@ def headless(root: Path, landing: Path, select: str, summary: Path, store: dict[
 
 def seed(frames: int, store: dict[str, str]) -> Path:
     """A root with one real video ingested and curated (cached), its collection made with ``store``'s settings."""
-    root = CACHE / f"seed-{frames}-{'-'.join(store.values())}"  # e.g. seed-1000-int8-true (codes in RAM)
+    root = CACHE / f"seed-{frames}-{'-'.join(store.values())}"  # e.g. seed-1000-int8-false (codes in a mapped file)
     if (root / "store" / layout.state_key("outliers")).exists():
         return root
     shutil.rmtree(root, ignore_errors=True)
@@ -296,14 +296,14 @@ def main() -> None:
     parser.add_argument("--burst-frames", type=int, default=200, help="frames of each video of the burst")
     parser.add_argument("--rebuild-up-to", type=int, default=100_000)
     parser.add_argument("--quantization", default="none", choices=["none", "int8", "binary"])
-    parser.add_argument("--codes-on-disk", action="store_true", help="int8 / binary codes in a memory-mapped file")
+    parser.add_argument("--codes-in-ram", action="store_true", help="int8 / binary codes in RAM, not a mapped file")
     parser.add_argument("--rebuild-limit-s", type=float, default=None, help="stop a rebuild past this and count")
     parser.add_argument("--work", type=Path, default=CACHE)
     parser.add_argument("--keep", action="store_true", help="keep each grown root")
     args = parser.parse_args()
     print(f"machine: {describe()}")
     CACHE.mkdir(parents=True, exist_ok=True)
-    store = store_settings(args.quantization, args.codes_on_disk)
+    store = store_settings(args.quantization, args.codes_in_ram)
     print(f"store: {store}", flush=True)
     seed_root = seed(args.frames, store)
     videos = [make_video(CACHE / f"video-{i}-{n}.mp4", n, photo=i % 12, seed=100 + i)

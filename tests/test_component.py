@@ -217,6 +217,6 @@ def test_a_fleet_s_automation_ignores_its_own_upstream_tables_never_the_other_fl
 def test_codes_in_ram_is_set_by_its_environment_variable():
     from curation_assets.location import component
 
-    assert component({}).resources({})["vector_store"].codes_in_ram is True  # the default: as before
-    resource = component({"CURATION_QDRANT_CODES_IN_RAM": "false"}).resources({})["vector_store"]
-    assert resource.codes_in_ram is False
+    assert component({}).resources({})["vector_store"].codes_in_ram is False  # the default: a mapped file
+    resource = component({"CURATION_QDRANT_CODES_IN_RAM": "true"}).resources({})["vector_store"]
+    assert resource.codes_in_ram is True

@@ -267,3 +267,15 @@ def test_keypoints_hold_the_dense_picture_in_8_bits_and_give_back_its_exact_floa
     held = keypoints(photo)
     assert held.luma.dtype == np.uint8  # a quarter of the float32 picture: a rebuild's verifier keeps thousands
     assert np.array_equal(held.grey, dense(photo)) and held.grey.dtype == np.float32
+
+
+def test_looking_for_parts_near_their_place_first_finds_what_the_whole_reach_finds(monkeypatch):
+    # a rig pair's board parts sit 20-100 px from their place (parallax), the room's within a pixel or two:
+    # the near look must not change which parts count as found, only how soon
+    from curation_assets.core import geometry
+
+    left, right = _rig_pictures()["stereo_05_chessboard"]
+    a, b = geometry.dense(left), geometry.dense(right)
+    near_first = geometry.covered(a, b)
+    monkeypatch.setattr(geometry, "NEAR", 0)  # a one-position look: nearly every part goes to the wide search
+    assert geometry.covered(a, b) == near_first > 0

@@ -248,6 +248,7 @@ def _translation(a: np.ndarray, b: np.ndarray, start=(0.0, 0.0)) -> tuple[float,
 COVER_SIDE = 256  # pictures compared at this long side (sensor noise averaged away)
 TILE = 32  # parts of this many pixels each
 PART_BAND = (1.0, 2.5)  # the detail parts are compared by (difference of Gaussians, pixels)
+NEAR = 2  # pixels: a part is first looked for this close to its place (most are, in a copy or a rig pair)
 REACH = 0.2  # how far (share of the long side) a part may sit from where the geometry puts it: parallax
 TILE_MATCH = 0.7  # band-pass correlation at which a part counts as found (0.6 let a nearer board pass)
 # thresholds from bench/rig.py's calibration parts (bench/rig_data.py; held-out parts never used to choose)
@@ -314,8 +315,18 @@ def _found(a: np.ndarray, b: np.ndarray, b_to_a: np.ndarray) -> tuple[float, flo
             everywhere += contrast * (contrast >= _FLAT_TILE)
             if contrast < _FLAT_TILE or inside[y : y + TILE, x : x + TILE].mean() < 0.5:
                 continue  # no detail, or out of the other picture's view
-            x0, x1, y0, y1 = max(0, x - reach), min(w, x + TILE + reach), max(0, y - reach), min(h, y + TILE + reach)
-            best = float(cv2.matchTemplate(band_b[y0:y1, x0:x1], part, cv2.TM_CCOEFF_NORMED).max())
             total += contrast
-            found += contrast * (best >= TILE_MATCH)
+            # a part found near its place is found within its reach: the wide search is for the rest
+            if _best(band_b, part, x, y, NEAR) < TILE_MATCH and _best(band_b, part, x, y, reach) < TILE_MATCH:
+                continue
+            found += contrast
     return (found / total if total else -1.0), (total / everywhere if everywhere else 0.0)
+
+
+def _best(band: np.ndarray, part: np.ndarray, x: int, y: int, reach: int) -> float:
+    """``part``'s best band-pass correlation in ``band`` within ``reach`` pixels of (x, y)."""
+    import cv2
+
+    h, w = band.shape
+    x0, x1, y0, y1 = max(0, x - reach), min(w, x + TILE + reach), max(0, y - reach), min(h, y + TILE + reach)
+    return float(cv2.matchTemplate(band[y0:y1, x0:x1], part, cv2.TM_CCOEFF_NORMED).max())
