@@ -125,13 +125,25 @@ def _mirror_hashes(frames: pd.DataFrame) -> np.ndarray:
     return frames[column].to_numpy(dtype=np.int64)
 
 
-def _hash_distance(phash: np.ndarray, other: np.ndarray, other_mirror: np.ndarray, identical: int) -> np.ndarray:
+def _hash_distance(
+    phash: np.ndarray, other: np.ndarray, other_mirror: np.ndarray, identical: int, believed: np.ndarray | bool = True
+) -> np.ndarray:
     """Bits apart (broadcasts). A frame whose mirror image hashes within ``identical`` bits is a
-    flipped copy and counts as that close; looser mirrored matches do not count, since
-    symmetric scenes (a corridor, an aisle) resemble their own mirror image."""
+    flipped copy and counts as that close, where ``believed`` (``_mirror_believed``); looser
+    mirrored matches do not count, since symmetric scenes (a corridor, an aisle) resemble their
+    own mirror image."""
     direct = hamming_distance(phash, other)
     mirrored = hamming_distance(phash, other_mirror)
-    return np.where(mirrored <= identical, np.minimum(direct, mirrored), direct)
+    return np.where((mirrored <= identical) & believed, np.minimum(direct, mirrored), direct)
+
+
+def _mirror_believed(cos: np.ndarray, pages_a: np.ndarray, pages_b: np.ndarray, params: DuplicateParams) -> np.ndarray:
+    """Whether a match of one picture's hash with the other's mirror image may mean a flipped
+    copy: always, unless both are page-like, whose hashes see the layout only (a small logo or
+    icon centred on a blank page hashes like any other centred blob, mirrored or not); then only
+    when the embedding agrees too. Flipped pages, charts and logos sit at cosine 0.98-0.995,
+    such look-alikes at 0.55-0.64 (``bench/RESULTS.md``)."""
+    return ~(pages_a & pages_b) | (cos >= params.near_cosine)
 
 
 def _is_near(params: DuplicateParams, cos: np.ndarray | float, ham: np.ndarray | int) -> np.ndarray | bool:
@@ -315,7 +327,8 @@ def find_duplicate_groups(
         # neighbour joins that neighbour's group, whole (after clustering, so a flipped copy
         # never heads a cluster that its original's other copies are not near)
         mirrored = hamming_distance(neighbor_hash, _mirror_hashes(frames)[reps][:, None])
-        flipped = valid & ~either_blank & (mirrored <= params.identical_phash_distance)
+        believed = _mirror_believed(sims, pages[reps][:, None], pages[reps][safe], params)
+        flipped = valid & ~either_blank & (mirrored <= params.identical_phash_distance) & believed
         for a, j in zip(*np.nonzero(flipped)):
             attach(reps[a], reps[nbr[a, j]], "near")
 
@@ -375,6 +388,7 @@ def match_to_corpus(
         leader_hashes,
         _mirror_hashes(leaders)[:, None],
         params.identical_phash_distance,
+        _mirror_believed(cos, page_like(leaders)[:, None], page_like(reps)[safe], params),
     )
     # blank pictures join only blank ones of their brightness; a representative known by its
     # hash alone (the vector store's payload) is blank when its hash says nothing, and of
