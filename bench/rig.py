@@ -29,21 +29,15 @@ sys.path.insert(0, str(ROOT))
 from bench.machine import describe  # noqa: E402
 
 
-def evaluate(data: Path) -> dict:
-    from curation_assets.core import geometry
-    from curation_assets.core.duplicates import DuplicateParams, find_duplicate_groups
-    from curation_assets.core.embedder import Embedder
-    from curation_assets.core.image_stats import hamming_distance, image_stats
+def folder_frames(pictures: list[Image.Image], folder: str) -> pd.DataFrame:
+    """The frame table of pictures landed as one image folder, in this order (real stats and hashes)."""
+    from curation_assets.core.image_stats import image_stats
 
-    truth = json.loads((data / "truth.json").read_text())["images"]
-    names = sorted(truth)
-    blobs = [(data / "images" / n).read_bytes() for n in names]
-    pictures = [Image.open(data / "images" / n).convert("RGB") for n in names]
-    frames = pd.DataFrame(
+    return pd.DataFrame(
         [
             {
-                "frame_id": f"rig/{i:06d}",
-                "video_id": "rig",
+                "frame_id": f"{folder}/{i:06d}",
+                "video_id": folder,
                 "frame_index": i,
                 "timestamp_s": 0.0,
                 **image_stats(np.asarray(p)).__dict__,
@@ -51,6 +45,19 @@ def evaluate(data: Path) -> dict:
             for i, p in enumerate(pictures)
         ]  # fmt: skip
     )
+
+
+def evaluate(data: Path) -> dict:
+    from curation_assets.core import geometry
+    from curation_assets.core.duplicates import DuplicateParams, find_duplicate_groups
+    from curation_assets.core.embedder import Embedder
+    from curation_assets.core.image_stats import hamming_distance
+
+    truth = json.loads((data / "truth.json").read_text())["images"]
+    names = sorted(truth)
+    blobs = [(data / "images" / n).read_bytes() for n in names]
+    pictures = [Image.open(data / "images" / n).convert("RGB") for n in names]
+    frames = folder_frames(pictures, "rig")
     model = Embedder()
     vectors = model.embed([lambda p=p: p for p in pictures])
     params = DuplicateParams.for_model(model.calibration)

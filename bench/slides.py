@@ -26,8 +26,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.machine import describe  # noqa: E402
 from bench.quality_data import near_copy  # noqa: E402
+from bench.rig import folder_frames  # noqa: E402
 
 COPIES = (("brightness", 0), ("brightness", 1), ("jpeg", 0), ("crop", 0), ("shift", 0), ("flip", 0))
 SLIDE, LOGO_SIDE = (1024, 768), 300
@@ -69,7 +68,6 @@ def evaluate(layout: str, limit: int | None, details: bool = False) -> None:
     from curation_assets.core import geometry
     from curation_assets.core.duplicates import DuplicateParams, blank, find_duplicate_groups
     from curation_assets.core.embedder import Embedder
-    from curation_assets.core.image_stats import image_stats
 
     originals = pictures(layout, limit)
     files: dict[str, bytes] = {}
@@ -81,18 +79,7 @@ def evaluate(layout: str, limit: int | None, details: bool = False) -> None:
             files[f"{name}|{kind}{index}"] = near_copy(page, kind, index)
     names = sorted(files)
     decoded = [Image.open(io.BytesIO(files[n])).convert("RGB") for n in names]
-    frames = pd.DataFrame(
-        [
-            {
-                "frame_id": f"s/{i:06d}",
-                "video_id": "slides",
-                "frame_index": i,
-                "timestamp_s": 0.0,
-                **image_stats(np.asarray(p)).__dict__,
-            }
-            for i, p in enumerate(decoded)
-        ]  # fmt: skip
-    )
+    frames = folder_frames(decoded, "slides")
     started = time.perf_counter()
     model = Embedder()
     vectors = model.embed([lambda p=p: p for p in decoded])

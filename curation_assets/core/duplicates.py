@@ -313,21 +313,21 @@ def find_duplicate_groups(
         neighbor_hash = phash[reps][np.where(valid, nbr, 0)]
         ham = hamming_distance(neighbor_hash, phash[reps][:, None])
         safe = np.where(valid, nbr, 0)
-        rep_blank, rep_brightness = is_blank[reps], brightness[reps]
+        rep_blank, rep_brightness, rep_pages = is_blank[reps], brightness[reps], pages[reps]
         judged = _blank_pair(
             params, sims, rep_blank[:, None], rep_blank[safe], rep_brightness[:, None], rep_brightness[safe]
         )
         either_blank = rep_blank[:, None] | rep_blank[safe]
         near = valid & np.where(either_blank, judged, _is_near(params, sims, ham))
         if verify is not None and params.verify_cosine is not None:  # blank frames have no features to verify
-            near = _verified(nbr, sims, near, ham, valid & ~either_blank, reps, params, verify, pages[reps])
+            near = _verified(nbr, sims, near, ham, valid & ~either_blank, reps, params, verify, rep_pages)
         for a, b in cluster_leaders(nbr, sims, near, quality[reps]):
             attach(reps[b], reps[a], "near")
         # 4. flipped copies: a leader whose mirror image hashes within `identical` bits of a
         # neighbour joins that neighbour's group, whole (after clustering, so a flipped copy
         # never heads a cluster that its original's other copies are not near)
         mirrored = hamming_distance(neighbor_hash, _mirror_hashes(frames)[reps][:, None])
-        believed = _mirror_believed(sims, pages[reps][:, None], pages[reps][safe], params)
+        believed = _mirror_believed(sims, rep_pages[:, None], rep_pages[safe], params)
         flipped = valid & ~either_blank & (mirrored <= params.identical_phash_distance) & believed
         for a, j in zip(*np.nonzero(flipped)):
             attach(reps[a], reps[nbr[a, j]], "near")

@@ -73,8 +73,10 @@ def inliers(a: Keypoints, b: Keypoints) -> int:
         return found
     grey_a, grey_b = a.grey, b.grey
     if _page_like(grey_a) or _page_like(grey_b):  # lines of text are found anywhere near: parts confirm nothing
-        if found >= PLENTY or alignment(grey_a, grey_b) >= ALIGNED_DETAIL:
-            return ALIGNED if found < PLENTY else found
+        if found >= PLENTY:
+            return found
+        if alignment(grey_a, grey_b) >= ALIGNED_DETAIL:
+            return ALIGNED
         # but they can deny: too few keypoints to judge (a logo or an icon on a blank page), and the
         # detail of one is mostly found nowhere near in the other: two pictures that share a layout
         return 0 if found < 0 and 0 <= covered(grey_a, grey_b) < PARTLY_COVERED else found
