@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export DAGSTER_HOME ?= $(CURDIR)/.curation/dagster
 
-.PHONY: install ssl demo test ui prod-local lint docs clean bench-quality bench-calibration bench-rig bench-slides bench-scale bench-fleet
+.PHONY: install ssl demo test ui prod-local lint docs clean bench-quality bench-calibration bench-rig bench-sessions bench-slides bench-scale bench-fleet
 
 install: $(VENV)/.installed
 
@@ -65,6 +65,10 @@ bench-rig: install
 	$(PY) bench/rig_data.py bench/.rig/mixed-held-out --held-out
 	$(PY) bench/rig_data.py bench/.rig/boards-held-out --held-out --boards
 	$(PY) bench/rig.py bench/.rig/mixed bench/.rig/boards bench/.rig/mixed-held-out bench/.rig/boards-held-out
+
+bench-sessions: install
+	$(PY) bench/sessions.py
+	$(PY) bench/sessions.py --held-out
 
 bench-slides: install
 	$(PY) bench/slides.py

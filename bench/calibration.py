@@ -345,9 +345,10 @@ def duplicate_margins(pictures, rng) -> None:
 
 def geometric_checks(params, pictures, images, stats, nearest, unrelated_cos, unrelated_ham, false_pair, parts,
                      copies, of, categories, copy_cos, copy_ham, copy_found) -> None:  # fmt: skip
-    """What the pipeline's geometric checks (``duplicates._verified``) leave of the bare rule's
-    joins: an edge on the embedding alone, and (since issue 31b) an edge on the hash between
-    two page-like pictures, is dropped when local features contradict it."""
+    """What the pipeline's geometric checks (``duplicates._verified``, ``_cluster_checked``) leave
+    of the bare rule's joins: an edge on the embedding alone, and (since issue 31b) an edge on the
+    hash between two page-like pictures, is dropped when local features contradict it; since
+    issue 31's sixth pass, across a folder of stills (as this corpus lands) every join is checked."""
     from curation_assets.core.duplicates import _contradicted, page_like
     from curation_assets.core.geometry import inliers, keypoints
 
@@ -370,13 +371,16 @@ def geometric_checks(params, pictures, images, stats, nearest, unrelated_cos, un
     emb_u, page_u = suspect(unrelated_cos, unrelated_ham, pages & pages[nearest])
     emb_c, page_c = suspect(copy_cos, copy_ham, copy_pages)
     kept_u, kept_c = false_pair.copy(), copy_found.copy()
-    for i in np.flatnonzero(false_pair & (emb_u | page_u)):
+    for i in np.flatnonzero(false_pair):
         kept_u[i] = not _contradicted(checked(images[i], i, images[nearest[i]], int(nearest[i])), params)
-    for c in np.flatnonzero(copy_found & (emb_c | page_c)):
+    for c in np.flatnonzero(copy_found):
         kept_c[c] = not _contradicted(checked(copies[c], ("copy", c), images[of[c]], int(of[c])), params)
+    still_u, still_c = kept_u.copy(), kept_c.copy()  # every join of a still checked
+    kept_u, kept_c = false_pair & (kept_u | ~(emb_u | page_u)), copy_found & (kept_c | ~(emb_c | page_c))
     print("\nafter the geometric checks (old: the embedding-alone edge; new: also a hash edge between page-like "
-          f"pictures, {pages.mean():.2f} of the corpus page-like): part | unrelated pairs joined: bare rule, "
-          "old checks, new checks | copies found: bare, old, new (page-like copies kept, per edit)")  # fmt: skip
+          f"pictures, {pages.mean():.2f} of the corpus page-like; stills: every join): part | unrelated pairs "
+          "joined: bare rule, old checks, new checks, stills | copies found: bare, old, new, stills (page-like "
+          "copies kept, per edit)")  # fmt: skip
     for part in ("calibration", "held_out"):
         u, c = parts == part, parts[of] == part
         old_u = false_pair & ~(emb_u & ~kept_u)
@@ -384,9 +388,11 @@ def geometric_checks(params, pictures, images, stats, nearest, unrelated_cos, un
         edits = ("shift", "brightness", "jpeg", "crop")
         per = {k: f"{int((kept_c & c & copy_pages & (categories == k)).sum())}/"
                   f"{int((c & copy_pages & (categories == k)).sum())}" for k in edits}  # fmt: skip
-        print(f"{part} | {int((false_pair & u).sum())}, {int((old_u & u).sum())}, {int((kept_u & u).sum())} | "
-              f"{int((copy_found & c).sum())}, {int((old_c & c).sum())}, {int((kept_c & c).sum())} of {int(c.sum())} "
-              f"({per})")  # fmt: skip
+        print(f"{part} | {int((false_pair & u).sum())}, {int((old_u & u).sum())}, {int((kept_u & u).sum())}, "
+              f"{int((still_u & u).sum())} | {int((copy_found & c).sum())}, {int((old_c & c).sum())}, "
+              f"{int((kept_c & c).sum())}, {int((still_c & c).sum())} of {int(c.sum())} ({per})")  # fmt: skip
+        lost = [f"{pictures[of[k]][0]}:{categories[k]}" for k in np.flatnonzero(copy_found & c & ~still_c)]
+        print(f"  {part}: copies the check of every join drops: {len(lost)} {lost[:12]}")
         left = [f"{pictures[i][0]} ~ {pictures[nearest[i]][0]}" for i in np.flatnonzero(kept_u & u & page_u)]
         print(f"  {part}: page-like pairs the new check keeps: {len(left)} {left[:8]}")
 

@@ -299,6 +299,27 @@ def pose_pair(s: Scene, rng: np.random.Generator, grey: bool) -> tuple[Image.Ima
     return render(camera, s.room + s.held, rng, grey), render(second, s.room + moved, rng, grey)
 
 
+def session(seed: int, held_out: bool = False, poses: int = 13, baseline: float = 0.06):
+    """A stereo calibration session, as one folder holds it: one person holding a chessboard
+    in a plain room in ``poses`` poses (turned 10-40° about a random axis and moved 5-25 cm),
+    each shot by both cameras of a rig ``baseline`` m apart. Yields (pose number, left, right):
+    a pose's two pictures are near duplicates, two poses are not."""
+    rng = np.random.default_rng(seed)
+    rooms = [p for p in ROOMS[held_out] if isinstance(p, str) or Path(p).exists()]
+    wall = plain_room(rng, _photo(rooms[seed % len(rooms)]))
+    s = scene("chessboard", wall, rng, textures_for(held_out, rng, with_person=True))
+    focal = float(rng.uniform(480, 700))
+    left = Camera(focal, np.eye(3), np.zeros(3), 1.0, 2.5)
+    right = Camera(focal * 1.005, rotation(rng.normal(size=3), 0.7), np.array([baseline, 0, 0]), 1.08, 3.0)
+    for pose in range(1, poses + 1):
+        turn = rotation(rng.normal(size=3), float(rng.uniform(10, 40)))
+        direction = rng.normal(size=3)
+        shift = direction / np.linalg.norm(direction) * float(rng.uniform(0.05, 0.25))
+        shift[2] = abs(shift[2]) * np.sign(1.0 - s.pivot[2])
+        held = [s.held[0].moved(turn, s.pivot, shift)] + [p.moved(np.eye(3), s.pivot, shift * 0.7) for p in s.held[1:]]
+        yield pose, render(left, s.room + held, rng, True), render(right, s.room + held, rng, True)
+
+
 # ---------------------------------------------------------------- sets
 
 

@@ -163,6 +163,19 @@ def test_a_rig_pair_of_a_board_is_one_group_and_another_pose_of_it_is_not():
     assert groups["group_id"].iloc[2] != groups["group_id"].iloc[0]
 
 
+def test_two_poses_of_a_board_held_in_one_room_stay_apart_in_a_folder_though_embedding_and_hash_call_them_an_edit():
+    """A calibration session's poses 1 and 3 (bench/rig_data.py's session 5, one camera): the room
+    and the person are the same, the board turned and moved; cosine 0.95, hashes 10 bits apart
+    (the near rule's edit), while keypoints agree on the room only. A photograph sits between
+    them by name, so only the grouping across the folder can join them."""
+    from bench.rig_data import session
+
+    poses = list(itertools.islice(session(5), 3))
+    first, third = (poses[i][1].convert("RGB") for i in (0, 2))
+    groups = _grouped_as_one_folder([first, Image.fromarray(skimage.data.chelsea()), third])
+    assert groups["group_id"].iloc[0] != groups["group_id"].iloc[2]
+
+
 def _page_of_one_layout(seed: int) -> Image.Image:
     """A page of one template (bench/quality_data.py's DejaVu serif, same margins, size and line
     count), different words: its 32x32 hash sees the layout, the embedding finds it alike."""

@@ -157,7 +157,7 @@ def _is_near(params: DuplicateParams, cos: np.ndarray | float, ham: np.ndarray |
     )
 
 
-def _verified(nbr, sims, near, ham, valid, reps, params: DuplicateParams, verify, pages=None) -> np.ndarray:
+def _verified(nbr, sims, near, ham, valid, reps, params: DuplicateParams, verify, pages, verdicts) -> np.ndarray:
     """The near edges after geometric verification. A look-alike among each leader's closest
     neighbours joins when enough local features agree on one geometry (the same scene, another
     view); an edge that rests on the embedding alone (the scene rule, hashes apart) is dropped
@@ -170,16 +170,11 @@ def _verified(nbr, sims, near, ham, valid, reps, params: DuplicateParams, verify
     candidates = valid & ~near & (sims >= params.verify_cosine) & (rank < params.verify_neighbors)
     agree = (sims >= params.near_cosine) & (ham <= params.near_phash_distance)
     on_embedding = valid & near & ~agree & (ham > params.identical_phash_distance)
-    if pages is not None:
-        both_pages = pages[:, None] & pages[np.where(valid, nbr, 0)]
-        on_embedding |= (
-            valid & near & both_pages & (ham <= max(params.near_phash_distance, params.identical_phash_distance))
-        )
+    both_pages = pages[:, None] & pages[np.where(valid, nbr, 0)]
+    hash_edge = ham <= max(params.near_phash_distance, params.identical_phash_distance)
+    on_embedding |= valid & near & both_pages & hash_edge
     edges = list(zip(*np.nonzero(candidates | on_embedding)))
-    pairs = sorted({tuple(sorted((int(reps[a]), int(reps[nbr[a, j]])))) for a, j in edges})
-    # OpenCV releases the GIL: keypoints and matching run on every core
-    with ThreadPoolExecutor(max(2, os.cpu_count() or 2)) as pool:
-        checked = dict(zip(pairs, pool.map(lambda pair: verify(*pair), pairs)))
+    checked = _checked(verify, {tuple(sorted((int(reps[a]), int(reps[nbr[a, j]])))) for a, j in edges}, verdicts)
     out = near.copy()
     for a, j in edges:
         agreeing = checked[tuple(sorted((int(reps[a]), int(reps[nbr[a, j]]))))]
@@ -188,6 +183,37 @@ def _verified(nbr, sims, near, ham, valid, reps, params: DuplicateParams, verify
         elif _contradicted(agreeing, params):
             out[a, j] = False
     return out
+
+
+def _checked(verify, pairs, verdicts: dict[tuple[int, int], int]) -> dict[tuple[int, int], int]:
+    """``verdicts`` with ``verify`` run for the pairs of rows (sorted tuples) it lacks, on every
+    core (OpenCV releases the GIL)."""
+    todo = sorted(set(pairs) - verdicts.keys())
+    with ThreadPoolExecutor(max(2, os.cpu_count() or 2)) as pool:
+        verdicts.update(zip(todo, pool.map(lambda pair: verify(*pair), todo)))
+    return verdicts
+
+
+def _cluster_checked(nbr, sims, near, quality, reps, stills, params: DuplicateParams, verify, verdicts):
+    """``cluster_leaders``, where no join of a still picture (``stills``, per leader: from an
+    image folder) may be contradicted by local features. Stills pass embedding and hash alike
+    where one room is seen again with a board or a person moved (a calibration session's poses:
+    cosine 0.90-0.97, 2-12 bits apart), so none of their edges is taken on trust; but checking
+    every edge of a folder of video frames more than tripled its grouping time, so only the
+    joins the clustering makes are checked, and it runs again without those contradicted until
+    every join it makes has passed (``verdicts``: the pairs checked so far). Returns (head,
+    member) pairs."""
+    near = near.copy()
+    while True:
+        joins = cluster_leaders(nbr, sims, near, quality)
+        key = {(a, b): tuple(sorted((int(reps[a]), int(reps[b])))) for a, b in joins if stills[a] or stills[b]}
+        _checked(verify, key.values(), verdicts)
+        refused = [(a, b) for (a, b), pair in key.items() if _contradicted(verdicts[pair], params)]
+        if not refused:
+            return joins
+        for a, b in refused:
+            near[a, nbr[a] == b] = False
+            near[b, nbr[b] == a] = False
 
 
 def cluster_leaders(nbr: np.ndarray, sims: np.ndarray, near: np.ndarray, quality: np.ndarray) -> list[tuple[int, int]]:
@@ -320,8 +346,13 @@ def find_duplicate_groups(
         either_blank = rep_blank[:, None] | rep_blank[safe]
         near = valid & np.where(either_blank, judged, _is_near(params, sims, ham))
         if verify is not None and params.verify_cosine is not None:  # blank frames have no features to verify
-            near = _verified(nbr, sims, near, ham, valid & ~either_blank, reps, params, verify, rep_pages)
-        for a, b in cluster_leaders(nbr, sims, near, quality[reps]):
+            verdicts: dict[tuple[int, int], int] = {}
+            near = _verified(nbr, sims, near, ham, valid & ~either_blank, reps, params, verify, rep_pages, verdicts)
+            stills = ~in_video[reps] & ~rep_blank
+            joins = _cluster_checked(nbr, sims, near, quality[reps], reps, stills, params, verify, verdicts)
+        else:
+            joins = cluster_leaders(nbr, sims, near, quality[reps])
+        for a, b in joins:
             attach(reps[b], reps[a], "near")
         # 4. flipped copies: a leader whose mirror image hashes within `identical` bits of a
         # neighbour joins that neighbour's group, whole (after clustering, so a flipped copy
