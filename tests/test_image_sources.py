@@ -168,6 +168,35 @@ def test_a_folder_of_mixed_images_is_curated_with_broken_files_flagged(local_def
     assert len(outliers) == 9  # every frame scored, broken ones included
 
 
+def test_a_folder_landed_later_is_matched_with_the_same_geometric_check_as_one_landed_whole(local_defs, instance):
+    """Two poses of a board held in one room (bench/rig_data.py's session 5, poses 1 and 3) pass
+    embedding and hash like an edit; landed in two folders one after the other, the second is
+    matched against the stored first through the vector store, and the check still keeps them
+    apart, while a copy of a photograph in the second folder joins its original in the first."""
+    import itertools
+
+    from bench.rig_data import _jpeg, session
+
+    poses = list(itertools.islice(session(5), 3))
+    scene = encoded(photo(7, (320, 240)), "JPEG", quality=95)
+    landing = local_defs.resources["object_store"].landing_store()
+    landing.put_bytes("cam-s/day1/left01.jpg", _jpeg(poses[0][1]))
+    landing.put_bytes("cam-s/day1/scene.jpg", scene)
+    assert _run(local_defs, instance)[1].success
+    landing.put_bytes("cam-s/day2/left03.jpg", _jpeg(poses[2][1]))
+    landing.put_bytes("cam-s/day2/scene-copy.jpg", encoded(Image.open(io.BytesIO(scene)), "JPEG", quality=60))
+    curate = _run(local_defs, instance)[1]
+
+    assert curate.success, curate.error
+    store = local_defs.resources["object_store"].store()
+    first, second = (_frames(store, source_id_for(f"cam-s/{day}/")) for day in ("day1", "day2"))
+    group = read_groups(store).set_index("frame_id")["group_id"]
+    pose_1, pose_3 = first.loc["cam-s/day1/left01.jpg", "frame_id"], second.loc["cam-s/day2/left03.jpg", "frame_id"]
+    assert group[pose_1] != group[pose_3]
+    original, copy = first.loc["cam-s/day1/scene.jpg", "frame_id"], second.loc["cam-s/day2/scene-copy.jpg", "frame_id"]
+    assert group[original] == group[copy]
+
+
 @pytest.mark.parametrize("kind", ["zip", "tar.gz"])
 def test_an_archive_of_images_is_one_source(local_defs, instance, tmp_path, kind):
     files = {k: v for k, v in mixed_folder().items() if k[0] in "abcg"}

@@ -397,6 +397,7 @@ def match_to_corpus(
     candidates: np.ndarray,
     params: DuplicateParams = DuplicateParams(),
     verify: Callable[[int, int], int] | None = None,
+    stills: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Incremental matching: which existing group each new group's leader copies, if any.
 
@@ -406,7 +407,9 @@ def match_to_corpus(
     ``verify(leader row, rep row)``, when given, counts local features agreeing on one geometry
     (``geometry.inliers``), as in ``find_duplicate_groups``: a match that rests on the embedding
     alone is dropped when geometry contradicts it (two pages of one layout, a board in another
-    pose). Returns (row of ``reps`` or -1, cosine to it) per leader.
+    pose), and so is any match of a leader from an image folder (``stills``, per leader), as a
+    folder's joins are; the next most similar near one is tried. Returns (row of ``reps`` or -1,
+    cosine to it) per leader.
     """
     valid = candidates >= 0
     safe = np.where(valid, candidates, 0)
@@ -430,12 +433,19 @@ def match_to_corpus(
     leader_brightness = leaders["brightness"].to_numpy(dtype=np.float64)[:, None]
     judged = _blank_pair(params, cos, leader_blank, rep_blank, leader_brightness, rep_brightness[safe])
     near = np.where(leader_blank | rep_blank, judged, _is_near(params, cos, ham))
+    score = np.where(valid & near, cos, -np.inf)
     if verify is not None:
         agree = (cos >= params.near_cosine) & (ham <= params.near_phash_distance)
-        on_embedding = valid & near & ~agree & (ham > params.identical_phash_distance) & ~(leader_blank | rep_blank)
-        for i, j in zip(*np.nonzero(on_embedding)):
-            near[i, j] = not _contradicted(verify(int(i), int(candidates[i, j])), params)
-    score = np.where(valid & near, cos, -np.inf)
+        still = np.zeros(len(leaders), dtype=bool) if stills is None else np.asarray(stills, dtype=bool)
+        checked = (~agree & (ham > params.identical_phash_distance)) | still[:, None]
+        checked &= valid & near & ~(leader_blank | rep_blank)
+        for i in np.flatnonzero(checked.any(axis=1)):  # the most similar near one that geometry does not contradict
+            for j in np.argsort(-score[i], kind="stable"):
+                if not np.isfinite(score[i, j]) or not checked[i, j]:
+                    break
+                if not _contradicted(verify(int(i), int(candidates[i, j])), params):
+                    break
+                score[i, j] = -np.inf
     best = np.argmax(score, axis=1)
     found = np.isfinite(score[np.arange(len(leaders)), best])
     return np.where(found, candidates[np.arange(len(leaders)), best], -1), np.where(

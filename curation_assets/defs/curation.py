@@ -18,6 +18,7 @@ from curation_assets.core.duplicates import (
     extend_groups,
     find_duplicate_groups,
     match_to_corpus,
+    timed,
 )
 from curation_assets.core.duplicates import _finish as finish_groups
 from curation_assets.core.ids import point_id_for, video_id_of
@@ -166,6 +167,15 @@ def verifier(store: ObjectStore, frames: pd.DataFrame):
     return lambda a, b: geometry.inliers(points(a), points(b))
 
 
+def _match_verifier(store: ObjectStore, leaders: pd.DataFrame, reps: pd.DataFrame):
+    """Geometric verification of a new group's leader (row of ``leaders``) against a stored
+    representative (row of ``reps``, its address from the vector-store payload); -1 (no
+    judgement) for a representative stored without its address."""
+    check = verifier(store, pd.DataFrame({"uri": [*leaders["uri"], *reps["uri"]]}))
+    known = reps["uri"].notna().to_numpy()
+    return lambda leader, rep: check(leader, len(leaders) + rep) if known[rep] else -1
+
+
 # Curation results are partitioned like their inputs: one table per source under
 # tables/<asset>/<source>.parquet, written once when the source is curated, plus a small
 # state (tables/<asset>/_state.json: sources done, settings, counts, running summaries).
@@ -274,14 +284,17 @@ def _group_new_sources(store: ObjectStore, vs, collection: str, vector_name: str
         vs.retrieve(collection, vector_name, [point_id_for(r) for r in rep_ids]) if rep_ids else (np.zeros((0, 1)), [])
     )
     # points stored before a payload field existed lack it: NaN, and the rule that needs it stays off
-    described = ("phash", "brightness", "contrast", "edge_density")
+    described = ("phash", "brightness", "contrast", "edge_density", "uri")
     reps = pd.DataFrame({"frame_id": rep_ids, **{c: [p.get(c, np.nan) for p in rep_payloads] for c in described}})
     row_of_rep = {r: i for i, r in enumerate(rep_ids)}
     candidates = np.full((len(leader_rows), params.neighbors), -1)
     for n, groups_near in enumerate(hit_groups):
         candidates[n, : len(groups_near)] = [row_of_rep[g] for g in groups_near]
     leaders = corpus.frames.iloc[leader_rows]
-    match, _ = match_to_corpus(leaders, corpus.vectors[leader_rows], reps, rep_vectors, candidates, params)
+    verify = _match_verifier(store, leaders, reps) if params.verify_cosine is not None else None
+    stills = ~timed(corpus.frames)[leader_rows]  # a folder's matches are all checked, as its own joins are
+    leader_vectors = corpus.vectors[leader_rows]
+    match, _ = match_to_corpus(leaders, leader_vectors, reps, rep_vectors, candidates, params, verify, stills)
     joins = {new_groups.at[i, "group_id"]: rep_ids[m] for i, m in zip(leader_rows, match) if m >= 0}
     vectors_of = {rep_ids[m]: rep_vectors[m] for m in match if m >= 0}
     # the joined stored groups stand in as their representative's row alone; dropped after
