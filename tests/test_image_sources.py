@@ -11,6 +11,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -195,6 +196,20 @@ def test_a_folder_landed_later_is_matched_with_the_same_geometric_check_as_one_l
     assert group[pose_1] != group[pose_3]
     original, copy = first.loc["cam-s/day1/scene.jpg", "frame_id"], second.loc["cam-s/day2/scene-copy.jpg", "frame_id"]
     assert group[original] == group[copy]
+
+
+def test_a_stored_representative_whose_frame_is_under_another_root_is_matched_without_a_judgement(tmp_path):
+    """A root moved since its points were stored: their addresses lie under the old root, so the
+    check gives no judgement (-1) instead of failing the run, and the rules alone match."""
+    from curation_assets.defs.curation import _match_verifier
+    from resources.object_store import LocalObjectStore
+
+    store, old = LocalObjectStore(tmp_path / "now"), LocalObjectStore(tmp_path / "before")
+    picture = encoded(photo(3, (320, 240)), "JPEG", quality=95)
+    leaders = pd.DataFrame({"uri": [store.put_bytes("frames/new/000000.jpg", picture)]})
+    reps = pd.DataFrame({"uri": [store.put_bytes("frames/a/000000.jpg", picture), old.uri("frames/b/000000.jpg")]})
+    verify = _match_verifier(store, leaders, reps)
+    assert verify(0, 0) > 0 and verify(0, 1) == -1
 
 
 @pytest.mark.parametrize("kind", ["zip", "tar.gz"])

@@ -170,10 +170,19 @@ def verifier(store: ObjectStore, frames: pd.DataFrame):
 def _match_verifier(store: ObjectStore, leaders: pd.DataFrame, reps: pd.DataFrame):
     """Geometric verification of a new group's leader (row of ``leaders``) against a stored
     representative (row of ``reps``, its address from the vector-store payload); -1 (no
-    judgement) for a representative stored without its address."""
+    judgement) for a representative stored without an address under this root (points stored
+    before the payload held one, or a root since moved: matching still works by the rules)."""
     check = verifier(store, pd.DataFrame({"uri": [*leaders["uri"], *reps["uri"]]}))
-    known = reps["uri"].notna().to_numpy()
+    known = np.array([isinstance(uri, str) and _under(store, uri) for uri in reps["uri"]], dtype=bool)
     return lambda leader, rep: check(leader, len(leaders) + rep) if known[rep] else -1
+
+
+def _under(store: ObjectStore, uri: str) -> bool:
+    try:
+        store.key_for_uri(uri)
+    except ValueError:
+        return False
+    return True
 
 
 # Curation results are partitioned like their inputs: one table per source under
