@@ -1,6 +1,7 @@
 """Image folders and archives as sources, with real files of every kind that goes wrong."""
 
 import io
+import itertools
 import json
 import os
 import re
@@ -174,8 +175,6 @@ def test_a_folder_landed_later_is_matched_with_the_same_geometric_check_as_one_l
     embedding and hash like an edit; landed in two folders one after the other, the second is
     matched against the stored first through the vector store, and the check still keeps them
     apart, while a copy of a photograph in the second folder joins its original in the first."""
-    import itertools
-
     from bench.rig_data import _jpeg, session
 
     poses = list(itertools.islice(session(5), 3))

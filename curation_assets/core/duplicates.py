@@ -174,15 +174,20 @@ def _verified(nbr, sims, near, ham, valid, reps, params: DuplicateParams, verify
     hash_edge = ham <= max(params.near_phash_distance, params.identical_phash_distance)
     on_embedding |= valid & near & both_pages & hash_edge
     edges = list(zip(*np.nonzero(candidates | on_embedding)))
-    checked = _checked(verify, {tuple(sorted((int(reps[a]), int(reps[nbr[a, j]])))) for a, j in edges}, verdicts)
+    checked = _checked(verify, {_pair(reps, a, nbr[a, j]) for a, j in edges}, verdicts)
     out = near.copy()
     for a, j in edges:
-        agreeing = checked[tuple(sorted((int(reps[a]), int(reps[nbr[a, j]]))))]
+        agreeing = checked[_pair(reps, a, nbr[a, j])]
         if candidates[a, j]:
             out[a, j] = agreeing >= params.verify_inliers
         elif _contradicted(agreeing, params):
             out[a, j] = False
     return out
+
+
+def _pair(reps: np.ndarray, a: int, b: int) -> tuple[int, int]:
+    """The frame rows of leaders ``a`` and ``b``, in order: one key per pair, whichever way round."""
+    return tuple(sorted((int(reps[a]), int(reps[b]))))
 
 
 def _checked(verify, pairs, verdicts: dict[tuple[int, int], int]) -> dict[tuple[int, int], int]:
@@ -206,7 +211,7 @@ def _cluster_checked(nbr, sims, near, quality, reps, stills, params: DuplicatePa
     near = near.copy()
     while True:
         joins = cluster_leaders(nbr, sims, near, quality)
-        key = {(a, b): tuple(sorted((int(reps[a]), int(reps[b])))) for a, b in joins if stills[a] or stills[b]}
+        key = {(a, b): _pair(reps, a, b) for a, b in joins if stills[a] or stills[b]}
         _checked(verify, key.values(), verdicts)
         refused = [(a, b) for (a, b), pair in key.items() if _contradicted(verdicts[pair], params)]
         if not refused:
@@ -437,11 +442,11 @@ def match_to_corpus(
     if verify is not None:
         agree = (cos >= params.near_cosine) & (ham <= params.near_phash_distance)
         still = np.zeros(len(leaders), dtype=bool) if stills is None else np.asarray(stills, dtype=bool)
-        checked = (~agree & (ham > params.identical_phash_distance)) | still[:, None]
-        checked &= valid & near & ~(leader_blank | rep_blank)
-        for i in np.flatnonzero(checked.any(axis=1)):  # the most similar near one that geometry does not contradict
+        to_check = (~agree & (ham > params.identical_phash_distance)) | still[:, None]
+        to_check &= valid & near & ~(leader_blank | rep_blank)
+        for i in np.flatnonzero(to_check.any(axis=1)):  # the most similar near one that geometry does not contradict
             for j in np.argsort(-score[i], kind="stable"):
-                if not np.isfinite(score[i, j]) or not checked[i, j]:
+                if not np.isfinite(score[i, j]) or not to_check[i, j]:
                     break
                 if not _contradicted(verify(int(i), int(candidates[i, j])), params):
                     break
